@@ -1,0 +1,138 @@
+"""The connector contract: one class per kind of system, one async method per right.
+
+A connector is built from a register entry (`System`): its name and its `settings`. It
+declares which rights it carries out automatically in `capabilities`; for any other right the
+runtime reports a manual task instead of calling it. Methods return a `Result`; they raise
+`ConnectorError` for a failure they understand (saying whether a retry can help) and may let
+anything else escape: the runtime turns it into a failed, retryable outcome without leaking
+its message (which might hold personal data) to the bus.
+
+Every method must be idempotent: tasks arrive at least once. A second erasure of the same
+subject reports `not_found`, not an error.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.envelope import describe_validation_error
+from schemas.events import (
+    Counts,
+    Evidence,
+    FieldChange,
+    OutcomeStatus,
+    Record,
+    RequestType,
+    RetainedItem,
+    Subject,
+)
+
+
+class ConnectorError(Exception):
+    """A failure a connector understands. The message must not contain personal data."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ConnectorConfigError(ConnectorError):
+    """The system's settings in the register are wrong; fix the register, retrying won't help."""
+
+
+@dataclass(slots=True)
+class Result:
+    """What a connector did for one task."""
+
+    status: OutcomeStatus
+    counts: Counts = field(default_factory=Counts)
+    records: list[Record] = field(default_factory=list)
+    retained: list[RetainedItem] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    reason: str | None = None
+    instructions: str | None = None
+
+    @classmethod
+    def completed(cls, counts: Counts | None = None, **kwargs: Any) -> Result:
+        """Done, with counts."""
+        return cls(OutcomeStatus.COMPLETED, counts or Counts(), **kwargs)
+
+    @classmethod
+    def not_found(cls, reason: str | None = None) -> Result:
+        """Nothing about the subject in this system (also: already erased)."""
+        return cls(OutcomeStatus.NOT_FOUND, reason=reason)
+
+    @classmethod
+    def manual(cls, instructions: str, reason: str | None = None) -> Result:
+        """A person must act; `instructions` say what to do."""
+        return cls(OutcomeStatus.MANUAL_ACTION_REQUIRED, instructions=instructions, reason=reason)
+
+    @classmethod
+    def found(cls, records: Sequence[Record]) -> Result:
+        """An access result: completed with the records, or not found when there are none."""
+        if not records:
+            return cls.not_found()
+        return cls.completed(Counts(found=len(records)), records=list(records))
+
+
+class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pick what they support
+    """Base class for connectors; override the methods for the rights in `capabilities`."""
+
+    #: Rights this connector carries out automatically.
+    capabilities: ClassVar[frozenset[RequestType]] = frozenset()
+    #: Optional pydantic model that validates `settings` from the register.
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    #: Shown by `dsr connectors list`.
+    description: ClassVar[str] = ""
+
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
+        self.system = system
+        raw = dict(settings or {})
+        if self.settings_model is not None:
+            try:
+                self.settings: Any = self.settings_model.model_validate(raw)
+            except ValidationError as exc:
+                raise ConnectorConfigError(
+                    f"settings of system {system!r} are invalid: {describe_validation_error(exc)}"
+                ) from None
+        else:
+            self.settings = raw
+
+    async def access(self, subject: Subject) -> Result:
+        """Return every record about the subject (Art. 15)."""
+        raise NotImplementedError
+
+    async def portability(self, subject: Subject) -> Result:
+        """Return the data the subject provided (Art. 20); by default the same as access."""
+        return await self.access(subject)
+
+    async def erase(self, subject: Subject) -> Result:
+        """Delete or anonymise the subject's data, reporting what is retained and why (Art. 17)."""
+        raise NotImplementedError
+
+    async def rectify(self, subject: Subject, changes: Sequence[FieldChange]) -> Result:
+        """Correct the given fields (Art. 16)."""
+        raise NotImplementedError
+
+    async def restrict(self, subject: Subject) -> Result:
+        """Mark the data so it is stored but not processed (Art. 18)."""
+        raise NotImplementedError
+
+    async def object(self, subject: Subject) -> Result:
+        """Stop the processing objected to, e.g. direct marketing (Art. 21)."""
+        raise NotImplementedError
+
+    async def withdraw_consent(self, subject: Subject) -> Result:
+        """Stop consent-based processing (Art. 7(3))."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release connections; called once when the worker stops."""
+
+
+__all__ = ["Connector", "ConnectorConfigError", "ConnectorError", "Result"]

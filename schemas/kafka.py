@@ -1,0 +1,99 @@
+"""How every process of ours connects to Kafka: one settings model, read from DSR_KAFKA_*."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Connection settings shared by the orchestrator, connector workers and the client."""
+
+    model_config = SettingsConfigDict(env_prefix="DSR_KAFKA_", extra="ignore")
+
+    bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; empty means: start the embedded broker.",
+    )
+    client_id: str = "dsr-orchestrator"
+    partitions: int = Field(default=4, ge=1, description="Partitions for topics we create.")
+    replication_factor: int = Field(default=1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    rebalance_timeout_ms: int = 30_000
+
+    def for_embedded(self, bootstrap: str) -> KafkaSettings:
+        """The same settings pointed at the embedded broker, with its short group timeouts."""
+        return self.model_copy(
+            update={
+                "bootstrap": bootstrap,
+                "session_timeout_ms": 2_000,
+                "heartbeat_interval_ms": 500,
+                "rebalance_timeout_ms": 2_000,
+            }
+        )
+
+    def require_bootstrap(self) -> str:
+        """The bootstrap address; a clear error if none is configured."""
+        if not self.bootstrap:
+            raise ValueError(
+                "no Kafka bootstrap address: set DSR_KAFKA_BOOTSTRAP or pass --bootstrap "
+                "(or run 'dsr up', which starts an embedded broker)"
+            )
+        return self.bootstrap
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (security; no idempotence, see broker notes)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.require_bootstrap(),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value()
+                if self.sasl_password
+                else None,
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return options
+
+    def kafka_python_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (api_version left on auto)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.require_bootstrap().split(","),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value()
+                if self.sasl_password
+                else None,
+            )
+        if self.ssl_cafile:
+            options.update(
+                ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile
+            )
+        return options
+
+
+__all__ = ["KafkaSettings"]

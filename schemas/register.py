@@ -1,0 +1,233 @@
+"""The register of systems (processing register, GDPR Art. 30), loaded from one YAML file.
+
+Each system holding personal data is described once: what it is, who processes it, which
+categories it holds and why, how long, where, and which connector carries out requests on it.
+The same description feeds the Art. 15 information in every export.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.events import SYSTEM_NAME_PATTERN, RequestType
+
+
+class SystemKind(StrEnum):
+    """What kind of system holds the data."""
+
+    CRM = "crm"
+    MAILING = "mailing"
+    CHAT = "chat"
+    SUPPORT_DESK = "support_desk"
+    DATABASE = "database"
+    SMS = "sms"
+    ANALYTICS = "analytics"
+    PAYMENTS = "payments"
+    ARCHIVE = "archive"
+    OTHER = "other"
+
+
+class LegalBasis(StrEnum):
+    """Art. 6(1) GDPR, (a) to (f)."""
+
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGAL_OBLIGATION = "legal_obligation"
+    VITAL_INTERESTS = "vital_interests"
+    PUBLIC_TASK = "public_task"
+    LEGITIMATE_INTERESTS = "legitimate_interests"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Processor(_Config):
+    """The processor (verwerker) running the system for us, and its sub-processors."""
+
+    name: str
+    sub_processors: list[str] = Field(default_factory=list)
+    agreement: bool = Field(default=True, description="A processing agreement is in place.")
+
+
+class Location(_Config):
+    """Where the data is stored, and the transfer safeguard when outside the EEA."""
+
+    region: Annotated[str, Field(examples=["EEA", "US"])] = "EEA"
+    transfer_mechanism: str | None = Field(
+        default=None, examples=["adequacy decision (EU-US Data Privacy Framework)", "SCC"]
+    )
+
+    @model_validator(mode="after")
+    def _safeguard_outside_eea(self) -> Location:
+        if self.region.upper() != "EEA" and not self.transfer_mechanism:
+            raise ValueError(
+                "storage outside the EEA needs a transfer_mechanism (e.g. 'SCC' or an adequacy decision)"
+            )
+        return self
+
+
+class System(_Config):
+    """One system in the register."""
+
+    name: Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN)]
+    title: str | None = Field(default=None, description="Display name, e.g. 'HubSpot CRM'.")
+    kind: SystemKind
+    connector: Annotated[str, Field(min_length=1, description="Entry point in 'dsr.connectors'.")]
+    settings: dict[str, Any] = Field(default_factory=dict)
+    processor: Processor | None = Field(default=None, description="None: run by the controller.")
+    data_categories: Annotated[list[str], Field(min_length=1)]
+    purposes: Annotated[list[str], Field(min_length=1)]
+    legal_basis: Annotated[list[LegalBasis], Field(min_length=1)]
+    retention: Annotated[str, Field(min_length=1, examples=["180 days after last contact"])]
+    location: Location = Location()
+    source: str = "the data subject"
+    rights: list[RequestType] | None = Field(
+        default=None,
+        description="Rights carried out automatically; others become manual tasks. "
+        "Defaults to what the connector declares.",
+    )
+    group: Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN)] = Field(
+        default="default", description="Connector worker group that serves this system."
+    )
+
+    @property
+    def display_name(self) -> str:
+        """The title, or the name."""
+        return self.title or self.name
+
+
+class Controller(_Config):
+    """The controller (verwerkingsverantwoordelijke) the register belongs to."""
+
+    name: str
+    contact: str | None = None
+    dpo: str | None = None
+
+
+class Register(_Config):
+    """All systems holding personal data."""
+
+    controller: Controller | None = None
+    systems: Annotated[list[System], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Register:
+        seen: set[str] = set()
+        for system in self.systems:
+            if system.name in seen:
+                raise ValueError(f"system name {system.name!r} is used twice")
+            seen.add(system.name)
+        return self
+
+    def get(self, name: str) -> System:
+        """The system with this name; KeyError if there is none."""
+        for system in self.systems:
+            if system.name == name:
+                return system
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        """System names in register order."""
+        return [s.name for s in self.systems]
+
+
+class RegisterError(ValueError):
+    """The register file is missing or invalid; the message names file, entry and field."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, path: str) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in settings, so secrets stay out of the file."""
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise RegisterError(f"{path}: environment variable {name} is not set")
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_register(data: Any, origin: str = "<register>") -> Register:
+    """Validate register data (already parsed YAML); errors name origin, entry and field."""
+    if not isinstance(data, dict):
+        raise RegisterError(f"{origin}: expected a mapping with a 'systems' list")
+    systems = data.get("systems")
+    if isinstance(systems, list):
+        data = dict(data)
+        expanded = []
+        for i, entry in enumerate(systems):
+            if isinstance(entry, dict) and "settings" in entry:
+                label = _entry_label(data, i)
+                entry = {**entry, "settings": _expand_env(entry["settings"], f"{origin}: {label}.settings")}
+            expanded.append(entry)
+        data["systems"] = expanded
+    try:
+        return Register.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_context=False):
+            loc = list(error["loc"])
+            label = ""
+            if len(loc) >= 2 and loc[0] == "systems" and isinstance(loc[1], int):
+                label = _entry_label(data, loc[1])
+                loc = loc[2:]
+            field = ".".join(str(p) for p in loc)
+            where = " ".join(p for p in (label, field) if p) or "(top level)"
+            problems.append(f"{origin}: {where}: {error['msg']}")
+        raise RegisterError("invalid register:\n  " + "\n  ".join(problems)) from None
+
+
+def _entry_label(data: dict[str, Any], index: int) -> str:
+    try:
+        name = data["systems"][index].get("name")
+    except (AttributeError, IndexError, KeyError, TypeError):
+        name = None
+    return f"systems[{index}]" + (f" ({name})" if name else "")
+
+
+def load_register(path: str | Path) -> Register:
+    """Read and validate the register YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegisterError(f"{path}: cannot read the register ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegisterError(f"{path}: not valid YAML ({exc})") from None
+    return parse_register(data, str(path))
+
+
+__all__ = [
+    "Controller",
+    "LegalBasis",
+    "Location",
+    "Processor",
+    "Register",
+    "RegisterError",
+    "System",
+    "SystemKind",
+    "load_register",
+    "parse_register",
+]

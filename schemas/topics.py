@@ -1,0 +1,50 @@
+"""Topic names: one topic per kind of event, versioned, keyed by request id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from schemas.events import (
+    DeadLetter,
+    IdentityVerified,
+    RequestStatusChanged,
+    RequestSubmitted,
+    TaskDispatched,
+    TaskOutcome,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A topic of ours: its name, what it carries and who writes it."""
+
+    name: str
+    events: tuple[type[BaseModel], ...]
+    description: str
+
+
+REQUESTS = Topic(
+    "dsr.requests.v1",
+    (RequestSubmitted, IdentityVerified),
+    "Requests and identity verifications, published by intake services.",
+)
+TASKS = Topic(
+    "dsr.tasks.v1", (TaskDispatched,), "One task per request and system, for connector workers."
+)
+OUTCOMES = Topic(
+    "dsr.outcomes.v1", (TaskOutcome,), "What each connector reports for each task."
+)
+STATUS = Topic(
+    "dsr.status.v1",
+    (RequestStatusChanged,),
+    "Every state change of every request; carries no personal data.",
+)
+DEAD_LETTER = Topic(
+    "dsr.deadletter.v1", (DeadLetter,), "Events that could not be processed, with the reason."
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)
+
+__all__ = ["ALL_TOPICS", "DEAD_LETTER", "OUTCOMES", "REQUESTS", "STATUS", "TASKS", "Topic"]

@@ -1,0 +1,29 @@
+"""Shared fixtures: a real embedded Kafka-protocol broker per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.broker import EmbeddedBroker
+from orchestrator.topology import ensure_topics
+from schemas.kafka import KafkaSettings
+
+pytest_plugins = ["tests.fixtures_postgres"]
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One fresh Tansu broker on a free loopback port for the whole session."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(broker: EmbeddedBroker) -> KafkaSettings:
+    """Settings pointing at the session broker, with our topics created."""
+    settings = KafkaSettings().for_embedded(broker.bootstrap)
+    ensure_topics(settings)
+    return settings
