@@ -1,0 +1,130 @@
+"""An in-memory connector: records seeded from settings, for the benchmark, tests and trials.
+
+Settings:
+    records: list of {collection, data}; a record belongs to the subject when any of
+             `data`'s values equals one of the subject's identifier values.
+    generate: {per_subject: N}: instead of `records`, answer every access with N synthetic
+              records (benchmarks); erasure then reports N deleted once per subject.
+    fail: null | "retryable" | "fatal": every task fails this way (failure tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import Connector, ConnectorError, Result
+from schemas.events import Counts, FieldChange, Record, RequestType, Subject
+
+
+class _Generate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_subject: int = Field(default=1, ge=0)
+
+
+class MemorySettings(BaseModel):
+    """Settings of the memory connector."""
+
+    model_config = ConfigDict(extra="forbid")
+    records: list[Record] = Field(default_factory=list)
+    generate: _Generate | None = None
+    fail: Literal["retryable", "fatal"] | None = None
+
+
+class MemoryConnector(Connector):
+    """Holds records in memory; supports every right."""
+
+    capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
+    settings_model = MemorySettings
+    description = "In-memory records from settings (tests, benchmarks)."
+
+    def __init__(self, system: str, settings: Any = None) -> None:
+        super().__init__(system, settings)
+        self.records: list[Record] = list(self.settings.records)
+        self.erased: set[str] = set()
+
+    def _check(self) -> None:
+        if self.settings.fail:
+            raise ConnectorError(
+                f"{self.system}: injected {self.settings.fail} failure",
+                retryable=self.settings.fail == "retryable",
+            )
+
+    def _matches(self, subject: Subject) -> list[int]:
+        values = {i.value for i in subject.identifiers}
+        return [
+            n
+            for n, r in enumerate(self.records)
+            if any(isinstance(v, str) and v.lower() in values for v in r.data.values())
+        ]
+
+    @staticmethod
+    def _key(subject: Subject) -> str:
+        return "|".join(sorted(i.value for i in subject.identifiers))
+
+    async def access(self, subject: Subject) -> Result:
+        """Records about the subject."""
+        self._check()
+        if self.settings.generate is not None:
+            if self._key(subject) in self.erased:
+                return Result.not_found()
+            return Result.found(
+                [
+                    Record(collection="items", data={"n": n, "system": self.system})
+                    for n in range(self.settings.generate.per_subject)
+                ]
+            )
+        return Result.found([self.records[n] for n in self._matches(subject)])
+
+    async def erase(self, subject: Subject) -> Result:
+        """Drop the subject's records."""
+        self._check()
+        if self.settings.generate is not None:
+            key = self._key(subject)
+            if key in self.erased:
+                return Result.not_found()
+            self.erased.add(key)
+            return Result.completed(Counts(deleted=self.settings.generate.per_subject))
+        found = set(self._matches(subject))
+        if not found:
+            return Result.not_found()
+        self.records = [r for n, r in enumerate(self.records) if n not in found]
+        return Result.completed(Counts(found=len(found), deleted=len(found)))
+
+    async def rectify(self, subject: Subject, changes: Sequence[FieldChange]) -> Result:
+        """Set the changed fields on the subject's records that have them."""
+        self._check()
+        updated = 0
+        for n in self._matches(subject):
+            data = dict(self.records[n].data)
+            hit = False
+            for change in changes:
+                if change.field in data:
+                    data[change.field] = change.value
+                    hit = True
+            if hit:
+                self.records[n] = Record(collection=self.records[n].collection, data=data)
+                updated += 1
+        return Result.completed(Counts(updated=updated)) if updated else Result.not_found()
+
+    async def _suppress(self, subject: Subject) -> Result:
+        self._check()
+        found = len(self._matches(subject))
+        return Result.completed(Counts(suppressed=found)) if found else Result.not_found()
+
+    async def restrict(self, subject: Subject) -> Result:
+        """Count the records that would be marked restricted."""
+        return await self._suppress(subject)
+
+    async def object(self, subject: Subject) -> Result:
+        """Count the records whose processing stops."""
+        return await self._suppress(subject)
+
+    async def withdraw_consent(self, subject: Subject) -> Result:
+        """Count the records whose consent-based processing stops."""
+        return await self._suppress(subject)
+
+
+__all__ = ["MemoryConnector", "MemorySettings"]

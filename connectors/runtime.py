@@ -1,0 +1,171 @@
+"""The connector worker: consumes tasks for its systems, runs connectors, publishes outcomes.
+
+One consumer group per worker group (`System.group` in the register), so a slow vendor can be
+given its own workers. Offsets are committed only after every outcome of a batch was taken
+by the broker: a crash means re-delivery, never a lost task (at least once; connectors are
+idempotent and the orchestrator ignores duplicate outcomes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+
+from connectors import registry
+from connectors.base import Connector, ConnectorError, Result
+from connectors.execute import outcome_of, perform
+from schemas.envelope import EnvelopeError, decode, encode, header_dict
+from schemas.events import DeadLetter, OutcomeStatus, TaskDispatched, TaskOutcome
+from schemas.kafka import KafkaSettings
+from schemas.register import Register, System
+from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
+
+log = logging.getLogger("dsr.connectors")
+
+
+class ConnectorWorker:
+    """Runs the connectors of one worker group against the tasks topic."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        register: Register,
+        group: str = "default",
+        *,
+        concurrency: int = 8,
+        source: str = "dsr-connectors",
+        max_batch: int = 500,
+    ) -> None:
+        self.kafka = kafka
+        self.register = register
+        self.group = group
+        self.systems: dict[str, System] = {
+            s.name: s for s in register.systems if s.group == group
+        }
+        self.concurrency = concurrency
+        self.source = f"{source}/{group}"
+        self.max_batch = max_batch
+        self._connectors: dict[str, Connector | ConnectorError] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    def _connector(self, name: str) -> Connector | ConnectorError:
+        if name not in self._connectors:
+            try:
+                self._connectors[name] = registry.build(self.systems[name])
+            except ConnectorError as exc:  # kept, so every task for it reports the reason
+                log.error("connector for system %s cannot start: %s", name, exc)
+                self._connectors[name] = exc
+        return self._connectors[name]
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Consume and process tasks until `stop()` is called."""
+        options = self.kafka.aiokafka_options()
+        consumer = AIOKafkaConsumer(
+            TASKS.name,
+            **options,
+            group_id=f"dsr-connectors-{self.group}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.kafka.session_timeout_ms,
+            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
+            max_poll_records=self.max_batch,
+        )
+        producer = AIOKafkaProducer(**options, acks="all", linger_ms=2, enable_idempotence=False)
+        await producer.start()
+        await consumer.start()
+        log.info("connector worker %s serving %s", self.group, ", ".join(sorted(self.systems)))
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.max_batch)
+                if ready is not None and consumer.assignment():
+                    ready.set()
+                records = [r for batch in batches.values() for r in batch]
+                if not records:
+                    continue
+                await self._process(records, producer)
+                await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            for connector in self._connectors.values():
+                if isinstance(connector, Connector):
+                    await connector.aclose()
+
+    def stop(self) -> None:
+        """Ask `run()` to finish after the current batch."""
+        self._stopping.set()
+
+    async def _process(self, records: Iterable[ConsumerRecord], producer: AIOKafkaProducer) -> None:
+        jobs = []
+        for record in records:
+            try:
+                envelope = decode(record.value, record.headers, key=record.key, expect=TASKS.events)
+            except EnvelopeError as exc:
+                jobs.append(self._dead_letter(producer, record, exc.stage, str(exc), exc.ce_type))
+                continue
+            task = envelope.body
+            assert isinstance(task, TaskDispatched)
+            if task.system in self.systems:
+                jobs.append(self._run_task(producer, task))
+        futures = await asyncio.gather(*jobs)
+        await asyncio.gather(*futures)
+
+    async def _run_task(self, producer: AIOKafkaProducer, task: TaskDispatched) -> asyncio.Future[object]:
+        limit = self._limits.setdefault(task.system, asyncio.Semaphore(self.concurrency))
+        if task.not_before is not None:
+            wait = (task.not_before - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 300))
+        async with limit:
+            outcome = await self.execute(task)
+        self.processed += 1
+        message = encode(outcome, source=self.source, event_id=f"{task.task_id}#{task.attempt}")
+        return await producer.send(
+            OUTCOMES.name, key=message.key, value=message.value, headers=message.headers
+        )
+
+    async def execute(self, task: TaskDispatched) -> TaskOutcome:
+        """Run one task with the system's connector; a broken connector gives a failed outcome."""
+        connector = self._connector(task.system)
+        if isinstance(connector, ConnectorError):
+            result = Result(OutcomeStatus.FAILED, reason=str(connector))
+            return outcome_of(task, result, retryable=connector.retryable)
+        rights = self.systems[task.system].rights
+        return await perform(connector, task, frozenset(rights) if rights is not None else None)
+
+    async def _dead_letter(
+        self,
+        producer: AIOKafkaProducer,
+        record: ConsumerRecord,
+        stage: str,
+        reason: str,
+        ce_type: str | None,
+    ) -> asyncio.Future[object]:
+        log.warning(
+            "dead-lettered %s[%s]@%s (%s): %s",
+            record.topic, record.partition, record.offset, stage, reason,
+        )
+        letter = DeadLetter.for_message(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=header_dict(record.headers),
+            stage=stage,  # type: ignore[arg-type]
+            reason=reason,
+            ce_type=ce_type,
+        )
+        message = encode(letter, source=self.source, key=letter.key)
+        return await producer.send(
+            DEAD_LETTER.name, key=message.key, value=message.value, headers=message.headers
+        )
+
+
+__all__ = ["ConnectorWorker"]

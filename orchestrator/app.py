@@ -1,0 +1,287 @@
+"""The orchestrator as a Faust app: one thin agent over requests and outcomes, one table.
+
+All decisions live in `orchestrator.lifecycle`; this module decodes events, loads and stores
+request state, and carries out the effects. Events are processed in batches
+(`stream.take_events`) with one table write per request per batch: the per-event cost of Faust,
+not the broker, limits throughput. Delivery is at least once; the reducer is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2
+from faust.types import EventT
+
+from orchestrator import lifecycle
+from orchestrator.artifacts import ArtifactStore
+from orchestrator.config import Settings
+from orchestrator.lifecycle import Context, Effects, RequestState
+from schemas.envelope import EnvelopeError, KafkaMessage, decode, encode, header_dict
+from schemas.events import (
+    DeadLetter,
+    IdentityVerified,
+    RequestSubmitted,
+    TaskOutcome,
+)
+from schemas.register import Register
+from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
+
+log = logging.getLogger("dsr.orchestrator")
+
+TABLE_NAME = "requests"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for a key."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def _faust_broker_options(settings: Settings) -> dict[str, Any]:
+    kafka = settings.kafka
+    servers = kafka.require_bootstrap().split(",")
+    options: dict[str, Any] = {
+        "broker": ";".join(f"kafka://{s.strip()}" for s in servers),
+        "broker_client_id": kafka.client_id,
+        "broker_session_timeout": kafka.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": kafka.heartbeat_interval_ms / 1000,
+        "broker_rebalance_timeout": kafka.rebalance_timeout_ms / 1000,
+    }
+    ssl_context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ssl_context = create_ssl_context(
+            cafile=kafka.ssl_cafile, certfile=kafka.ssl_certfile, keyfile=kafka.ssl_keyfile
+        )
+    if kafka.sasl_mechanism:
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    elif ssl_context is not None:
+        options["broker_credentials"] = faust.SSLCredentials(ssl_context)
+    return options
+
+
+class Orchestrator:
+    """Builds the Faust app and carries out the lifecycle's effects."""
+
+    def __init__(self, settings: Settings, register: Register) -> None:
+        self.settings = settings
+        self.register = register
+        self.systems = tuple(register.names)
+        self.policy = settings.policy()
+        self.artifacts = ArtifactStore(settings.data_dir)
+        self.partitions = settings.kafka.partitions
+        self.app = faust.App(
+            settings.app_id,
+            **_faust_broker_options(settings),
+            store="memory://",
+            processing_guarantee="at_least_once",
+            producer_max_batch_size=settings.producer_max_batch_size,
+            topic_partitions=self.partitions,
+            topic_replication_factor=settings.kafka.replication_factor,
+            web_enabled=False,
+            autodiscover=False,
+            table_standby_replicas=0,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = self.app.topic(REQUESTS.name, OUTCOMES.name, **raw)
+        self.tasks_topic = self.app.topic(TASKS.name, **raw)
+        self.status_topic = self.app.topic(STATUS.name, **raw)
+        self.dead_topic = self.app.topic(DEAD_LETTER.name, **raw)
+        self.requests_topic = self.app.topic(REQUESTS.name, **raw)
+        self.outcomes_topic = self.app.topic(OUTCOMES.name, **raw)
+        self.table = self.app.Table(
+            TABLE_NAME,
+            default=None,
+            partitions=self.partitions,
+            use_partitioner=True,
+            key_type=str,
+            value_type=str,
+        )
+        self.app.agent(self.inputs, name="lifecycle")(self._agent)
+        self.app.timer(settings.tick_interval_seconds)(self._tick)
+
+    # -- agent ------------------------------------------------------------------------------
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(
+            self.settings.batch_size, within=self.settings.batch_within_seconds
+        ):
+            await self.handle(events)
+
+    def _context(self) -> Context:
+        return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))
+
+    def _load(self, request_id: str) -> RequestState | None:
+        raw = self.table.get(request_id)
+        return RequestState.model_validate_json(raw) if raw else None
+
+    async def handle(self, events: Sequence[EventT]) -> None:
+        """Process one batch: decode, decide per request, store state once, carry out effects."""
+        pending: list[Awaitable[Any]] = []
+        by_request: dict[str, list[Any]] = {}
+        for event in events:
+            message = event.message
+            try:
+                envelope = decode(
+                    message.value,
+                    message.headers,
+                    key=message.key,
+                    expect=REQUESTS.events if message.topic == REQUESTS.name else OUTCOMES.events,
+                )
+            except EnvelopeError as exc:
+                pending.append(self._dead_letter(event, exc.stage, str(exc), exc.ce_type))
+                continue
+            body = envelope.body
+            request_id: str = body.request_id  # type: ignore[attr-defined]
+            if message.partition != partition_for(request_id, self.partitions):
+                # Produced with another partitioner (or no key): move it to the partition that
+                # holds this request's state, so one worker sees all of a request's events.
+                pending.append(self._reroute(event, request_id))
+                continue
+            by_request.setdefault(request_id, []).append((event, body))
+
+        finished: list[tuple[RequestState, Effects]] = []
+        all_effects: list[Effects] = []
+        for request_id, items in by_request.items():
+            state = self._load(request_id)
+            dirty = False
+            for event, body in items:
+                ctx = self._context()
+                try:
+                    state, effects = self._decide(state, body, ctx)
+                except Exception as exc:  # a bug must not stop the worker: keep the event
+                    log.exception("processing failed for request %s", request_id)
+                    pending.append(
+                        self._dead_letter(event, "process", f"processing failed: {type(exc).__name__}")
+                    )
+                    continue
+                if effects.dead_letter:
+                    pending.append(self._dead_letter(event, "process", effects.dead_letter))
+                if effects.changed:
+                    dirty = True
+                all_effects.append(effects)
+                if effects.finished and state is not None:
+                    finished.append((state, effects))
+            if dirty and state is not None:
+                self.table[request_id] = state.model_dump_json()
+
+        await self._carry_out(all_effects, finished, pending)
+
+    def _decide(self, state: RequestState | None, body: Any, ctx: Context) -> tuple[Any, Effects]:
+        if isinstance(body, RequestSubmitted):
+            return lifecycle.submit(state, body, ctx)
+        if isinstance(body, IdentityVerified):
+            return lifecycle.verify(state, body, ctx)
+        if isinstance(body, TaskOutcome):
+            return lifecycle.record_outcome(state, body, ctx)
+        raise TypeError(type(body).__name__)
+
+    async def _carry_out(
+        self,
+        all_effects: list[Effects],
+        finished: list[tuple[RequestState, Effects]],
+        pending: list[Awaitable[Any]],
+    ) -> None:
+        outcomes = [e.store_outcome for e in all_effects if e.store_outcome is not None]
+        if outcomes:
+            await asyncio.to_thread(lambda: [self.artifacts.save_outcome(o) for o in outcomes])
+        # Results are on disk before the status event announcing them is sent.
+        for state, effects in finished:
+            path = await asyncio.to_thread(self.artifacts.write_result, state)
+            effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
+            log.info("request %s finished: %s", state.request_id, state.status)
+        for effects in all_effects:
+            for task in effects.tasks:
+                pending.append(
+                    self._send(self.tasks_topic, encode(task, source=self.settings.source,
+                                                        event_id=f"{task.task_id}#{task.attempt}"))
+                )
+            for status in effects.statuses:
+                event_id = f"{status.request_id}#{status.sequence}"
+                pending.append(
+                    self._send(self.status_topic, encode(status, source=self.settings.source,
+                                                         event_id=event_id))
+                )
+        if pending:
+            # Wait for the broker to take every output before the batch is acknowledged.
+            futures = await asyncio.gather(*pending)
+            await asyncio.gather(*(f for f in futures if f is not None))
+
+    async def _send(self, topic: faust.TopicT, message: KafkaMessage) -> Awaitable[Any]:
+        return await topic.send(key=message.key, value=message.value, headers=message.headers)
+
+    async def _reroute(self, event: EventT, request_id: str) -> Awaitable[Any]:
+        message = event.message
+        topic = self.requests_topic if message.topic == REQUESTS.name else self.outcomes_topic
+        return await topic.send(
+            key=request_id.encode(),
+            value=message.value,
+            headers=list(message.headers or []),
+            partition=partition_for(request_id, self.partitions),
+        )
+
+    async def _dead_letter(
+        self, event: EventT, stage: str, reason: str, ce_type: str | None = None
+    ) -> Awaitable[Any]:
+        message = event.message
+        log.warning(
+            "dead-lettered %s[%s]@%s (%s): %s",
+            message.topic, message.partition, message.offset, stage, reason,
+        )
+        letter = DeadLetter.for_message(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=header_dict(message.headers),
+            stage=stage,  # type: ignore[arg-type]
+            reason=reason,
+            ce_type=ce_type,
+        )
+        encoded = encode(letter, source=self.settings.source, key=letter.key)
+        return await self.dead_topic.send(key=encoded.key, value=encoded.value, headers=encoded.headers)
+
+    # -- deadlines --------------------------------------------------------------------------
+
+    def _owned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == REQUESTS.name}
+
+    async def _tick(self) -> None:
+        """Check every open request of ours against its deadline."""
+        owned = self._owned_partitions()
+        all_effects: list[Effects] = []
+        finished: list[tuple[RequestState, Effects]] = []
+        for request_id, raw in list(self.table.items()):
+            if not raw or partition_for(request_id, self.partitions) not in owned:
+                continue
+            state = RequestState.model_validate_json(raw)
+            if state.is_final or state.request is None:
+                continue
+            state, effects = lifecycle.tick(state, self._context())
+            if effects.changed:
+                self.table[request_id] = state.model_dump_json()
+                all_effects.append(effects)
+                if effects.finished:
+                    finished.append((state, effects))
+        if all_effects:
+            await self._carry_out(all_effects, finished, [])
+
+
+def create_app(settings: Settings, register: Register) -> faust.App:
+    """The Faust app for these settings and this register."""
+    return Orchestrator(settings, register).app
+
+
+__all__ = ["Orchestrator", "create_app", "partition_for"]

@@ -1,0 +1,62 @@
+"""Orchestrator configuration, read from DSR_* environment variables and validated at start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.deadlines import DeadlinePolicy
+from orchestrator.lifecycle import Policy
+from schemas.kafka import KafkaSettings
+
+
+class Settings(BaseSettings):
+    """Everything the orchestrator and its workers are configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="DSR_", extra="ignore", populate_by_name=True)
+
+    register_file: Path = Field(
+        default=Path("register.yaml"),
+        validation_alias=AliasChoices("DSR_REGISTER", "register_file"),
+        description="The register YAML file (DSR_REGISTER).",
+    )
+    data_dir: Path = Field(default=Path("dsr-data"), description="Where results are written.")
+    deadline_policy: str = Field(default="1 month", description="'1 month', '4 weeks', '30 days'.")
+    due_soon_days: int = Field(default=7, ge=0)
+    max_attempts: int = Field(default=3, ge=1, description="Tries per system before failing.")
+    retry_delay_seconds: float = Field(default=5.0, ge=0)
+    tick_interval_seconds: float = Field(default=30.0, gt=0, description="Deadline check period.")
+    batch_size: int = Field(default=500, ge=1)
+    batch_within_seconds: float = Field(default=0.01, gt=0)
+    producer_max_batch_size: int = Field(default=16384, ge=1)
+    source: str = Field(default="dsr-orchestrator", description="CloudEvents source of our events.")
+    app_id: str = "dsr-orchestrator"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @field_validator("deadline_policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        DeadlinePolicy.parse(value)
+        return value
+
+    def policy(self) -> Policy:
+        """The lifecycle policy these settings describe."""
+        return Policy(
+            deadline=DeadlinePolicy.parse(self.deadline_policy),
+            due_soon_days=self.due_soon_days,
+            max_attempts=self.max_attempts,
+            retry_delay=timedelta(seconds=self.retry_delay_seconds),
+        )
+
+    def for_embedded(self, bootstrap: str) -> Settings:
+        """These settings against the embedded broker (short timeouts, single-record batches)."""
+        # The embedded broker loses table updates on recovery with multi-record batches.
+        return self.model_copy(
+            update={"kafka": self.kafka.for_embedded(bootstrap), "producer_max_batch_size": 1}
+        )
+
+
+__all__ = ["Settings"]

@@ -1,0 +1,91 @@
+"""Demo data: four small SQLite databases holding a demo subject among other people."""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib.resources import files
+from pathlib import Path
+
+from schemas.events import Identifier, Subject
+
+#: The demo subject. Fictitious; used to check that identifiers never reach logs.
+DEMO_EMAIL = "anna.devries@example.nl"
+DEMO_PHONE = "+31612345678"
+DEMO_SUBJECT = Subject(
+    identifiers=[Identifier(type="email", value=DEMO_EMAIL), Identifier(type="phone", value=DEMO_PHONE)]
+)
+
+_OTHERS = [
+    ("Bram Jansen", "bram.jansen@example.nl", "+31687654321"),
+    ("Chantal Bakker", "chantal@example.com", "+31611112222"),
+]
+
+_SCHEMAS = {
+    "crm.db": [
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, company TEXT)",
+        "CREATE TABLE deals (id INTEGER PRIMARY KEY, contact_email TEXT, title TEXT, amount_eur REAL)",
+    ],
+    "mailing.db": [
+        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, "
+        "ip_address TEXT, subscribed INTEGER)",
+        "CREATE TABLE campaign_events (id INTEGER PRIMARY KEY, email TEXT, campaign TEXT, event TEXT)",
+    ],
+    "chat.db": [
+        "CREATE TABLE visitors (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, ip_address TEXT)",
+        "CREATE TABLE chat_messages (id INTEGER PRIMARY KEY, visitor_email TEXT, sent_at TEXT, body TEXT)",
+    ],
+    "support.db": [
+        "CREATE TABLE requesters (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT)",
+        "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester_email TEXT, subject TEXT, status TEXT)",
+    ],
+}
+
+
+def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[str]]:
+    return {
+        "crm.db": [
+            f"INSERT INTO contacts (name, email, phone, company) VALUES ('{name}', '{email}', '{phone}', 'Acme {n}')",
+            f"INSERT INTO deals (contact_email, title, amount_eur) VALUES ('{email}', 'Annual plan', {100 * n})",
+        ],
+        "mailing.db": [
+            f"INSERT INTO subscribers (name, email, phone, ip_address, subscribed) "
+            f"VALUES ('{name}', '{email}', '{phone}', '192.0.2.{n}', 1)",
+            f"INSERT INTO campaign_events (email, campaign, event) VALUES ('{email}', 'Spring sale', 'opened')",
+            f"INSERT INTO campaign_events (email, campaign, event) VALUES ('{email}', 'Spring sale', 'clicked')",
+        ],
+        "chat.db": [
+            f"INSERT INTO visitors (name, email, phone, ip_address) VALUES ('{name}', '{email}', '{phone}', '198.51.100.{n}')",
+            f"INSERT INTO chat_messages (visitor_email, sent_at, body) "
+            f"VALUES ('{email}', '2026-10-0{n}T10:00:00Z', 'Waar blijft mijn bestelling?')",
+        ],
+        "support.db": [
+            f"INSERT INTO requesters (name, email, phone) VALUES ('{name}', '{email}', '{phone}')",
+            f"INSERT INTO tickets (requester_email, subject, status) VALUES ('{email}', 'Retour aanvragen', 'closed')",
+            f"INSERT INTO tickets (requester_email, subject, status) VALUES ('{email}', 'Factuur kwijt', 'open')",
+        ],
+    }
+
+
+def seed(directory: Path) -> Path:
+    """Create the four demo databases in `directory` (replacing old ones); return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    people = [("Anna de Vries", DEMO_EMAIL, DEMO_PHONE), *_OTHERS]
+    for db_name, statements in _SCHEMAS.items():
+        path = directory / db_name
+        path.unlink(missing_ok=True)
+        with sqlite3.connect(path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            for n, (name, email, phone) in enumerate(people, start=1):
+                for statement in _rows(name, email, phone, n)[db_name]:
+                    conn.execute(statement)
+        conn.close()
+    return directory
+
+
+def register_path() -> Path:
+    """The demo register shipped with the package (paths use ${DSR_DEMO_DIR})."""
+    return Path(str(files("orchestrator.demo") / "register.yaml"))
+
+
+__all__ = ["DEMO_EMAIL", "DEMO_PHONE", "DEMO_SUBJECT", "register_path", "seed"]

@@ -1,0 +1,401 @@
+"""The request lifecycle as pure functions: state + event -> new state + effects.
+
+No I/O here. The Faust agent (`orchestrator.app`) feeds events in, stores the state in a
+table, and carries out the effects (send tasks and status events, write artifacts). Every
+function is idempotent: events arrive at least once, and a replayed event changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.deadlines import DeadlinePolicy, days_left, is_overdue
+from schemas.events import (
+    IdentityVerified,
+    OutcomeStatus,
+    RequestStatus,
+    RequestStatusChanged,
+    RequestSubmitted,
+    StatusTrigger,
+    SystemProgress,
+    TaskDispatched,
+    TaskOutcome,
+)
+
+#: Outcomes after which a system needs nothing more.
+FINAL_OUTCOMES = frozenset(
+    {OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED, OutcomeStatus.FAILED}
+)
+_SUCCESS = frozenset({OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The orchestrator's rules, from configuration."""
+
+    deadline: DeadlinePolicy = DeadlinePolicy()
+    due_soon_days: int = 7
+    max_attempts: int = 3
+    retry_delay: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a decision may look at besides the state: the register, the policy, the clock."""
+
+    systems: tuple[str, ...]
+    policy: Policy
+    now: datetime
+
+
+class RequestState(BaseModel):
+    """Everything the orchestrator keeps about one request (stored in a Faust table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    request: RequestSubmitted | None = None
+    fingerprint: str | None = None
+    early_verification: IdentityVerified | None = None
+    status: RequestStatus | None = None
+    sequence: int = 0
+    deadline: datetime | None = None
+    verified_at: datetime | None = None
+    systems: dict[str, SystemProgress] = Field(default_factory=dict)
+    due_soon_sent: bool = False
+    overdue_sent: bool = False
+    finished_at: datetime | None = None
+    reason: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """True once the request has a final status."""
+        return self.status is not None and self.status.is_final
+
+    @property
+    def systems_done(self) -> int:
+        """Systems with a final outcome."""
+        return sum(1 for p in self.systems.values() if p.status in FINAL_OUTCOMES)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the shell must do after a decision."""
+
+    tasks: list[TaskDispatched] = field(default_factory=list)
+    statuses: list[RequestStatusChanged] = field(default_factory=list)
+    dead_letter: str | None = None
+    store_outcome: TaskOutcome | None = None
+    finished: bool = False
+    save: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """True when the state must be written back."""
+        return bool(self.save or self.tasks or self.statuses or self.store_outcome or self.finished)
+
+
+def task_id(request_id: str, system: str) -> str:
+    """The id of a request's task for one system; stable across retries."""
+    return f"{request_id}/{system}"
+
+
+def fingerprint(request: RequestSubmitted) -> str:
+    """A digest of the request body, to tell a harmless re-send from a conflicting one."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions
+
+
+def submit(
+    state: RequestState | None, request: RequestSubmitted, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """A request arrives: validate its scope, set its deadline, fan out if verified."""
+    effects = Effects()
+    digest = fingerprint(request)
+    if state is not None and state.request is not None:
+        if state.fingerprint != digest:
+            effects.dead_letter = (
+                f"request_id {request.request_id!r} was already used for a different request; "
+                "choose a new request_id"
+            )
+        return state, effects  # a re-delivery or a re-send: one request, one result
+
+    unknown = [s for s in request.scope or [] if s not in ctx.systems]
+    if unknown:
+        effects.dead_letter = (
+            f"scope names systems not in the register: {', '.join(unknown)}; "
+            f"known: {', '.join(ctx.systems)}"
+        )
+        return state, effects
+
+    early = state.early_verification if state else None
+    scope = [s for s in ctx.systems if request.scope is None or s in request.scope]
+    new = RequestState(
+        request_id=request.request_id,
+        request=request,
+        fingerprint=digest,
+        deadline=ctx.policy.deadline.deadline(request.received_at),
+        systems={name: SystemProgress(status="pending") for name in scope},
+    )
+    if request.verification.verified:
+        new.verified_at = request.verification.verified_at or ctx.now
+    elif early is not None:
+        new.verified_at = early.verified_at
+
+    if new.verified_at is None:
+        _transition(new, RequestStatus.AWAITING_VERIFICATION, StatusTrigger.SUBMITTED, ctx, effects)
+    else:
+        _fan_out(new, ctx, effects)
+    _check_deadline(new, ctx, effects)
+    return new, effects
+
+
+def verify(
+    state: RequestState | None, event: IdentityVerified, ctx: Context
+) -> tuple[RequestState, Effects]:
+    """The identity is verified: fan out a waiting request (or remember it for later)."""
+    effects = Effects()
+    if state is None or state.request is None:
+        # Verification overtook its request; keep it until the request arrives.
+        base = state or RequestState(request_id=event.request_id)
+        if base.early_verification is None:
+            base.early_verification = event
+            effects.save = True
+        return base, effects
+    if state.status != RequestStatus.AWAITING_VERIFICATION:
+        return state, effects  # already verified, or final: nothing to do
+    state.verified_at = event.verified_at
+    _fan_out(state, ctx, effects, trigger=StatusTrigger.VERIFIED)
+    return state, effects
+
+
+def record_outcome(
+    state: RequestState | None, outcome: TaskOutcome, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """A connector reports: record it, retry a retryable failure, finish when all are final."""
+    effects = Effects()
+    if state is None or state.request is None or outcome.system not in state.systems:
+        effects.dead_letter = (
+            f"outcome for unknown request or system (task {outcome.task_id!r}); "
+            "it does not match any dispatched task"
+        )
+        return state, effects
+    progress = state.systems[outcome.system]
+    if state.is_final or progress.status in FINAL_OUTCOMES:
+        return state, effects  # duplicate delivery
+    stale = outcome.attempt < progress.attempt
+    if stale and outcome.status not in _SUCCESS:
+        return state, effects  # an older attempt's failure; a newer attempt is under way
+
+    request = state.request
+    if (
+        outcome.status == OutcomeStatus.FAILED
+        and outcome.retryable
+        and outcome.attempt < ctx.policy.max_attempts
+    ):
+        attempt = outcome.attempt + 1
+        delay = ctx.policy.retry_delay * (2 ** (outcome.attempt - 1))
+        state.systems[outcome.system] = SystemProgress(
+            status="dispatched",
+            attempt=attempt,
+            reason=outcome.reason,
+            retryable=True,
+            updated_at=ctx.now,
+        )
+        effects.tasks.append(
+            _task(state, outcome.system, attempt, ctx, not_before=ctx.now + delay)
+        )
+        _emit(state, StatusTrigger.RETRY, ctx, effects, reason=f"{outcome.system}: {outcome.reason}")
+        return state, effects
+
+    state.systems[outcome.system] = SystemProgress(
+        status=outcome.status,
+        attempt=outcome.attempt,
+        counts=outcome.counts,
+        retained=outcome.retained,
+        evidence=outcome.evidence,
+        reason=outcome.reason,
+        instructions=outcome.instructions,
+        retryable=outcome.retryable,
+        updated_at=outcome.completed_at,
+    )
+    effects.store_outcome = outcome
+    assert request is not None
+    if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
+        status, reason = final_status(state.systems)
+        _finish(state, status, reason, ctx, effects)
+    elif any(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in state.systems.values()):
+        _transition(state, RequestStatus.ACTION_REQUIRED, StatusTrigger.OUTCOME, ctx, effects)
+    else:
+        _transition(state, RequestStatus.IN_PROGRESS, StatusTrigger.OUTCOME, ctx, effects)
+    return state, effects
+
+
+def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
+    """The clock moved: flag due-soon and overdue requests, refuse unverified ones past the deadline."""
+    effects = Effects()
+    if state.request is None or state.is_final:
+        return state, effects
+    assert state.deadline is not None
+    if state.status == RequestStatus.AWAITING_VERIFICATION and is_overdue(state.deadline, ctx.now):
+        _finish(
+            state,
+            RequestStatus.REFUSED,
+            "the identity of the requester was not verified before the deadline",
+            ctx,
+            effects,
+        )
+        return state, effects
+    _check_deadline(state, ctx, effects)
+    return state, effects
+
+
+def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str | None]:
+    """The request's final status from its systems' final outcomes, with the reason."""
+    failed = {name: p for name, p in systems.items() if p.status == OutcomeStatus.FAILED}
+    if not systems:
+        return RequestStatus.COMPLETED, "no system in scope holds data for this request type"
+    if not failed:
+        return RequestStatus.COMPLETED, None
+    reason = "failed in " + "; ".join(f"{name}: {p.reason}" for name, p in sorted(failed.items()))
+    if len(failed) == len(systems):
+        return RequestStatus.FAILED, reason
+    return RequestStatus.PARTIALLY_COMPLETED, reason
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _fan_out(
+    state: RequestState,
+    ctx: Context,
+    effects: Effects,
+    trigger: StatusTrigger = StatusTrigger.DISPATCHED,
+) -> None:
+    for name in state.systems:
+        state.systems[name] = SystemProgress(status="dispatched", attempt=1, updated_at=ctx.now)
+        effects.tasks.append(_task(state, name, 1, ctx))
+    if not state.systems:
+        status, reason = final_status(state.systems)
+        _finish(state, status, reason, ctx, effects)
+        return
+    _transition(state, RequestStatus.IN_PROGRESS, trigger, ctx, effects)
+
+
+def _task(
+    state: RequestState, system: str, attempt: int, ctx: Context, not_before: datetime | None = None
+) -> TaskDispatched:
+    request = state.request
+    assert request is not None and state.deadline is not None
+    return TaskDispatched(
+        request_id=request.request_id,
+        task_id=task_id(request.request_id, system),
+        system=system,
+        action=request.type,
+        attempt=attempt,
+        subject=request.subject,
+        changes=request.changes,
+        language=request.language,
+        deadline=state.deadline,
+        dispatched_at=ctx.now,
+        not_before=not_before,
+    )
+
+
+def _check_deadline(state: RequestState, ctx: Context, effects: Effects) -> None:
+    if state.is_final or state.deadline is None:
+        return
+    if not state.overdue_sent and is_overdue(state.deadline, ctx.now):
+        state.overdue_sent = True
+        state.due_soon_sent = True
+        _emit(state, StatusTrigger.OVERDUE, ctx, effects, reason="the deadline has passed")
+    elif not state.due_soon_sent and days_left(state.deadline, ctx.now) <= ctx.policy.due_soon_days:
+        state.due_soon_sent = True
+        _emit(state, StatusTrigger.DUE_SOON, ctx, effects)
+
+
+def _finish(
+    state: RequestState, status: RequestStatus, reason: str | None, ctx: Context, effects: Effects
+) -> None:
+    state.finished_at = ctx.now
+    state.reason = reason
+    effects.finished = True
+    _transition(state, status, StatusTrigger.FINISHED, ctx, effects, reason=reason)
+
+
+def _transition(
+    state: RequestState,
+    status: RequestStatus,
+    trigger: StatusTrigger,
+    ctx: Context,
+    effects: Effects,
+    reason: str | None = None,
+) -> None:
+    previous = state.status
+    state.status = status
+    _emit(state, trigger, ctx, effects, reason=reason, previous=previous)
+
+
+def _emit(
+    state: RequestState,
+    trigger: StatusTrigger,
+    ctx: Context,
+    effects: Effects,
+    reason: str | None = None,
+    previous: RequestStatus | None | bool = True,
+) -> None:
+    """Append a status event; `previous` defaults to the current status (a progress event)."""
+    if previous is True:
+        previous = state.status
+    assert previous is None or isinstance(previous, RequestStatus)
+    request = state.request
+    assert request is not None and state.deadline is not None and state.status is not None
+    state.sequence += 1
+    effects.save = True
+    overdue = not state.is_final and is_overdue(state.deadline, ctx.now)
+    left = days_left(state.deadline, ctx.now)
+    effects.statuses.append(
+        RequestStatusChanged(
+            request_id=state.request_id,
+            request_type=request.type,
+            sequence=state.sequence,
+            status=state.status,
+            previous_status=previous,
+            trigger=trigger,
+            reason=reason,
+            systems_total=len(state.systems),
+            systems_done=state.systems_done,
+            systems=dict(state.systems),
+            received_at=request.received_at,
+            verified_at=state.verified_at,
+            deadline=state.deadline,
+            days_left=left,
+            due_soon=not state.is_final and not overdue and left <= ctx.policy.due_soon_days,
+            overdue=overdue,
+            finished_at=state.finished_at,
+            occurred_at=ctx.now,
+        )
+    )
+
+
+__all__ = [
+    "FINAL_OUTCOMES",
+    "Context",
+    "Effects",
+    "Policy",
+    "RequestState",
+    "final_status",
+    "record_outcome",
+    "submit",
+    "task_id",
+    "tick",
+    "verify",
+]

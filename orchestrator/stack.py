@@ -1,0 +1,156 @@
+"""Running the whole system: broker (if embedded), topics, orchestrator and connector workers.
+
+Workers are separate processes, as in production, so one can crash or be killed without the
+others. Every setting reaches them through DSR_* environment variables: the same variables a
+container gets from the Helm chart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from orchestrator.broker import EmbeddedBroker
+from orchestrator.config import Settings
+from orchestrator.topology import ensure_topics
+from schemas.register import Register, load_register
+
+log = logging.getLogger("dsr.stack")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """DSR_* environment variables that reproduce these settings in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(exclude={"kafka"}).items():
+        env[_env_name(name)] = str(value)
+    kafka = settings.kafka
+    for name, value in kafka.model_dump().items():
+        if value is None:
+            continue
+        if name == "sasl_password" and kafka.sasl_password is not None:
+            value = kafka.sasl_password.get_secret_value()
+        env[f"DSR_KAFKA_{name.upper()}"] = str(value)
+    return env
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+    for choice in choices:
+        if isinstance(choice, str) and choice.startswith("DSR_"):
+            return choice
+    return f"DSR_{field.upper()}"
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or died."""
+
+
+class Stack:
+    """Broker (when no bootstrap is configured), topics and worker processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.extra_env = extra_env or {}
+        self.broker: EmbeddedBroker | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+        self.register: Register = load_register(settings.register_file)
+
+    @property
+    def embedded(self) -> bool:
+        """True when this stack runs its own broker."""
+        return self.broker is not None
+
+    def start(self) -> Stack:
+        """Start everything; returns once all processes are launched."""
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        if not self.settings.kafka.bootstrap:
+            log_path = self.log_dir / "broker.log" if self.log_dir else None
+            self.broker = EmbeddedBroker(log_path=log_path).start()
+            self.settings = self.settings.for_embedded(self.broker.bootstrap)
+        ensure_topics(self.settings.kafka)
+        self.spawn("orchestrator", ["worker", "orchestrator"])
+        for group in sorted({s.group for s in self.register.systems}):
+            self.spawn(f"connectors-{group}", ["worker", "connectors", "--group", group])
+        return self
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start one `dsr` sub-command as a child process with our settings."""
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        output: IO[bytes] | None = None
+        if self.log_dir:
+            output = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(output)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def check(self) -> None:
+        """Raise if a worker process has died."""
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                where = f"; see {self.log_dir / (name + '.log')}" if self.log_dir else ""
+                raise StackError(f"worker {name} exited with code {code}{where}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop workers (SIGTERM, then SIGKILL), then the broker."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self.processes.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = ["Stack", "StackError", "settings_env"]
