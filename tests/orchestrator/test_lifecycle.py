@@ -1,0 +1,287 @@
+"""The request lifecycle's decisions, exhaustively, without Kafka."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from orchestrator.lifecycle import (
+    Context,
+    Policy,
+    RequestState,
+    final_status,
+    record_outcome,
+    submit,
+    task_id,
+    tick,
+    verify,
+)
+from schemas.events import (
+    Counts,
+    Identifier,
+    IdentityVerification,
+    IdentityVerified,
+    OutcomeStatus,
+    RequestStatus,
+    RequestSubmitted,
+    StatusTrigger,
+    Subject,
+    SystemProgress,
+    TaskOutcome,
+    VerificationMethod,
+)
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+SYSTEMS = ("crm", "mailing", "chat", "support")
+
+
+def ctx(now: datetime = NOW, **policy: object) -> Context:
+    return Context(systems=SYSTEMS, policy=Policy(**policy), now=now)  # type: ignore[arg-type]
+
+
+def request(verified: bool = True, **overrides: object) -> RequestSubmitted:
+    fields: dict[str, object] = {
+        "request_id": "req-1",
+        "type": "erasure",
+        "subject": Subject(identifiers=[Identifier(type="email", value="p@example.nl")]),
+        "received_at": NOW,
+        "requested_by": "test",
+        "verification": IdentityVerification(
+            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
+        )
+        if verified
+        else IdentityVerification(),
+    }
+    fields.update(overrides)
+    return RequestSubmitted.model_validate(fields)
+
+
+def outcome(system: str, status: OutcomeStatus = OutcomeStatus.COMPLETED, attempt: int = 1,
+            **extra: object) -> TaskOutcome:
+    return TaskOutcome.model_validate(
+        {
+            "request_id": "req-1",
+            "task_id": task_id("req-1", system),
+            "system": system,
+            "action": "erasure",
+            "attempt": attempt,
+            "status": status,
+            "completed_at": NOW,
+            **extra,
+        }
+    )
+
+
+def started(**kw: object) -> RequestState:
+    state, _ = submit(None, request(**kw), ctx())
+    assert state is not None
+    return state
+
+
+def test_verified_request_fans_out_one_task_per_system() -> None:
+    state, effects = submit(None, request(), ctx())
+    assert state is not None and state.status == RequestStatus.IN_PROGRESS
+    assert [t.system for t in effects.tasks] == list(SYSTEMS)
+    assert {t.task_id for t in effects.tasks} == {f"req-1/{s}" for s in SYSTEMS}
+    assert all(t.attempt == 1 and t.action == "erasure" for t in effects.tasks)
+    [status] = effects.statuses
+    assert status.status == RequestStatus.IN_PROGRESS and status.previous_status is None
+    assert status.systems_total == 4 and status.systems_done == 0 and status.sequence == 1
+
+
+def test_unverified_request_waits_and_fans_out_on_verification() -> None:
+    state, effects = submit(None, request(verified=False), ctx())
+    assert state is not None and state.status == RequestStatus.AWAITING_VERIFICATION
+    assert effects.tasks == []
+    state, effects = verify(
+        state, IdentityVerified(request_id="req-1", method="id_document", verified_at=NOW), ctx()
+    )
+    assert len(effects.tasks) == 4
+    assert effects.statuses[0].trigger == StatusTrigger.VERIFIED
+    assert effects.statuses[0].previous_status == RequestStatus.AWAITING_VERIFICATION
+    # a second verification changes nothing
+    _, again = verify(state, IdentityVerified(request_id="req-1", method="id_document", verified_at=NOW), ctx())
+    assert not again.changed
+
+
+def test_verification_before_request_is_remembered() -> None:
+    early = IdentityVerified(request_id="req-1", method="in_person", verified_at=NOW)
+    state, effects = verify(None, early, ctx())
+    assert effects.save and not effects.tasks and state.request is None
+    state2, effects = submit(state, request(verified=False), ctx())
+    assert state2 is not None and state2.status == RequestStatus.IN_PROGRESS
+    assert len(effects.tasks) == 4
+
+
+def test_duplicate_request_is_ignored_and_conflicting_one_dead_lettered() -> None:
+    state = started()
+    same, effects = submit(state, request(), ctx())
+    assert not effects.changed and effects.dead_letter is None
+    _, effects = submit(state, request(type="access"), ctx())
+    assert effects.dead_letter and "already used" in effects.dead_letter
+    assert "p@example.nl" not in effects.dead_letter
+
+
+def test_scope_limits_systems_and_unknown_scope_is_dead_lettered() -> None:
+    state, effects = submit(None, request(scope=["crm", "chat"]), ctx())
+    assert state is not None and set(state.systems) == {"crm", "chat"}
+    assert len(effects.tasks) == 2
+    state, effects = submit(None, request(scope=["crm", "ledger"]), ctx())
+    assert state is None and effects.dead_letter and "ledger" in effects.dead_letter
+
+
+def test_all_outcomes_complete_the_request_once() -> None:
+    state = started()
+    for system in SYSTEMS[:-1]:
+        state, effects = record_outcome(state, outcome(system), ctx())
+        assert state.status == RequestStatus.IN_PROGRESS and not effects.finished
+    state, effects = record_outcome(state, outcome("support", OutcomeStatus.NOT_FOUND), ctx())
+    assert effects.finished and state.status == RequestStatus.COMPLETED
+    assert effects.statuses[-1].trigger == StatusTrigger.FINISHED
+    assert effects.statuses[-1].systems_done == 4
+    # re-delivery of an outcome after completion changes nothing
+    _, again = record_outcome(state, outcome("crm"), ctx())
+    assert not again.changed
+
+
+def test_duplicate_outcome_counted_once() -> None:
+    state = started()
+    state, first = record_outcome(state, outcome("crm", counts=Counts(deleted=3)), ctx())
+    state, second = record_outcome(state, outcome("crm", counts=Counts(deleted=3)), ctx())
+    assert first.store_outcome is not None and not second.changed
+    assert state.systems_done == 1
+
+
+def test_retryable_failure_is_redispatched_with_backoff_then_fails() -> None:
+    state = started()
+    failed = {"reason": "vendor answered 503", "retryable": True}
+    state, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 1, **failed), ctx())
+    [retry] = effects.tasks
+    assert retry.attempt == 2 and retry.not_before == NOW + timedelta(seconds=5)
+    assert effects.statuses[0].trigger == StatusTrigger.RETRY
+    state, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 2, **failed), ctx())
+    assert effects.tasks[0].attempt == 3 and effects.tasks[0].not_before == NOW + timedelta(seconds=10)
+    state, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 3, **failed), ctx())
+    assert effects.tasks == [] and state.systems["crm"].status == OutcomeStatus.FAILED
+
+
+def test_stale_failure_of_an_earlier_attempt_is_ignored() -> None:
+    state = started()
+    failed = {"reason": "timeout", "retryable": True}
+    state, _ = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 1, **failed), ctx())
+    _, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 1, **failed), ctx())
+    assert not effects.changed
+
+
+def test_fatal_failure_in_one_system_gives_partially_completed_with_reason() -> None:
+    state = started()
+    for system in SYSTEMS[:-1]:
+        state, _ = record_outcome(state, outcome(system), ctx())
+    state, effects = record_outcome(
+        state, outcome("support", OutcomeStatus.FAILED, reason="credentials rejected (401)"), ctx()
+    )
+    assert state.status == RequestStatus.PARTIALLY_COMPLETED
+    assert effects.statuses[-1].reason == "failed in support: credentials rejected (401)"
+
+
+def test_failure_everywhere_gives_failed() -> None:
+    state = started()
+    for system in SYSTEMS:
+        state, _ = record_outcome(state, outcome(system, OutcomeStatus.FAILED, reason="down"), ctx())
+    assert state.status == RequestStatus.FAILED
+
+
+def test_manual_action_keeps_request_open_until_completed() -> None:
+    state = started()
+    for system in SYSTEMS[:-1]:
+        state, _ = record_outcome(state, outcome(system), ctx())
+    state, effects = record_outcome(
+        state,
+        outcome("support", OutcomeStatus.MANUAL_ACTION_REQUIRED, instructions="delete by hand"),
+        ctx(),
+    )
+    assert state.status == RequestStatus.ACTION_REQUIRED and not effects.finished
+    state, effects = record_outcome(
+        state, outcome("support", evidence=[{"kind": "manual_confirmation", "value": "done"}]), ctx()
+    )
+    assert effects.finished and state.status == RequestStatus.COMPLETED
+
+
+def test_outcome_for_unknown_request_is_dead_lettered() -> None:
+    _, effects = record_outcome(None, outcome("crm"), ctx())
+    assert effects.dead_letter
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([], RequestStatus.COMPLETED),
+        (["completed", "not_found", "retained"], RequestStatus.COMPLETED),
+        (["completed", "failed"], RequestStatus.PARTIALLY_COMPLETED),
+        (["failed", "failed"], RequestStatus.FAILED),
+    ],
+)
+def test_final_status(statuses: list[str], expected: RequestStatus) -> None:
+    systems = {
+        f"s{n}": SystemProgress(status=OutcomeStatus(s), reason="x" if s == "failed" else None)
+        for n, s in enumerate(statuses)
+    }
+    assert final_status(systems)[0] == expected
+
+
+def test_deadline_is_one_calendar_month_by_default_and_policy_configurable() -> None:
+    jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+    state = started(received_at=jan31)
+    assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
+    from orchestrator.deadlines import DeadlinePolicy
+
+    state, _ = submit(None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("4 weeks")))
+    assert state is not None and state.deadline == jan31 + timedelta(weeks=4)
+
+
+def test_tick_flags_due_soon_then_overdue_once_each() -> None:
+    state = started()
+    deadline = state.deadline
+    assert deadline is not None
+    _, effects = tick(state, ctx(now=deadline - timedelta(days=20)))
+    assert not effects.changed
+    state, effects = tick(state, ctx(now=deadline - timedelta(days=3)))
+    assert [s.trigger for s in effects.statuses] == [StatusTrigger.DUE_SOON]
+    assert effects.statuses[0].due_soon and effects.statuses[0].days_left == 3
+    _, effects = tick(state, ctx(now=deadline - timedelta(days=2)))
+    assert not effects.changed
+    state, effects = tick(state, ctx(now=deadline + timedelta(hours=1)))
+    assert [s.trigger for s in effects.statuses] == [StatusTrigger.OVERDUE]
+    assert effects.statuses[0].overdue
+    _, effects = tick(state, ctx(now=deadline + timedelta(days=2)))
+    assert not effects.changed
+
+
+def test_request_received_long_ago_is_overdue_on_arrival() -> None:
+    state, effects = submit(None, request(received_at=NOW - timedelta(days=40)), ctx())
+    assert state is not None and state.overdue_sent
+    assert effects.statuses[-1].trigger == StatusTrigger.OVERDUE
+
+
+def test_unverified_request_is_refused_after_the_deadline() -> None:
+    state, _ = submit(None, request(verified=False), ctx())
+    assert state is not None and state.deadline is not None
+    state, effects = tick(state, ctx(now=state.deadline + timedelta(minutes=1)))
+    assert state.status == RequestStatus.REFUSED and effects.finished
+    assert "not verified" in (effects.statuses[-1].reason or "")
+
+
+def test_status_sequence_increases_by_one() -> None:
+    state = started()
+    sequences = [1]
+    for system in SYSTEMS:
+        state, effects = record_outcome(state, outcome(system), ctx())
+        sequences += [s.sequence for s in effects.statuses]
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+def test_state_round_trips_through_json() -> None:
+    state = started()
+    state, _ = record_outcome(state, outcome("crm", counts=Counts(deleted=2)), ctx())
+    assert RequestState.model_validate_json(state.model_dump_json()) == state
