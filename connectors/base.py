@@ -131,7 +131,7 @@ class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pic
         """Stop consent-based processing (Art. 7(3))."""
         raise NotImplementedError
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once when the worker stops."""
 
 

@@ -78,7 +78,9 @@ async def perform(
     except ConnectorError as exc:
         reason = redact(str(exc), subject_values(task.subject))
         log.warning("task %s on %s failed: %s", task.task_id, task.system, reason)
-        return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason), retryable=exc.retryable)
+        return outcome_of(
+            task, Result(OutcomeStatus.FAILED, reason=reason), retryable=exc.retryable
+        )
     except NotImplementedError:
         result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
     except Exception as exc:

@@ -43,9 +43,7 @@ class ConnectorWorker:
         self.kafka = kafka
         self.register = register
         self.group = group
-        self.systems: dict[str, System] = {
-            s.name: s for s in register.systems if s.group == group
-        }
+        self.systems: dict[str, System] = {s.name: s for s in register.systems if s.group == group}
         self.concurrency = concurrency
         self.source = f"{source}/{group}"
         self.max_batch = max_batch
@@ -116,7 +114,9 @@ class ConnectorWorker:
         futures = await asyncio.gather(*jobs)
         await asyncio.gather(*futures)
 
-    async def _run_task(self, producer: AIOKafkaProducer, task: TaskDispatched) -> asyncio.Future[object]:
+    async def _run_task(
+        self, producer: AIOKafkaProducer, task: TaskDispatched
+    ) -> asyncio.Future[object]:
         limit = self._limits.setdefault(task.system, asyncio.Semaphore(self.concurrency))
         if task.not_before is not None:
             wait = (task.not_before - datetime.now(UTC)).total_seconds()
@@ -149,7 +149,11 @@ class ConnectorWorker:
     ) -> asyncio.Future[object]:
         log.warning(
             "dead-lettered %s[%s]@%s (%s): %s",
-            record.topic, record.partition, record.offset, stage, reason,
+            record.topic,
+            record.partition,
+            record.offset,
+            stage,
+            reason,
         )
         letter = DeadLetter.for_message(
             topic=record.topic,

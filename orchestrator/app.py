@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
@@ -71,6 +72,51 @@ def _faust_broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+class OutputProducer:
+    """A batching aiokafka producer for our output events, started on first use.
+
+    Faust's own producer keeps writing the table changelog (single-record batches on the
+    embedded broker, which loses table updates on recovery otherwise); outputs go through
+    this one, which batches freely and skips Faust's per-message machinery.
+    """
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        self.producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        # Started on first use: Faust starts extra services after the agents.
+        if self.producer is None:
+            async with self._lock:
+                if self.producer is None:
+                    producer = AIOKafkaProducer(
+                        **self._options, acks="all", linger_ms=1, enable_idempotence=False
+                    )
+                    await producer.start()
+                    self.producer = producer
+        return self.producer
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def send(
+        self, topic: str, message: KafkaMessage, partition: int | None = None
+    ) -> Awaitable[Any]:
+        """Queue one message; the returned future resolves when the broker has it."""
+        producer = await self._started()
+        return await producer.send(
+            topic,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            partition=partition,
+        )
+
+
 class Orchestrator:
     """Builds the Faust app and carries out the lifecycle's effects."""
 
@@ -93,13 +139,15 @@ class Orchestrator:
             autodiscover=False,
             table_standby_replicas=0,
         )
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        self.inputs = self.app.topic(REQUESTS.name, OUTCOMES.name, **raw)
-        self.tasks_topic = self.app.topic(TASKS.name, **raw)
-        self.status_topic = self.app.topic(STATUS.name, **raw)
-        self.dead_topic = self.app.topic(DEAD_LETTER.name, **raw)
-        self.requests_topic = self.app.topic(REQUESTS.name, **raw)
-        self.outcomes_topic = self.app.topic(OUTCOMES.name, **raw)
+        self.inputs = self.app.topic(
+            REQUESTS.name,
+            OUTCOMES.name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.output = OutputProducer(settings.kafka.aiokafka_options())
         self.table = self.app.Table(
             TABLE_NAME,
             default=None,
@@ -114,10 +162,13 @@ class Orchestrator:
     # -- agent ------------------------------------------------------------------------------
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(
-            self.settings.batch_size, within=self.settings.batch_within_seconds
-        ):
-            await self.handle(events)
+        try:
+            async for events in stream.take_events(  # type: ignore[attr-defined]
+                self.settings.batch_size, within=self.settings.batch_within_seconds
+            ):
+                await self.handle(events)
+        finally:
+            await self.output.stop()
 
     def _context(self) -> Context:
         return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))
@@ -163,7 +214,9 @@ class Orchestrator:
                 except Exception as exc:  # a bug must not stop the worker: keep the event
                     log.exception("processing failed for request %s", request_id)
                     pending.append(
-                        self._dead_letter(event, "process", f"processing failed: {type(exc).__name__}")
+                        self._dead_letter(
+                            event, "process", f"processing failed: {type(exc).__name__}"
+                        )
                     )
                     continue
                 if effects.dead_letter:
@@ -193,42 +246,38 @@ class Orchestrator:
         finished: list[tuple[RequestState, Effects]],
         pending: list[Awaitable[Any]],
     ) -> None:
-        outcomes = [e.store_outcome for e in all_effects if e.store_outcome is not None]
-        if outcomes:
-            await asyncio.to_thread(lambda: [self.artifacts.save_outcome(o) for o in outcomes])
+        # Small files, written inline: handing them to a thread costs more in GIL switches
+        # (Faust runs its consumer in a thread of its own) than the writes themselves.
+        for effects in all_effects:
+            if effects.store_outcome is not None:
+                self.artifacts.save_outcome(effects.store_outcome)
         # Results are on disk before the status event announcing them is sent.
         for state, effects in finished:
-            path = await asyncio.to_thread(self.artifacts.write_result, state)
+            path = self.artifacts.write_result(state)
             effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
             log.info("request %s finished: %s", state.request_id, state.status)
         for effects in all_effects:
             for task in effects.tasks:
-                pending.append(
-                    self._send(self.tasks_topic, encode(task, source=self.settings.source,
-                                                        event_id=f"{task.task_id}#{task.attempt}"))
+                message = encode(
+                    task, source=self.settings.source, event_id=f"{task.task_id}#{task.attempt}"
                 )
+                pending.append(self.output.send(TASKS.name, message))
             for status in effects.statuses:
                 event_id = f"{status.request_id}#{status.sequence}"
-                pending.append(
-                    self._send(self.status_topic, encode(status, source=self.settings.source,
-                                                         event_id=event_id))
-                )
+                message = encode(status, source=self.settings.source, event_id=event_id)
+                pending.append(self.output.send(STATUS.name, message))
         if pending:
             # Wait for the broker to take every output before the batch is acknowledged.
             futures = await asyncio.gather(*pending)
             await asyncio.gather(*(f for f in futures if f is not None))
 
-    async def _send(self, topic: faust.TopicT, message: KafkaMessage) -> Awaitable[Any]:
-        return await topic.send(key=message.key, value=message.value, headers=message.headers)
-
     async def _reroute(self, event: EventT, request_id: str) -> Awaitable[Any]:
         message = event.message
-        topic = self.requests_topic if message.topic == REQUESTS.name else self.outcomes_topic
-        return await topic.send(
-            key=request_id.encode(),
-            value=message.value,
-            headers=list(message.headers or []),
-            partition=partition_for(request_id, self.partitions),
+        raw = message.headers or []
+        headers = list(raw.items()) if isinstance(raw, Mapping) else list(raw)
+        moved = KafkaMessage(request_id.encode(), message.value or b"", headers)
+        return await self.output.send(
+            message.topic, moved, partition=partition_for(request_id, self.partitions)
         )
 
     async def _dead_letter(
@@ -237,7 +286,11 @@ class Orchestrator:
         message = event.message
         log.warning(
             "dead-lettered %s[%s]@%s (%s): %s",
-            message.topic, message.partition, message.offset, stage, reason,
+            message.topic,
+            message.partition,
+            message.offset,
+            stage,
+            reason,
         )
         letter = DeadLetter.for_message(
             topic=message.topic,
@@ -250,13 +303,16 @@ class Orchestrator:
             reason=reason,
             ce_type=ce_type,
         )
-        encoded = encode(letter, source=self.settings.source, key=letter.key)
-        return await self.dead_topic.send(key=encoded.key, value=encoded.value, headers=encoded.headers)
+        return await self.output.send(
+            DEAD_LETTER.name, encode(letter, source=self.settings.source, key=letter.key)
+        )
 
     # -- deadlines --------------------------------------------------------------------------
 
     def _owned_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == REQUESTS.name}
+        return {
+            tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == REQUESTS.name
+        }
 
     async def _tick(self) -> None:
         """Check every open request of ours against its deadline."""

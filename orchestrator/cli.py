@@ -102,7 +102,9 @@ def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> N
     if stack.embedded:
         STATE_DIR.mkdir(exist_ok=True)
         BOOTSTRAP_FILE.write_text(stack.settings.kafka.bootstrap or "")
-    click.echo(f"Kafka: {stack.settings.kafka.bootstrap}" + (" (embedded)" if stack.embedded else ""))
+    click.echo(
+        f"Kafka: {stack.settings.kafka.bootstrap}" + (" (embedded)" if stack.embedded else "")
+    )
     click.echo(f"Results in {settings.data_dir.resolve()}; Ctrl-C stops.")
     stopping = False
 
@@ -217,7 +219,10 @@ def _build_request(
         language=language,  # type: ignore[arg-type]
         received_at=now,
         verification=IdentityVerification(
-            verified=True, method=VerificationMethod(verified), verified_at=now, verified_by="dsr-cli"
+            verified=True,
+            method=VerificationMethod(verified),
+            verified_at=now,
+            verified_by="dsr-cli",
         )
         if verified
         else IdentityVerification(),
@@ -229,7 +234,9 @@ def _build_request(
 
 @main.command()
 @bootstrap_option
-@click.option("--file", "file_", type=click.File("rb"), help="A request body as JSON ('-' = stdin).")
+@click.option(
+    "--file", "file_", type=click.File("rb"), help="A request body as JSON ('-' = stdin)."
+)
 @click.option("--id", "request_id", help="Request id (idempotency key); generated if omitted.")
 @click.option("--type", "request_type", type=click.Choice([t.value for t in RequestType]))
 @click.option("--email", multiple=True, help="Subject's email address (repeatable).")
@@ -238,7 +245,7 @@ def _build_request(
 @click.option(
     "--verified",
     type=click.Choice([m.value for m in VerificationMethod]),
-    help="Identity already verified, and how; omit to hold the request until 'dsr verify-identity'.",
+    help="Identity already verified, and how; omit to hold it until 'dsr verify-identity'.",
 )
 @click.option("--language", type=click.Choice(["nl", "en"]), default="nl", show_default=True)
 @click.option("--requested-by", default="dsr-cli", show_default=True)
@@ -281,7 +288,13 @@ def submit(
             if not identifiers:
                 raise click.UsageError("give at least one of --email, --phone, --customer-id")
             request = _build_request(
-                request_id, request_type, identifiers, verified, language, requested_by, scope,
+                request_id,
+                request_type,
+                identifiers,
+                verified,
+                language,
+                requested_by,
+                scope,
                 changes,
             )
     except ValidationError as exc:
@@ -300,11 +313,11 @@ def submit(
 @main.command("verify-identity")
 @bootstrap_option
 @click.argument("request_id")
-@click.option(
-    "--method", type=click.Choice([m.value for m in VerificationMethod]), required=True
-)
+@click.option("--method", type=click.Choice([m.value for m in VerificationMethod]), required=True)
 @click.option("--by", "verified_by", help="Who checked (staff id).")
-def verify_identity(bootstrap: str | None, request_id: str, method: str, verified_by: str | None) -> None:
+def verify_identity(
+    bootstrap: str | None, request_id: str, method: str, verified_by: str | None
+) -> None:
     """Record that the requester's identity was verified; the request is then fanned out."""
     from orchestrator.client import RequestPublisher
 
@@ -338,7 +351,9 @@ def status(bootstrap: str | None, request_id: str | None, as_json: bool) -> None
             _print_status(found)
         return
     if as_json:
-        click.echo(json.dumps([s.model_dump(mode="json") for s in view.requests.values()], indent=2))
+        click.echo(
+            json.dumps([s.model_dump(mode="json") for s in view.requests.values()], indent=2)
+        )
         return
     _print_table(list(view.requests.values()))
 
@@ -373,7 +388,9 @@ def _print_status(s: RequestStatusChanged | None) -> None:
         click.echo(f"  reason: {s.reason}")
     for name, p in s.systems.items():
         detail = ", ".join(f"{k} {v}" for k, v in p.counts.model_dump().items() if v)
-        click.echo(f"  {name:<12} {p.status:<24} {detail}" + (f"  ({p.reason})" if p.reason else ""))
+        click.echo(
+            f"  {name:<12} {p.status:<24} {detail}" + (f"  ({p.reason})" if p.reason else "")
+        )
     if s.artifact:
         click.echo(f"  result: {s.artifact}")
 
@@ -395,7 +412,10 @@ async def _wait_final(
 
 @main.command()
 @click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("dsr-results"), show_default=True,
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("dsr-results"),
+    show_default=True,
     help="Where the demo's databases, results and logs go.",
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait per request.")
@@ -411,12 +431,13 @@ def demo(out: Path, timeout: float) -> None:
         register_file=demo_data.register_path(), data_dir=out, kafka=KafkaSettings(bootstrap=None)
     )
     env = {"DSR_DEMO_DIR": str(systems_dir)}
-    os.environ.update(env)
     click.echo(f"Seeded four demo systems in {systems_dir}")
     started = time.monotonic()
     try:
         with Stack(settings, log_dir=out / "logs", extra_env=env) as stack:
-            click.echo(f"Embedded Kafka broker on {stack.settings.kafka.bootstrap}; workers starting")
+            click.echo(
+                f"Embedded Kafka broker on {stack.settings.kafka.bootstrap}; workers starting"
+            )
             results: dict[str, RequestStatusChanged | None] = {}
             stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
             with RequestPublisher(stack.settings.kafka, source="dsr-demo") as publisher:
@@ -429,8 +450,10 @@ def demo(out: Path, timeout: float) -> None:
                         language="nl",
                         received_at=now,
                         verification=IdentityVerification(
-                            verified=True, method=VerificationMethod.ID_DOCUMENT,
-                            verified_at=now, verified_by="demo",
+                            verified=True,
+                            method=VerificationMethod.ID_DOCUMENT,
+                            verified_at=now,
+                            verified_by="demo",
                         ),
                         requested_by="dsr-demo",
                     )

@@ -24,7 +24,8 @@ class DeadlinePolicy:
         match = _POLICY.match(text)
         if not match or int(match.group(1)) < 1:
             raise ValueError(
-                f"deadline policy {text!r} is not understood; use e.g. '1 month', '4 weeks', '30 days'"
+                f"deadline policy {text!r} is not understood; "
+                "use e.g. '1 month', '4 weeks', '30 days'"
             )
         unit = match.group(2).lower().rstrip("s") + "s"
         return cls(int(match.group(1)), unit)

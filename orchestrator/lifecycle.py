@@ -37,7 +37,7 @@ _SUCCESS = frozenset({OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeS
 class Policy:
     """The orchestrator's rules, from configuration."""
 
-    deadline: DeadlinePolicy = DeadlinePolicy()
+    deadline: DeadlinePolicy = field(default_factory=DeadlinePolicy)
     due_soon_days: int = 7
     max_attempts: int = 3
     retry_delay: timedelta = timedelta(seconds=5)
@@ -209,10 +209,10 @@ def record_outcome(
             retryable=True,
             updated_at=ctx.now,
         )
-        effects.tasks.append(
-            _task(state, outcome.system, attempt, ctx, not_before=ctx.now + delay)
+        effects.tasks.append(_task(state, outcome.system, attempt, ctx, not_before=ctx.now + delay))
+        _emit(
+            state, StatusTrigger.RETRY, ctx, effects, reason=f"{outcome.system}: {outcome.reason}"
         )
-        _emit(state, StatusTrigger.RETRY, ctx, effects, reason=f"{outcome.system}: {outcome.reason}")
         return state, effects
 
     state.systems[outcome.system] = SystemProgress(
@@ -239,7 +239,7 @@ def record_outcome(
 
 
 def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
-    """The clock moved: flag due-soon and overdue requests, refuse unverified ones past the deadline."""
+    """The clock moved: flag due-soon and overdue, refuse unverified requests past the deadline."""
     effects = Effects()
     if state.request is None or state.is_final:
         return state, effects
@@ -350,7 +350,7 @@ def _emit(
     ctx: Context,
     effects: Effects,
     reason: str | None = None,
-    previous: RequestStatus | None | bool = True,
+    previous: RequestStatus | bool | None = True,
 ) -> None:
     """Append a status event; `previous` defaults to the current status (a progress event)."""
     if previous is True:

@@ -70,7 +70,9 @@ class Stack:
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
-        self.register: Register = load_register(settings.register_file)
+        self.register: Register = load_register(
+            settings.register_file, {**os.environ, **self.extra_env}
+        )
 
     @property
     def embedded(self) -> bool:

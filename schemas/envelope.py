@@ -155,7 +155,8 @@ def decode(
     if expect is not None and model not in expect:
         allowed = ", ".join(TYPE_OF[m] for m in expect)
         raise EnvelopeError(
-            "envelope", f"event type {ce_type!r} does not belong on this topic; expected {allowed}",
+            "envelope",
+            f"event type {ce_type!r} does not belong on this topic; expected {allowed}",
             ce_type,
         )
     time = None
@@ -163,16 +164,25 @@ def decode(
         try:
             time = datetime.fromisoformat(attrs["time"].replace("Z", "+00:00"))
         except ValueError:
+            time = None
+        if time is None or time.tzinfo is None:  # RFC 3339 requires the offset
             raise EnvelopeError("envelope", "CloudEvents attribute 'time' is not RFC 3339", ce_type)
     try:
-        body = model.model_validate_json(data) if isinstance(data, bytes) else model.model_validate(data)
+        body = (
+            model.model_validate_json(data)
+            if isinstance(data, bytes)
+            else model.model_validate(data)
+        )
     except ValidationError as exc:
-        raise EnvelopeError("body", f"{ce_type}: {describe_validation_error(exc)}", ce_type) from None
+        raise EnvelopeError(
+            "body", f"{ce_type}: {describe_validation_error(exc)}", ce_type
+        ) from None
 
     body_key = getattr(body, "request_id", None)
     if key is not None and body_key is not None and key.decode("utf-8", "replace") != body_key:
         raise EnvelopeError(
-            "body", "message key differs from the body's request_id; key events by request_id",
+            "body",
+            "message key differs from the body's request_id; key events by request_id",
             ce_type,
         )
     return Envelope(id=attrs["id"], source=attrs["source"], type=ce_type, time=time, body=body)
@@ -182,7 +192,9 @@ def _structured(value: bytes) -> tuple[dict[str, str], object]:
     try:
         event = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError("envelope", f"structured CloudEvent is not valid JSON ({exc.__class__.__name__})") from None
+        raise EnvelopeError(
+            "envelope", f"structured CloudEvent is not valid JSON ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(event, dict):
         raise EnvelopeError("envelope", "structured CloudEvent must be a JSON object")
     if "data" not in event:

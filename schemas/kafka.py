@@ -91,7 +91,9 @@ class KafkaSettings(BaseSettings):
             )
         if self.ssl_cafile:
             options.update(
-                ssl_cafile=self.ssl_cafile, ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile
+                ssl_cafile=self.ssl_cafile,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
             )
         return options
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,7 +70,8 @@ class Location(_Config):
     def _safeguard_outside_eea(self) -> Location:
         if self.region.upper() != "EEA" and not self.transfer_mechanism:
             raise ValueError(
-                "storage outside the EEA needs a transfer_mechanism (e.g. 'SCC' or an adequacy decision)"
+                "storage outside the EEA needs a transfer_mechanism "
+                "(e.g. 'SCC' or an adequacy decision)"
             )
         return self
 
@@ -147,28 +149,34 @@ class RegisterError(ValueError):
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, path: str) -> Any:
+def _expand_env(value: Any, path: str, env: Mapping[str, str]) -> Any:
     """Replace ${VAR} and ${VAR:-default} in settings, so secrets stay out of the file."""
     if isinstance(value, str):
 
         def repl(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
+            if name in env:
+                return env[name]
             if default is not None:
                 return default
             raise RegisterError(f"{path}: environment variable {name} is not set")
 
         return _ENV_REF.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}") for k, v in value.items()}
+        return {k: _expand_env(v, f"{path}.{k}", env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     return value
 
 
-def parse_register(data: Any, origin: str = "<register>") -> Register:
-    """Validate register data (already parsed YAML); errors name origin, entry and field."""
+def parse_register(
+    data: Any, origin: str = "<register>", env: Mapping[str, str] | None = None
+) -> Register:
+    """Validate register data (already parsed YAML); errors name origin, entry and field.
+
+    `${VAR}` references in settings are filled from `env` (default: the process environment).
+    """
+    env = os.environ if env is None else env
     if not isinstance(data, dict):
         raise RegisterError(f"{origin}: expected a mapping with a 'systems' list")
     systems = data.get("systems")
@@ -178,7 +186,10 @@ def parse_register(data: Any, origin: str = "<register>") -> Register:
         for i, entry in enumerate(systems):
             if isinstance(entry, dict) and "settings" in entry:
                 label = _entry_label(data, i)
-                entry = {**entry, "settings": _expand_env(entry["settings"], f"{origin}: {label}.settings")}
+                entry = {
+                    **entry,
+                    "settings": _expand_env(entry["settings"], f"{origin}: {label}.settings", env),
+                }
             expanded.append(entry)
         data["systems"] = expanded
     try:
@@ -205,8 +216,8 @@ def _entry_label(data: dict[str, Any], index: int) -> str:
     return f"systems[{index}]" + (f" ({name})" if name else "")
 
 
-def load_register(path: str | Path) -> Register:
-    """Read and validate the register YAML file."""
+def load_register(path: str | Path, env: Mapping[str, str] | None = None) -> Register:
+    """Read and validate the register YAML file (`${VAR}` filled from `env`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -216,7 +227,7 @@ def load_register(path: str | Path) -> Register:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RegisterError(f"{path}: not valid YAML ({exc})") from None
-    return parse_register(data, str(path))
+    return parse_register(data, str(path), env)
 
 
 __all__ = [

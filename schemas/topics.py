@@ -33,9 +33,7 @@ REQUESTS = Topic(
 TASKS = Topic(
     "dsr.tasks.v1", (TaskDispatched,), "One task per request and system, for connector workers."
 )
-OUTCOMES = Topic(
-    "dsr.outcomes.v1", (TaskOutcome,), "What each connector reports for each task."
-)
+OUTCOMES = Topic("dsr.outcomes.v1", (TaskOutcome,), "What each connector reports for each task.")
 STATUS = Topic(
     "dsr.status.v1",
     (RequestStatusChanged,),

@@ -12,7 +12,10 @@ from schemas.events import Identifier, Subject
 DEMO_EMAIL = "anna.devries@example.nl"
 DEMO_PHONE = "+31612345678"
 DEMO_SUBJECT = Subject(
-    identifiers=[Identifier(type="email", value=DEMO_EMAIL), Identifier(type="phone", value=DEMO_PHONE)]
+    identifiers=[
+        Identifier(type="email", value=DEMO_EMAIL),
+        Identifier(type="phone", value=DEMO_PHONE),
+    ]
 )
 
 _OTHERS = [
@@ -22,46 +25,51 @@ _OTHERS = [
 
 _SCHEMAS = {
     "crm.db": [
-        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, company TEXT)",
-        "CREATE TABLE deals (id INTEGER PRIMARY KEY, contact_email TEXT, title TEXT, amount_eur REAL)",
+        "CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT,"
+        " company TEXT)",
+        "CREATE TABLE deals (id INTEGER PRIMARY KEY, contact_email TEXT, title TEXT,"
+        " amount_eur REAL)",
     ],
     "mailing.db": [
-        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, "
-        "ip_address TEXT, subscribed INTEGER)",
-        "CREATE TABLE campaign_events (id INTEGER PRIMARY KEY, email TEXT, campaign TEXT, event TEXT)",
+        "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT,"
+        " ip_address TEXT, subscribed INTEGER)",
+        "CREATE TABLE campaign_events (id INTEGER PRIMARY KEY, email TEXT, campaign TEXT,"
+        " event TEXT)",
     ],
     "chat.db": [
-        "CREATE TABLE visitors (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT, ip_address TEXT)",
-        "CREATE TABLE chat_messages (id INTEGER PRIMARY KEY, visitor_email TEXT, sent_at TEXT, body TEXT)",
+        "CREATE TABLE visitors (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT,"
+        " ip_address TEXT)",
+        "CREATE TABLE chat_messages (id INTEGER PRIMARY KEY, visitor_email TEXT, sent_at TEXT,"
+        " body TEXT)",
     ],
     "support.db": [
         "CREATE TABLE requesters (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT)",
-        "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester_email TEXT, subject TEXT, status TEXT)",
+        "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester_email TEXT, subject TEXT,"
+        " status TEXT)",
     ],
 }
 
 
-def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[str]]:
+def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[tuple[str, tuple]]]:
+    """(table, values) to insert for one person in each database."""
     return {
         "crm.db": [
-            f"INSERT INTO contacts (name, email, phone, company) VALUES ('{name}', '{email}', '{phone}', 'Acme {n}')",
-            f"INSERT INTO deals (contact_email, title, amount_eur) VALUES ('{email}', 'Annual plan', {100 * n})",
+            ("contacts", (name, email, phone, f"Acme {n}")),
+            ("deals", (email, "Annual plan", 100.0 * n)),
         ],
         "mailing.db": [
-            f"INSERT INTO subscribers (name, email, phone, ip_address, subscribed) "
-            f"VALUES ('{name}', '{email}', '{phone}', '192.0.2.{n}', 1)",
-            f"INSERT INTO campaign_events (email, campaign, event) VALUES ('{email}', 'Spring sale', 'opened')",
-            f"INSERT INTO campaign_events (email, campaign, event) VALUES ('{email}', 'Spring sale', 'clicked')",
+            ("subscribers", (name, email, phone, f"192.0.2.{n}", 1)),
+            ("campaign_events", (email, "Spring sale", "opened")),
+            ("campaign_events", (email, "Spring sale", "clicked")),
         ],
         "chat.db": [
-            f"INSERT INTO visitors (name, email, phone, ip_address) VALUES ('{name}', '{email}', '{phone}', '198.51.100.{n}')",
-            f"INSERT INTO chat_messages (visitor_email, sent_at, body) "
-            f"VALUES ('{email}', '2026-10-0{n}T10:00:00Z', 'Waar blijft mijn bestelling?')",
+            ("visitors", (name, email, phone, f"198.51.100.{n}")),
+            ("chat_messages", (email, f"2026-10-0{n}T10:00:00Z", "Waar blijft mijn bestelling?")),
         ],
         "support.db": [
-            f"INSERT INTO requesters (name, email, phone) VALUES ('{name}', '{email}', '{phone}')",
-            f"INSERT INTO tickets (requester_email, subject, status) VALUES ('{email}', 'Retour aanvragen', 'closed')",
-            f"INSERT INTO tickets (requester_email, subject, status) VALUES ('{email}', 'Factuur kwijt', 'open')",
+            ("requesters", (name, email, phone)),
+            ("tickets", (email, "Retour aanvragen", "closed")),
+            ("tickets", (email, "Factuur kwijt", "open")),
         ],
     }
 
@@ -73,13 +81,20 @@ def seed(directory: Path) -> Path:
     for db_name, statements in _SCHEMAS.items():
         path = directory / db_name
         path.unlink(missing_ok=True)
-        with sqlite3.connect(path) as conn:
-            for statement in statements:
-                conn.execute(statement)
-            for n, (name, email, phone) in enumerate(people, start=1):
-                for statement in _rows(name, email, phone, n)[db_name]:
+        conn = sqlite3.connect(path)
+        try:
+            with conn:
+                for statement in statements:
                     conn.execute(statement)
-        conn.close()
+                for n, (name, email, phone) in enumerate(people, start=1):
+                    for table, values in _rows(name, email, phone, n)[db_name]:
+                        columns = [c[1] for c in conn.execute(f"PRAGMA table_info({table})")][1:]
+                        marks = ", ".join("?" * len(values))
+                        conn.execute(
+                            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values
+                        )
+        finally:
+            conn.close()
     return directory
 
 

@@ -43,7 +43,7 @@ def test_policy(text: str, received: datetime, expected: datetime) -> None:
 
 @pytest.mark.parametrize("text", ["", "month", "0 days", "one month", "3 fortnights"])
 def test_policy_rejects_nonsense_with_a_hint(text: str) -> None:
-    with pytest.raises(ValueError, match="e.g. '1 month'"):
+    with pytest.raises(ValueError, match=r"e\.g\. '1 month'"):
         DeadlinePolicy.parse(text)
 
 

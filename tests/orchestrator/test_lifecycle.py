@@ -57,8 +57,9 @@ def request(verified: bool = True, **overrides: object) -> RequestSubmitted:
     return RequestSubmitted.model_validate(fields)
 
 
-def outcome(system: str, status: OutcomeStatus = OutcomeStatus.COMPLETED, attempt: int = 1,
-            **extra: object) -> TaskOutcome:
+def outcome(
+    system: str, status: OutcomeStatus = OutcomeStatus.COMPLETED, attempt: int = 1, **extra: object
+) -> TaskOutcome:
     return TaskOutcome.model_validate(
         {
             "request_id": "req-1",
@@ -101,7 +102,9 @@ def test_unverified_request_waits_and_fans_out_on_verification() -> None:
     assert effects.statuses[0].trigger == StatusTrigger.VERIFIED
     assert effects.statuses[0].previous_status == RequestStatus.AWAITING_VERIFICATION
     # a second verification changes nothing
-    _, again = verify(state, IdentityVerified(request_id="req-1", method="id_document", verified_at=NOW), ctx())
+    _, again = verify(
+        state, IdentityVerified(request_id="req-1", method="id_document", verified_at=NOW), ctx()
+    )
     assert not again.changed
 
 
@@ -116,7 +119,7 @@ def test_verification_before_request_is_remembered() -> None:
 
 def test_duplicate_request_is_ignored_and_conflicting_one_dead_lettered() -> None:
     state = started()
-    same, effects = submit(state, request(), ctx())
+    _, effects = submit(state, request(), ctx())
     assert not effects.changed and effects.dead_letter is None
     _, effects = submit(state, request(type="access"), ctx())
     assert effects.dead_letter and "already used" in effects.dead_letter
@@ -161,7 +164,9 @@ def test_retryable_failure_is_redispatched_with_backoff_then_fails() -> None:
     assert retry.attempt == 2 and retry.not_before == NOW + timedelta(seconds=5)
     assert effects.statuses[0].trigger == StatusTrigger.RETRY
     state, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 2, **failed), ctx())
-    assert effects.tasks[0].attempt == 3 and effects.tasks[0].not_before == NOW + timedelta(seconds=10)
+    assert effects.tasks[0].attempt == 3 and effects.tasks[0].not_before == NOW + timedelta(
+        seconds=10
+    )
     state, effects = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 3, **failed), ctx())
     assert effects.tasks == [] and state.systems["crm"].status == OutcomeStatus.FAILED
 
@@ -188,7 +193,9 @@ def test_fatal_failure_in_one_system_gives_partially_completed_with_reason() -> 
 def test_failure_everywhere_gives_failed() -> None:
     state = started()
     for system in SYSTEMS:
-        state, _ = record_outcome(state, outcome(system, OutcomeStatus.FAILED, reason="down"), ctx())
+        state, _ = record_outcome(
+            state, outcome(system, OutcomeStatus.FAILED, reason="down"), ctx()
+        )
     assert state.status == RequestStatus.FAILED
 
 
@@ -203,7 +210,9 @@ def test_manual_action_keeps_request_open_until_completed() -> None:
     )
     assert state.status == RequestStatus.ACTION_REQUIRED and not effects.finished
     state, effects = record_outcome(
-        state, outcome("support", evidence=[{"kind": "manual_confirmation", "value": "done"}]), ctx()
+        state,
+        outcome("support", evidence=[{"kind": "manual_confirmation", "value": "done"}]),
+        ctx(),
     )
     assert effects.finished and state.status == RequestStatus.COMPLETED
 
@@ -236,7 +245,9 @@ def test_deadline_is_one_calendar_month_by_default_and_policy_configurable() -> 
     assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
     from orchestrator.deadlines import DeadlinePolicy
 
-    state, _ = submit(None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("4 weeks")))
+    state, _ = submit(
+        None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("4 weeks"))
+    )
     assert state is not None and state.deadline == jan31 + timedelta(weeks=4)
 
 

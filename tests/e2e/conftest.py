@@ -1,0 +1,147 @@
+"""A running system for end-to-end tests: the session broker, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orchestrator import demo
+from orchestrator.client import RequestPublisher
+from orchestrator.config import Settings
+from orchestrator.stack import Stack
+from orchestrator.status import StatusView, read_status
+from schemas.envelope import Envelope, decode
+from schemas.events import RequestStatusChanged
+from schemas.kafka import KafkaSettings
+
+#: Systems besides the four demo ones: a broken one and a flaky one.
+EXTRA_SYSTEMS = [
+    {
+        "name": "ledger",
+        "kind": "database",
+        "connector": "memory",
+        "settings": {"fail": "fatal"},
+        "data_categories": ["invoices"],
+        "purposes": ["bookkeeping"],
+        "legal_basis": ["legal_obligation"],
+        "retention": "7 years",
+    },
+    {
+        "name": "flaky",
+        "kind": "other",
+        "connector": "memory",
+        "settings": {"fail": "retryable"},
+        "data_categories": ["email"],
+        "purposes": ["testing"],
+        "legal_basis": ["consent"],
+        "retention": "1 day",
+    },
+]
+DEMO_SYSTEMS = ["crm", "mailing", "chat", "support"]
+
+
+@dataclass
+class System:
+    """A running system under test."""
+
+    stack: Stack
+    kafka: KafkaSettings
+    systems_dir: Path
+    data_dir: Path
+    log_dir: Path
+
+    def publisher(self) -> RequestPublisher:
+        return RequestPublisher(self.kafka, source="tests")
+
+    def wait_for(
+        self,
+        request_id: str,
+        condition: Callable[[RequestStatusChanged], bool],
+        timeout: float = 60,
+    ) -> StatusView:
+        """Read status events until the request's latest status meets `condition`."""
+
+        def done(view: StatusView) -> bool:
+            self.stack.check()
+            status = view.get(request_id)
+            return status is not None and condition(status)
+
+        view = asyncio.run(read_status(self.kafka, until=done, timeout=timeout))
+        status = view.get(request_id)
+        assert status is not None and condition(status), (
+            f"request {request_id} did not reach the expected state in {timeout}s; "
+            f"latest: {status.status if status else None}"
+        )
+        return view
+
+    def wait_final(self, request_id: str, timeout: float = 60) -> RequestStatusChanged:
+        view = self.wait_for(request_id, lambda s: s.status.is_final, timeout)
+        status = view.get(request_id)
+        assert status is not None
+        return status
+
+
+@pytest.fixture(scope="session")
+def running(
+    kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """Orchestrator and connector workers on the session broker, with the demo systems."""
+    root = tmp_path_factory.mktemp("system")
+    systems_dir = demo.seed(root / "systems")
+    data = yaml.safe_load(demo.register_path().read_text())
+    data["systems"] += EXTRA_SYSTEMS
+    register = root / "register.yaml"
+    register.write_text(yaml.safe_dump(data))
+    settings = Settings(
+        register_file=register,
+        data_dir=root / "data",
+        kafka=kafka_settings,
+        producer_max_batch_size=1,
+        retry_delay_seconds=0.2,
+        tick_interval_seconds=1.0,
+    )
+    env = {"DSR_DEMO_DIR": str(systems_dir)}
+    stack = Stack(settings, log_dir=root / "logs", extra_env=env)
+    with stack:
+        yield System(stack, kafka_settings, systems_dir, root / "data", root / "logs")
+
+
+def read_topic(
+    kafka: KafkaSettings, topic: str, timeout: float = 5.0
+) -> list[tuple[object, Envelope | None]]:
+    """Every record on a topic (until idle), with its decoded envelope when it decodes."""
+    from schemas.envelope import EnvelopeError
+
+    async def _read() -> list[tuple[object, Envelope | None]]:
+        consumer = AIOKafkaConsumer(**kafka.aiokafka_options(), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            found: list[tuple[object, Envelope | None]] = []
+            idle = 0
+            loop = asyncio.get_running_loop()
+            end = loop.time() + timeout
+            while idle < 3 and loop.time() < end:
+                batches = await consumer.getmany(timeout_ms=300)
+                records = [r for b in batches.values() for r in b]
+                idle = 0 if records else idle + 1
+                for record in records:
+                    try:
+                        envelope: Envelope | None = decode(record.value, record.headers)
+                    except EnvelopeError:
+                        envelope = None
+                    found.append((record, envelope))
+            return found
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(_read())

@@ -1,0 +1,242 @@
+"""A request's whole journey on the real embedded broker, with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from orchestrator import demo
+from schemas.envelope import encode
+from schemas.events import (
+    DeadLetter,
+    Identifier,
+    IdentityVerification,
+    IdentityVerified,
+    RequestStatus,
+    RequestStatusChanged,
+    RequestSubmitted,
+    StatusTrigger,
+    Subject,
+    TaskDispatched,
+    VerificationMethod,
+)
+from schemas.topics import DEAD_LETTER, REQUESTS, STATUS, TASKS
+from tests.e2e.conftest import DEMO_SYSTEMS, System, read_topic
+
+pytestmark = pytest.mark.broker
+
+ANNA = demo.DEMO_EMAIL
+BRAM = "bram.jansen@example.nl"
+CHANTAL = "chantal@example.com"
+
+
+def new_request(
+    kind: str, email: str, *, verified: bool = True, **extra: object
+) -> RequestSubmitted:
+    now = datetime.now(UTC)
+    fields: dict[str, object] = {
+        "request_id": f"t-{kind}-{uuid.uuid4().hex[:10]}",
+        "type": kind,
+        "subject": Subject(identifiers=[Identifier(type="email", value=email)]),
+        "received_at": now,
+        "requested_by": "tests",
+        "scope": DEMO_SYSTEMS,
+        "verification": IdentityVerification(
+            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
+        )
+        if verified
+        else IdentityVerification(),
+    }
+    fields.update(extra)
+    return RequestSubmitted.model_validate(fields)
+
+
+def rows_for(systems_dir: Path, email: str) -> dict[str, int]:
+    """How many rows mention `email`, per demo database, queried directly."""
+    counts = {}
+    for db in sorted(systems_dir.glob("*.db")):
+        with sqlite3.connect(db) as conn:
+            total = 0
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+                columns = [c[1] for c in conn.execute(f"PRAGMA table_info({table})")]
+                for column in columns:
+                    total += conn.execute(
+                        f"SELECT count(*) FROM {table} WHERE lower({column}) = ?", (email,)
+                    ).fetchone()[0]
+        counts[db.stem] = total
+    return counts
+
+
+def finished_events(system: System, request_id: str) -> list[RequestStatusChanged]:
+    return [
+        e.body
+        for _, e in read_topic(system.kafka, STATUS.name)
+        if e is not None
+        and isinstance(e.body, RequestStatusChanged)
+        and e.body.request_id == request_id
+        and e.body.trigger == StatusTrigger.FINISHED
+    ]
+
+
+def test_access_collects_records_from_all_four_systems(running: System) -> None:
+    request = new_request("access", ANNA)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.COMPLETED, status.reason
+    assert status.systems_done == status.systems_total == 4
+    assert status.artifact and Path(status.artifact).exists()
+    result = json.loads(Path(status.artifact).read_text())
+    assert set(result["systems"]) == set(DEMO_SYSTEMS)
+    for name, entry in result["systems"].items():
+        assert entry["status"] == "completed", name
+        assert entry["records"], f"no records from {name}"
+        assert entry["counts"]["found"] == len(entry["records"])
+        # every record is the subject's, with collection provenance
+        for record in entry["records"]:
+            assert record["collection"]
+            assert ANNA in json.dumps(record["data"]).lower()
+    collections = {r["collection"] for e in result["systems"].values() for r in e["records"]}
+    assert {
+        "contacts",
+        "deals",
+        "subscribers",
+        "campaign_events",
+        "visitors",
+        "chat_messages",
+        "requesters",
+        "tickets",
+    } <= collections
+
+
+def test_erasure_removes_the_subject_from_all_four_systems(running: System) -> None:
+    before = rows_for(running.systems_dir, BRAM)
+    assert all(before.values()), before
+    others_before = rows_for(running.systems_dir, CHANTAL)
+    request = new_request("erasure", BRAM)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.COMPLETED, status.reason
+    assert rows_for(running.systems_dir, BRAM) == dict.fromkeys(before, 0)
+    assert rows_for(running.systems_dir, CHANTAL) == others_before  # nobody else touched
+    deleted = {name: p.counts.deleted for name, p in status.systems.items()}
+    assert all(deleted.values()), deleted
+    result = json.loads(Path(status.artifact or "").read_text())
+    assert BRAM not in json.dumps(result).lower()  # an erasure result holds no personal data
+
+
+def test_unverified_request_waits_for_verification(running: System) -> None:
+    request = new_request("access", CHANTAL, verified=False)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+        running.wait_for(
+            request.request_id, lambda s: s.status == RequestStatus.AWAITING_VERIFICATION
+        )
+        time.sleep(2)  # give a wrongly eager orchestrator time to fan out
+        tasks = [
+            e.body
+            for _, e in read_topic(running.kafka, TASKS.name)
+            if e is not None
+            and isinstance(e.body, TaskDispatched)
+            and e.body.request_id == request.request_id
+        ]
+        assert tasks == []
+        publisher.verify_identity(
+            IdentityVerified(
+                request_id=request.request_id,
+                method=VerificationMethod.ID_DOCUMENT,
+                verified_at=datetime.now(UTC),
+            )
+        )
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.COMPLETED
+    assert status.verified_at is not None
+
+
+def test_duplicate_request_yields_one_result(running: System) -> None:
+    request = new_request("access", ANNA)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+        publisher.publish(request)
+        running.wait_final(request.request_id)
+        publisher.publish(request)  # a late re-send after completion
+    time.sleep(2)
+    assert len(finished_events(running, request.request_id)) == 1
+    results = list((running.data_dir / "results").glob(f"{request.request_id}*"))
+    assert len(results) == 1
+
+
+def test_malformed_events_are_dead_lettered_and_the_worker_keeps_running(running: System) -> None:
+    producer = KafkaProducer(**running.kafka.kafka_python_options())
+    marker = uuid.uuid4().hex[:8]
+    bad_body = new_request("access", ANNA).model_dump(mode="json")
+    bad_body["type"] = "teleport"
+    bad_body["request_id"] = f"bad-{marker}"
+    headers = encode(new_request("access", ANNA), source="tests").headers
+    producer.send(REQUESTS.name, key=f"junk-{marker}".encode(), value=b"\xff\xfe not json")
+    producer.send(
+        REQUESTS.name,
+        key=f"bad-{marker}".encode(),
+        value=json.dumps(bad_body).encode(),
+        headers=headers,
+    )
+    producer.flush(10)
+    producer.close()
+
+    request = new_request("access", ANNA)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    assert running.wait_final(request.request_id).status == RequestStatus.COMPLETED
+
+    letters = {
+        e.body.key: e.body
+        for _, e in read_topic(running.kafka, DEAD_LETTER.name)
+        if e is not None and isinstance(e.body, DeadLetter)
+    }
+    junk, bad = letters[f"junk-{marker}"], letters[f"bad-{marker}"]
+    assert junk.stage == "envelope" and "not a CloudEvent" in junk.reason
+    assert bad.stage == "body" and "type" in bad.reason and "teleport" not in bad.reason
+    assert junk.source_topic == REQUESTS.name and junk.value_base64  # the original is kept
+    running.stack.check()  # no worker died
+
+
+def test_failing_system_gives_partially_completed_with_reason(running: System) -> None:
+    request = new_request("access", ANNA, scope=["crm", "ledger"])
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.PARTIALLY_COMPLETED
+    assert status.reason and "ledger" in status.reason and "injected fatal failure" in status.reason
+    assert status.systems["crm"].status == "completed"
+    assert status.systems["ledger"].status == "failed"
+
+
+def test_retryable_failure_is_retried_then_failed(running: System) -> None:
+    request = new_request("erasure", ANNA, scope=["flaky"])
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.FAILED
+    assert status.systems["flaky"].attempt == 3  # max_attempts
+    assert status.systems["flaky"].retryable
+
+
+def test_request_received_long_ago_is_flagged_overdue(running: System) -> None:
+    request = new_request(
+        "access", ANNA, received_at=datetime.now(UTC) - timedelta(days=40), verified=False
+    )
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    # overdue on arrival, then refused by the deadline timer: identity never verified
+    view = running.wait_for(request.request_id, lambda s: s.status == RequestStatus.REFUSED)
+    triggers = [e.trigger for e in view.history[request.request_id]]
+    assert StatusTrigger.OVERDUE in triggers
+    assert view.history[request.request_id][-1].reason

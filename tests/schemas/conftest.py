@@ -1,0 +1,137 @@
+"""One valid sample body per event type, shared by the schema tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import BaseModel
+
+from schemas.events import (
+    Counts,
+    DeadLetter,
+    Evidence,
+    FieldChange,
+    Identifier,
+    IdentityVerification,
+    IdentityVerified,
+    OutcomeStatus,
+    Record,
+    RequestStatus,
+    RequestStatusChanged,
+    RequestSubmitted,
+    RequestType,
+    RetainedItem,
+    StatusTrigger,
+    Subject,
+    SystemProgress,
+    TaskDispatched,
+    TaskOutcome,
+    VerificationMethod,
+)
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+REQUEST_ID = "web-2026-000123"
+SUBJECT = Subject(
+    identifiers=[
+        Identifier(type="email", value="jan@example.nl"),
+        Identifier(type="phone", value="+31612345678"),
+    ]
+)
+
+
+def request_submitted(**changes: object) -> RequestSubmitted:
+    """A valid access request; keyword arguments override fields."""
+    data: dict[str, object] = {
+        "request_id": REQUEST_ID,
+        "type": RequestType.ACCESS,
+        "subject": SUBJECT,
+        "received_at": NOW,
+        "verification": IdentityVerification(
+            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
+        ),
+        "requested_by": "web-form",
+    }
+    data.update(changes)
+    return RequestSubmitted.model_validate(data)
+
+
+def all_samples() -> dict[str, BaseModel]:
+    """One valid body per CloudEvents type, with optional parts filled in."""
+    return {
+        "dsr.request.submitted.v1": request_submitted(
+            type=RequestType.RECTIFICATION,
+            changes=[FieldChange(field="phone", value="+31687654321", system="crm")],
+            scope=["crm", "mailing"],
+        ),
+        "dsr.request.identity_verified.v1": IdentityVerified(
+            request_id=REQUEST_ID,
+            method=VerificationMethod.EMAIL_CONFIRMATION,
+            verified_at=NOW,
+            verified_by="desk-7",
+        ),
+        "dsr.task.dispatched.v1": TaskDispatched(
+            request_id=REQUEST_ID,
+            task_id=f"{REQUEST_ID}:crm",
+            system="crm",
+            action=RequestType.ERASURE,
+            subject=SUBJECT,
+            deadline=NOW + timedelta(days=30),
+            dispatched_at=NOW,
+        ),
+        "dsr.task.outcome.v1": TaskOutcome(
+            request_id=REQUEST_ID,
+            task_id=f"{REQUEST_ID}:crm",
+            system="crm",
+            action=RequestType.ERASURE,
+            status=OutcomeStatus.RETAINED,
+            counts=Counts(found=3, deleted=2, retained=1),
+            records=[Record(collection="contacts", data={"id": 7, "tags": ["a"], "x": None})],
+            retained=[
+                RetainedItem(
+                    collection="invoices",
+                    count=1,
+                    legal_basis="Art. 52 AWR (fiscal retention)",
+                    until=NOW.date(),
+                )
+            ],
+            evidence=[Evidence(kind="vendor_job_id", value="job-42")],
+            reason="invoices are kept for 7 years",
+            completed_at=NOW,
+        ),
+        "dsr.request.status_changed.v1": RequestStatusChanged(
+            request_id=REQUEST_ID,
+            request_type=RequestType.ERASURE,
+            sequence=3,
+            status=RequestStatus.IN_PROGRESS,
+            previous_status=RequestStatus.AWAITING_VERIFICATION,
+            trigger=StatusTrigger.OUTCOME,
+            systems_total=2,
+            systems_done=1,
+            systems={
+                "crm": SystemProgress(status=OutcomeStatus.COMPLETED, attempt=1, updated_at=NOW),
+                "mailing": SystemProgress(status="dispatched", attempt=1),
+            },
+            received_at=NOW,
+            verified_at=NOW,
+            deadline=NOW + timedelta(days=30),
+            days_left=30,
+            occurred_at=NOW,
+        ),
+        "dsr.deadletter.v1": DeadLetter.for_message(
+            topic="dsr.requests.v1",
+            partition=0,
+            offset=12,
+            key=REQUEST_ID.encode(),
+            value=b"{not json",
+            headers={"ce_type": "dsr.request.submitted.v1"},
+            stage="envelope",
+            reason="structured CloudEvent is not valid JSON",
+        ),
+    }
+
+
+@pytest.fixture
+def samples() -> dict[str, BaseModel]:
+    """One valid body per CloudEvents type."""
+    return all_samples()
