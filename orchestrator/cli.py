@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from orchestrator.config import Settings
+from orchestrator.config import ConfigError, Settings, load_settings
 from schemas.envelope import describe_validation_error
 from schemas.events import (
     FieldChange,
@@ -46,9 +46,9 @@ def _setup_logging(level: str = "INFO") -> None:
 
 def _settings(bootstrap: str | None = None, **overrides: Any) -> Settings:
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise click.UsageError(f"configuration error: {exc}") from None
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     if bootstrap:
         settings = settings.model_copy(
             update={"kafka": settings.kafka.model_copy(update={"bootstrap": bootstrap})}
@@ -140,7 +140,7 @@ def worker_orchestrator() -> None:
     from orchestrator.app import Orchestrator
     from schemas.register import load_register
 
-    settings = Settings()
+    settings = _settings()
     settings.kafka.require_bootstrap()
     try:
         register = load_register(settings.register_file)
@@ -159,7 +159,7 @@ def worker_connectors(group: str) -> None:
     from schemas.register import load_register
 
     _setup_logging()
-    settings = Settings()
+    settings = _settings()
     try:
         register = load_register(settings.register_file)
     except RegisterError as exc:
@@ -427,8 +427,10 @@ def demo(out: Path, timeout: float) -> None:
 
     out = out.resolve()
     systems_dir = demo_data.seed(out / "systems")
-    settings = Settings(
-        register_file=demo_data.register_path(), data_dir=out, kafka=KafkaSettings(bootstrap=None)
+    settings = _settings(register_file=demo_data.register_path(), data_dir=out)
+    # The demo always runs on its own embedded broker, whatever DSR_KAFKA_BOOTSTRAP says.
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap": None})}
     )
     env = {"DSR_DEMO_DIR": str(systems_dir)}
     click.echo(f"Seeded four demo systems in {systems_dir}")

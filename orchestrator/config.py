@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.deadlines import DeadlinePolicy
@@ -59,4 +60,23 @@ class Settings(BaseSettings):
         )
 
 
-__all__ = ["Settings"]
+class ConfigError(ValueError):
+    """Configuration is missing or wrong; the message names each variable and the fix."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (plus overrides), with one readable error for all problems."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            loc = [str(p) for p in error["loc"]]
+            prefix = "DSR_KAFKA_" if loc[:1] == ["kafka"] else "DSR_"
+            name = prefix + "_".join(loc[1:] if loc[:1] == ["kafka"] else loc).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+__all__ = ["ConfigError", "Settings", "load_settings"]

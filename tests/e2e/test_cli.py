@@ -1,0 +1,99 @@
+"""`dsr submit`, `dsr verify-identity` and `dsr status` against a running system."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from kafka import KafkaProducer
+
+from orchestrator.app import partition_for
+from schemas.envelope import encode
+from schemas.events import RequestStatus
+from schemas.topics import REQUESTS
+from tests.e2e.conftest import System
+from tests.e2e.test_pipeline import ANNA, CHANTAL, new_request
+
+pytestmark = pytest.mark.broker
+
+
+def dsr(system: System, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DSR_KAFKA_BOOTSTRAP": system.kafka.require_bootstrap()}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_submit_wait_and_status(running: System) -> None:
+    proc = dsr(
+        running,
+        "submit",
+        "--id",
+        "cli-access-1",
+        "--type",
+        "access",
+        "--email",
+        ANNA,
+        "--verified",
+        "id_document",
+        "--scope",
+        "crm,mailing",
+        "--wait",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cli-access-1: access completed (2/2 systems" in proc.stdout
+    table = dsr(running, "status")
+    assert table.returncode == 0 and "cli-access-1" in table.stdout
+    detail = json.loads(dsr(running, "status", "cli-access-1", "--json").stdout)
+    assert detail["status"] == "completed" and detail["systems_done"] == 2
+    assert ANNA not in table.stdout + json.dumps(detail)  # status carries no personal data
+
+
+def test_verify_identity_releases_a_held_request(running: System) -> None:
+    held = dsr(
+        running,
+        "submit",
+        "--id",
+        "cli-held-1",
+        "--type",
+        "erasure",
+        "--email",
+        "x@y.nl",
+        "--scope",
+        "chat",
+    )
+    assert held.returncode == 0, held.stderr
+    running.wait_for("cli-held-1", lambda s: s.status == RequestStatus.AWAITING_VERIFICATION)
+    assert dsr(running, "verify-identity", "cli-held-1", "--method", "in_person").returncode == 0
+    assert running.wait_final("cli-held-1").status == RequestStatus.COMPLETED
+
+
+def test_submit_rejects_bad_input_without_echoing_it(running: System) -> None:
+    proc = dsr(running, "submit", "--type", "access", "--email", "not-an-address")
+    assert proc.returncode != 0
+    assert "email" in proc.stderr and "not-an-address" not in proc.stderr
+
+
+def test_event_on_the_wrong_partition_is_moved_and_processed(running: System) -> None:
+    """Producers with another partitioner (kcat's default) put keys on other partitions."""
+    request = new_request("access", CHANTAL, scope=["support"])
+    right = partition_for(request.request_id, running.kafka.partitions)
+    wrong = (right + 1) % running.kafka.partitions
+    message = encode(request, source="tests")
+    producer = KafkaProducer(**running.kafka.kafka_python_options())
+    producer.send(
+        REQUESTS.name,
+        key=message.key,
+        value=message.value,
+        headers=message.headers,
+        partition=wrong,
+    ).get(10)
+    producer.close()
+    assert running.wait_final(request.request_id).status == RequestStatus.COMPLETED

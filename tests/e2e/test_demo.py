@@ -1,0 +1,77 @@
+"""`dsr demo`: the newcomer's first command, run exactly as the README says."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import demo
+
+pytestmark = pytest.mark.broker
+
+#: Everything that identifies the demo subject, in the forms it may take.
+IDENTIFIERS = [
+    demo.DEMO_EMAIL,
+    demo.DEMO_PHONE,
+    demo.DEMO_PHONE.lstrip("+"),
+    "Anna de Vries",
+    "devries",
+]
+
+
+def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    paths = [
+        Path(p) for p in re.findall(r"^\s+(?:access|erasure)\s+(\S+\.json)$", proc.stdout, re.M)
+    ]
+    assert len(paths) == 2 and all(p.exists() for p in paths), proc.stdout
+
+    access, erasure = (json.loads(p.read_text()) for p in paths)
+    assert access["type"] == "access" and access["status"] == "completed"
+    assert set(access["systems"]) == {"crm", "mailing", "chat", "support"}
+    assert all(s["records"] for s in access["systems"].values())
+    assert erasure["type"] == "erasure" and erasure["status"] == "completed"
+    assert all(s["counts"]["deleted"] > 0 for s in erasure["systems"].values())
+
+    # The demo's own output and every worker's log: none of the subject's identifiers.
+    texts = {"stdout": proc.stdout, "stderr": proc.stderr}
+    texts |= {str(p): p.read_text(errors="replace") for p in (out / "logs").glob("*.log")}
+    assert len(texts) >= 5  # stdout, stderr, broker, orchestrator, connectors
+    for where, text in texts.items():
+        for identifier in IDENTIFIERS:
+            assert identifier.lower() not in text.lower(), f"{identifier!r} appears in {where}"
+
+
+def test_demo_fails_clearly_on_bad_configuration(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "DSR_DEADLINE_POLICY": "one fortnight"},
+    )
+    assert proc.returncode != 0
+    assert "DSR_DEADLINE_POLICY" in proc.stderr and "e.g. '1 month'" in proc.stderr
+    assert "Traceback" not in proc.stderr
