@@ -133,11 +133,9 @@ async def drive(
     messages = 0
     consumer = AIOKafkaConsumer(
         STATUS.name,
-        **kafka.aiokafka_options(),
+        **kafka.consumer_options(),
         auto_offset_reset="latest",
         group_id=f"bench-{run}",
-        session_timeout_ms=2000,
-        heartbeat_interval_ms=500,
     )
     await consumer.start()
     while not consumer.assignment():

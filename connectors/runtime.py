@@ -63,18 +63,17 @@ class ConnectorWorker:
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Consume and process tasks until `stop()` is called."""
-        options = self.kafka.aiokafka_options()
         consumer = AIOKafkaConsumer(
             TASKS.name,
-            **options,
+            **self.kafka.consumer_options(),
             group_id=f"dsr-connectors-{self.group}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=self.kafka.session_timeout_ms,
-            heartbeat_interval_ms=self.kafka.heartbeat_interval_ms,
             max_poll_records=self.max_batch,
         )
-        producer = AIOKafkaProducer(**options, acks="all", linger_ms=2, enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            **self.kafka.aiokafka_options(), acks="all", linger_ms=2, enable_idempotence=False
+        )
         await producer.start()
         await consumer.start()
         log.info("connector worker %s serving %s", self.group, ", ".join(sorted(self.systems)))

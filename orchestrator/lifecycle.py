@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -89,14 +89,24 @@ class Effects:
     tasks: list[TaskDispatched] = field(default_factory=list)
     statuses: list[RequestStatusChanged] = field(default_factory=list)
     dead_letter: str | None = None
-    store_outcome: TaskOutcome | None = None
+    stored_outcomes: list[TaskOutcome] = field(default_factory=list)
     finished: bool = False
     save: bool = False
+
+    def absorb(self, other: Effects) -> None:
+        """Add another decision's effects (for the same request) to these."""
+        self.tasks += other.tasks
+        self.statuses += other.statuses
+        self.stored_outcomes += other.stored_outcomes
+        self.finished = self.finished or other.finished
+        self.save = self.save or other.changed
 
     @property
     def changed(self) -> bool:
         """True when the state must be written back."""
-        return bool(self.save or self.tasks or self.statuses or self.store_outcome or self.finished)
+        return bool(
+            self.save or self.tasks or self.statuses or self.stored_outcomes or self.finished
+        )
 
 
 def task_id(request_id: str, system: str) -> str:
@@ -226,7 +236,7 @@ def record_outcome(
         retryable=outcome.retryable,
         updated_at=outcome.completed_at,
     )
-    effects.store_outcome = outcome
+    effects.stored_outcomes.append(outcome)
     assert request is not None
     if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
         status, reason = final_status(state.systems)
@@ -257,6 +267,19 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
     return state, effects
 
 
+def next_check(state: RequestState, policy: Policy) -> datetime | None:
+    """When `tick` can next change this request (due soon, overdue, refusal); None: never."""
+    if state.request is None or state.is_final or state.deadline is None:
+        return None
+    deadline = state.deadline
+    if not state.due_soon_sent:
+        first_day = deadline.date() - timedelta(days=policy.due_soon_days)
+        return datetime.combine(first_day, time.min, tzinfo=deadline.tzinfo)
+    if not state.overdue_sent or state.status == RequestStatus.AWAITING_VERIFICATION:
+        return deadline + timedelta(microseconds=1)
+    return None
+
+
 def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str | None]:
     """The request's final status from its systems' final outcomes, with the reason."""
     failed = {name: p for name, p in systems.items() if p.status == OutcomeStatus.FAILED}
@@ -268,6 +291,29 @@ def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str
     if len(failed) == len(systems):
         return RequestStatus.FAILED, reason
     return RequestStatus.PARTIALLY_COMPLETED, reason
+
+
+def coalesce(
+    state: RequestState, statuses: list[RequestStatusChanged]
+) -> list[RequestStatusChanged]:
+    """One status event for several changes of one request decided together (one batch).
+
+    The last event carries the resulting state; it takes the first event's sequence number and
+    previous status, so sequences still increase by one and no transition is misreported.
+    """
+    if len(statuses) <= 1:
+        return statuses
+    first, last = statuses[0], statuses[-1]
+    reason = next((s.reason for s in reversed(statuses) if s.reason), None)
+    state.sequence = first.sequence
+    merged = last.model_copy(
+        update={
+            "sequence": first.sequence,
+            "previous_status": first.previous_status,
+            "reason": reason,
+        }
+    )
+    return [merged]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +438,9 @@ __all__ = [
     "Effects",
     "Policy",
     "RequestState",
+    "coalesce",
     "final_status",
+    "next_check",
     "record_outcome",
     "submit",
     "task_id",

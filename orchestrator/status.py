@@ -55,7 +55,7 @@ async def read_status(
     seconds; never later than `timeout` seconds.
     """
     view = view or StatusView()
-    consumer = AIOKafkaConsumer(**kafka.aiokafka_options(), enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(**kafka.consumer_options(), enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(STATUS.name) or set()

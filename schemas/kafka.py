@@ -30,6 +30,12 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     rebalance_timeout_ms: int = 30_000
+    fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=1,
+        description="How long a fetch may wait for data. The embedded broker holds every "
+        "fetch this long even when data arrives, so there it is short.",
+    )
 
     def for_embedded(self, bootstrap: str) -> KafkaSettings:
         """The same settings pointed at the embedded broker, with its short group timeouts."""
@@ -39,6 +45,7 @@ class KafkaSettings(BaseSettings):
                 "session_timeout_ms": 2_000,
                 "heartbeat_interval_ms": 500,
                 "rebalance_timeout_ms": 2_000,
+                "fetch_max_wait_ms": 25,
             }
         )
 
@@ -73,6 +80,15 @@ class KafkaSettings(BaseSettings):
                 cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
             )
         return options
+
+    def consumer_options(self) -> dict[str, Any]:
+        """aiokafka options for a consumer: connection plus group timeouts and fetch wait."""
+        return {
+            **self.aiokafka_options(),
+            "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms,
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+        }
 
     def kafka_python_options(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python clients (api_version left on auto)."""

@@ -119,7 +119,7 @@ def read_topic(
     from schemas.envelope import EnvelopeError
 
     async def _read() -> list[tuple[object, Envelope | None]]:
-        consumer = AIOKafkaConsumer(**kafka.aiokafka_options(), enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka.consumer_options(), enable_auto_commit=False)
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(topic) or set()

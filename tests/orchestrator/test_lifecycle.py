@@ -10,7 +10,9 @@ from orchestrator.lifecycle import (
     Context,
     Policy,
     RequestState,
+    coalesce,
     final_status,
+    next_check,
     record_outcome,
     submit,
     task_id,
@@ -152,7 +154,7 @@ def test_duplicate_outcome_counted_once() -> None:
     state = started()
     state, first = record_outcome(state, outcome("crm", counts=Counts(deleted=3)), ctx())
     state, second = record_outcome(state, outcome("crm", counts=Counts(deleted=3)), ctx())
-    assert first.store_outcome is not None and not second.changed
+    assert first.stored_outcomes and not second.changed
     assert state.systems_done == 1
 
 
@@ -296,3 +298,60 @@ def test_state_round_trips_through_json() -> None:
     state = started()
     state, _ = record_outcome(state, outcome("crm", counts=Counts(deleted=2)), ctx())
     assert RequestState.model_validate_json(state.model_dump_json()) == state
+
+
+def test_coalesce_merges_one_batch_of_changes_into_one_event() -> None:
+    state = started()  # sequence 1: in_progress
+    statuses = []
+    for system in SYSTEMS:
+        state, effects = record_outcome(state, outcome(system), ctx())
+        statuses += effects.statuses
+    assert [s.sequence for s in statuses] == [2, 3, 4, 5]
+    [merged] = coalesce(state, statuses)
+    assert merged.sequence == 2 and state.sequence == 2
+    assert merged.previous_status == RequestStatus.IN_PROGRESS
+    assert merged.status == RequestStatus.COMPLETED and merged.systems_done == 4
+    assert merged.trigger == StatusTrigger.FINISHED
+    # the next change continues the sequence without a gap
+    state, effects = tick(state, ctx())
+    assert not effects.statuses  # final: nothing more
+
+
+def test_coalesce_keeps_the_latest_reason_and_single_events_untouched() -> None:
+    state = started()
+    failed = {"reason": "vendor answered 503", "retryable": True}
+    state, a = record_outcome(state, outcome("crm", OutcomeStatus.FAILED, 1, **failed), ctx())
+    state, b = record_outcome(state, outcome("chat"), ctx())
+    [merged] = coalesce(state, a.statuses + b.statuses)
+    assert merged.reason == "crm: vendor answered 503"
+    assert coalesce(state, b.statuses) == b.statuses
+
+
+def test_next_check_follows_the_deadline_rules() -> None:
+    policy = Policy()
+    state = started()
+    deadline = state.deadline
+    assert deadline is not None
+    first = next_check(state, policy)
+    assert first is not None and first.date() == deadline.date() - timedelta(days=7)
+    # nothing changes before that moment, and something does at it
+    assert not tick(state.model_copy(deep=True), ctx(now=first - timedelta(seconds=1)))[1].changed
+    state, effects = tick(state, ctx(now=first))
+    assert effects.statuses[0].trigger == StatusTrigger.DUE_SOON
+    second = next_check(state, policy)
+    assert second is not None and second > deadline
+    assert not tick(state.model_copy(deep=True), ctx(now=deadline))[1].changed
+    state, effects = tick(state, ctx(now=second))
+    assert effects.statuses[0].trigger == StatusTrigger.OVERDUE
+    assert next_check(state, policy) is None  # nothing more to watch
+
+
+def test_next_check_is_none_for_final_requests_and_keeps_unverified_ones() -> None:
+    state = started()
+    for system in SYSTEMS:
+        state, _ = record_outcome(state, outcome(system), ctx())
+    assert next_check(state, Policy()) is None
+    waiting, _ = submit(None, request(verified=False, received_at=NOW - timedelta(days=40)), ctx())
+    assert waiting is not None and waiting.overdue_sent
+    when = next_check(waiting, Policy())
+    assert when is not None and when <= NOW  # refusal is due now
