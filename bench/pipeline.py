@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--records", type=int, default=2, help="Records per system per request.")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--skip-half-load", action="store_true")
+    parser.add_argument("--orchestrators", type=int, default=1, help="Orchestrator processes.")
     parser.add_argument(
         "--producer-batch",
         type=int,
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         settings = Settings(
             register_file=root / "register.yaml", data_dir=root / "data"
         ).for_embedded(broker.bootstrap)
+        settings = settings.model_copy(update={"orchestrator_workers": args.orchestrators})
         if args.producer_batch:
             settings = settings.model_copy(update={"producer_max_batch_size": args.producer_batch})
         baseline = asyncio.run(raw_rate(settings.kafka, 30_000))
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     figures: dict[str, object] = {
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "systems": args.systems,
+        "orchestrator_workers": args.orchestrators,
         "raw_produce_consume_msgs_per_s": round(baseline),
         "messages_per_request": per_request,
         "full_load": full,

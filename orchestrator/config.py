@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     batch_within_seconds: float = Field(default=0.01, gt=0)
     producer_max_batch_size: int = Field(default=16384, ge=1)
+    orchestrator_workers: int = Field(
+        default=1, ge=1, description="Orchestrator processes 'dsr up' starts (<= partitions)."
+    )
     source: str = Field(default="dsr-orchestrator", description="CloudEvents source of our events.")
     app_id: str = "dsr-orchestrator"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

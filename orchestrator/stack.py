@@ -88,7 +88,8 @@ class Stack:
             self.broker = EmbeddedBroker(log_path=log_path).start()
             self.settings = self.settings.for_embedded(self.broker.bootstrap)
         ensure_topics(self.settings.kafka)
-        self.spawn("orchestrator", ["worker", "orchestrator"])
+        for n in range(self.settings.orchestrator_workers):
+            self.spawn(f"orchestrator-{n}" if n else "orchestrator", ["worker", "orchestrator"])
         for group in sorted({s.group for s in self.register.systems}):
             self.spawn(f"connectors-{group}", ["worker", "connectors", "--group", group])
         return self

@@ -1,0 +1,89 @@
+"""`dsr up`: runs everything until Ctrl-C, then stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import demo
+
+pytestmark = pytest.mark.broker
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> list[str]:
+    seen: list[str] = []
+    end = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} not printed in {timeout}s: {''.join(seen)}")
+
+
+def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    systems = demo.seed(tmp_path / "systems")
+    env = {
+        **os.environ,
+        "DSR_REGISTER": str(demo.register_path()),
+        "DSR_DATA_DIR": str(tmp_path / "data"),
+        "DSR_DEMO_DIR": str(systems),
+        "DSR_STATE_DIR": str(tmp_path / ".dsr"),
+    }
+    env.pop("DSR_KAFKA_BOOTSTRAP", None)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_line(up, "Ctrl-C stops", 60)
+        bootstrap = (tmp_path / ".dsr" / "bootstrap").read_text().strip()
+        # another terminal: submit finds the embedded broker through .dsr/bootstrap
+        submit = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator.cli",
+                "submit",
+                "--id",
+                "up-1",
+                "--type",
+                "access",
+                "--email",
+                demo.DEMO_EMAIL,
+                "--verified",
+                "id_document",
+                "--wait",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert submit.returncode == 0, submit.stdout + submit.stderr
+        assert "up-1: access completed (4/4 systems" in submit.stdout
+    finally:
+        os.killpg(up.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "Stopping" in output
+    host, port = bootstrap.split(":")
+    with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
+        pass  # the embedded broker is gone
+    assert not (tmp_path / ".dsr" / "bootstrap").exists()
