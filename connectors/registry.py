@@ -8,6 +8,7 @@ A separate package adds a connector by declaring, in its pyproject.toml:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -15,6 +16,7 @@ from connectors.base import Connector, ConnectorConfigError
 from schemas.register import System
 
 GROUP = "dsr.connectors"
+_OWN_DISTRIBUTION = "dsr-orchestrator"
 
 
 @cache
@@ -38,9 +40,36 @@ def connector_class(name: str) -> type[Connector]:
     return cls
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """One connector that a register entry can name."""
+
+    name: str
+    kind: str  # "built-in", "plugin" or "declarative"
+    rights: tuple[str, ...]
+    source: str
+    description: str = ""
+
+
+def catalogue() -> list[CatalogueEntry]:
+    """Every connector available here: built-in, installed plugins, declarative specs."""
+    entries = []
+    for name, ep in sorted(available().items()):
+        dist = ep.dist.name if ep.dist is not None else ""
+        try:
+            cls = connector_class(name)
+        except Exception as exc:  # a broken plugin must not hide the others
+            entries.append(CatalogueEntry(name, "plugin", (), ep.value, f"cannot load: {exc}"))
+            continue
+        kind = "built-in" if dist == _OWN_DISTRIBUTION else "plugin"
+        rights = tuple(sorted(r.value for r in cls.capabilities))
+        entries.append(CatalogueEntry(name, kind, rights, f"{dist}: {ep.value}", cls.description))
+    return entries
+
+
 def build(system: System) -> Connector:
     """A connector instance for one register entry."""
     return connector_class(system.connector)(system.name, system.settings)
 
 
-__all__ = ["GROUP", "available", "build", "connector_class"]
+__all__ = ["GROUP", "CatalogueEntry", "available", "build", "catalogue", "connector_class"]

@@ -15,18 +15,24 @@ from typing import Any
 
 import click
 
+from connectors.base import ConnectorError
 from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.lifecycle import task_id
 from schemas.envelope import describe_validation_error
 from schemas.events import (
+    Evidence,
     FieldChange,
     Identifier,
     IdentityVerification,
     IdentityVerified,
+    OutcomeStatus,
     RequestStatus,
     RequestStatusChanged,
     RequestSubmitted,
     RequestType,
     Subject,
+    TaskDispatched,
+    TaskOutcome,
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
@@ -405,6 +411,184 @@ async def _wait_final(
 
     view = await read_status(kafka, until=done, timeout=timeout)
     return {r: view.get(r) for r in request_ids}
+
+
+# -- manual tasks ------------------------------------------------------------------------------
+
+
+@main.group()
+def tasks() -> None:
+    """Manual tasks: systems where a person must act (no API, or a right it cannot automate)."""
+
+
+def _manual_tasks(view: Any) -> list[tuple[RequestStatusChanged, str, Any]]:
+    found = []
+    for status in view.requests.values():
+        if status.status.is_final:
+            continue
+        for system, progress in status.systems.items():
+            if progress.status == OutcomeStatus.MANUAL_ACTION_REQUIRED:
+                found.append((status, system, progress))
+    return sorted(found, key=lambda item: item[0].deadline)
+
+
+@tasks.command("list")
+@bootstrap_option
+def tasks_list(bootstrap: str | None) -> None:
+    """Open manual tasks, most urgent first, with their instructions."""
+    from orchestrator.status import read_status
+
+    view = asyncio.run(read_status(_client_kafka(bootstrap)))
+    open_tasks = _manual_tasks(view)
+    if not open_tasks:
+        click.echo("no open manual tasks")
+    for status, system, progress in open_tasks:
+        late = " OVERDUE" if status.overdue else ""
+        click.echo(
+            f"{task_id(status.request_id, system)}  {status.request_type.value} on {system}, "
+            f"{status.days_left} days left{late}\n  {progress.instructions}"
+        )
+
+
+@tasks.command("complete")
+@bootstrap_option
+@click.argument("task")
+@click.option(
+    "--evidence",
+    required=True,
+    help="What was done, e.g. 'deleted chat history in Tawk.to dashboard'. No personal data.",
+)
+@click.option("--by", "completed_by", help="Who did it (staff id).")
+@click.option(
+    "--outcome",
+    type=click.Choice(["completed", "not_found"]),
+    default="completed",
+    show_default=True,
+)
+def tasks_complete(
+    bootstrap: str | None, task: str, evidence: str, completed_by: str | None, outcome: str
+) -> None:
+    """Record that a person carried out a manual task; it then counts as done."""
+    from orchestrator.client import RequestPublisher
+    from orchestrator.status import read_status
+
+    request_id, sep, system = task.rpartition("/")
+    if not sep:
+        raise click.BadParameter("a task id looks like REQUEST_ID/SYSTEM", param_hint="TASK")
+    kafka = _client_kafka(bootstrap)
+    status = asyncio.run(read_status(kafka)).get(request_id)
+    progress = status.systems.get(system) if status else None
+    if status is None or progress is None:
+        raise click.ClickException(f"no task {task!r}: unknown request or system")
+    if progress.status != OutcomeStatus.MANUAL_ACTION_REQUIRED:
+        raise click.ClickException(
+            f"task {task!r} is not waiting for a person (its status is {progress.status})"
+        )
+    proof = [Evidence(kind="manual_confirmation", value=evidence)]
+    if completed_by:
+        proof.append(Evidence(kind="completed_by", value=completed_by))
+    result = TaskOutcome(
+        request_id=request_id,
+        task_id=task,
+        system=system,
+        action=status.request_type,
+        attempt=max(progress.attempt, 1),
+        status=OutcomeStatus(outcome),
+        evidence=proof,
+        completed_at=datetime.now(UTC),
+    )
+    with RequestPublisher(kafka, source="dsr-cli") as publisher:
+        publisher.report_outcome(result)
+    click.echo(f"task {task} recorded as {outcome}")
+
+
+# -- connectors --------------------------------------------------------------------------------
+
+
+@main.group("connectors")
+def connectors_group() -> None:
+    """Installed connectors."""
+
+
+@connectors_group.command("list")
+def connectors_list() -> None:
+    """Built-in, declarative and installed connectors with their capabilities."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from connectors import registry
+
+    table = Table("name", "kind", "rights", "source")
+    for entry in registry.catalogue():
+        table.add_row(entry.name, entry.kind, ", ".join(entry.rights) or "-", entry.source)
+    Console().print(table)
+
+
+@connectors_group.command("check")
+@click.argument("system")
+@click.option("--register", type=click.Path(path_type=Path), help="Register YAML file.")
+@click.option("--email", multiple=True, help="Subject's email address (repeatable).")
+@click.option("--phone", multiple=True, help="Subject's phone number (repeatable).")
+@click.option("--customer-id", multiple=True, help="Subject's customer id (repeatable).")
+def connectors_check(
+    system: str,
+    register: Path | None,
+    email: tuple[str, ...],
+    phone: tuple[str, ...],
+    customer_id: tuple[str, ...],
+) -> None:
+    """Dry access on one system of the register: what would an access request find?
+
+    Prints counts per collection, never the records themselves.
+    """
+    from connectors import registry
+    from connectors.execute import perform
+    from schemas.register import load_register
+
+    settings = _settings(register_file=register)
+    try:
+        entry = load_register(settings.register_file).get(system)
+    except RegisterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyError:
+        raise click.ClickException(f"no system {system!r} in {settings.register_file}") from None
+    identifiers = (
+        [("email", e) for e in email]
+        + [("phone", p) for p in phone]
+        + [("customer_id", c) for c in customer_id]
+    )
+    if not identifiers:
+        raise click.UsageError("give at least one of --email, --phone, --customer-id")
+    now = datetime.now(UTC)
+    task = TaskDispatched(
+        request_id=f"check-{now:%Y%m%d%H%M%S}",
+        task_id=f"check-{now:%Y%m%d%H%M%S}/{system}",
+        system=system,
+        action=RequestType.ACCESS,
+        subject=Subject(identifiers=[Identifier(type=t, value=v) for t, v in identifiers]),
+        deadline=now,
+        dispatched_at=now,
+    )
+
+    async def _run() -> TaskOutcome:
+        connector = registry.build(entry)
+        try:
+            return await perform(connector, task)
+        finally:
+            await connector.aclose()
+
+    try:
+        outcome = asyncio.run(_run())
+    except ConnectorError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{system}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    per_collection: dict[str, int] = {}
+    for record in outcome.records:
+        per_collection[record.collection] = per_collection.get(record.collection, 0) + 1
+    for collection, count in sorted(per_collection.items()):
+        click.echo(f"  {collection:<24} {count} records")
+    if outcome.status == OutcomeStatus.FAILED:
+        sys.exit(1)
 
 
 # -- demo --------------------------------------------------------------------------------------

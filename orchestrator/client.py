@@ -17,9 +17,9 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import TYPE_OF, describe_validation_error, encode
-from schemas.events import IdentityVerified, RequestSubmitted
+from schemas.events import IdentityVerified, RequestSubmitted, TaskOutcome
 from schemas.kafka import KafkaSettings
-from schemas.topics import REQUESTS
+from schemas.topics import OUTCOMES, REQUESTS
 
 _Body = TypeVar("_Body", bound=BaseModel)
 _LINGER_MS = 5
@@ -70,20 +70,26 @@ class RequestPublisher:
         """Publish that a request's subject was verified; the orchestrator then fans it out."""
         self._send(_validated(event, IdentityVerified))
 
-    def _send(self, body: RequestSubmitted | IdentityVerified) -> None:
+    def report_outcome(self, outcome: TaskOutcome) -> None:
+        """Publish a task's outcome, e.g. a manual task completed by a person."""
+        self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
+
+    def _send(
+        self, body: RequestSubmitted | IdentityVerified | TaskOutcome, topic: str = REQUESTS.name
+    ) -> None:
         if self._producer is None:
             raise PublishError("this RequestPublisher is closed; create a new one")
         message = encode(body, source=self.source)
         what = f"{TYPE_OF[type(body)]} for request {body.request_id}"
         try:
             future = self._producer.send(
-                REQUESTS.name, key=message.key, value=message.value, headers=message.headers
+                topic, key=message.key, value=message.value, headers=message.headers
             )
             future.get(timeout=self._timeout)
         except KafkaError as exc:
             raise PublishError(
                 f"{what} was not acknowledged by Kafka within {self._timeout:g}s ({exc}); "
-                f"check that topic {REQUESTS.name} exists and the broker is reachable"
+                f"check that topic {topic} exists and the broker is reachable"
             ) from exc
 
     def close(self) -> None:

@@ -42,6 +42,16 @@ EXTRA_SYSTEMS = [
         "legal_basis": ["consent"],
         "retention": "1 day",
     },
+    {
+        "name": "paper_archive",
+        "kind": "archive",
+        "connector": "memory",
+        "rights": [],  # nothing automatic: every task is a manual task
+        "data_categories": ["signed contracts"],
+        "purposes": ["contract administration"],
+        "legal_basis": ["contract"],
+        "retention": "7 years",
+    },
 ]
 DEMO_SYSTEMS = ["crm", "mailing", "chat", "support"]
 

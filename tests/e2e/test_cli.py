@@ -97,3 +97,34 @@ def test_event_on_the_wrong_partition_is_moved_and_processed(running: System) ->
     ).get(10)
     producer.close()
     assert running.wait_final(request.request_id).status == RequestStatus.COMPLETED
+
+
+def test_manual_task_is_listed_and_completed_by_a_person(running: System) -> None:
+    request = new_request("erasure", CHANTAL, scope=["paper_archive", "chat"])
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    running.wait_for(request.request_id, lambda s: s.status == RequestStatus.ACTION_REQUIRED)
+    task = f"{request.request_id}/paper_archive"
+    listed = dsr(running, "tasks", "list")
+    assert listed.returncode == 0 and task in listed.stdout
+    assert f"dsr tasks complete {task}" in listed.stdout  # the instructions say how
+    done = dsr(
+        running,
+        "tasks",
+        "complete",
+        task,
+        "--evidence",
+        "archive box 12 shredded",
+        "--by",
+        "officer-7",
+    )
+    assert done.returncode == 0, done.stderr
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.COMPLETED
+    evidence = {e.kind: e.value for e in status.systems["paper_archive"].evidence}
+    assert evidence == {
+        "manual_confirmation": "archive box 12 shredded",
+        "completed_by": "officer-7",
+    }
+    again = dsr(running, "tasks", "complete", task, "--evidence", "twice")
+    assert again.returncode != 0 and "not waiting for a person" in again.stderr

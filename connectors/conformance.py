@@ -1,0 +1,286 @@
+"""The connector conformance suite, shipped as a pytest plugin.
+
+Any connector author proves a connector correct with one test file: describe the target (the
+connector plus the system it talks to, seeded with a subject) and inherit the suite.
+
+    # tests/test_my_connector.py
+    from connectors.conformance import ConnectorConformance, Seeded, Target
+
+    class MyTarget(Target):
+        name = "mycrm"
+        def connector(self): return MyCRM("mycrm", {"url": ..., "token": ...})
+        def seed(self): ...; return Seeded(subject, expected={"contacts": 1, "notes": 3})
+
+    class TestMyCRM(ConnectorConformance):
+        @pytest.fixture
+        def target(self): return MyTarget()
+
+Then `pytest tests/test_my_connector.py`. The suite checks what every connector must do:
+access finds every seeded record with system and collection provenance; erasure removes them
+and reports counts; access after erasure finds nothing; a second erasure is safe and says
+not found; rate limits (429 with Retry-After) are waited out within the configured rate; 5xx
+answers are retried, then reported as retryable; bad credentials give a fatal outcome with a
+clear reason; nothing personal is logged. A check that does not apply to a target (no HTTP,
+no credentials) is skipped with the reason.
+
+Installed as the pytest plugin `dsr_conformance` (entry point group `pytest11`), which adds
+the `conformance` marker to every inherited test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connectors.base import Connector
+from connectors.execute import perform
+from schemas.events import OutcomeStatus, RequestType, Subject, TaskDispatched, TaskOutcome
+
+
+@dataclass
+class Seeded:
+    """The subject seeded into the target, and how many records each collection holds."""
+
+    subject: Subject
+    expected: dict[str, int]
+    #: How many records erasure must report (deleted + anonymised); None: at least one.
+    erased: int | None = None
+    #: Values that identify the subject besides its identifiers (e.g. a name), for the log check.
+    personal_values: list[str] = field(default_factory=list)
+
+
+class Faults(ABC):
+    """Controls on a fake vendor for the HTTP checks."""
+
+    @abstractmethod
+    def rate_limit(self, every: int, retry_after: int) -> AbstractContextManager[None]:
+        """While active, every `every`-th call answers 429 with `Retry-After: retry_after`."""
+
+    @abstractmethod
+    def server_errors(self) -> AbstractContextManager[None]:
+        """While active, every call answers 5xx."""
+
+    @abstractmethod
+    def max_rate_seen(self, window_seconds: float) -> int:
+        """The most requests the fake saw in any window of this length."""
+
+    @property
+    @abstractmethod
+    def configured_rate(self) -> tuple[int, float]:
+        """The connector's configured limit: (requests, per seconds)."""
+
+
+class Target(ABC):
+    """A connector under test plus the system it talks to."""
+
+    #: The system name used in tasks.
+    name: str = "system"
+
+    @abstractmethod
+    def connector(self) -> Connector:
+        """A new connector for the seeded system (each is closed after one task)."""
+
+    @abstractmethod
+    def seed(self) -> Seeded:
+        """Put the subject (and other people) into the system; called before each check."""
+
+    def bad_credentials(self) -> Connector | None:
+        """A connector with wrong credentials; None when credentials do not apply."""
+        return None
+
+    def faults(self) -> Faults | None:
+        """Fault controls of the fake vendor; None when the target has no HTTP."""
+        return None
+
+
+def run_task(
+    connector: Connector, system: str, action: RequestType, subject: Subject
+) -> TaskOutcome:
+    """Carry out one task exactly as a connector worker would, then close the connector."""
+    now = datetime.now(UTC)
+    task = TaskDispatched(
+        request_id="conformance-1",
+        task_id=f"conformance-1/{system}",
+        system=system,
+        action=action,
+        subject=subject,
+        deadline=now + timedelta(days=30),
+        dispatched_at=now,
+    )
+    return asyncio.run(_perform(connector, task))
+
+
+async def _perform(connector: Connector, task: TaskDispatched) -> TaskOutcome:
+    try:
+        return await perform(connector, task)
+    finally:
+        await connector.aclose()
+
+
+class _Capture(logging.Handler):
+    """Keeps every log record of every logger, formatted, with tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += "".join(traceback.format_exception(record.exc_info[1]))
+        self.texts.append(text)
+
+
+@contextmanager
+def capture_all_logs() -> Iterator[_Capture]:
+    """Capture everything logged, at DEBUG, from every logger."""
+    root = logging.getLogger()
+    handler = _Capture()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _values(seeded: Seeded) -> list[str]:
+    return [i.value for i in seeded.subject.identifiers] + seeded.personal_values
+
+
+class ConnectorConformance:
+    """Inherit in a `Test*` class and provide a `target` fixture returning a `Target`."""
+
+    @pytest.fixture
+    def target(self) -> Target:
+        """Override: the target under test."""
+        raise NotImplementedError(
+            "define a `target` fixture returning a connectors.conformance.Target"
+        )
+
+    @pytest.fixture
+    def seeded(self, target: Target) -> Seeded:
+        """The target, freshly seeded."""
+        return target.seed()
+
+    def test_access_finds_every_seeded_record_with_provenance(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+        assert outcome.system == target.name
+        found = Counter(r.collection for r in outcome.records)
+        assert dict(found) == seeded.expected
+        assert outcome.counts.found == sum(seeded.expected.values())
+
+    def test_erasure_removes_records_and_reports_counts(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        outcome = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+        erased = outcome.counts.deleted + outcome.counts.anonymised
+        if seeded.erased is None:
+            assert erased >= 1
+        else:
+            assert erased == seeded.erased
+
+    def test_access_after_erasure_finds_nothing(self, target: Target, seeded: Seeded) -> None:
+        run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        assert outcome.status == OutcomeStatus.NOT_FOUND, outcome.records[:3]
+        assert outcome.records == []
+
+    def test_second_erasure_is_safe_and_says_not_found(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        first = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        assert first.status == OutcomeStatus.COMPLETED, first.reason
+        second = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        assert second.status == OutcomeStatus.NOT_FOUND, second.reason
+
+    def test_rate_limit_is_waited_out_within_the_configured_rate(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        faults = target.faults()
+        if faults is None:
+            pytest.skip("not applicable: the target has no HTTP API")
+        with faults.rate_limit(every=3, retry_after=1):
+            outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+        assert dict(Counter(r.collection for r in outcome.records)) == seeded.expected
+        requests, per_seconds = faults.configured_rate
+        assert faults.max_rate_seen(per_seconds) <= requests
+
+    def test_server_errors_are_retried_then_reported_retryable(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        faults = target.faults()
+        if faults is None:
+            pytest.skip("not applicable: the target has no HTTP API")
+        with faults.server_errors():
+            outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        assert outcome.status == OutcomeStatus.FAILED
+        assert outcome.retryable, outcome.reason
+        assert outcome.reason and target.name in outcome.reason
+
+    def test_bad_credentials_give_a_fatal_outcome_with_a_clear_reason(
+        self, target: Target, seeded: Seeded
+    ) -> None:
+        connector = target.bad_credentials()
+        if connector is None:
+            pytest.skip("not applicable: the target takes no credentials")
+        outcome = run_task(connector, target.name, RequestType.ACCESS, seeded.subject)
+        assert outcome.status == OutcomeStatus.FAILED
+        assert not outcome.retryable
+        assert outcome.reason and "credentials" in outcome.reason.lower()
+
+    def test_nothing_personal_is_logged(self, target: Target, seeded: Seeded) -> None:
+        texts: list[str] = []
+        with capture_all_logs() as logs:
+            outcomes = [
+                run_task(target.connector(), target.name, action, seeded.subject)
+                for action in (RequestType.ACCESS, RequestType.ERASURE, RequestType.ERASURE)
+            ]
+            bad = target.bad_credentials()
+            if bad is not None:
+                outcomes.append(run_task(bad, target.name, RequestType.ACCESS, seeded.subject))
+            faults = target.faults()
+            if faults is not None:
+                with faults.server_errors():
+                    outcomes.append(
+                        run_task(
+                            target.connector(), target.name, RequestType.ACCESS, seeded.subject
+                        )
+                    )
+        texts += logs.texts
+        texts += [o.reason or "" for o in outcomes] + [o.instructions or "" for o in outcomes]
+        for value in _values(seeded):
+            leaks = [t for t in texts if value.lower() in t.lower()]
+            assert not leaks, f"a subject identifier appears in logs or reasons: {leaks[0][:200]}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker the suite's tests carry."""
+    config.addinivalue_line("markers", "conformance: a check of the connector conformance suite")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test inherited from the suite."""
+    for item in items:
+        cls = getattr(item, "cls", None)
+        if cls is not None and issubclass(cls, ConnectorConformance):
+            item.add_marker(pytest.mark.conformance)
+
+
+__all__ = ["ConnectorConformance", "Faults", "Seeded", "Target", "capture_all_logs", "run_task"]
