@@ -21,7 +21,7 @@ from connectors.execute import outcome_of, perform
 from schemas.envelope import EnvelopeError, decode, encode, header_dict
 from schemas.events import DeadLetter, OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
-from schemas.register import Register, System
+from schemas.register import Register, System, WatchedRegister
 from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
 
 log = logging.getLogger("dsr.connectors")
@@ -33,7 +33,7 @@ class ConnectorWorker:
     def __init__(
         self,
         kafka: KafkaSettings,
-        register: Register,
+        register: Register | WatchedRegister,
         group: str = "default",
         *,
         concurrency: int = 8,
@@ -41,16 +41,38 @@ class ConnectorWorker:
         max_batch: int = 500,
     ) -> None:
         self.kafka = kafka
-        self.register = register
         self.group = group
-        self.systems: dict[str, System] = {s.name: s for s in register.systems if s.group == group}
         self.concurrency = concurrency
         self.source = f"{source}/{group}"
         self.max_batch = max_batch
+        self._watched = register if isinstance(register, WatchedRegister) else None
         self._connectors: dict[str, Connector | ConnectorError] = {}
+        self._retired: list[Connector] = []
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._stopping = asyncio.Event()
+        self.systems: dict[str, System] = {}
+        self._register: Register | None = None
+        self._load(register.current() if isinstance(register, WatchedRegister) else register)
         self.processed = 0
+
+    def _load(self, register: Register) -> None:
+        """Take our group's systems from the register; rebuild the connectors that changed."""
+        systems = {s.name: s for s in register.systems if s.group == self.group}
+        for name in list(self._connectors):
+            if systems.get(name) != self.systems.get(name):
+                old = self._connectors.pop(name)
+                if isinstance(old, Connector):
+                    self._retired.append(old)
+        self.systems = systems
+        self._register = register
+
+    def _refresh(self) -> None:
+        """Pick up a changed register file before the next batch."""
+        if self._watched is not None and self._watched.current() is not self._register:
+            self._load(self._watched.current())
+            log.info(
+                "connector worker %s now serves %s", self.group, ", ".join(sorted(self.systems))
+            )
 
     def _connector(self, name: str) -> Connector | ConnectorError:
         if name not in self._connectors:
@@ -85,12 +107,13 @@ class ConnectorWorker:
                 records = [r for batch in batches.values() for r in batch]
                 if not records:
                     continue
+                self._refresh()
                 await self._process(records, producer)
                 await consumer.commit()
         finally:
             await consumer.stop()
             await producer.stop()
-            for connector in self._connectors.values():
+            for connector in [*self._connectors.values(), *self._retired]:
                 if isinstance(connector, Connector):
                     await connector.aclose()
 

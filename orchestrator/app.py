@@ -31,7 +31,7 @@ from schemas.events import (
     RequestSubmitted,
     TaskOutcome,
 )
-from schemas.register import Register
+from schemas.register import Register, WatchedRegister
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 
 log = logging.getLogger("dsr.orchestrator")
@@ -146,10 +146,10 @@ class OutputProducer:
 class Orchestrator:
     """Builds the Faust app and carries out the lifecycle's effects."""
 
-    def __init__(self, settings: Settings, register: Register) -> None:
+    def __init__(self, settings: Settings, register: Register | WatchedRegister) -> None:
         self.settings = settings
-        self.register = register
-        self.systems = tuple(register.names)
+        self._register = register
+        self.systems = tuple(self._current_register().names)
         self.policy = settings.policy()
         self.artifacts = ArtifactStore(settings.data_dir)
         self.partitions = settings.kafka.partitions
@@ -201,6 +201,10 @@ class Orchestrator:
         finally:
             await self.output.stop()
 
+    def _current_register(self) -> Register:
+        register = self._register
+        return register.current() if isinstance(register, WatchedRegister) else register
+
     def _context(self) -> Context:
         return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))
 
@@ -210,6 +214,7 @@ class Orchestrator:
 
     async def handle(self, events: Sequence[EventT]) -> None:
         """Process one batch: decode, decide per request, store state once, carry out effects."""
+        self.systems = tuple(self._current_register().names)  # picks up an edited register
         pending: list[Awaitable[Any]] = []
         by_request: dict[str, list[Any]] = {}
         for event in events:
@@ -384,7 +389,7 @@ class Orchestrator:
         self._watched_partitions = owned
 
 
-def create_app(settings: Settings, register: Register) -> faust.App:
+def create_app(settings: Settings, register: Register | WatchedRegister) -> faust.App:
     """The Faust app for these settings and this register."""
     return Orchestrator(settings, register).app
 

@@ -144,12 +144,12 @@ def worker_orchestrator() -> None:
     import faust
 
     from orchestrator.app import Orchestrator
-    from schemas.register import load_register
+    from schemas.register import WatchedRegister
 
     settings = _settings()
     settings.kafka.require_bootstrap()
     try:
-        register = load_register(settings.register_file)
+        register = WatchedRegister(settings.register_file)
     except RegisterError as exc:
         raise click.ClickException(str(exc)) from None
     orchestrator = Orchestrator(settings, register)
@@ -162,12 +162,12 @@ def worker_orchestrator() -> None:
 def worker_connectors(group: str) -> None:
     """A connector worker for one group of systems."""
     from connectors.runtime import ConnectorWorker
-    from schemas.register import load_register
+    from schemas.register import WatchedRegister
 
     _setup_logging()
     settings = _settings()
     try:
-        register = load_register(settings.register_file)
+        register = WatchedRegister(settings.register_file)
     except RegisterError as exc:
         raise click.ClickException(str(exc)) from None
     runner = ConnectorWorker(settings.kafka, register, group)

@@ -7,6 +7,7 @@ The same description feeds the Art. 15 information in every export.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.events import SYSTEM_NAME_PATTERN, RequestType
+
+_log = logging.getLogger("dsr.register")
 
 
 class SystemKind(StrEnum):
@@ -230,6 +233,47 @@ def load_register(path: str | Path, env: Mapping[str, str] | None = None) -> Reg
     return parse_register(data, str(path), env)
 
 
+class WatchedRegister:
+    """The register file, re-read when it changes on disk, so running workers pick up edits.
+
+    An edit that does not validate is reported once and the last valid register stays in use.
+    """
+
+    def __init__(self, path: str | Path, env: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self._env = env
+        self._stamp = self._read_stamp()
+        self.register = load_register(self.path, env)
+        self.error: RegisterError | None = None
+        self.version = 1
+
+    def _read_stamp(self) -> tuple[int, int]:
+        stat = self.path.stat()
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def current(self) -> Register:
+        """The register as the file says now (cheap when unchanged: one stat call)."""
+        try:
+            stamp = self._read_stamp()
+        except OSError:
+            return self.register
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.register = load_register(self.path, self._env)
+                self.error = None
+                self.version += 1
+                _log.info("register %s reloaded (version %d)", self.path, self.version)
+            except RegisterError as exc:
+                self.error = exc
+                _log.error(
+                    "register %s changed but is invalid; keeping the last valid one: %s",
+                    self.path,
+                    exc,
+                )
+        return self.register
+
+
 __all__ = [
     "Controller",
     "LegalBasis",
@@ -239,6 +283,7 @@ __all__ = [
     "RegisterError",
     "System",
     "SystemKind",
+    "WatchedRegister",
     "load_register",
     "parse_register",
 ]

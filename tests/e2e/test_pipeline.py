@@ -240,3 +240,29 @@ def test_request_received_long_ago_is_flagged_overdue(running: System) -> None:
     triggers = [e.trigger for e in view.history[request.request_id]]
     assert StatusTrigger.OVERDUE in triggers
     assert view.history[request.request_id][-1].reason
+
+
+def test_system_added_to_the_register_is_served_without_a_restart(running: System) -> None:
+    import yaml
+
+    path = running.stack.settings.register_file
+    data = yaml.safe_load(path.read_text())
+    data["systems"].append(
+        {
+            "name": "newsletter",
+            "kind": "mailing",
+            "connector": "memory",
+            "settings": {"records": [{"collection": "subscribers", "data": {"email": ANNA}}]},
+            "data_categories": ["email address"],
+            "purposes": ["newsletter"],
+            "legal_basis": ["consent"],
+            "retention": "until unsubscribed",
+        }
+    )
+    path.write_text(yaml.safe_dump(data))
+    request = new_request("access", ANNA, scope=["newsletter"])
+    with running.publisher() as publisher:
+        publisher.publish(request)
+    status = running.wait_final(request.request_id)
+    assert status.status == RequestStatus.COMPLETED, status.reason
+    assert status.systems["newsletter"].counts.found == 1

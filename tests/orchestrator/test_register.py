@@ -71,3 +71,24 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("systems: [\n")
     with pytest.raises(RegisterError, match="not valid YAML"):
         load_register(bad)
+
+
+def test_watched_register_reloads_changes_and_keeps_the_last_valid_one(tmp_path: Path) -> None:
+    import os
+
+    import yaml
+
+    from schemas.register import WatchedRegister
+
+    path = tmp_path / "register.yaml"
+    path.write_text(yaml.safe_dump({"systems": [VALID]}))
+    watched = WatchedRegister(path)
+    first = watched.current()
+    assert watched.current() is first  # unchanged file: the same object, no re-read
+    path.write_text(yaml.safe_dump({"systems": [VALID, {**VALID, "name": "mail"}]}))
+    os.utime(path, ns=(1, 10**18))  # a different mtime even within one clock tick
+    assert watched.current().names == ["crm", "mail"] and watched.version == 2
+    path.write_text("systems: [{name: broken}]\n")
+    os.utime(path, ns=(1, 2 * 10**18))
+    assert watched.current().names == ["crm", "mail"]  # invalid edit: last valid one stays
+    assert watched.error is not None and "systems[0] (broken)" in str(watched.error)
