@@ -8,9 +8,11 @@ A separate package adds a connector by declaring, in its pyproject.toml:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from connectors.base import Connector, ConnectorConfigError
 from schemas.register import System
@@ -64,11 +66,42 @@ def catalogue() -> list[CatalogueEntry]:
         kind = "built-in" if dist == _OWN_DISTRIBUTION else "plugin"
         rights = tuple(sorted(r.value for r in cls.capabilities))
         entries.append(CatalogueEntry(name, kind, rights, f"{dist}: {ep.value}", cls.description))
+    entries += _declarative_entries()
+    return entries
+
+
+def _declarative_entries() -> list[CatalogueEntry]:
+    from connectors.declarative import SPEC_DIR_VARIABLE, load_spec
+
+    directory = os.environ.get(SPEC_DIR_VARIABLE)
+    if not directory:
+        return []
+    entries = []
+    for path in sorted(Path(directory).glob("*.y*ml")):
+        try:
+            spec = load_spec(path)
+        except Exception as exc:  # a broken file is listed with its error, not hidden
+            entries.append(CatalogueEntry(path.stem, "declarative", (), str(path), str(exc)))
+            continue
+        rights = tuple(sorted(r.value for r in spec.rights))
+        entries.append(
+            CatalogueEntry(path.stem, "declarative", rights, str(path), spec.description or "")
+        )
     return entries
 
 
 def build(system: System) -> Connector:
-    """A connector instance for one register entry."""
+    """A connector instance for one register entry.
+
+    `connector` names an entry point, or a declarative spec `<name>.yaml` in $DSR_CONNECTOR_DIR
+    (then the entry's settings carry base_url and credentials).
+    """
+    if system.connector not in available():
+        from connectors.declarative import DeclarativeConnector, find_spec
+
+        spec = find_spec(system.connector)
+        if spec is not None:
+            return DeclarativeConnector(system.name, {"spec": str(spec), **system.settings})
     return connector_class(system.connector)(system.name, system.settings)
 
 

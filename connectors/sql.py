@@ -3,61 +3,103 @@
 Settings (in the register):
 
     url: postgresql+psycopg://dsr@db.internal/crm   # any SQLAlchemy URL with a sync driver
-    tables:                                          # erased in this order: children first
-      - name: orders
-        identity: {customer_id: customer_id}         # identifier type -> column
+    hash_salt: ${DSR_HASH_SALT}                      # for `mask: {column: hash}` (optional)
+    follow_foreign_keys: false                       # true: find dependent tables (below)
+    tables:
       - name: customers
         collection: customers                        # name in the export; defaults to `name`
-        identity: {email: email, phone: phone, customer_id: id}
+        identity: {email: email, phone: phone, customer_id: id}   # identifier type -> column
         erasure: anonymise                           # delete (default) | anonymise
-        anonymise: {name: null, email: null}         # column -> fixed value
+        mask: {email: hash, name: null, city: {value: "erased"}}
+        anonymise: {phone: null}                     # column -> fixed value (older syntax)
         restriction: {processing_restricted: true}   # column updates per right (optional)
         objection: {marketing_opt_in: false}
         consent_withdrawal: {newsletter: false}
+      - name: orders
+        parent: {table: customers, columns: {customer_id: id}}  # or a list of such parents
+      - name: order_lines
+        parent: {table: orders, columns: {order_id: id}}
 
 A row belongs to the subject when any identity column equals any of the subject's values of
-that type; email compares case-insensitively (`lower(column)`: give big tables an index on
-it). Other values are compared as stored: a phone number kept as "06-1234 5678" does not match
-"+31612345678".
+that type, or when it references (`parent`) a row of the subject. Email compares
+case-insensitively (`lower(column)`: give big tables an index on it). Other values are
+compared as stored: a phone number kept as "06-1234 5678" does not match "+31612345678".
+Rows are linked in SQL (`IN (SELECT ...)`), never by loading keys into Python.
+
+With `follow_foreign_keys: true` the connector also reads the database's foreign keys and
+treats every table referencing a subject's table as holding the subject's rows, transitively
+up to `follow_depth` levels; a foreign key that would close a cycle (e.g. `customers.referred_by`,
+another person) is not followed. Found tables are erased with `delete` unless listed under
+`tables` (an entry without `identity` or `parent` then only sets what erasure does there).
+Review what it finds with an access request before the first erasure.
+
+Erasure runs children before parents (the relations above and the database's foreign keys
+between the tables), so no foreign key is violated, in one transaction per task: any failure
+rolls all tables back. Masking for `erasure: anonymise`: `null`, a fixed value `{value: ...}`,
+or `hash`: the hex SHA-256 of the salt followed by the UTF-8 value. A salted hash is
+pseudonymous, not anonymous, data while the salt exists: keep it secret, or use `null`.
+MySQL tables must be transactional (InnoDB) for the rollback to hold.
 
 Every right is in `capabilities`. Restriction, objection and consent withdrawal report a
 manual task, with instructions, when no table configures column updates for them: the
 register then decides per system, without a second connector class.
 
 The engine is created on first use; calls run in a thread so the event loop is never blocked.
-Parameters are hidden from SQLAlchemy's messages and its DEBUG row logging is dropped: both
-would otherwise carry personal data into logs.
+SQLite connections get `PRAGMA foreign_keys = ON`. Parameters are hidden from SQLAlchemy's
+messages and its DEBUG row logging is dropped: both would otherwise carry personal data into
+logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
     Engine,
+    LargeBinary,
     MetaData,
+    String,
     Table,
+    and_,
+    case,
+    cast,
     create_engine,
     delete,
+    event,
     func,
+    inspect,
+    literal,
+    literal_column,
+    not_,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -79,6 +121,12 @@ log = logging.getLogger(__name__)
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 #: Rows fetched per round trip when exporting; rows are streamed, never fetched all at once.
 _FETCH_SIZE = 500
+#: What `hash` masking stores: lower-case hex SHA-256.
+_HASH_LENGTH = 64
+_HASHED = f"^[0-9a-f]{{{_HASH_LENGTH}}}$"
+_SALT_MIN_LENGTH = 16
+#: Dialects that can compute `hash` masking in SQL.
+_HASH_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
 
 SQLName = Annotated[str, Field(pattern=_NAME_PATTERN, examples=["customers"])]
 IdentifierTypeName = Annotated[str, Field(pattern=IDENTIFIER_TYPE_PATTERN, examples=["email"])]
@@ -94,6 +142,30 @@ _MARK_TITLES: dict[Mark, str] = {
 T = TypeVar("T")
 
 
+class SQLParent(BaseModel):
+    """The table a table's rows reference: a row is the subject's when its parent row is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: SQLName
+    columns: Annotated[
+        dict[SQLName, SQLName],
+        Field(min_length=1, description="This table's column -> the parent's column."),
+    ]
+
+
+class SQLFixedValue(BaseModel):
+    """Masking strategy: overwrite the column with this value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: JsonValue
+
+
+#: `null` (or YAML null), `hash` (salted SHA-256 hex) or `{value: ...}`.
+MaskStrategy = Literal["null", "hash"] | SQLFixedValue | None
+
+
 class SQLTable(BaseModel):
     """One table holding data about subjects, and what each right does to its rows."""
 
@@ -101,24 +173,32 @@ class SQLTable(BaseModel):
 
     name: SQLName
     collection: str | None = Field(default=None, description="Name in the export; `name` if unset.")
-    identity: Annotated[dict[IdentifierTypeName, SQLName], Field(min_length=1)]
+    identity: dict[IdentifierTypeName, SQLName] = Field(default_factory=dict)
+    parent: SQLParent | list[SQLParent] | None = None
     erasure: Literal["delete", "anonymise"] = "delete"
+    mask: dict[SQLName, MaskStrategy] = Field(default_factory=dict)
     anonymise: ColumnValues = Field(default_factory=dict)
     restriction: ColumnValues = Field(default_factory=dict)
     objection: ColumnValues = Field(default_factory=dict)
     consent_withdrawal: ColumnValues = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _anonymise_matches_erasure(self) -> SQLTable:
-        if self.erasure == "anonymise" and not self.anonymise:
+    def _masking_matches_erasure(self) -> SQLTable:
+        if self.erasure == "anonymise" and not (self.anonymise or self.mask):
             raise ValueError(
-                f"table {self.name!r}: erasure 'anonymise' needs 'anonymise' "
-                "(the columns to overwrite and their values)"
+                f"table {self.name!r}: erasure 'anonymise' needs 'mask' or 'anonymise' "
+                "(the columns to overwrite and how)"
             )
-        if self.erasure == "delete" and self.anonymise:
+        if self.erasure == "delete" and (self.anonymise or self.mask):
             raise ValueError(
-                f"table {self.name!r}: 'anonymise' is only used with erasure: anonymise; "
-                "set that or remove 'anonymise'"
+                f"table {self.name!r}: 'mask' and 'anonymise' are only used with "
+                "erasure: anonymise; set that or remove them"
+            )
+        twice = sorted(self.mask.keys() & self.anonymise.keys())
+        if twice:
+            raise ValueError(
+                f"table {self.name!r}: column(s) {', '.join(twice)} in both 'mask' and "
+                "'anonymise'; keep one"
             )
         return self
 
@@ -126,6 +206,18 @@ class SQLTable(BaseModel):
     def export_name(self) -> str:
         """The collection name records from this table carry in an export."""
         return self.collection or self.name
+
+    @property
+    def parents(self) -> list[SQLParent]:
+        """The declared parents, as a list."""
+        if self.parent is None:
+            return []
+        return self.parent if isinstance(self.parent, list) else [self.parent]
+
+    @property
+    def hashed(self) -> list[str]:
+        """Columns masked with a salted hash."""
+        return [column for column, strategy in self.mask.items() if strategy == "hash"]
 
 
 class SQLSettings(BaseModel):
@@ -135,6 +227,15 @@ class SQLSettings(BaseModel):
 
     url: str = Field(description="SQLAlchemy URL with a sync driver, e.g. postgresql+psycopg://")
     tables: Annotated[list[SQLTable], Field(min_length=1)]
+    follow_foreign_keys: bool = Field(
+        default=False, description="Also erase and export rows of tables referencing the tables."
+    )
+    follow_depth: int = Field(
+        default=5, ge=1, le=20, description="How many levels of referencing tables to follow."
+    )
+    hash_salt: SecretStr | None = Field(
+        default=None, description="Salt for `hash` masking, e.g. ${DSR_HASH_SALT}; keep secret."
+    )
 
     @field_validator("url")
     @classmethod
@@ -158,18 +259,111 @@ class SQLSettings(BaseModel):
             raise ValueError(f"tables listed twice: {', '.join(twice)}; merge their entries")
         return tables
 
+    @model_validator(mode="after")
+    def _relations_hold(self) -> SQLSettings:
+        names = [t.name for t in self.tables]
+        for table in self.tables:
+            if not (table.identity or table.parent or self.follow_foreign_keys):
+                raise ValueError(
+                    f"table {table.name!r} needs 'identity' (identifier type -> column) or "
+                    "'parent' (the table its rows reference), or set follow_foreign_keys"
+                )
+            for parent in table.parents:
+                if parent.table not in names:
+                    raise ValueError(
+                        f"table {table.name!r}: parent {parent.table!r} is not in tables; "
+                        "add it or fix the name"
+                    )
+        try:
+            _children_first(names, {t.name: {p.table for p in t.parents} for t in self.tables})
+        except _CycleError as cycle:
+            raise ValueError(
+                f"the tables' parents form a cycle ({' -> '.join(cycle.tables)}); a table's "
+                "rows must not reference, through parents, the table itself"
+            ) from None
+        if any(t.hashed for t in self.tables):
+            salt = self.hash_salt.get_secret_value() if self.hash_salt else ""
+            if len(salt) < _SALT_MIN_LENGTH:
+                raise ValueError(
+                    f"masking with 'hash' needs hash_salt of at least {_SALT_MIN_LENGTH} "
+                    "characters, e.g. hash_salt: ${DSR_HASH_SALT}"
+                )
+        return self
+
+
+class _CycleError(Exception):
+    """Tables that reference each other in a circle; `tables` names them, first one repeated."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(" -> ".join(tables))
+        self.tables = tables
+
+
+def _children_first(names: Sequence[str], parents: Mapping[str, Iterable[str]]) -> list[str]:
+    """`names` with every table before the tables it references; otherwise in the given order."""
+    referenced_by: dict[str, set[str]] = {n: set() for n in names}
+    for child in names:
+        for parent in parents.get(child, ()):
+            if parent in referenced_by:
+                referenced_by[parent].add(child)
+    waiting = {n: len(children) for n, children in referenced_by.items()}
+    ordered: list[str] = []
+    left = list(names)
+    while left:
+        ready = next((n for n in left if not waiting[n]), None)
+        if ready is None:
+            # Every table left has a child left: walking to children must come back round.
+            path = [left[0]]
+            while path.count(path[-1]) < 2:
+                path.append(min(referenced_by[path[-1]] & set(left), key=left.index))
+            cycle = path[path.index(path[-1]) :]
+            raise _CycleError(cycle[::-1])  # child -> parent, the way `parent` reads
+        ordered.append(ready)
+        left.remove(ready)
+        for parent in set(parents.get(ready, ())) & waiting.keys():
+            waiting[parent] -= 1
+    return ordered
+
+
+def _reaches(parents: Mapping[str, Iterable[str]], start: str, target: str) -> bool:
+    """Whether `start` is `target` or references it, directly or through other tables."""
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name == target:
+            return True
+        if name not in seen:
+            seen.add(name)
+            todo.extend(parents.get(name, ()))
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A reference from a table to its parent: pairs of (own column, parent's column)."""
+
+    parent: str
+    columns: tuple[tuple[str, str], ...]
+
 
 @dataclass(slots=True)
 class _BoundTable:
-    """A configured table with its reflected columns and settings values coerced to them."""
+    """A table with its reflected columns, links and settings values coerced to the columns."""
 
     settings: SQLTable
     table: Table
-    anonymise: dict[str, Any]
+    links: list[_Link]
+    fixed: dict[str, Any]
+    hashed: list[str]
     marks: dict[Mark, dict[str, Any]]
 
-    def match(self, subject: Subject) -> ColumnElement[bool] | None:
-        """Rows of the subject, or None when the subject has no identifier this table uses."""
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.table.name
+
+    def identity_match(self, subject: Subject) -> ColumnElement[bool] | None:
+        """Rows naming the subject's identifiers, or None when the table uses none of them."""
         clauses: list[ColumnElement[bool]] = []
         for identifier_type, column_name in self.settings.identity.items():
             column = self.table.c[column_name]
@@ -188,6 +382,36 @@ class _BoundTable:
             if coerced:
                 clauses.append(column.in_(coerced))
         return or_(*clauses) if clauses else None
+
+
+@dataclass(slots=True)
+class _Dataset:
+    """The bound tables, children before parents, and how to find a subject's rows in them."""
+
+    tables: list[_BoundTable]
+    by_name: dict[str, _BoundTable] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {bound.name: bound for bound in self.tables}
+
+    def rows_of(self, subject: Subject) -> dict[str, ColumnElement[bool] | None]:
+        """Per table, the condition selecting the subject's rows; None where it has none."""
+        found: dict[str, ColumnElement[bool] | None] = {}
+        for bound in reversed(self.tables):  # parents first: a link needs its parent's rows
+            clauses: list[ColumnElement[bool]] = []
+            identity = bound.identity_match(subject)
+            if identity is not None:
+                clauses.append(identity)
+            for link in bound.links:
+                parent_rows = found[link.parent]
+                if parent_rows is None:
+                    continue
+                parent = self.by_name[link.parent].table
+                own = [bound.table.c[mine] for mine, _ in link.columns]
+                keys = select(*(parent.c[theirs] for _, theirs in link.columns)).where(parent_rows)
+                clauses.append(own[0].in_(keys) if len(own) == 1 else tuple_(*own).in_(keys))
+            found[bound.name] = or_(*clauses) if clauses else None
+        return found
 
 
 @dataclass(slots=True)
@@ -210,24 +434,28 @@ class SQLConnector(Connector):
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
     settings_model = SQLSettings
-    description = "SQL database via SQLAlchemy (PostgreSQL, SQLite, MySQL, ...)."
+    description = "SQL database via SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
         self.settings: SQLSettings
         self._engine: Engine | None = None
-        self._tables: list[_BoundTable] | None = None
+        self._dataset: _Dataset | None = None
         # Tasks for one system run concurrently in threads; engine and reflection happen once.
         self._lock = threading.RLock()
 
     # -- rights ---------------------------------------------------------------------------
 
     async def access(self, subject: Subject) -> Result:
-        """Every row of the subject in the configured tables, one record per row."""
-        return await asyncio.to_thread(self._access, subject)
+        """Every row of the subject in the tables, one record per row (see `iter_access`).
+
+        Rows are streamed from the database, but the Result holds every record in memory
+        until the artifact store arrives (a later issue moves records out of Kafka messages).
+        """
+        return await asyncio.to_thread(lambda: Result.found(list(self.iter_access(subject))))
 
     async def erase(self, subject: Subject) -> Result:
-        """Delete or anonymise the subject's rows in one transaction over all tables."""
+        """Delete or mask the subject's rows, children first, in one transaction."""
         return await asyncio.to_thread(self._erase, subject)
 
     async def rectify(self, subject: Subject, changes: Sequence[FieldChange]) -> Result:
@@ -249,47 +477,50 @@ class SQLConnector(Connector):
     async def aclose(self) -> None:
         """Close the engine's connections."""
         with self._lock:
-            engine, self._engine, self._tables = self._engine, None, None
+            engine, self._engine, self._dataset = self._engine, None, None
         if engine is not None:
             await asyncio.to_thread(engine.dispose)
 
     # -- work, in a thread ----------------------------------------------------------------
 
-    def _access(self, subject: Subject) -> Result:
-        def work(conn: Connection, tables: list[_BoundTable], step: _Step) -> list[Record]:
-            records: list[Record] = []
-            for bound in tables:
-                where = bound.match(subject)
+    def iter_access(self, subject: Subject) -> Iterator[Record]:
+        """The subject's rows as records, parents first, streamed: blocking, call in a thread.
+
+        Memory does not grow with the number of rows: they arrive `_FETCH_SIZE` at a time
+        through a server-side cursor where the driver has one. Close the iterator (or exhaust
+        it) to release its connection.
+        """
+        dataset = self._bound()
+        step = _Step()
+        with self._database_errors("access", step), self._get_engine().connect() as conn:
+            rows_of = dataset.rows_of(subject)
+            streaming = conn.execution_options(yield_per=_FETCH_SIZE)
+            for bound in reversed(dataset.tables):
+                where = rows_of[bound.name]
                 if where is None:
                     continue
-                step.table = bound.settings.name
+                step.table = bound.name
                 query = select(bound.table).where(where).order_by(*bound.table.primary_key)
-                # yield_per streams (server-side cursor where the driver has one).
-                rows = conn.execution_options(yield_per=_FETCH_SIZE).execute(query)
-                records.extend(
-                    Record(collection=bound.settings.export_name, data=_json_row(row._mapping))
-                    for row in rows
-                )
-            return records
-
-        return Result.found(self._run("access", work))
+                # Closed before the next query: MySQL cannot run one while a stream is open.
+                with streaming.execute(query) as rows:
+                    for row in rows:
+                        yield Record(
+                            collection=bound.settings.export_name, data=_json_row(row._mapping)
+                        )
 
     def _erase(self, subject: Subject) -> Result:
-        def work(conn: Connection, tables: list[_BoundTable], step: _Step) -> Counts:
+        def work(conn: Connection, dataset: _Dataset, step: _Step) -> Counts:
             deleted = anonymised = 0
-            for bound in tables:
-                where = bound.match(subject)
+            rows_of = dataset.rows_of(subject)
+            for bound in dataset.tables:
+                where = rows_of[bound.name]
                 if where is None:
                     continue
-                step.table = bound.settings.name
+                step.table = bound.name
                 if bound.settings.erasure == "delete":
                     deleted += conn.execute(delete(bound.table).where(where)).rowcount
-                    continue
-                # Rows already anonymised are left alone, so a repeated erasure says not_found.
-                values = _columns(bound, bound.anonymise)
-                pending = or_(*(column.is_distinct_from(v) for column, v in values.items()))
-                statement = update(bound.table).where(where, pending).values(values)
-                anonymised += conn.execute(statement).rowcount
+                else:
+                    anonymised += conn.execute(self._masking(conn, bound, where)).rowcount
             return Counts(found=deleted + anonymised, deleted=deleted, anonymised=anonymised)
 
         counts = self._run("erasure", work)
@@ -303,23 +534,38 @@ class SQLConnector(Connector):
         )
         return Result.completed(counts)
 
+    def _masking(self, conn: Connection, bound: _BoundTable, where: ColumnElement[bool]) -> Any:
+        """The UPDATE masking the subject's rows that are not masked yet."""
+        values = _columns(bound, bound.fixed)
+        # Rows already masked are left alone, so a repeated erasure says not_found.
+        pending = [column.is_distinct_from(value) for column, value in values.items()]
+        salt = self.settings.hash_salt.get_secret_value() if self.settings.hash_salt else ""
+        for name in bound.hashed:
+            column = bound.table.c[name]
+            hashed = column.regexp_match(_HASHED)
+            # Hashing a hash again would change it on every retry of the task.
+            values[column] = case((hashed, column), else_=_sha256(conn, salt, column))
+            pending.append(and_(column.is_not(None), not_(hashed)))
+        return update(bound.table).where(where, or_(*pending)).values(values)
+
     def _rectify(self, subject: Subject, changes: list[FieldChange]) -> Result:
         if not changes:
             return Result.not_found(reason="the request names no field for this system")
-        known = {c.name for bound in self._bound() for c in bound.table.columns}
+        known = {c.name for bound in self._bound().tables for c in bound.table.columns}
         unknown = sorted({c.field for c in changes if c.field not in known})
 
-        def work(conn: Connection, tables: list[_BoundTable], step: _Step) -> int:
+        def work(conn: Connection, dataset: _Dataset, step: _Step) -> int:
             updated = 0
-            for bound in tables:
+            rows_of = dataset.rows_of(subject)
+            for bound in dataset.tables:
                 values: dict[str, Any] = {}
                 for change in changes:
                     if change.field in bound.table.c:
                         values[change.field] = _coerce_change(self.system, bound, change)
-                where = bound.match(subject)
+                where = rows_of[bound.name]
                 if not values or where is None:
                     continue
-                step.table = bound.settings.name
+                step.table = bound.name
                 statement = update(bound.table).where(where).values(_columns(bound, values))
                 updated += conn.execute(statement).rowcount
             return updated
@@ -352,13 +598,14 @@ class SQLConnector(Connector):
                 reason=f"no '{mark}' column updates configured",
             )
 
-        def work(conn: Connection, tables: list[_BoundTable], step: _Step) -> int:
+        def work(conn: Connection, dataset: _Dataset, step: _Step) -> int:
             suppressed = 0
-            for bound in tables:
-                where = bound.match(subject)
+            rows_of = dataset.rows_of(subject)
+            for bound in dataset.tables:
+                where = rows_of[bound.name]
                 if not bound.marks[mark] or where is None:
                     continue
-                step.table = bound.settings.name
+                step.table = bound.name
                 statement = (
                     update(bound.table).where(where).values(_columns(bound, bound.marks[mark]))
                 )
@@ -370,13 +617,13 @@ class SQLConnector(Connector):
             return Result.not_found()
         return Result.completed(Counts(found=suppressed, suppressed=suppressed))
 
-    def _run(self, action: str, work: Callable[[Connection, list[_BoundTable], _Step], T]) -> T:
+    def _run(self, action: str, work: Callable[[Connection, _Dataset, _Step], T]) -> T:
         """Run `work` in one transaction; turn database errors into messages without values."""
-        tables = self._bound()
+        dataset = self._bound()
         engine = self._get_engine()
         step = _Step()
         with self._database_errors(action, step), engine.begin() as conn:
-            return work(conn, tables, step)
+            return work(conn, dataset, step)
 
     @contextmanager
     def _database_errors(self, action: str, step: _Step | None = None) -> Iterator[None]:
@@ -385,7 +632,7 @@ class SQLConnector(Connector):
         except SQLAlchemyError as exc:
             # The schema may have changed under us: reflect again on the next attempt.
             with self._lock:
-                self._tables = None
+                self._dataset = None
             where = f" on table {step.table!r}" if step and step.table else ""
             # str(exc) may quote row values (e.g. a constraint's DETAIL): only the class name.
             kind = type(getattr(exc, "orig", None) or exc).__name__
@@ -419,27 +666,105 @@ class SQLConnector(Connector):
             raise ConnectorConfigError(
                 f"system {self.system!r}: cannot use the database URL ({type(exc).__name__}); "
                 "check the dialect and that its driver is installed, e.g. "
-                "'pip install psycopg[binary]' for postgresql+psycopg"
+                "'pip install psycopg[binary]' for postgresql+psycopg, "
+                "'pip install PyMySQL' for mysql+pymysql"
             ) from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _prepare_sqlite)
         engine_logger = logging.getLogger(f"sqlalchemy.engine.Engine.{logging_name}")
         if not any(isinstance(f, _DropRowLogs) for f in engine_logger.filters):
             engine_logger.addFilter(_DropRowLogs())
         return engine
 
-    def _bound(self) -> list[_BoundTable]:
-        """The configured tables, reflected once from the database."""
+    def _bound(self) -> _Dataset:
+        """The tables, reflected once from the database, in erasure order."""
         engine = self._get_engine()
         with self._lock:
-            if self._tables is None:
+            if self._dataset is None:
                 with (
                     self._database_errors("reading the table definitions"),
                     engine.connect() as conn,
                 ):
-                    metadata = MetaData()
-                    self._tables = [self._bind(t, metadata, conn) for t in self.settings.tables]
-            return self._tables
+                    self._dataset = self._reflect(conn)
+            return self._dataset
 
-    def _bind(self, settings: SQLTable, metadata: MetaData, conn: Connection) -> _BoundTable:
+    def _reflect(self, conn: Connection) -> _Dataset:
+        configured = {t.name: t for t in self.settings.tables}
+        links = {
+            t.name: [_Link(p.table, tuple(p.columns.items())) for p in t.parents]
+            for t in self.settings.tables
+        }
+        if self.settings.follow_foreign_keys:
+            self._follow_foreign_keys(conn, links)
+            unreached = [t.name for t in self.settings.tables if not (t.identity or links[t.name])]
+            if unreached:
+                raise ConnectorConfigError(
+                    f"system {self.system!r}: no foreign key leads to table(s) "
+                    f"{', '.join(unreached)} from the tables with 'identity' or 'parent' "
+                    f"(within follow_depth {self.settings.follow_depth}); give them one of those"
+                )
+        metadata = MetaData()
+        bound = {
+            name: self._bind(configured.get(name) or SQLTable(name=name), own, metadata, conn)
+            for name, own in links.items()
+        }
+        for child in bound.values():
+            for link in child.links:
+                _check_columns(self.system, bound[link.parent], (p for _, p in link.columns))
+        parents = {name: {link.parent for link in b.links} for name, b in bound.items()}
+        # Foreign keys outside the links only order the erasure; one closing a cycle cannot.
+        for name, b in bound.items():
+            for fk in b.table.foreign_keys:
+                referred = fk.column.table.name
+                if referred in bound and not _reaches(parents, referred, name):
+                    parents[name].add(referred)
+        order = _children_first(list(bound), parents)
+        return _Dataset([bound[name] for name in order])
+
+    def _follow_foreign_keys(self, conn: Connection, links: dict[str, list[_Link]]) -> None:
+        """Add the tables referencing the subject's tables, and their links, to `links`."""
+        referencing: dict[str, list[tuple[str, _Link]]] = {}
+        # One query for every table's foreign keys, instead of one per table.
+        for (schema, child), foreign_keys in inspect(conn).get_multi_foreign_keys().items():
+            for fk in foreign_keys:
+                if schema is not None or fk.get("referred_schema") is not None:
+                    continue  # only the connection's default schema
+                columns = tuple(zip(fk["constrained_columns"], fk["referred_columns"], strict=True))
+                parent = fk["referred_table"]
+                referencing.setdefault(parent, []).append((child, _Link(parent, columns)))
+        parents = {name: {link.parent for link in own} for name, own in links.items()}
+        depth = {t.name: 0 for t in self.settings.tables if t.identity or links[t.name]}
+        todo = deque(depth)
+        skipped: set[tuple[str, str]] = set()
+        while todo:
+            parent = todo.popleft()
+            for child, link in referencing.get(parent, []):
+                if link in links.get(child, []):
+                    continue  # declared in the register already
+                if _reaches(parents, parent, child):
+                    skipped.add((child, parent))  # e.g. customers.referred_by: another person
+                    continue
+                if child not in depth:
+                    if depth[parent] >= self.settings.follow_depth:
+                        skipped.add((child, parent))
+                        continue
+                    depth[child] = depth[parent] + 1
+                    todo.append(child)
+                links.setdefault(child, []).append(link)
+                parents.setdefault(child, set()).add(parent)
+        found = sorted(name for name, level in depth.items() if level > 0)
+        log.info("system %s: foreign keys lead to tables: %s", self.system, ", ".join(found))
+        for child, parent in sorted(skipped):
+            log.info(
+                "system %s: not following %s -> %s (a cycle or beyond follow_depth)",
+                self.system,
+                child,
+                parent,
+            )
+
+    def _bind(
+        self, settings: SQLTable, links: list[_Link], metadata: MetaData, conn: Connection
+    ) -> _BoundTable:
         try:
             table = Table(settings.name, metadata, autoload_with=conn)
         except NoSuchTableError:
@@ -449,6 +774,11 @@ class SQLConnector(Connector):
             ) from None
         sections: dict[str, Mapping[str, Any]] = {
             "identity": {c: None for c in settings.identity.values()},
+            "parent": {mine: None for link in links for mine, _ in link.columns},
+            "mask": {
+                column: strategy.value if isinstance(strategy, SQLFixedValue) else None
+                for column, strategy in settings.mask.items()
+            },
             "anonymise": settings.anonymise,
             **{mark: getattr(settings, mark) for mark in _MARK_TITLES},
         }
@@ -470,12 +800,74 @@ class SQLConnector(Connector):
                         f"{settings.name!r} in {section!r} does not fit its type "
                         f"{table.c[column_name].type}"
                     ) from None
+        for column_name in settings.hashed:
+            self._check_hashable(settings.name, table.c[column_name], conn)
         return _BoundTable(
             settings=settings,
             table=table,
-            anonymise=prepared["anonymise"],
+            links=links,
+            fixed=prepared["anonymise"]
+            | {c: v for c, v in prepared["mask"].items() if c not in settings.hashed},
+            hashed=settings.hashed,
             marks={mark: prepared[mark] for mark in _MARK_TITLES},
         )
+
+    def _check_hashable(self, table: str, column: Column[Any], conn: Connection) -> None:
+        where = f"system {self.system!r}: column {column.name!r} of table {table!r} is masked "
+        if conn.dialect.name not in _HASH_DIALECTS:
+            raise ConnectorConfigError(
+                f"{where}with 'hash', which this connector computes only on "
+                f"{', '.join(_HASH_DIALECTS)}; use null or a fixed value"
+            )
+        try:
+            is_text = column.type.python_type is str
+        except NotImplementedError:
+            is_text = False
+        length = getattr(column.type, "length", None)
+        if not is_text or (length is not None and length < _HASH_LENGTH):
+            raise ConnectorConfigError(
+                f"{where}with 'hash', which needs a text column of at least {_HASH_LENGTH} "
+                f"characters (it is {column.type}); use null or a fixed value, or widen it"
+            )
+
+
+def _check_columns(system: str, bound: _BoundTable, names: Iterable[str]) -> None:
+    for name in names:
+        if name not in bound.table.c:
+            columns = ", ".join(sorted(bound.table.c.keys()))
+            raise ConnectorConfigError(
+                f"system {system!r}: table {bound.name!r} has no column {name!r} (named in a "
+                f"'parent' referencing it); its columns are: {columns}"
+            )
+
+
+# -- dialects -------------------------------------------------------------------------------
+
+
+def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """Make SQLite enforce foreign keys (off by default) and give it SHA-256 for masking."""
+    dbapi_connection.execute("PRAGMA foreign_keys = ON")
+    dbapi_connection.create_function("dsr_sha256", 1, _sha256_hex, deterministic=True)
+
+
+def _sha256_hex(value: str | None) -> str | None:
+    return None if value is None else hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def _sha256(conn: Connection, salt: str, column: Column[Any]) -> ColumnElement[Any]:
+    """SQL for the hex SHA-256 of the salt followed by the column's UTF-8 text."""
+    salted = literal(salt, String()) + column  # || or concat(), as the dialect needs
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        utf8 = func.convert_to(salted, literal_column("'UTF8'"))
+        return func.encode(func.sha256(utf8), literal_column("'hex'"))
+    if dialect in ("mysql", "mariadb"):
+        # The column's own character set might not be UTF-8: hash the same bytes everywhere.
+        utf8 = func.convert(salted, literal_column("CHAR CHARACTER SET utf8mb4"))
+        # As bytes, the hex digits fit a column of any character set; as utf8mb4 text they
+        # would clash with e.g. a latin1 column in the CASE ("Illegal mix of collations").
+        return cast(func.sha2(utf8, 256), LargeBinary)
+    return func.dsr_sha256(salted)  # SQLite, registered by _prepare_sqlite
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -553,4 +945,4 @@ def _json_safe(value: Any) -> JsonValue:
     return str(value)
 
 
-__all__ = ["SQLConnector", "SQLSettings", "SQLTable"]
+__all__ = ["SQLConnector", "SQLFixedValue", "SQLParent", "SQLSettings", "SQLTable"]

@@ -10,7 +10,7 @@ from orchestrator.broker import EmbeddedBroker
 from orchestrator.topology import ensure_topics
 from schemas.kafka import KafkaSettings
 
-pytest_plugins = ["tests.fixtures_postgres"]
+pytest_plugins = ["tests.fixtures_postgres", "tests.fixtures_mariadb"]
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ SUBJECT = Subject(
 )
 
 _SCHEMA = [
-    "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT)",
-    "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester TEXT, subject TEXT)",
+    "CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(200), email VARCHAR(200),"
+    " phone VARCHAR(40))",
+    "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester VARCHAR(200), subject VARCHAR(200))",
 ]
 _ROWS = [
     "INSERT INTO customers VALUES (1, 'Pieter Post', 'pieter.post@example.nl', '+31611112222')",
@@ -76,3 +77,10 @@ class TestPostgreSQLConformance(ConnectorConformance):
     @pytest.fixture
     def target(self, postgres_url: str) -> Target:
         return SQLTarget(postgres_url)
+
+
+@pytest.mark.mariadb
+class TestMariaDBConformance(ConnectorConformance):
+    @pytest.fixture
+    def target(self, mariadb_url: str) -> Target:
+        return SQLTarget(mariadb_url)
