@@ -11,6 +11,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.fakes import acme
 from orchestrator import demo
 from orchestrator.client import RequestPublisher
 from orchestrator.config import Settings
@@ -65,6 +66,7 @@ class System:
     systems_dir: Path
     data_dir: Path
     log_dir: Path
+    spec_dir: Path
 
     def publisher(self) -> RequestPublisher:
         return RequestPublisher(self.kafka, source="tests")
@@ -97,15 +99,48 @@ class System:
         return status
 
 
+ACME_SPEC = Path(__file__).parents[2] / "examples" / "connectors" / "acme.yaml"
+
+
+@pytest.fixture(scope="session")
+def acme_fake() -> Iterator[acme.AcmeCRM]:
+    """The fake Acme CRM vendor on a loopback port, for the declarative system `acme`."""
+    with acme.AcmeCRM() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def running(
-    kafka_settings: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
+    kafka_settings: KafkaSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+    acme_fake: acme.AcmeCRM,
 ) -> Iterator[System]:
     """Orchestrator and connector workers on the session broker, with the demo systems."""
     root = tmp_path_factory.mktemp("system")
     systems_dir = demo.seed(root / "systems")
+    spec_dir = root / "connectors"
+    spec_dir.mkdir()
+    # Only access at first; a test edits the file while the worker runs.
+    spec = yaml.safe_load(ACME_SPEC.read_text())
+    spec["rights"] = ["access"]
+    (spec_dir / "acme.yaml").write_text(yaml.safe_dump(spec))
     data = yaml.safe_load(demo.register_path().read_text())
     data["systems"] += EXTRA_SYSTEMS
+    data["systems"].append(
+        {
+            "name": "acme",
+            "kind": "crm",
+            "connector": "acme",  # the spec file in DSR_CONNECTOR_DIR
+            "settings": {
+                "base_url": f"{acme_fake.url}/api",
+                "credentials": {"token": acme.TOKEN},
+            },
+            "data_categories": ["contact details"],
+            "purposes": ["sales"],
+            "legal_basis": ["contract"],
+            "retention": "2 years",
+        }
+    )
     register = root / "register.yaml"
     register.write_text(yaml.safe_dump(data))
     settings = Settings(
@@ -116,10 +151,10 @@ def running(
         retry_delay_seconds=0.2,
         tick_interval_seconds=1.0,
     )
-    env = {"DSR_DEMO_DIR": str(systems_dir)}
+    env = {"DSR_DEMO_DIR": str(systems_dir), "DSR_CONNECTOR_DIR": str(spec_dir)}
     stack = Stack(settings, log_dir=root / "logs", extra_env=env)
     with stack:
-        yield System(stack, kafka_settings, systems_dir, root / "data", root / "logs")
+        yield System(stack, kafka_settings, systems_dir, root / "data", root / "logs", spec_dir)
 
 
 def read_topic(

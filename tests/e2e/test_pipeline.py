@@ -266,3 +266,32 @@ def test_system_added_to_the_register_is_served_without_a_restart(running: Syste
     status = running.wait_final(request.request_id)
     assert status.status == RequestStatus.COMPLETED, status.reason
     assert status.systems["newsletter"].counts.found == 1
+
+
+def test_declarative_spec_changed_while_the_worker_runs_applies_to_the_next_task(
+    running: System,
+) -> None:
+    import yaml
+
+    from connectors.fakes import acme
+
+    subject_email = acme.SUBJECT_EMAIL
+    first = new_request("erasure", subject_email, scope=["acme"])
+    with running.publisher() as publisher:
+        publisher.publish(first)
+        status = running.wait_for(
+            first.request_id, lambda s: s.status == RequestStatus.ACTION_REQUIRED
+        ).get(first.request_id)
+        assert status is not None
+        assert status.systems["acme"].status == "manual_action_required"  # spec: access only
+
+        path = running.spec_dir / "acme.yaml"
+        spec = yaml.safe_load(path.read_text())
+        spec["rights"] = ["access", "erasure"]
+        path.write_text(yaml.safe_dump(spec))  # no restart
+
+        second = new_request("erasure", subject_email, scope=["acme"])
+        publisher.publish(second)
+    done = running.wait_final(second.request_id)
+    assert done.status == RequestStatus.COMPLETED, done.reason
+    assert done.systems["acme"].counts.deleted == 2
