@@ -96,6 +96,12 @@ async def perform(
 
 def outcome_of(task: TaskDispatched, result: Result, *, retryable: bool = False) -> TaskOutcome:
     """The outcome event for a task's result."""
+    instructions = result.instructions
+    if instructions and "dsr tasks complete" not in instructions:
+        # The connector cannot know the task id; the person needs it to record their work.
+        instructions += (
+            f" Then record it: dsr tasks complete {task.task_id} --evidence '<what you did>'"
+        )
     return TaskOutcome(
         request_id=task.request_id,
         task_id=task.task_id,
@@ -108,7 +114,7 @@ def outcome_of(task: TaskDispatched, result: Result, *, retryable: bool = False)
         retained=result.retained,
         evidence=result.evidence,
         reason=result.reason,
-        instructions=result.instructions,
+        instructions=instructions,
         retryable=retryable,
         completed_at=datetime.now(UTC),
     )

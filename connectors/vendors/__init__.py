@@ -1,0 +1,1 @@
+"""Built-in connectors for the processors our customers use."""
