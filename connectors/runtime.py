@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from connectors import registry
 from connectors.base import Connector, ConnectorError, Result
 from connectors.execute import outcome_of, perform
-from schemas.envelope import EnvelopeError, decode, encode, header_dict
-from schemas.events import DeadLetter, OutcomeStatus, TaskDispatched, TaskOutcome
+from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
+from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
 from schemas.register import Register, System, WatchedRegister
 from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
@@ -177,13 +177,8 @@ class ConnectorWorker:
             stage,
             reason,
         )
-        letter = DeadLetter.for_message(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=header_dict(record.headers),
+        letter = dead_letter_for(
+            record,
             stage=stage,  # type: ignore[arg-type]
             reason=reason,
             ce_type=ce_type,

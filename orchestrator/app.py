@@ -24,9 +24,8 @@ from orchestrator import lifecycle
 from orchestrator.artifacts import ArtifactStore
 from orchestrator.config import Settings
 from orchestrator.lifecycle import Context, Effects, RequestState
-from schemas.envelope import EnvelopeError, KafkaMessage, decode, encode, header_dict
+from schemas.envelope import EnvelopeError, KafkaMessage, dead_letter_for, decode, encode
 from schemas.events import (
-    DeadLetter,
     IdentityVerified,
     RequestSubmitted,
     TaskOutcome,
@@ -334,13 +333,8 @@ class Orchestrator:
             stage,
             reason,
         )
-        letter = DeadLetter.for_message(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            headers=header_dict(message.headers),
+        letter = dead_letter_for(
+            message,
             stage=stage,  # type: ignore[arg-type]
             reason=reason,
             ce_type=ce_type,

@@ -12,10 +12,12 @@ straight into the pydantic model.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -110,6 +112,40 @@ def header_dict(headers: object) -> dict[str, str]:
         elif raw is not None:
             result[str(name)] = str(raw)
     return result
+
+
+class KafkaRecord(Protocol):
+    """What aiokafka's ConsumerRecord and Faust's Message both have."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+def dead_letter_for(
+    record: KafkaRecord,
+    *,
+    stage: Literal["envelope", "body", "process"],
+    reason: str,
+    ce_type: str | None = None,
+) -> DeadLetter:
+    """A dead letter keeping the original record unchanged (value base64-encoded)."""
+    key = record.key.decode("utf-8", "replace") if record.key else None
+    return DeadLetter(
+        reason=reason,
+        stage=stage,
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key if key and len(key) <= 256 else None,
+        ce_type=ce_type,
+        value_base64=base64.b64encode(record.value or b"").decode(),
+        headers=header_dict(record.headers),
+        failed_at=datetime.now(UTC),
+    )
 
 
 def decode(
@@ -221,6 +257,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "KafkaMessage",
+    "dead_letter_for",
     "decode",
     "describe_validation_error",
     "encode",

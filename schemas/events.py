@@ -10,9 +10,8 @@ reasons never carry it: status events are read by dashboards and other services.
 
 from __future__ import annotations
 
-import base64
 import re
-from datetime import UTC, date, datetime
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -381,35 +380,6 @@ class DeadLetter(_Model):
     value_base64: str = Field(description="The original message value, unchanged.")
     headers: dict[str, str] = Field(default_factory=dict)
     failed_at: AwareDatetime
-
-    @classmethod
-    def for_message(
-        cls,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: dict[str, str],
-        stage: Literal["envelope", "body", "process"],
-        reason: str,
-        ce_type: str | None = None,
-    ) -> DeadLetter:
-        """A dead letter keeping the original message unchanged, base64-encoded."""
-        text_key = key.decode("utf-8", "replace") if key else None
-        return cls(
-            reason=reason,
-            stage=stage,
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            key=text_key if text_key and len(text_key) <= 256 else None,
-            ce_type=ce_type,
-            value_base64=base64.b64encode(value or b"").decode(),
-            headers=headers,
-            failed_at=datetime.now(UTC),
-        )
 
 
 EventBody = (

@@ -58,6 +58,17 @@ class KafkaSettings(BaseSettings):
             )
         return self.bootstrap
 
+    def _sasl(self) -> dict[str, Any]:
+        """SASL options, named the same in aiokafka and kafka-python."""
+        if not self.sasl_mechanism:
+            return {}
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": password,
+        }
+
     def aiokafka_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients (security; no idempotence, see broker notes)."""
         options: dict[str, Any] = {
@@ -65,14 +76,7 @@ class KafkaSettings(BaseSettings):
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
         }
-        if self.sasl_mechanism:
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password.get_secret_value()
-                if self.sasl_password
-                else None,
-            )
+        options.update(self._sasl())
         if self.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
@@ -97,14 +101,7 @@ class KafkaSettings(BaseSettings):
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
         }
-        if self.sasl_mechanism:
-            options.update(
-                sasl_mechanism=self.sasl_mechanism,
-                sasl_plain_username=self.sasl_username,
-                sasl_plain_password=self.sasl_password.get_secret_value()
-                if self.sasl_password
-                else None,
-            )
+        options.update(self._sasl())
         if self.ssl_cafile:
             options.update(
                 ssl_cafile=self.ssl_cafile,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel
 
+from schemas.envelope import dead_letter_for
 from schemas.events import (
     Counts,
-    DeadLetter,
     Evidence,
     FieldChange,
     Identifier,
@@ -118,13 +119,15 @@ def all_samples() -> dict[str, BaseModel]:
             days_left=30,
             occurred_at=NOW,
         ),
-        "dsr.deadletter.v1": DeadLetter.for_message(
-            topic="dsr.requests.v1",
-            partition=0,
-            offset=12,
-            key=REQUEST_ID.encode(),
-            value=b"{not json",
-            headers={"ce_type": "dsr.request.submitted.v1"},
+        "dsr.deadletter.v1": dead_letter_for(
+            SimpleNamespace(  # type: ignore[arg-type]
+                topic="dsr.requests.v1",
+                partition=0,
+                offset=12,
+                key=REQUEST_ID.encode(),
+                value=b"{not json",
+                headers=[("ce_type", b"dsr.request.submitted.v1")],
+            ),
             stage="envelope",
             reason="structured CloudEvent is not valid JSON",
         ),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from schemas.envelope import describe_validation_error
+from schemas.envelope import dead_letter_for, describe_validation_error
 from schemas.events import (
     DeadLetter,
     FieldChange,
@@ -275,13 +276,16 @@ def test_final_statuses() -> None:
 
 
 def _letter(key: bytes | None, value: bytes | None = b"\x00\xffraw") -> DeadLetter:
-    return DeadLetter.for_message(
+    record = SimpleNamespace(
         topic="dsr.requests.v1",
         partition=2,
         offset=41,
         key=key,
         value=value,
-        headers={"ce_type": "dsr.request.submitted.v1"},
+        headers=[("ce_type", b"dsr.request.submitted.v1")],
+    )
+    return dead_letter_for(
+        record,  # type: ignore[arg-type]
         stage="body",
         reason="dsr.request.submitted.v1: type: Input should be 'access', ...",
         ce_type="dsr.request.submitted.v1",
