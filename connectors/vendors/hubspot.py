@@ -1,0 +1,272 @@
+"""HubSpot (CRM): contacts and their deals, tickets and engagements, erased with GDPR delete.
+
+Access: the subject's contacts are found with the search API (email EQ, `after` paging), then
+their deals, tickets, notes, emails, calls and meetings through the v4 associations API and
+read in batches, each with every property the account defines.
+
+Erasure, and why in this order:
+
+1. Search first. `gdpr-delete` by email never says "not found": HubSpot *adds an unknown
+   address to a blocklist* so it can never be created again. That is a side effect we must not
+   cause for someone who was never a contact, and it would make a second erasure look like a
+   first. So an address that search does not find is reported `not_found`, with no call.
+2. Records associated with the subject's contacts *only* (deals, tickets, engagements) are
+   deleted explicitly: it is UNCONFIRMED whether gdpr-delete removes them. A record also
+   associated with another contact (e.g. a deal with two buyers) is someone else's too: it is
+   kept and reported as retained; gdpr-delete removes the subject's association with it.
+   HubSpot offers no permanent delete for these objects: `batch/archive` moves them to the
+   recycle bin, from which they are purged after 90 days (evidence says so).
+3. `POST /crm/v3/objects/contacts/gdpr-delete {"objectId": id}` (204) for each contact: the
+   permanent delete. Never the plain `DELETE /crm/v3/objects/contacts/{id}`, which is
+   restorable for 90 days. HubSpot finishes the purge (engagements, form submissions, email
+   tracking) up to 30 days later; the evidence says so.
+
+Batch limits are UNCONFIRMED; 100 inputs per batch is assumed (`batch_size`). HubSpot sends
+`Retry-After` on 429 only UNCONFIRMED: without it the HTTP layer backs off exponentially.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import Connector, Result
+from connectors.http import Auth, CursorPaging, HttpClient, RateLimit, RetryPolicy
+from schemas.events import Counts, Evidence, Record, RequestType, RetainedItem, Subject
+
+#: Objects associated with a contact that access exports and erasure handles.
+RELATED_TYPES = ("deals", "tickets", "notes", "emails", "calls", "meetings")
+COLLECTIONS = ("contacts", *RELATED_TYPES)
+
+_SEARCH = "/crm/v3/objects/contacts/search"
+_SEARCH_LIMIT = 200  # the documented maximum
+
+
+class HubSpotSettings(BaseModel):
+    """Register settings of a HubSpot system."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(repr=False, min_length=1, description="Private app or OAuth token.")
+    base_url: str = "https://api.hubapi.com"
+    # Search allows 4 requests per second per token, the lowest tier 100 per 10 s: 4/s keeps
+    # within both without a second limiter.
+    rate_limit: RateLimit = RateLimit(requests=4, per_seconds=1.0, concurrency=4)
+    retry: RetryPolicy = RetryPolicy()
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    associations_page_size: Annotated[int, Field(ge=1, le=500)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=100)] = 100
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class HubSpotConnector(Connector):
+    """HubSpot CRM: contacts with their associated records; erasure by GDPR delete."""
+
+    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
+        {RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE}
+    )
+    settings_model = HubSpotSettings
+    description = "HubSpot CRM: contacts, deals, tickets, engagements; GDPR delete"
+
+    def __init__(self, system: str, settings: Any = None) -> None:
+        super().__init__(system, settings)
+        s: HubSpotSettings = self.settings
+        self.http = HttpClient(
+            system,
+            s.base_url,
+            Auth(type="bearer", token=s.token),
+            s.rate_limit,
+            s.retry,
+            s.timeout_seconds,
+        )
+        self._properties: dict[str, list[str]] = {}
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.http.aclose()
+
+    # ------------------------------------------------------------------------- reading
+
+    async def _property_names(self, object_type: str) -> list[str]:
+        # Search and batch read return a few default properties unless asked for each by name.
+        if object_type not in self._properties:
+            names = [
+                str(p["name"])
+                async for p in self.http.records(
+                    "GET", "/crm/v3/properties/{type}", path_params={"type": object_type},
+                    records_path="results",
+                )
+            ]  # fmt: skip
+            self._properties[object_type] = names
+        return self._properties[object_type]
+
+    async def _contacts(self, subject: Subject) -> list[dict[str, Any]]:
+        properties = await self._property_names("contacts")
+        found: dict[str, dict[str, Any]] = {}
+        for email in subject.values("email"):
+            body = {
+                "filterGroups": [
+                    {"filters": [{"propertyName": "email", "operator": "EQ", "value": "{email}"}]}
+                ],
+                "properties": properties,
+            }
+            paging = CursorPaging(
+                cursor_path="paging.next.after",
+                cursor_param="after",
+                send_in="body",
+                limit_param="limit",
+                page_size=_SEARCH_LIMIT,
+            )
+            async for contact in self.http.records(
+                "POST",
+                _SEARCH,
+                path_params={"email": email},
+                json=body,
+                paging=paging,
+                records_path="results",
+            ):
+                found.setdefault(str(contact["id"]), contact)
+        return list(found.values())
+
+    async def _associated(self, contact_id: str, object_type: str) -> list[str]:
+        paging = CursorPaging(
+            cursor_path="paging.next.after",
+            cursor_param="after",
+            limit_param="limit",
+            page_size=self.settings.associations_page_size,
+        )
+        return [
+            str(link["toObjectId"])
+            async for link in self.http.records(
+                "GET",
+                "/crm/v4/objects/contacts/{id}/associations/{type}",
+                path_params={"id": contact_id, "type": object_type},
+                paging=paging,
+                records_path="results",
+                absent=(404,),  # the contact went meanwhile
+            )
+        ]
+
+    async def _related_ids(self, contacts: list[dict[str, Any]]) -> dict[str, list[str]]:
+        related: dict[str, list[str]] = {}
+        for object_type in RELATED_TYPES:
+            ids: dict[str, None] = {}  # ordered set: a record may link to two of the contacts
+            for contact in contacts:
+                for object_id in await self._associated(str(contact["id"]), object_type):
+                    ids[object_id] = None
+            related[object_type] = list(ids)
+        return related
+
+    async def _batch_read(self, object_type: str, ids: list[str]) -> list[dict[str, Any]]:
+        properties = await self._property_names(object_type)
+        out: list[dict[str, Any]] = []
+        for chunk in _chunks(ids, self.settings.batch_size):
+            async for record in self.http.records(
+                "POST",
+                "/crm/v3/objects/{type}/batch/read",
+                path_params={"type": object_type},
+                json={"inputs": [{"id": i} for i in chunk], "properties": properties},
+                records_path="results",
+                expected=(200, 207),  # 207: some ids went meanwhile
+            ):
+                out.append(record)
+        return out
+
+    async def access(self, subject: Subject) -> Result:
+        """Every contact of the subject and every record associated with it."""
+        contacts = await self._contacts(subject)
+        if not contacts:
+            return Result.not_found()
+        records = [Record(collection="contacts", data=c) for c in contacts]
+        for object_type, ids in (await self._related_ids(contacts)).items():
+            for record in await self._batch_read(object_type, ids):
+                records.append(Record(collection=object_type, data=record))
+        return Result.found(records)
+
+    # ------------------------------------------------------------------------- erasure
+
+    async def _other_contacts(self, object_type: str, ids: list[str]) -> dict[str, set[str]]:
+        """For each record, the contacts it is associated with."""
+        linked: dict[str, set[str]] = {i: set() for i in ids}
+        for chunk in _chunks(ids, self.settings.batch_size):
+            async for row in self.http.records(
+                "POST",
+                "/crm/v4/associations/{type}/contacts/batch/read",
+                path_params={"type": object_type},
+                json={"inputs": [{"id": i} for i in chunk]},
+                records_path="results",
+                expected=(200, 207),
+            ):
+                source = str(row["from"]["id"])
+                linked.setdefault(source, set()).update(str(t["toObjectId"]) for t in row["to"])
+        return linked
+
+    async def erase(self, subject: Subject) -> Result:
+        """Delete records owned by the subject alone, then GDPR-delete each contact."""
+        contacts = await self._contacts(subject)
+        if not contacts:
+            # Deliberately no gdpr-delete by email: it would blocklist an unknown address.
+            return Result.not_found()
+        mine = {str(c["id"]) for c in contacts}
+        deleted = 0
+        retained: list[RetainedItem] = []
+        for object_type, ids in (await self._related_ids(contacts)).items():
+            if not ids:
+                continue
+            linked = await self._other_contacts(object_type, ids)
+            owned = [i for i in ids if linked.get(i, set()) <= mine]
+            shared = len(ids) - len(owned)
+            for chunk in _chunks(owned, self.settings.batch_size):
+                await self.http.request(
+                    "POST",
+                    "/crm/v3/objects/{type}/batch/archive",
+                    path_params={"type": object_type},
+                    json={"inputs": [{"id": i} for i in chunk]},
+                    expected=(204,),
+                )
+            deleted += len(owned)
+            if shared:
+                retained.append(
+                    RetainedItem(
+                        collection=object_type,
+                        count=shared,
+                        legal_basis="Art. 17(1) GDPR does not extend to other data subjects",
+                        reason="also associated with other contacts; the subject's "
+                        "association is removed by the GDPR delete",
+                    )
+                )
+        for contact_id in sorted(mine):
+            response = await self.http.request(
+                "POST",
+                "/crm/v3/objects/contacts/gdpr-delete",
+                json={"objectId": contact_id},
+                expected=(204, 404),  # 404: deleted meanwhile (a concurrent attempt)
+            )
+            if response.status_code == 204:
+                deleted += 1
+        if deleted == 0 and not retained:
+            return Result.not_found()  # every contact went meanwhile
+        return Result.completed(
+            Counts(deleted=deleted, retained=sum(r.count for r in retained)),
+            retained=retained,
+            evidence=[
+                Evidence(
+                    kind="vendor_note",
+                    value=f"HubSpot GDPR delete of {len(mine)} contact(s) accepted (204); "
+                    "HubSpot completes the purge up to 30 days later",
+                ),
+                Evidence(
+                    kind="vendor_note",
+                    value=f"{deleted - len(mine)} associated record(s) archived; HubSpot "
+                    "purges archived records from its recycle bin after 90 days",
+                ),
+            ],
+        )
+
+
+__all__ = ["COLLECTIONS", "HubSpotConnector", "HubSpotSettings"]
