@@ -1,0 +1,331 @@
+"""A strict fake of the Mailchimp Marketing API 3.0, as vendor-apis.md describes it.
+
+What it reproduces (everything under `/3.0`):
+
+- Basic auth, any user name, the API key as password; anything else answers 401
+  `application/problem+json` `{type, title, status, detail, instance}`, as every error does;
+- audiences: `GET /lists` with `count` (default 10, max 1000: more answers 400) + `offset`
+  and `total_items`;
+- members by id = MD5 of the lower-cased email: `GET /lists/{list_id}/members/{hash}`, 404
+  when not a member (so a wrong hash, e.g. of the unlowered address, finds nothing);
+  `GET /search-members?query=` with `exact_matches`;
+- member listings `activity-feed` (key `activity`), `events`, `notes`, `tags`, `goals`, each
+  paged with `count` + `offset` + `total_items`;
+- `POST .../members/{hash}/actions/delete-permanent`: 204; afterwards GET answers 404 and
+  re-adding (`POST /lists/{id}/members`, `PUT .../members/{hash}`) answers 400 "Forgotten
+  Email Not Subscribed"; `DELETE .../members/{hash}` only archives (status `archived`, the
+  member and its data stay), and is recorded in `archived`;
+- `PATCH .../members/{hash}` changes the status; every change is kept in `status_changes`;
+- the vendor's limit of 10 concurrent connections: the 11th request in flight answers 429
+  with an empty body and no rate-limit headers (`latency_seconds` makes requests overlap);
+- fault knobs: `rate_limit_every=N` (every Nth request the same bare 429), `fail_5xx=True`
+  (every request 500), and the request log of `FakeServer`.
+
+Seeded with three audiences (plus `extra_audiences` empty ones); the subject (Anna de Vries)
+is a member of audiences a1 and a3, with activity across several pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+from typing import Any
+
+from aiohttp import web
+
+from connectors.fakes.server import FakeServer
+
+API_KEY = "0123456789abcdef0123456789abcdef-us6"  # a fake's fixed test credential
+MAX_COUNT = 1000
+DEFAULT_COUNT = 10
+MAX_CONNECTIONS = 10
+SUBJECT_EMAIL = "anna.devries@example.nl"
+RELATED = {"activity-feed": "activity", "events": "events", "notes": "notes", "tags": "tags"}
+RELATED_KEYS = {**RELATED, "goals": "goals"}
+
+
+def member_id(email: str) -> str:
+    """Mailchimp's member id (subscriber hash): MD5 of the lower-cased address."""
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def _member(list_id: str, email: str, status: str, **related: list[Any]) -> dict[str, Any]:
+    return {
+        "id": member_id(email),
+        "email_address": email,
+        "list_id": list_id,
+        "status": status,
+        "merge_fields": {"FNAME": email.split(".")[0].title(), "LNAME": ""},
+        "related": {key: related.get(key, []) for key in RELATED_KEYS.values()},
+    }
+
+
+def seed(extra_audiences: int = 0) -> dict[str, Any]:
+    """The fake's data: audiences by id, each with members by hash."""
+    anna = "Anna.deVries@example.nl"  # stored as typed; the hash is of the lowered form
+    lists: dict[str, dict[str, Any]] = {
+        "a1": {"id": "a1", "name": "Newsletter", "members": {}},
+        "a2": {"id": "a2", "name": "Webshop customers", "members": {}},
+        "a3": {"id": "a3", "name": "Events", "members": {}},
+    }
+    for n in range(extra_audiences):
+        lists[f"x{n}"] = {"id": f"x{n}", "name": f"Audience {n}", "members": {}}
+    members = [
+        _member(
+            "a1",
+            anna,
+            "subscribed",
+            activity=[{"activity_type": "open", "campaign_id": f"c{n}"} for n in range(5)],
+            notes=[{"id": 1, "note": "Asked about Anna de Vries' order"}, {"id": 2, "note": "x"}],
+            tags=[{"id": 11, "name": "vip"}, {"id": 12, "name": "nl"}, {"id": 13, "name": "b2c"}],
+            events=[{"name": "purchase", "occurred_at": "2024-03-01T10:00:00+00:00"}],
+        ),
+        _member("a1", "jan.jansen@example.com", "subscribed", tags=[{"id": 14, "name": "nl"}]),
+        _member("a2", "jan.jansen@example.com", "unsubscribed"),
+        _member(
+            "a3",
+            anna,
+            "subscribed",
+            activity=[{"activity_type": "click", "campaign_id": "c9"}] * 2,
+            tags=[{"id": 15, "name": "fair"}],
+        ),
+        _member("a3", "piet.bakker@example.org", "pending"),
+    ]
+    for m in members:
+        lists[m["list_id"]]["members"][m["id"]] = m
+    return {"lists": lists}
+
+
+def _problem(status: int, title: str, detail: str, instance: str = "") -> web.Response:
+    return web.json_response(
+        {
+            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": instance,
+        },
+        status=status,
+        content_type="application/problem+json",
+    )
+
+
+def _public(member: dict[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in member.items() if k != "related"}
+
+
+class Mailchimp(FakeServer):
+    """The fake Mailchimp account; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        max_connections: int = MAX_CONNECTIONS,
+        latency_seconds: float = 0.0,
+        rate_limit_every: int | None = None,
+        fail_5xx: bool = False,
+        extra_audiences: int = 0,
+    ) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.max_connections = max_connections
+        self.latency_seconds = latency_seconds
+        self.rate_limit_every = rate_limit_every
+        self.fail_5xx = fail_5xx
+        self.extra_audiences = extra_audiences
+        self.data = seed(extra_audiences)
+        self.forgotten: set[tuple[str, str]] = set()
+        self.archived: list[tuple[str, str]] = []
+        self.status_changes: list[tuple[str, str, str]] = []
+        self._count = 0
+
+    def reset(self, extra_audiences: int | None = None) -> None:
+        """Fresh data, empty logs, no faults."""
+        if extra_audiences is not None:
+            self.extra_audiences = extra_audiences
+        self.data = seed(self.extra_audiences)
+        self.forgotten, self.archived, self.status_changes = set(), [], []
+        with self._lock:
+            self.requests.clear()
+            self._max_in_flight = 0
+        self.rate_limit_every, self.fail_5xx, self.latency_seconds = None, False, 0.0
+
+    def routes(self, app: web.Application) -> None:
+        """The API under /3.0."""
+        r = app.router
+        m = "/3.0/lists/{list_id}/members"
+        r.add_get("/3.0/lists", self._lists)
+        r.add_get("/3.0/search-members", self._search)
+        r.add_post(m, self._add)
+        r.add_get(m + "/{hash}", self._get)
+        r.add_put(m + "/{hash}", self._put)
+        r.add_patch(m + "/{hash}", self._patch)
+        r.add_delete(m + "/{hash}", self._archive)
+        r.add_post(m + "/{hash}/actions/delete-permanent", self._forget)
+        r.add_get(m + "/{hash}/{related}", self._related)
+
+    async def before(self, request: web.Request) -> web.StreamResponse | None:
+        """Concurrency limit, injected faults, then auth."""
+        with self._lock:
+            in_flight = self._in_flight
+        self._count += 1
+        if self.latency_seconds:
+            await asyncio.sleep(self.latency_seconds)
+        if in_flight > self.max_connections:
+            return web.Response(status=429)  # the vendor: no headers, empty body
+        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
+            return web.Response(status=429)
+        if self.fail_5xx:
+            return _problem(500, "Internal Server Error", "An unexpected error occurred.")
+        if not self._authorised(request.headers.get("Authorization", "")):
+            return _problem(
+                401,
+                "API Key Invalid",
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+                request.path,
+            )
+        return None
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _user, _, password = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return False
+        return password == self.api_key
+
+    # ------------------------------------------------------------------------ helpers
+
+    def _page(self, request: web.Request, key: str, items: list[Any]) -> web.Response:
+        try:
+            count = int(request.query.get("count", DEFAULT_COUNT))
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            return _problem(400, "Invalid Resource", "count and offset must be integers")
+        if not 1 <= count <= MAX_COUNT or offset < 0:
+            return _problem(
+                400, "Invalid Resource", f"count must be between 1 and {MAX_COUNT}", request.path
+            )
+        page = copy.deepcopy(items[offset : offset + count])
+        return web.json_response({key: page, "total_items": len(items)})
+
+    def _find(self, request: web.Request) -> tuple[dict[str, Any] | None, web.Response | None]:
+        audience = self.data["lists"].get(request.match_info["list_id"])
+        if audience is None:
+            return None, _problem(
+                404, "Resource Not Found", "The requested resource could not be found."
+            )
+        member = audience["members"].get(request.match_info["hash"])
+        if member is None:
+            return None, _problem(
+                404, "Resource Not Found", "The requested resource could not be found."
+            )
+        return member, None
+
+    def _forgotten_answer(self, request: web.Request) -> web.Response:
+        return _problem(
+            400,
+            "Forgotten Email Not Subscribed",
+            "This contact was permanently deleted and cannot be re-imported.",
+            request.path,
+        )
+
+    # ------------------------------------------------------------------------- routes
+
+    async def _lists(self, request: web.Request) -> web.Response:
+        lists = [{"id": a["id"], "name": a["name"]} for a in self.data["lists"].values()]
+        return self._page(request, "lists", lists)
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query.get("query", "").lower()
+        found = [
+            _public(m)
+            for a in self.data["lists"].values()
+            for m in a["members"].values()
+            if m["email_address"].lower() == query
+        ]
+        return web.json_response(
+            {
+                "exact_matches": {"members": found, "total_items": len(found)},
+                "full_search": {"members": [], "total_items": 0},
+            }
+        )
+
+    async def _get(self, request: web.Request) -> web.Response:
+        member, missing = self._find(request)
+        return missing or web.json_response(_public(member or {}))
+
+    async def _related(self, request: web.Request) -> web.Response:
+        member, missing = self._find(request)
+        if missing is not None or member is None:
+            return missing or _problem(404, "Resource Not Found", "")
+        key = RELATED_KEYS.get(request.match_info["related"])
+        if key is None:
+            return _problem(404, "Resource Not Found", "The requested resource could not be found.")
+        return self._page(request, key, member["related"][key])
+
+    async def _add(self, request: web.Request) -> web.Response:
+        list_id = request.match_info["list_id"]
+        audience = self.data["lists"].get(list_id)
+        body = await request.json()
+        email = str(body.get("email_address", ""))
+        if audience is None or not email:
+            return _problem(400, "Invalid Resource", "email_address and a valid list are required")
+        if (list_id, member_id(email)) in self.forgotten:
+            return self._forgotten_answer(request)
+        if member_id(email) in audience["members"]:
+            return _problem(400, "Member Exists", "This address is already a list member.")
+        member = _member(list_id, email, str(body.get("status", "subscribed")))
+        audience["members"][member["id"]] = member
+        return web.json_response(_public(member))
+
+    async def _put(self, request: web.Request) -> web.Response:
+        key = (request.match_info["list_id"], request.match_info["hash"])
+        if key in self.forgotten:
+            return self._forgotten_answer(request)
+        return _problem(400, "Invalid Resource", "Not supported by this fake.")
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        member, missing = self._find(request)
+        if missing is not None or member is None:
+            return missing or _problem(404, "Resource Not Found", "")
+        status = (await request.json()).get("status")
+        if status not in ("subscribed", "unsubscribed", "cleaned", "pending", "transactional"):
+            return _problem(
+                400, "Invalid Resource", "The resource submitted could not be validated."
+            )
+        member["status"] = status
+        self.status_changes.append((member["list_id"], member["id"], status))
+        return web.json_response(_public(member))
+
+    async def _archive(self, request: web.Request) -> web.Response:
+        member, missing = self._find(request)
+        if missing is not None or member is None:
+            return missing or _problem(404, "Resource Not Found", "")
+        member["status"] = "archived"  # data stays: DELETE only archives
+        self.archived.append((member["list_id"], member["id"]))
+        return web.Response(status=204)
+
+    async def _forget(self, request: web.Request) -> web.Response:
+        member, missing = self._find(request)
+        if missing is not None or member is None:
+            return missing or _problem(404, "Resource Not Found", "")
+        del self.data["lists"][member["list_id"]]["members"][member["id"]]
+        self.forgotten.add((member["list_id"], member["id"]))
+        return web.Response(status=204)
+
+
+__all__ = [
+    "API_KEY",
+    "MAX_CONNECTIONS",
+    "MAX_COUNT",
+    "SUBJECT_EMAIL",
+    "Mailchimp",
+    "member_id",
+    "seed",
+]

@@ -1,0 +1,224 @@
+"""ActiveCampaign (mailing tool): access, erasure, objection and consent withdrawal over API v3.
+
+Finding the subject: `GET /contacts?email=` for every email identifier (limit/offset paging,
+`meta.total`). Access then reads, per contact, the contact itself and every related listing
+(`/contacts/{id}/{contactLists,contactAutomations,fieldValues,notes,deals,contactDeals,
+contactLogs,trackingLogs,bounceLogs,geoIps,contactGoals,scoreValues,accountContacts}`) plus
+`GET /activities?contact={id}`; each collection is named after its endpoint.
+
+Deals: `/contacts/{id}/deals` (deals whose primary contact is the subject) is read as the
+`deals` collection and `/contacts/{id}/contactDeals` (the subject's links to deals, also as a
+secondary contact) as `contactDeals`. Deals are separate records that survive their contact,
+so erasure deletes the deals whose primary contact is the subject (`DELETE /deals/{id}`) and
+the notes on the contact (`DELETE /notes/{id}`), then the contact (`DELETE /contacts/{id}`,
+200 `{}`; 404 means already gone). Deals where the subject is only a secondary contact belong
+to someone else and are kept; the link goes with the contact.
+
+UNCONFIRMED: v3 has no GDPR/forget endpoint, and whether deleting a contact purges its tracking
+logs for good is not documented; erasure says so in its evidence.
+
+Objection and consent withdrawal unsubscribe the contact from every list it is on
+(`POST /contactLists` with status 2) and delete nothing: counts.suppressed = lists changed.
+
+Rate limit: 5 requests/second per account (client-side limiter); 429 with `Retry-After` is
+waited out, and so is a 503 (an old report says the vendor limits with 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.base import Connector, Result
+from connectors.http import Auth, HttpClient, OffsetPaging, RateLimit, RetryPolicy
+from schemas.events import Counts, Evidence, Record, RequestType, Subject
+
+#: Related listings under /contacts/{id}/, each a collection of the same name.
+RELATED = (
+    "contactLists",
+    "contactAutomations",
+    "fieldValues",
+    "notes",
+    "deals",
+    "contactDeals",
+    "contactLogs",
+    "trackingLogs",
+    "bounceLogs",
+    "geoIps",
+    "contactGoals",
+    "scoreValues",
+    "accountContacts",
+)
+MAX_PAGE_SIZE = 100
+UNSUBSCRIBED = 2
+
+
+class ActiveCampaignSettings(BaseModel):
+    """Register settings of an ActiveCampaign account."""
+
+    model_config = ConfigDict(extra="forbid")
+    api_url: Annotated[str, Field(min_length=1, description="e.g. https://acme.api-us1.com/api/3")]
+    api_key: Annotated[str, Field(min_length=1, repr=False)]
+    rate_limit: RateLimit = RateLimit(requests=5, per_seconds=1.0)
+    retry: RetryPolicy = RetryPolicy()
+    page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ActiveCampaignConnector(Connector):
+    """ActiveCampaign contacts with their lists, deals, notes, logs and activities."""
+
+    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
+        {
+            RequestType.ACCESS,
+            RequestType.PORTABILITY,
+            RequestType.ERASURE,
+            RequestType.OBJECTION,
+            RequestType.CONSENT_WITHDRAWAL,
+        }
+    )
+    settings_model = ActiveCampaignSettings
+    description = "ActiveCampaign (API v3): contacts and related records; unsubscribe all lists"
+
+    def __init__(self, system: str, settings: Any = None) -> None:
+        super().__init__(system, settings)
+        s: ActiveCampaignSettings = self.settings
+        self._paging = OffsetPaging(page_size=s.page_size, total_path="meta.total")
+        self.client = HttpClient(
+            system,
+            s.api_url.rstrip("/"),
+            Auth(type="api_key", header="Api-Token", key=s.api_key),
+            s.rate_limit,
+            s.retry,
+            s.timeout_seconds,
+        )
+
+    async def _list(
+        self, path: str, key: str, *, params: dict[str, Any] | None = None, **values: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for record in self.client.records(
+            "GET",
+            path,
+            path_params=values,
+            params=params,
+            paging=self._paging,
+            records_path=key,
+            absent=(404,),  # the contact went away meanwhile: nothing there
+        ):
+            if isinstance(record, dict):
+                yield record
+
+    async def _contacts(self, subject: Subject) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for email in subject.values("email"):
+            async for contact in self._list(
+                "/contacts", "contacts", params={"email": "{email}"}, email=email
+            ):
+                found.setdefault(str(contact.get("id")), contact)
+        return list(found.values())
+
+    async def access(self, subject: Subject) -> Result:
+        """Every contact of the subject with all related records."""
+        records: list[Record] = []
+        for contact in await self._contacts(subject):
+            cid = contact["id"]
+            records.append(Record(collection="contacts", data=contact))
+            for name in RELATED:
+                async for item in self._list(f"/contacts/{{id}}/{name}", name, id=cid):
+                    records.append(Record(collection=name, data=item))
+            async for item in self._list(
+                "/activities", "activities", params={"contact": "{id}"}, id=cid
+            ):
+                records.append(Record(collection="activities", data=item))
+        return Result.found(records)
+
+    async def _delete(self, path: str, object_id: Any) -> bool:
+        """Delete one object; False when it was already gone (404)."""
+        response = await self.client.request(
+            "DELETE", path, path_params={"id": object_id}, expected=(200, 204, 404)
+        )
+        return response.status_code != 404
+
+    async def erase(self, subject: Subject) -> Result:
+        """Delete the subject's own deals and notes, then the contacts."""
+        contacts = await self._contacts(subject)
+        if not contacts:
+            return Result.not_found("no contact with the subject's email address")
+        deleted = deals = notes = 0
+        for contact in contacts:
+            cid = str(contact["id"])
+            owned = [
+                d["id"]
+                async for d in self._list("/contacts/{id}/deals", "deals", id=cid)
+                if str(d.get("contact")) == cid
+            ]
+            note_ids = [n["id"] async for n in self._list("/contacts/{id}/notes", "notes", id=cid)]
+            for deal_id in owned:
+                deals += await self._delete("/deals/{id}", deal_id)
+            for note_id in note_ids:
+                notes += await self._delete("/notes/{id}", note_id)
+            deleted += await self._delete("/contacts/{id}", cid)
+        if deleted == 0 and deals == 0 and notes == 0:
+            return Result.not_found("the contacts were already deleted")
+        return Result.completed(
+            Counts(deleted=deleted + deals + notes),
+            evidence=[
+                Evidence(kind="contacts_deleted", value=str(deleted)),
+                Evidence(kind="deals_deleted", value=str(deals)),
+                Evidence(kind="notes_deleted", value=str(notes)),
+                Evidence(
+                    kind="vendor_caveat",
+                    value="ActiveCampaign v3 has no GDPR forget endpoint; whether deleting a "
+                    "contact purges its tracking logs permanently is UNCONFIRMED",
+                ),
+            ],
+        )
+
+    async def object(self, subject: Subject) -> Result:
+        """Unsubscribe the subject from every list; nothing is deleted."""
+        return await self._unsubscribe_everywhere(subject)
+
+    async def withdraw_consent(self, subject: Subject) -> Result:
+        """Unsubscribe the subject from every list (consent to mailings); nothing is deleted."""
+        return await self._unsubscribe_everywhere(subject)
+
+    async def _unsubscribe_everywhere(self, subject: Subject) -> Result:
+        contacts = await self._contacts(subject)
+        if not contacts:
+            return Result.not_found("no contact with the subject's email address")
+        changed = 0
+        for contact in contacts:
+            cid = contact["id"]
+            subscriptions = [
+                s async for s in self._list("/contacts/{id}/contactLists", "contactLists", id=cid)
+            ]
+            for sub in subscriptions:
+                if str(sub.get("status")) == str(UNSUBSCRIBED):
+                    continue  # idempotent: a repeated task changes nothing
+                await self.client.request(
+                    "POST",
+                    "/contactLists",
+                    path_params={"list": sub.get("list"), "contact": cid},
+                    json={
+                        "contactList": {
+                            "list": "{list}",
+                            "contact": "{contact}",
+                            "status": UNSUBSCRIBED,
+                        }
+                    },
+                    expected=(200, 201),
+                )
+                changed += 1
+        return Result.completed(
+            Counts(found=len(contacts), suppressed=changed),
+            evidence=[Evidence(kind="lists_unsubscribed", value=str(changed))],
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
+
+
+__all__ = ["ActiveCampaignConnector", "ActiveCampaignSettings"]
