@@ -600,24 +600,45 @@ def connectors_check(
     type=click.Path(path_type=Path),
     default=Path("dsr-results"),
     show_default=True,
-    help="Where the demo's databases, results and logs go.",
+    help="Where the demo's results and logs go.",
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait per request.")
-def demo(out: Path, timeout: float) -> None:
+@click.option(
+    "--sql", "use_sql", is_flag=True, help="Four SQLite databases instead of the vendor fakes."
+)
+def demo(out: Path, timeout: float, use_sql: bool) -> None:
     """Run everything embedded: an access and an erasure request through four systems."""
+    from contextlib import ExitStack
+
+    from orchestrator import demo as demo_data
+
+    out = out.resolve()
+    with ExitStack() as fakes:
+        if use_sql:
+            systems_dir = demo_data.seed(out / "systems")
+            env = {"DSR_DEMO_DIR": str(systems_dir)}
+            register = demo_data.sql_register_path()
+            click.echo(f"Seeded four demo systems in {systems_dir}")
+        else:
+            env = fakes.enter_context(demo_data.vendor_fakes())
+            register = demo_data.register_path()
+            click.echo(
+                "Started local fakes of HubSpot, ActiveCampaign, Intercom and Freshdesk, "
+                "each holding the demo subject"
+            )
+        _run_demo(out, timeout, register, env)
+
+
+def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) -> None:
     from orchestrator import demo as demo_data
     from orchestrator.client import RequestPublisher
     from orchestrator.stack import Stack, StackError
 
-    out = out.resolve()
-    systems_dir = demo_data.seed(out / "systems")
-    settings = _settings(register_file=demo_data.register_path(), data_dir=out)
+    settings = _settings(register_file=register, data_dir=out)
     # The demo always runs on its own embedded broker, whatever DSR_KAFKA_BOOTSTRAP says.
     settings = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"bootstrap": None})}
     )
-    env = {"DSR_DEMO_DIR": str(systems_dir)}
-    click.echo(f"Seeded four demo systems in {systems_dir}")
     started = time.monotonic()
     try:
         with Stack(settings, log_dir=out / "logs", extra_env=env) as stack:

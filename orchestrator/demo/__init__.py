@@ -1,8 +1,16 @@
-"""Demo data: four small SQLite databases holding a demo subject among other people."""
+"""Demo data: the demo subject in four vendor fakes (default), or in four SQLite databases.
+
+`dsr demo` starts local fakes of HubSpot, ActiveCampaign, Intercom and Freshdesk (the same
+fakes the connector tests use, strict about auth, paging and rate limits), each holding the
+demo subject among other people, and points the built-in connectors at them. `dsr demo --sql`
+and the end-to-end tests use four SQLite databases instead.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from importlib.resources import files
 from pathlib import Path
 
@@ -98,9 +106,59 @@ def seed(directory: Path) -> Path:
     return directory
 
 
+def sql_register_path() -> Path:
+    """The SQLite demo register shipped with the package (paths use ${DSR_DEMO_DIR})."""
+    return Path(str(files("orchestrator.demo") / "register-sql.yaml"))
+
+
 def register_path() -> Path:
-    """The demo register shipped with the package (paths use ${DSR_DEMO_DIR})."""
+    """The vendor demo register (URLs and keys of the fakes come from DSR_DEMO_* variables)."""
     return Path(str(files("orchestrator.demo") / "register.yaml"))
 
 
-__all__ = ["DEMO_EMAIL", "DEMO_PHONE", "DEMO_SUBJECT", "register_path", "seed"]
+@contextmanager
+def vendor_fakes() -> Iterator[dict[str, str]]:
+    """Start the four vendor fakes with the demo subject; yield the DSR_DEMO_* variables."""
+    from connectors.fakes import activecampaign, freshdesk, hubspot, intercom
+
+    with ExitStack() as stack:
+        crm = stack.enter_context(hubspot.FakeHubSpot())
+        mailing = stack.enter_context(activecampaign.ActiveCampaign())
+        chat = stack.enter_context(intercom.FakeIntercom())
+        support = stack.enter_context(freshdesk.Freshdesk())
+        _seed_freshdesk(support)
+        yield {
+            "DSR_DEMO_HUBSPOT_URL": crm.url,
+            "DSR_DEMO_HUBSPOT_TOKEN": hubspot.TOKEN,
+            "DSR_DEMO_ACTIVECAMPAIGN_URL": f"{mailing.url}/api/3",
+            "DSR_DEMO_ACTIVECAMPAIGN_KEY": activecampaign.API_KEY,
+            "DSR_DEMO_INTERCOM_URL": chat.url,
+            "DSR_DEMO_INTERCOM_TOKEN": intercom.TOKEN,
+            "DSR_DEMO_FRESHDESK_URL": f"{support.url}/api/v2",
+            "DSR_DEMO_FRESHDESK_KEY": freshdesk.API_KEY,
+        }
+
+
+def _seed_freshdesk(fake: object) -> None:
+    """The demo subject with a recent, an old (> 30 days) and a trashed ticket; and others."""
+    from connectors.fakes.freshdesk import Freshdesk
+
+    assert isinstance(fake, Freshdesk)
+    anna = fake.add_contact("Anna de Vries", DEMO_EMAIL, DEMO_PHONE)
+    fake.add_ticket(anna, "Waar blijft mijn bestelling?", age_days=2, conversations=3)
+    fake.add_ticket(anna, "Factuur kwijt", age_days=200, conversations=2)
+    fake.add_ticket(anna, "Dubbel verstuurd", age_days=20, deleted=True)
+    for name, email, phone in _OTHERS:
+        other = fake.add_contact(name, email, phone)
+        fake.add_ticket(other, "Retour aanvragen", age_days=5, conversations=1)
+
+
+__all__ = [
+    "DEMO_EMAIL",
+    "DEMO_PHONE",
+    "DEMO_SUBJECT",
+    "register_path",
+    "seed",
+    "sql_register_path",
+    "vendor_fakes",
+]

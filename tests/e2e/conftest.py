@@ -124,7 +124,7 @@ def running(
     spec = yaml.safe_load(ACME_SPEC.read_text())
     spec["rights"] = ["access"]
     (spec_dir / "acme.yaml").write_text(yaml.safe_dump(spec))
-    data = yaml.safe_load(demo.register_path().read_text())
+    data = yaml.safe_load(demo.sql_register_path().read_text())
     data["systems"] += EXTRA_SYSTEMS
     data["systems"].append(
         {

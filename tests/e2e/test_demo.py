@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
 
     access, erasure = (json.loads(p.read_text()) for p in paths)
     assert access["type"] == "access" and access["status"] == "completed"
-    assert set(access["systems"]) == {"crm", "mailing", "chat", "support"}
+    assert set(access["systems"]) == {"hubspot", "activecampaign", "intercom", "freshdesk"}
     assert all(s["records"] for s in access["systems"].values())
     assert erasure["type"] == "erasure" and erasure["status"] == "completed"
     assert all(s["counts"]["deleted"] > 0 for s in erasure["systems"].values())
@@ -50,6 +50,7 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
     texts = {"stdout": proc.stdout, "stderr": proc.stderr}
     texts |= {str(p): p.read_text(errors="replace") for p in (out / "logs").glob("*.log")}
     assert len(texts) >= 5  # stdout, stderr, broker, orchestrator, connectors
+    assert "found" in proc.stdout and "deleted" in proc.stdout
     for where, text in texts.items():
         for identifier in IDENTIFIERS:
             assert identifier.lower() not in text.lower(), f"{identifier!r} appears in {where}"
@@ -75,3 +76,24 @@ def test_demo_fails_clearly_on_bad_configuration(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "DSR_DEADLINE_POLICY" in proc.stderr and "e.g. '1 month'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sql_demo_erases_from_the_databases(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--sql", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import sqlite3
+
+    for db in (out / "systems").glob("*.db"):
+        with sqlite3.connect(db) as conn:
+            tables = [
+                t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            dump = "".join(str(list(conn.execute(f"SELECT * FROM {t}"))) for t in tables)
+        assert demo.DEMO_EMAIL not in dump.lower() and "bram.jansen@example.nl" in dump

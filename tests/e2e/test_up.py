@@ -35,7 +35,7 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     systems = demo.seed(tmp_path / "systems")
     env = {
         **os.environ,
-        "DSR_REGISTER": str(demo.register_path()),
+        "DSR_REGISTER": str(demo.sql_register_path()),
         "DSR_DATA_DIR": str(tmp_path / "data"),
         "DSR_DEMO_DIR": str(systems),
         "DSR_STATE_DIR": str(tmp_path / ".dsr"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.demo import register_path
+from orchestrator.demo import sql_register_path
 from schemas.register import RegisterError, load_register, parse_register
 
 VALID = {
@@ -22,7 +22,7 @@ VALID = {
 
 def test_demo_register_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSR_DEMO_DIR", "/tmp/demo")
-    register = load_register(register_path())
+    register = load_register(sql_register_path())
     assert register.names == ["crm", "mailing", "chat", "support"]
     assert register.get("crm").settings["url"] == "sqlite:////tmp/demo/crm.db"
     assert {s.kind for s in register.systems} == {"crm", "mailing", "chat", "support_desk"}

@@ -1,0 +1,400 @@
+"""A strict fake of the Zendesk Support API (vendor-apis.md, Zendesk), served under /api/v2.
+
+What it enforces:
+
+- Basic auth `{email}/token:{api_token}` or a Bearer OAuth token; otherwise 401
+  `{"error": "Couldn't authenticate you"}`;
+- `GET /users/search?query=` matches *partially* (name, email, phone), as Zendesk does, and
+  never returns deleted users;
+- cursor paging on lists: `page[size]` (at most 100, else 400) + `page[after]`, answering
+  `meta{has_more, after_cursor}` and `links{next}`; offset paging (`page`, `per_page`) beyond
+  the first 10,000 records answers 400;
+- `DELETE /tickets/{id}` (204) moves a ticket to `GET /deleted_tickets` (restorable with
+  `PUT /deleted_tickets/{id}/restore`); `DELETE /deleted_tickets/{id}` answers a job status
+  that goes queued -> working -> completed over `job_polls` polls of `GET /job_statuses/{id}`,
+  and only then is the ticket gone;
+- `DELETE /users/{id}` soft-deletes (listed in `GET /deleted_users`, restorable with
+  `restore_user`); `DELETE /deleted_users/{id}` deletes permanently: the user stays as
+  "Permanently Deleted User" without email, phone or identities, and gets a compliance
+  deletion status (`GET /users/{id}/compliance_deletion_statuses`);
+- 404 `{"error": "RecordNotFound", "description": "Not found"}` for anything unknown;
+- rate limit `max_rate=(requests, seconds)`: 429 with `Retry-After`; every answer carries
+  `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
+- fault knobs `rate_limit_every=N`, `fail_5xx=N`; the request log of `FakeServer`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from connectors.fakes.server import FakeServer
+
+EMAIL = "agent@shop.example"
+API_TOKEN = "zd-test-token"  # noqa: S105 - a fake's fixed test credential
+OAUTH_TOKEN = "zd-oauth-token"  # noqa: S105
+MAX_PAGE_SIZE = 100
+MAX_OFFSET_RECORDS = 10_000
+DELETED_NAME = "Permanently Deleted User"
+
+SUBJECT_EMAIL = "femke.smit@example.nl"
+SUBJECT_PHONE = "+31611122233"
+SUBJECT_NAME = "Femke Smit"
+
+
+def _not_found() -> web.Response:
+    return web.json_response({"error": "RecordNotFound", "description": "Not found"}, status=404)
+
+
+def _bad(error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "description": description}, status=400)
+
+
+class Zendesk(FakeServer):
+    """The fake Zendesk account; see the module docstring for what it enforces."""
+
+    def __init__(
+        self,
+        *,
+        email: str = EMAIL,
+        api_token: str = API_TOKEN,
+        oauth_token: str = OAUTH_TOKEN,
+        job_polls: int = 2,
+        max_rate: tuple[int, float] | None = None,
+        rate_limit_every: int | None = None,
+        retry_after: int = 1,
+        fail_5xx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.email, self.api_token, self.oauth_token = email, api_token, oauth_token
+        self.job_polls = job_polls
+        self.max_rate = max_rate
+        self.rate_limit_every = rate_limit_every
+        self.retry_after = retry_after
+        self.fail_5xx = fail_5xx
+        self._count = 0
+        self._served_5xx = 0
+        self._next_id = 5000
+        self.reset()
+
+    # ------------------------------------------------------------------------- seeding
+
+    def reset(self) -> None:
+        """Forget all data (not the request log)."""
+        self.users: dict[int, dict[str, Any]] = {}
+        self.user_state: dict[int, str] = {}  # active | soft_deleted | permanently_deleted
+        self.identities: dict[int, list[dict[str, Any]]] = {}
+        self.tickets: dict[int, dict[str, Any]] = {}
+        self.deleted_tickets: dict[int, dict[str, Any]] = {}
+        self.comments: dict[int, list[dict[str, Any]]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.compliance: dict[int, list[dict[str, Any]]] = {}
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def add_user(
+        self, name: str, email: str | None, phone: str | None = None, *, extra_emails: int = 0
+    ) -> int:
+        """Add an end user with an identity per email and phone; returns its id."""
+        uid = self._id()
+        self.users[uid] = {
+            "id": uid,
+            "name": name,
+            "email": email,
+            "phone": phone,
+            "role": "end-user",
+            "active": True,
+        }
+        self.user_state[uid] = "active"
+        values = [("email", email), ("phone_number", phone)]
+        values += [("email", f"alias{n}.{uid}@mail.example") for n in range(extra_emails)]
+        self.identities[uid] = [
+            {"id": self._id(), "user_id": uid, "type": kind, "value": value}
+            for kind, value in values
+            if value
+        ]
+        return uid
+
+    def add_ticket(self, requester_id: int, subject: str, *, comments: int = 1) -> int:
+        """Add a ticket requested by `requester_id` with `comments` comments; returns its id."""
+        tid = self._id()
+        self.tickets[tid] = {
+            "id": tid,
+            "requester_id": requester_id,
+            "subject": subject,
+            "status": "open",
+        }
+        self.comments[tid] = [
+            {"id": self._id(), "author_id": requester_id, "body": f"Message {n}", "public": True}
+            for n in range(comments)
+        ]
+        return tid
+
+    def restore_user(self, user_id: int) -> None:
+        """Undo a soft delete (an agent can, until the user is permanently deleted)."""
+        if self.user_state.get(user_id) != "soft_deleted":
+            raise KeyError(user_id)
+        self.user_state[user_id] = "active"
+        self.users[user_id]["active"] = True
+
+    # ------------------------------------------------------------------------ plumbing
+
+    def routes(self, app: web.Application) -> None:
+        """The Zendesk API under /api/v2."""
+        r = app.router
+        r.add_get("/api/v2/users/search", self._search)
+        r.add_get("/api/v2/users/{id}", self._user)
+        r.add_delete("/api/v2/users/{id}", self._soft_delete_user)
+        r.add_get("/api/v2/users/{id}/identities", self._identities)
+        r.add_get("/api/v2/users/{id}/tickets/requested", self._requested)
+        r.add_get("/api/v2/users/{id}/compliance_deletion_statuses", self._compliance)
+        r.add_get("/api/v2/deleted_users", self._deleted_users)
+        r.add_delete("/api/v2/deleted_users/{id}", self._destroy_user)
+        r.add_get("/api/v2/tickets/{id}/comments", self._comments)
+        r.add_delete("/api/v2/tickets/{id}", self._soft_delete_ticket)
+        r.add_get("/api/v2/deleted_tickets", self._deleted_ticket_list)
+        r.add_put("/api/v2/deleted_tickets/{id}/restore", self._restore_ticket)
+        r.add_delete("/api/v2/deleted_tickets/{id}", self._destroy_ticket)
+        r.add_get("/api/v2/job_statuses/{id}", self._job)
+        app.on_response_prepare.append(self._rate_headers)
+
+    def _recent(self, seconds: float) -> list[float]:
+        now = time.monotonic()
+        return sorted(r.at for r in self.calls() if now - r.at < seconds and r.status != 429)
+
+    async def _rate_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self.max_rate is not None:
+            limit, seconds = self.max_rate
+            response.headers["X-Rate-Limit"] = str(limit)
+            remaining = max(0, limit - len(self._recent(seconds)))
+            response.headers["X-Rate-Limit-Remaining"] = str(remaining)
+
+    def _too_many(self, wait: int) -> web.Response:
+        return web.json_response(
+            {"error": "TooManyRequests", "description": "Rate limit exceeded"},
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
+
+    async def before(self, request: web.Request) -> web.StreamResponse | None:
+        """Injected faults, the account's rate limit, then auth."""
+        self._count += 1
+        if self._served_5xx < self.fail_5xx:
+            self._served_5xx += 1
+            return web.json_response({"error": "ServiceUnavailable"}, status=503)
+        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
+            return self._too_many(self.retry_after)
+        if self.max_rate is not None:
+            limit, seconds = self.max_rate
+            recent = self._recent(seconds)
+            if len(recent) >= limit:
+                return self._too_many(max(1, math.ceil(recent[0] + seconds - time.monotonic())))
+        if not self._authorised(request.headers.get("Authorization", "")):
+            return web.json_response({"error": "Couldn't authenticate you"}, status=401)
+        return None
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if scheme == "Bearer":
+            return value == self.oauth_token
+        if scheme != "Basic":
+            return False
+        try:
+            decoded = base64.b64decode(value).decode()
+        except ValueError:
+            return False
+        return decoded == f"{self.email}/token:{self.api_token}"
+
+    def _list(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
+        q = request.query
+        try:
+            if "page" in q or "per_page" in q:
+                page, per_page = int(q.get("page", "1")), int(q.get("per_page", "100"))
+                if not 1 <= per_page <= MAX_PAGE_SIZE or page < 1:
+                    return _bad("InvalidPaginationParameter", "per_page must be 1-100")
+                if page * per_page > MAX_OFFSET_RECORDS:
+                    return _bad(
+                        "InvalidPaginationParameter",
+                        "Offset pagination is limited to the first 10,000 records; "
+                        "use cursor pagination",
+                    )
+                start = (page - 1) * per_page
+                more = start + per_page < len(items)
+                following = str(request.url.update_query({"page": page + 1})) if more else None
+                return web.json_response(
+                    {
+                        key: items[start : start + per_page],
+                        "next_page": following,
+                        "previous_page": None,
+                        "count": len(items),
+                    }
+                )
+            size = int(q.get("page[size]", "100"))
+            after = q.get("page[after]")
+            start = int(base64.b64decode(after).decode()) if after else 0
+        except ValueError:
+            return _bad("InvalidPaginationParameter", "invalid paging parameter")
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            return _bad("InvalidPaginationParameter", "page[size] must be 1-100")
+        end = start + size
+        more = end < len(items)
+        cursor = base64.b64encode(str(end).encode()).decode() if more else None
+        following = (
+            str(request.url.update_query({"page[size]": size, "page[after]": cursor or ""}))
+            if more
+            else None
+        )
+        return web.json_response(
+            {
+                key: items[start:end],
+                "meta": {"has_more": more, "after_cursor": cursor, "before_cursor": None},
+                "links": {"next": following, "prev": None},
+            }
+        )
+
+    def _active_user(self, request: web.Request) -> int | None:
+        try:
+            uid = int(request.match_info["id"])
+        except ValueError:
+            return None
+        return uid if self.user_state.get(uid) == "active" else None
+
+    # -------------------------------------------------------------------------- routes
+
+    async def _search(self, request: web.Request) -> web.Response:
+        query = request.query.get("query", "").lower()
+        if not query:
+            return _bad("InvalidValue", "query is required")
+        found = [
+            u
+            for uid, u in self.users.items()
+            if self.user_state[uid] == "active"
+            and any(query in (u[f] or "").lower() for f in ("name", "email", "phone"))
+        ]
+        return web.json_response(
+            {"users": found, "next_page": None, "previous_page": None, "count": len(found)}
+        )
+
+    async def _user(self, request: web.Request) -> web.Response:
+        uid = int(request.match_info["id"])
+        if uid not in self.users:
+            return _not_found()
+        return web.json_response({"user": self.users[uid]})
+
+    async def _identities(self, request: web.Request) -> web.Response:
+        uid = self._active_user(request)
+        if uid is None:
+            return _not_found()
+        return self._list(request, "identities", self.identities.get(uid, []))
+
+    async def _requested(self, request: web.Request) -> web.Response:
+        uid = self._active_user(request)
+        if uid is None:
+            return _not_found()
+        tickets = [t for t in self.tickets.values() if t["requester_id"] == uid]
+        return self._list(request, "tickets", sorted(tickets, key=lambda t: t["id"]))
+
+    async def _comments(self, request: web.Request) -> web.Response:
+        tid = int(request.match_info["id"])
+        if tid not in self.tickets:
+            return _not_found()
+        return self._list(request, "comments", self.comments.get(tid, []))
+
+    async def _soft_delete_ticket(self, request: web.Request) -> web.Response:
+        tid = int(request.match_info["id"])
+        ticket = self.tickets.pop(tid, None)
+        if ticket is None:
+            return _not_found()
+        self.deleted_tickets[tid] = ticket
+        return web.Response(status=204)
+
+    async def _deleted_ticket_list(self, request: web.Request) -> web.Response:
+        listed = [
+            {"id": t["id"], "subject": t["subject"], "previous_state": t["status"]}
+            for t in self.deleted_tickets.values()
+        ]
+        return self._list(request, "deleted_tickets", listed)
+
+    async def _restore_ticket(self, request: web.Request) -> web.Response:
+        tid = int(request.match_info["id"])
+        ticket = self.deleted_tickets.pop(tid, None)
+        if ticket is None or any(j["ticket_id"] == tid for j in self.jobs.values()):
+            if ticket is not None:
+                self.deleted_tickets[tid] = ticket
+            return _not_found()
+        self.tickets[tid] = ticket
+        return web.Response(status=200)
+
+    async def _destroy_ticket(self, request: web.Request) -> web.Response:
+        tid = int(request.match_info["id"])
+        if tid not in self.deleted_tickets:
+            return _not_found()  # never soft-deleted, or already gone for good
+        job_id = f"job{self._id()}"
+        self.jobs[job_id] = {"ticket_id": tid, "polls": 0, "status": "queued"}
+        return web.json_response({"job_status": self._job_body(request, job_id)})
+
+    def _job_body(self, request: web.Request, job_id: str) -> dict[str, Any]:
+        url = str(request.url.with_path(f"/api/v2/job_statuses/{job_id}").with_query(None))
+        job = self.jobs[job_id]
+        return {
+            "id": job_id,
+            "url": url,
+            "status": job["status"],
+            "total": 1,
+            "progress": 1 if job["status"] == "completed" else 0,
+        }
+
+    async def _job(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _not_found()
+        if job["status"] != "completed":
+            job["polls"] += 1
+            if job["polls"] >= self.job_polls:
+                job["status"] = "completed"
+                self.deleted_tickets.pop(job["ticket_id"], None)
+                self.comments.pop(job["ticket_id"], None)
+            else:
+                job["status"] = "working"
+        return web.json_response({"job_status": self._job_body(request, job_id)})
+
+    async def _soft_delete_user(self, request: web.Request) -> web.Response:
+        uid = self._active_user(request)
+        if uid is None:
+            return _not_found()
+        self.user_state[uid] = "soft_deleted"
+        self.users[uid]["active"] = False
+        return web.json_response({"user": self.users[uid]})
+
+    async def _deleted_users(self, request: web.Request) -> web.Response:
+        listed = [u for uid, u in self.users.items() if self.user_state[uid] == "soft_deleted"]
+        return self._list(request, "deleted_users", listed)
+
+    async def _destroy_user(self, request: web.Request) -> web.Response:
+        uid = int(request.match_info["id"])
+        if self.user_state.get(uid) != "soft_deleted":
+            return _not_found()
+        self.user_state[uid] = "permanently_deleted"
+        self.users[uid] |= {"name": DELETED_NAME, "email": None, "phone": None}
+        self.identities.pop(uid, None)
+        self.compliance[uid] = [
+            {"action": "request_deletion", "application": "all", "user_id": uid},
+            {"action": "complete", "application": "support", "user_id": uid},
+        ]
+        return web.json_response({"deleted_user": self.users[uid]})
+
+    async def _compliance(self, request: web.Request) -> web.Response:
+        uid = int(request.match_info["id"])
+        if uid not in self.users:
+            return _not_found()
+        return web.json_response({"compliance_deletion_statuses": self.compliance.get(uid, [])})
+
+
+__all__ = ["API_TOKEN", "DELETED_NAME", "EMAIL", "OAUTH_TOKEN", "SUBJECT_EMAIL", "Zendesk"]
