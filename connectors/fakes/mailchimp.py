@@ -21,6 +21,12 @@ What it reproduces (everything under `/3.0`):
 - fault knobs: `rate_limit_every=N` (every Nth request the same bare 429), `fail_5xx=True`
   (every request 500), and the request log of `FakeServer`.
 
+Documented (vendor-apis.md, from Mailchimp's OpenAPI spec and docs): auth, MD5 member ids,
+`count`/`offset` paging and its maximum, `delete-permanent` and its after-effects, DELETE as
+archive, problem+json errors, the 10-connection limit with a bare 429. Unconfirmed, chosen by
+this fake: the exact keys and default page sizes of the member sub-listings, and the 400 body
+text beyond its title.
+
 Seeded with three audiences (plus `extra_audiences` empty ones); the subject (Anna de Vries)
 is a member of audiences a1 and a3, with activity across several pages.
 """

@@ -21,6 +21,13 @@ What it enforces:
 - rate limit `max_rate=(requests, seconds)`: 429 with `Retry-After`; every answer carries
   `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
 - fault knobs `rate_limit_every=N`, `fail_5xx=N`; the request log of `FakeServer`.
+
+Documented (vendor-apis.md, from Zendesk's API reference): auth schemes, user search,
+identities, cursor paging and its limits, the 10,000-record offset limit, soft then permanent
+deletion of users and tickets, job statuses, compliance deletion statuses, the 404 body, 429
+with `Retry-After`. Unconfirmed: `GET /users/{id}/tickets/requested` is not in the public
+spec (the fake serves it as the docs describe it); the number of polls a job takes and the
+partial-match rules of search are this fake's choices.
 """
 
 from __future__ import annotations
