@@ -383,9 +383,4 @@ class Orchestrator:
         self._watched_partitions = owned
 
 
-def create_app(settings: Settings, register: Register | WatchedRegister) -> faust.App:
-    """The Faust app for these settings and this register."""
-    return Orchestrator(settings, register).app
-
-
-__all__ = ["Orchestrator", "create_app", "partition_for"]
+__all__ = ["Orchestrator", "partition_for"]
