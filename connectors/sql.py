@@ -630,6 +630,12 @@ class SQLConnector(Connector):
         try:
             yield
         except SQLAlchemyError as exc:
+            if _credentials_rejected(getattr(exc, "orig", None)):
+                raise ConnectorError(
+                    f"system {self.system!r}: the database rejected the credentials; check the "
+                    "user and password in the register settings",
+                    retryable=False,
+                ) from None
             # The schema may have changed under us: reflect again on the next attempt.
             with self._lock:
                 self._dataset = None
@@ -873,6 +879,16 @@ def _sha256(conn: Connection, salt: str, column: Column[Any]) -> ColumnElement[A
 # -- values ---------------------------------------------------------------------------------
 
 _COERCE_ERRORS = (ValueError, TypeError, ArithmeticError)
+
+
+def _credentials_rejected(error: object) -> bool:
+    """True when the driver says the login failed (retrying will not help)."""
+    if getattr(error, "sqlstate", None) in ("28000", "28P01"):  # PostgreSQL
+        return True
+    if "password authentication failed" in str(error):  # psycopg before a session exists
+        return True
+    args: tuple[object, ...] = tuple(getattr(error, "args", ()))
+    return bool(args) and args[0] in (1044, 1045, 1698)  # MySQL/MariaDB: access denied
 
 
 def _coerce(column: Column[Any], value: Any) -> Any:

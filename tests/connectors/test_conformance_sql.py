@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from connectors.conformance import ConnectorConformance, Seeded, Target
 from connectors.sql import SQLConnector
@@ -44,11 +44,17 @@ class SQLTarget(Target):
 
     name = "shop_db"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, wrong_password_url: str | None = None) -> None:
         self.url = url
+        self.wrong_password_url = wrong_password_url
 
     def connector(self) -> SQLConnector:
         return SQLConnector(self.name, {"url": self.url, **SETTINGS})
+
+    def bad_credentials(self) -> SQLConnector | None:
+        if self.wrong_password_url is None:
+            return None
+        return SQLConnector(self.name, {"url": self.wrong_password_url, **SETTINGS})
 
     def seed(self) -> Seeded:
         engine = create_engine(self.url)
@@ -83,4 +89,5 @@ class TestPostgreSQLConformance(ConnectorConformance):
 class TestMariaDBConformance(ConnectorConformance):
     @pytest.fixture
     def target(self, mariadb_url: str) -> Target:
-        return SQLTarget(mariadb_url)
+        wrong = make_url(mariadb_url).set(password="not-the-password")
+        return SQLTarget(mariadb_url, wrong.render_as_string(hide_password=False))
