@@ -26,6 +26,7 @@ from orchestrator.config import Settings
 from orchestrator.lifecycle import Context, Effects, RequestState
 from schemas.envelope import EnvelopeError, KafkaMessage, dead_letter_for, decode, encode
 from schemas.events import (
+    DeadlineExtended,
     IdentityVerified,
     RequestSubmitted,
     TaskOutcome,
@@ -277,6 +278,8 @@ class Orchestrator:
             return lifecycle.submit(state, body, ctx)
         if isinstance(body, IdentityVerified):
             return lifecycle.verify(state, body, ctx)
+        if isinstance(body, DeadlineExtended):
+            return lifecycle.extend(state, body, ctx)
         if isinstance(body, TaskOutcome):
             return lifecycle.record_outcome(state, body, ctx)
         raise TypeError(type(body).__name__)

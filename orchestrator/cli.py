@@ -20,6 +20,7 @@ from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.lifecycle import task_id
 from schemas.envelope import describe_validation_error
 from schemas.events import (
+    DeadlineExtended,
     Evidence,
     FieldChange,
     Identifier,
@@ -336,6 +337,43 @@ def verify_identity(
     with RequestPublisher(_client_kafka(bootstrap), source="dsr-cli") as publisher:
         publisher.verify_identity(event)
     click.echo(f"identity verified for {request_id}")
+
+
+@main.command()
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--months", type=click.IntRange(1, 2), required=True, help="1 or 2 months.")
+@click.option(
+    "--reason",
+    required=True,
+    help="Why, as the subject will be told (e.g. 'many systems, complex request'). "
+    "No personal data.",
+)
+@click.option("--by", "extended_by", help="Who decided (staff id).")
+def extend(
+    bootstrap: str | None, request_id: str, months: int, reason: str, extended_by: str | None
+) -> None:
+    """Extend a request's deadline once by one or two months (Art. 12(3) GDPR)."""
+    from pydantic import ValidationError
+
+    from orchestrator.client import RequestPublisher
+
+    try:
+        event = DeadlineExtended(
+            request_id=request_id,
+            months=months,
+            reason=reason,
+            extended_at=datetime.now(UTC),
+            extended_by=extended_by,
+        )
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid extension: {describe_validation_error(exc)}") from None
+    with RequestPublisher(_client_kafka(bootstrap), source="dsr-cli") as publisher:
+        publisher.extend_deadline(event)
+    click.echo(
+        f"asked to extend {request_id} by {months} month(s); the subject must be told the reason "
+        "(see 'dsr status' for the new deadline)"
+    )
 
 
 @main.command()

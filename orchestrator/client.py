@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import TYPE_OF, describe_validation_error, encode
-from schemas.events import IdentityVerified, RequestSubmitted, TaskOutcome
+from schemas.events import DeadlineExtended, IdentityVerified, RequestSubmitted, TaskOutcome
 from schemas.kafka import KafkaSettings
 from schemas.topics import OUTCOMES, REQUESTS
 
@@ -70,12 +70,18 @@ class RequestPublisher:
         """Publish that a request's subject was verified; the orchestrator then fans it out."""
         self._send(_validated(event, IdentityVerified))
 
+    def extend_deadline(self, event: DeadlineExtended) -> None:
+        """Publish a deadline extension (Art. 12(3)); the orchestrator allows one per request."""
+        self._send(_validated(event, DeadlineExtended))
+
     def report_outcome(self, outcome: TaskOutcome) -> None:
         """Publish a task's outcome, e.g. a manual task completed by a person."""
         self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
 
     def _send(
-        self, body: RequestSubmitted | IdentityVerified | TaskOutcome, topic: str = REQUESTS.name
+        self,
+        body: RequestSubmitted | IdentityVerified | DeadlineExtended | TaskOutcome,
+        topic: str = REQUESTS.name,
     ) -> None:
         if self._producer is None:
             raise PublishError("this RequestPublisher is closed; create a new one")

@@ -13,8 +13,9 @@ from datetime import datetime, time, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.deadlines import DeadlinePolicy, days_left, is_overdue
+from orchestrator.deadlines import DeadlinePolicy, add_months, days_left, is_overdue
 from schemas.events import (
+    DeadlineExtended,
     IdentityVerified,
     OutcomeStatus,
     RequestStatus,
@@ -66,6 +67,8 @@ class RequestState(BaseModel):
     deadline: datetime | None = None
     verified_at: datetime | None = None
     systems: dict[str, SystemProgress] = Field(default_factory=dict)
+    original_deadline: datetime | None = None
+    extension: DeadlineExtended | None = None
     due_soon_sent: bool = False
     overdue_sent: bool = False
     finished_at: datetime | None = None
@@ -183,6 +186,43 @@ def verify(
         return state, effects  # already verified, or final: nothing to do
     state.verified_at = event.verified_at
     _fan_out(state, ctx, effects, trigger=StatusTrigger.VERIFIED)
+    return state, effects
+
+
+def extend(
+    state: RequestState | None, event: DeadlineExtended, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """Move the deadline once by one or two months (Art. 12(3)); the subject must be told."""
+    effects = Effects()
+    if state is None or state.request is None or state.deadline is None:
+        effects.dead_letter = f"cannot extend request {event.request_id!r}: no such request"
+        return state, effects
+    if state.is_final:
+        effects.dead_letter = f"cannot extend request {event.request_id!r}: it is already final"
+        return state, effects
+    if state.extension is not None:
+        if state.extension == event:
+            return state, effects  # a re-delivery
+        effects.dead_letter = (
+            f"request {event.request_id!r} was already extended; Art. 12(3) allows one "
+            "extension of at most two months"
+        )
+        return state, effects
+    state.original_deadline = state.deadline
+    state.deadline = add_months(state.deadline, event.months)
+    state.extension = event
+    # The new deadline gets its own warnings.
+    state.due_soon_sent = False
+    state.overdue_sent = False
+    _emit(
+        state,
+        StatusTrigger.EXTENDED,
+        ctx,
+        effects,
+        reason=f"deadline extended by {event.months} month(s): {event.reason}; "
+        "tell the subject, with this reason",
+    )
+    _check_deadline(state, ctx, effects)
     return state, effects
 
 
@@ -423,6 +463,7 @@ def _emit(
             received_at=request.received_at,
             verified_at=state.verified_at,
             deadline=state.deadline,
+            deadline_extended=state.extension is not None,
             days_left=left,
             due_soon=not state.is_final and not overdue and left <= ctx.policy.due_soon_days,
             overdue=overdue,
@@ -439,6 +480,7 @@ __all__ = [
     "Policy",
     "RequestState",
     "coalesce",
+    "extend",
     "final_status",
     "next_check",
     "record_outcome",

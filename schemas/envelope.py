@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.events import (
     DeadLetter,
+    DeadlineExtended,
     IdentityVerified,
     RequestStatusChanged,
     RequestSubmitted,
@@ -38,6 +39,7 @@ STRUCTURED = "application/cloudevents+json"
 EVENT_TYPES: dict[str, type[BaseModel]] = {
     "dsr.request.submitted.v1": RequestSubmitted,
     "dsr.request.identity_verified.v1": IdentityVerified,
+    "dsr.request.deadline_extended.v1": DeadlineExtended,
     "dsr.task.dispatched.v1": TaskDispatched,
     "dsr.task.outcome.v1": TaskOutcome,
     "dsr.request.status_changed.v1": RequestStatusChanged,

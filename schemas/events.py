@@ -193,6 +193,23 @@ class IdentityVerified(_Model):
     verified_by: Annotated[str | None, Field(max_length=128)] = None
 
 
+class DeadlineExtended(_Model):
+    """The controller extends a request's deadline once, by one or two months (Art. 12(3))."""
+
+    request_id: RequestId
+    months: Annotated[int, Field(ge=1, le=2)]
+    reason: Annotated[
+        str,
+        Field(
+            min_length=10,
+            max_length=1000,
+            description="Why, as the subject will be told. No personal data.",
+        ),
+    ]
+    extended_at: AwareDatetime
+    extended_by: Annotated[str | None, Field(max_length=128)] = None
+
+
 class TaskDispatched(_Model):
     """One request's work for one system, sent to the connector workers."""
 
@@ -338,6 +355,7 @@ class StatusTrigger(StrEnum):
     DISPATCHED = "dispatched"
     OUTCOME = "outcome"
     RETRY = "retry"
+    EXTENDED = "extended"
     DUE_SOON = "due_soon"
     OVERDUE = "overdue"
     FINISHED = "finished"
@@ -359,6 +377,9 @@ class RequestStatusChanged(_Model):
     received_at: AwareDatetime
     verified_at: AwareDatetime | None = None
     deadline: AwareDatetime
+    deadline_extended: bool = Field(
+        default=False, description="Extended under Art. 12(3); the reason was given to the subject."
+    )
     days_left: int
     due_soon: bool = False
     overdue: bool = False
@@ -385,6 +406,7 @@ class DeadLetter(_Model):
 EventBody = (
     RequestSubmitted
     | IdentityVerified
+    | DeadlineExtended
     | TaskDispatched
     | TaskOutcome
     | RequestStatusChanged
@@ -395,6 +417,7 @@ EventBody = (
 __all__ = [
     "Counts",
     "DeadLetter",
+    "DeadlineExtended",
     "EventBody",
     "Evidence",
     "FieldChange",

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from schemas.events import (
     DeadLetter,
+    DeadlineExtended,
     IdentityVerified,
     RequestStatusChanged,
     RequestSubmitted,
@@ -27,8 +28,8 @@ class Topic:
 
 REQUESTS = Topic(
     "dsr.requests.v1",
-    (RequestSubmitted, IdentityVerified),
-    "Requests and identity verifications, published by intake services.",
+    (RequestSubmitted, IdentityVerified, DeadlineExtended),
+    "Requests, identity verifications and deadline extensions, published by intake services.",
 )
 TASKS = Topic(
     "dsr.tasks.v1", (TaskDispatched,), "One task per request and system, for connector workers."

@@ -128,3 +128,40 @@ def test_manual_task_is_listed_and_completed_by_a_person(running: System) -> Non
     }
     again = dsr(running, "tasks", "complete", task, "--evidence", "twice")
     assert again.returncode != 0 and "not waiting for a person" in again.stderr
+
+
+def test_extend_moves_the_deadline_once(running: System) -> None:
+    held = dsr(
+        running,
+        "submit",
+        "--id",
+        "cli-ext-1",
+        "--type",
+        "access",
+        "--email",
+        "e@x.nl",
+        "--scope",
+        "chat",
+    )
+    assert held.returncode == 0, held.stderr
+    before = running.wait_for(
+        "cli-ext-1", lambda s: s.status == RequestStatus.AWAITING_VERIFICATION
+    )
+    first = before.get("cli-ext-1")
+    assert first is not None
+    done = dsr(
+        running,
+        "extend",
+        "cli-ext-1",
+        "--months",
+        "2",
+        "--reason",
+        "many systems involved, complex request",
+    )
+    assert done.returncode == 0, done.stderr
+    view = running.wait_for("cli-ext-1", lambda s: s.deadline_extended)
+    extended = view.get("cli-ext-1")
+    assert extended is not None and extended.deadline > first.deadline
+    assert (extended.deadline - first.deadline).days >= 59
+    bad = dsr(running, "extend", "cli-ext-1", "--months", "3", "--reason", "far too long a delay")
+    assert bad.returncode != 0

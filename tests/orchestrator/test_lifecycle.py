@@ -355,3 +355,56 @@ def test_next_check_is_none_for_final_requests_and_keeps_unverified_ones() -> No
     assert waiting is not None and waiting.overdue_sent
     when = next_check(waiting, Policy())
     assert when is not None and when <= NOW  # refusal is due now
+
+
+def extension(months: int = 2, reason: str = "complex request across many systems") -> object:
+    from schemas.events import DeadlineExtended
+
+    return DeadlineExtended(request_id="req-1", months=months, reason=reason, extended_at=NOW)
+
+
+def test_deadline_is_extended_once_by_calendar_months_and_the_subject_must_be_told() -> None:
+    from orchestrator.lifecycle import extend
+
+    jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+    state = started(received_at=jan31)
+    assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
+    state, effects = extend(state, extension(2), ctx(now=jan31))  # type: ignore[arg-type]
+    assert state is not None
+    # one month from 31 January, then two more: 28 February -> 28 April
+    assert state.deadline == datetime(2026, 4, 28, 9, 0, tzinfo=UTC)
+    assert state.original_deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
+    [status] = effects.statuses
+    assert status.trigger == StatusTrigger.EXTENDED and status.deadline_extended
+    assert (
+        status.reason and "tell the subject" in status.reason and "complex request" in status.reason
+    )
+    # a re-delivery changes nothing; a second extension is refused with the reason
+    _, again = extend(state, extension(2), ctx(now=jan31))  # type: ignore[arg-type]
+    assert not again.changed and again.dead_letter is None
+    _, second = extend(state, extension(1, "another reason, asked later"), ctx(now=jan31))  # type: ignore[arg-type]
+    assert second.dead_letter and "one extension" in second.dead_letter
+
+
+def test_extension_gives_the_new_deadline_its_own_warnings() -> None:
+    from orchestrator.lifecycle import extend
+
+    state = started()
+    assert state.deadline is not None
+    state, _ = tick(state, ctx(now=state.deadline + timedelta(hours=1)))  # overdue
+    assert state.overdue_sent
+    state, effects = extend(state, extension(1), ctx(now=NOW + timedelta(days=31)))  # type: ignore[arg-type]
+    assert state is not None and not state.overdue_sent
+    assert not effects.statuses[-1].overdue
+
+
+def test_final_or_unknown_requests_cannot_be_extended() -> None:
+    from orchestrator.lifecycle import extend
+
+    _, effects = extend(None, extension(), ctx())  # type: ignore[arg-type]
+    assert effects.dead_letter and "no such request" in effects.dead_letter
+    state = started()
+    for system in SYSTEMS:
+        state, _ = record_outcome(state, outcome(system), ctx())
+    _, effects = extend(state, extension(), ctx())  # type: ignore[arg-type]
+    assert effects.dead_letter and "already final" in effects.dead_letter

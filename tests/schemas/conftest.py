@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from schemas.envelope import dead_letter_for
 from schemas.events import (
     Counts,
+    DeadlineExtended,
     Evidence,
     FieldChange,
     Identifier,
@@ -70,6 +71,13 @@ def all_samples() -> dict[str, BaseModel]:
             method=VerificationMethod.EMAIL_CONFIRMATION,
             verified_at=NOW,
             verified_by="desk-7",
+        ),
+        "dsr.request.deadline_extended.v1": DeadlineExtended(
+            request_id=REQUEST_ID,
+            months=2,
+            reason="the request covers many systems and years of tickets",
+            extended_at=NOW,
+            extended_by="officer-7",
         ),
         "dsr.task.dispatched.v1": TaskDispatched(
             request_id=REQUEST_ID,
