@@ -17,6 +17,7 @@ import click
 
 from connectors.base import ConnectorError
 from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.keys_cli import keys, verify
 from orchestrator.lifecycle import task_id
 from schemas.envelope import describe_validation_error
 from schemas.events import (
@@ -722,6 +723,9 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
         assert s is not None
         click.echo(f"  {s.request_type.value:<8} {s.artifact}")
 
+
+main.add_command(keys)
+main.add_command(verify)
 
 if __name__ == "__main__":
     main()
