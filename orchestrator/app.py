@@ -22,6 +22,7 @@ from faust.types import EventT
 
 from orchestrator import lifecycle
 from orchestrator.artifacts import ArtifactStore
+from orchestrator.certificate import CertificateIssuer
 from orchestrator.config import Settings
 from orchestrator.lifecycle import Context, Effects, RequestState
 from schemas.envelope import EnvelopeError, KafkaMessage, dead_letter_for, decode, encode
@@ -29,6 +30,7 @@ from schemas.events import (
     DeadlineExtended,
     IdentityVerified,
     RequestSubmitted,
+    RequestType,
     TaskOutcome,
 )
 from schemas.register import Register, WatchedRegister
@@ -152,6 +154,7 @@ class Orchestrator:
         self.systems = tuple(self._current_register().names)
         self.policy = settings.policy()
         self.artifacts = ArtifactStore(settings.data_dir)
+        self._certificates: CertificateIssuer | None = None
         self.partitions = settings.kafka.partitions
         _set_faust_fetch_wait(settings.kafka.fetch_max_wait_ms)
         self.app = faust.App(
@@ -200,6 +203,15 @@ class Orchestrator:
                 await self.handle(events)
         finally:
             await self.output.stop()
+
+    def _certificate_issuer(self) -> CertificateIssuer:
+        if self._certificates is None:
+            register = self._current_register()
+            keys_dir = self.settings.keys_dir or self.settings.data_dir / "keys"
+            issuer = register.controller.name if register.controller else self.settings.app_id
+            titles = {s.name: s.display_name for s in register.systems}
+            self._certificates = CertificateIssuer(keys_dir, issuer, titles)
+        return self._certificates
 
     def _current_register(self) -> Register:
         register = self._register
@@ -297,6 +309,8 @@ class Orchestrator:
                 self.artifacts.save_outcome(outcome)
         # Results are on disk before the status event announcing them is sent.
         for state, effects in finished:
+            if state.request is not None and state.request.type == RequestType.ERASURE:
+                self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
             path = self.artifacts.write_result(state)
             effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
             log.info("request %s finished: %s", state.request_id, state.status)

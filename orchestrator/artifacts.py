@@ -54,6 +54,7 @@ class ArtifactStore:
                     [r.model_dump(mode="json") for r in outcome.records] if outcome else []
                 )
             systems[name] = entry
+        certificate = self.root / "certificates" / f"{state.request_id}.json"
         result = {
             "request_id": state.request_id,
             "type": request.type.value,
@@ -66,6 +67,7 @@ class ArtifactStore:
             "deadline": state.deadline.isoformat() if state.deadline else None,
             "finished_at": state.finished_at.isoformat() if state.finished_at else None,
             "systems": systems,
+            "certificate": str(certificate) if certificate.exists() else None,
         }
         path = self.result_path(state.request_id)
         _atomic_write(path, json.dumps(result, indent=2, ensure_ascii=False).encode())

@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from orchestrator.keys import b64url, b64url_decode
+from orchestrator.keys import KeyStore, KeyStoreError, b64url, b64url_decode
 from orchestrator.lifecycle import RequestState
 from schemas.events import OutcomeStatus, RequestType, Subject
 
@@ -27,6 +30,9 @@ ALG = "EdDSA"
 MIN_SALT_BYTES = 16
 _REDACTED = "[redacted: contained a subject identifier]"
 _REQUIRED = ("certificate_version", "request_id", "request_type", "dates", "systems", "status")
+
+
+_log = logging.getLogger("dsr.certificate")
 
 
 class CertificateError(Exception):
@@ -420,3 +426,58 @@ def render_html(certificate: dict[str, Any], language: Literal["nl", "en"] = "nl
         out.append(f"<p>{e(t['signature'])}: <code>{e(kid)}</code></p>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+class CertificateIssuer:
+    """Signs and writes the certificate of every finished erasure request.
+
+    The signing key and the subject-hash salt live in the key store directory. If either is
+    missing on first use it is created (and logged), so a fresh installation issues
+    certificates from the first request; back the directory up, and publish the public keys
+    with `dsr keys export-jwks`.
+    """
+
+    def __init__(self, keys_dir: Path, issuer: str, register_titles: dict[str, str]) -> None:
+        self.store = KeyStore(keys_dir)
+        self.issuer = issuer
+        self.titles = register_titles
+        self._salt: bytes | None = None
+
+    def _salt_bytes(self) -> bytes:
+        if self._salt is None:
+            path = self.store.root / "subject-salt"
+            if not path.exists():
+                self.store.root.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(secrets.token_bytes(32))
+                path.chmod(0o600)
+                _log.warning("created the subject-hash salt in %s; back it up", path)
+            self._salt = path.read_bytes()
+        return self._salt
+
+    def _signing_key(self) -> tuple[str, Any]:
+        try:
+            return self.store.active()
+        except KeyStoreError:
+            info = self.store.create()
+            _log.warning(
+                "created signing key %s in %s; back it up and publish the public key with "
+                "'dsr keys export-jwks'",
+                info.kid,
+                self.store.root,
+            )
+            return self.store.active()
+
+    def issue(self, state: RequestState, directory: Path) -> Path:
+        """Write `<request>.json` (signed) and `<request>.nl.html` / `.en.html`; return the JSON."""
+        body = build_certificate(
+            state, salt=self._salt_bytes(), issuer=self.issuer, register_titles=self.titles
+        )
+        kid, key = self._signing_key()
+        signed = sign_certificate(body, key, kid)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{state.request_id}.json"
+        path.write_bytes(dump_signed(signed))
+        for language in ("nl", "en"):
+            html_path = directory / f"{state.request_id}.{language}.html"
+            html_path.write_text(render_html(body, language), encoding="utf-8")
+        return path

@@ -721,7 +721,11 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
     click.echo(f"\nDone in {time.monotonic() - started:.1f}s. Results:")
     for s in results.values():
         assert s is not None
-        click.echo(f"  {s.request_type.value:<8} {s.artifact}")
+        click.echo(f"  {s.request_type.value:<11} {s.artifact}")
+        certificate = json.loads(Path(s.artifact or "").read_text()).get("certificate")
+        if certificate:
+            click.echo(f"  certificate {certificate}")
+            click.echo(f"  check it:   dsr verify {certificate} --dir {out / 'keys'}")
 
 
 main.add_command(keys)

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
         description="The register YAML file (DSR_REGISTER).",
     )
     data_dir: Path = Field(default=Path("dsr-data"), description="Where results are written.")
+    keys_dir: Path | None = Field(
+        default=None, description="Certificate signing keys and salt (default: DATA_DIR/keys)."
+    )
     deadline_policy: str = Field(default="1 month", description="'1 month', '4 weeks', '30 days'.")
     due_soon_days: int = Field(default=7, ge=0)
     max_attempts: int = Field(default=3, ge=1, description="Tries per system before failing.")

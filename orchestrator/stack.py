@@ -30,7 +30,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """DSR_* environment variables that reproduce these settings in a child process."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump(exclude={"kafka"}).items():
-        env[_env_name(name)] = str(value)
+        if value is not None:
+            env[_env_name(name)] = str(value)
     kafka = settings.kafka
     for name, value in kafka.model_dump().items():
         if value is None:

@@ -38,6 +38,17 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
         Path(p) for p in re.findall(r"^\s+(?:access|erasure)\s+(\S+\.json)$", proc.stdout, re.M)
     ]
     assert len(paths) == 2 and all(p.exists() for p in paths), proc.stdout
+    certificate = Path(json.loads(paths[1].read_text())["certificate"])
+    assert certificate.exists() and certificate.with_suffix(".nl.html").exists()
+    verified = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "verify", str(certificate),
+         "--dir", str(out / "keys")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert verified.returncode == 0 and "valid" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+    certificate_text = certificate.read_text() + certificate.with_suffix(".en.html").read_text()
 
     access, erasure = (json.loads(p.read_text()) for p in paths)
     assert access["type"] == "access" and access["status"] == "completed"
@@ -47,7 +58,7 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
     assert all(s["counts"]["deleted"] > 0 for s in erasure["systems"].values())
 
     # The demo's own output and every worker's log: none of the subject's identifiers.
-    texts = {"stdout": proc.stdout, "stderr": proc.stderr}
+    texts = {"stdout": proc.stdout, "stderr": proc.stderr, "certificate": certificate_text}
     texts |= {str(p): p.read_text(errors="replace") for p in (out / "logs").glob("*.log")}
     assert len(texts) >= 5  # stdout, stderr, broker, orchestrator, connectors
     assert "found" in proc.stdout and "deleted" in proc.stdout
