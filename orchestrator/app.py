@@ -24,11 +24,13 @@ from orchestrator import lifecycle
 from orchestrator.artifacts import ArtifactStore
 from orchestrator.certificate import CertificateIssuer
 from orchestrator.config import Settings
+from orchestrator.export import write_export
 from orchestrator.lifecycle import Context, Effects, RequestState
 from schemas.envelope import EnvelopeError, KafkaMessage, dead_letter_for, decode, encode
 from schemas.events import (
     DeadlineExtended,
     IdentityVerified,
+    Record,
     RequestSubmitted,
     RequestType,
     TaskOutcome,
@@ -204,6 +206,22 @@ class Orchestrator:
         finally:
             await self.output.stop()
 
+    def _write_export(self, state: RequestState, *, portability: bool) -> None:
+        """The export ZIP: data per system and collection, manifest, Art. 15 report."""
+
+        def records(system: str) -> list[Record]:
+            outcome = self.artifacts.load_outcome(state.request_id, system)
+            return outcome.records if outcome is not None else []
+
+        write_export(
+            self.artifacts.export_path(state.request_id),
+            state,
+            self._current_register(),
+            records,
+            generated_at=datetime.now(UTC),
+            portability=portability,
+        )
+
     def _certificate_issuer(self) -> CertificateIssuer:
         if self._certificates is None:
             register = self._current_register()
@@ -309,8 +327,13 @@ class Orchestrator:
                 self.artifacts.save_outcome(outcome)
         # Results are on disk before the status event announcing them is sent.
         for state, effects in finished:
-            if state.request is not None and state.request.type == RequestType.ERASURE:
+            kind = state.request.type if state.request is not None else None
+            if kind == RequestType.ERASURE:
                 self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
+            elif kind in (RequestType.ACCESS, RequestType.PORTABILITY):
+                # Exports can be gigabytes: stream them in a thread, off the event loop.
+                portability = kind == RequestType.PORTABILITY
+                await asyncio.to_thread(self._write_export, state, portability=portability)
             path = self.artifacts.write_result(state)
             effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
             log.info("request %s finished: %s", state.request_id, state.status)

@@ -28,6 +28,10 @@ class ArtifactStore:
         """Where the result of one request is written."""
         return self.root / "results" / f"{request_id}.json"
 
+    def export_path(self, request_id: str) -> Path:
+        """Where the export ZIP of an access or portability request is written."""
+        return self.root / "exports" / f"{request_id}.zip"
+
     def save_outcome(self, outcome: TaskOutcome) -> Path:
         """Keep an outcome (with its records); a re-delivery overwrites it with the same content."""
         path = self.outcome_path(outcome.request_id, outcome.system)
@@ -55,6 +59,7 @@ class ArtifactStore:
                 )
             systems[name] = entry
         certificate = self.root / "certificates" / f"{state.request_id}.json"
+        export = self.export_path(state.request_id)
         result = {
             "request_id": state.request_id,
             "type": request.type.value,
@@ -68,6 +73,7 @@ class ArtifactStore:
             "finished_at": state.finished_at.isoformat() if state.finished_at else None,
             "systems": systems,
             "certificate": str(certificate) if certificate.exists() else None,
+            "export": str(export) if export.exists() else None,
         }
         path = self.result_path(state.request_id)
         _atomic_write(path, json.dumps(result, indent=2, ensure_ascii=False).encode())

@@ -722,7 +722,10 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
     for s in results.values():
         assert s is not None
         click.echo(f"  {s.request_type.value:<11} {s.artifact}")
-        certificate = json.loads(Path(s.artifact or "").read_text()).get("certificate")
+        result = json.loads(Path(s.artifact or "").read_text())
+        if result.get("export"):
+            click.echo(f"  export      {result['export']}")
+        certificate = result.get("certificate")
         if certificate:
             click.echo(f"  certificate {certificate}")
             click.echo(f"  check it:   dsr verify {certificate} --dir {out / 'keys'}")

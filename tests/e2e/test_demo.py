@@ -51,6 +51,13 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
     certificate_text = certificate.read_text() + certificate.with_suffix(".en.html").read_text()
 
     access, erasure = (json.loads(p.read_text()) for p in paths)
+    import zipfile
+
+    with zipfile.ZipFile(access["export"]) as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+    assert "report.html" in names and any(n.startswith("data/hubspot/") for n in names)
+    assert manifest["request_id"] == access["request_id"]
     assert access["type"] == "access" and access["status"] == "completed"
     assert set(access["systems"]) == {"hubspot", "activecampaign", "intercom", "freshdesk"}
     assert all(s["records"] for s in access["systems"].values())
