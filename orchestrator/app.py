@@ -297,6 +297,10 @@ class Orchestrator:
 
     def _store(self, request_id: str, state: RequestState) -> None:
         self.table[request_id] = state.model_dump_json()
+        self._watch_state(request_id, state)
+
+    def _watch_state(self, request_id: str, state: RequestState) -> None:
+        """Remember when the deadline timer must next look at this request."""
         when = lifecycle.next_check(state, self.policy)
         if when is None:
             self._watch.pop(request_id, None)
@@ -404,11 +408,13 @@ class Orchestrator:
                 self._watch.pop(request_id, None)
                 continue
             state, effects = lifecycle.tick(state, self._context())
-            if effects.changed:
-                all_effects.append(effects)
-                if effects.finished:
-                    finished.append((state, effects))
+            if not effects.changed:
+                self._watch_state(request_id, state)  # nothing to write back
+                continue
             self._store(request_id, state)
+            all_effects.append(effects)
+            if effects.finished:
+                finished.append((state, effects))
         if all_effects:
             await self._carry_out(all_effects, finished, [])
 
@@ -416,10 +422,7 @@ class Orchestrator:
         self._watch.clear()
         for request_id, raw in list(self.table.items()):
             if raw and partition_for(request_id, self.partitions) in owned:
-                state = RequestState.model_validate_json(raw)
-                when = lifecycle.next_check(state, self.policy)
-                if when is not None:
-                    self._watch[request_id] = when
+                self._watch_state(request_id, RequestState.model_validate_json(raw))
         self._watched_partitions = owned
 
 
