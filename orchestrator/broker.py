@@ -54,6 +54,21 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def terminate(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """Stop processes together: SIGTERM to all, then SIGKILL whatever outlives `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 class EmbeddedBroker:
     """A Tansu broker process on 127.0.0.1; use as a context manager or start()/stop()."""
 
@@ -104,14 +119,8 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after `timeout`)."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        if process is not None:
+            terminate([process], timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
@@ -125,4 +134,11 @@ class EmbeddedBroker:
         self.stop()
 
 
-__all__ = ["BrokerError", "EmbeddedBroker", "broker_binary", "free_port", "wait_for_port"]
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "broker_binary",
+    "free_port",
+    "terminate",
+    "wait_for_port",
+]

@@ -7,18 +7,15 @@ container gets from the Helm chart.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from orchestrator.broker import EmbeddedBroker
+from orchestrator.broker import EmbeddedBroker, terminate
 from orchestrator.config import Settings
 from orchestrator.topology import ensure_topics
 from schemas.register import Register, load_register
@@ -123,17 +120,7 @@ class Stack:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop workers (SIGTERM, then SIGKILL), then the broker."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        terminate(list(self.processes.values()), timeout)
         self.processes.clear()
         for handle in self._logs:
             handle.close()
