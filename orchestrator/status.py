@@ -61,7 +61,7 @@ async def read_status(
         partitions = consumer.partitions_for_topic(STATUS.name) or set()
         deadline = time.monotonic() + timeout
         while not partitions and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()  # topic may be created just now
+            await consumer.topics()  # refreshes metadata: the topic may be created just now
             partitions = consumer.partitions_for_topic(STATUS.name) or set()
             await asyncio.sleep(0.2)
         tps = [TopicPartition(STATUS.name, p) for p in sorted(partitions)]

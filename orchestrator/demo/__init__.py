@@ -13,8 +13,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.events import Identifier, Subject
+
+if TYPE_CHECKING:  # the fakes (and aiohttp) load only when the demo runs
+    from connectors.fakes.freshdesk import Freshdesk
 
 #: The demo subject. Fictitious; used to check that identifiers never reach logs.
 DEMO_EMAIL = "anna.devries@example.nl"
@@ -139,11 +143,8 @@ def vendor_fakes() -> Iterator[dict[str, str]]:
         }
 
 
-def _seed_freshdesk(fake: object) -> None:
+def _seed_freshdesk(fake: Freshdesk) -> None:
     """The demo subject with a recent, an old (> 30 days) and a trashed ticket; and others."""
-    from connectors.fakes.freshdesk import Freshdesk
-
-    assert isinstance(fake, Freshdesk)
     anna = fake.add_contact("Anna de Vries", DEMO_EMAIL, DEMO_PHONE)
     fake.add_ticket(anna, "Waar blijft mijn bestelling?", age_days=2, conversations=3)
     fake.add_ticket(anna, "Factuur kwijt", age_days=200, conversations=2)
