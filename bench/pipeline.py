@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orchestrator.broker import EmbeddedBroker
 from orchestrator.config import Settings
+from orchestrator.publishers import local_publisher
 from orchestrator.stack import Stack
 from schemas.envelope import decode, encode
 from schemas.events import (
@@ -38,6 +39,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
+from schemas.signing import RequestSigner
 from schemas.topics import REQUESTS, STATUS
 
 
@@ -124,7 +126,7 @@ def _request(n: int, run: str) -> RequestSubmitted:
 
 
 async def drive(
-    kafka: KafkaSettings, count: int, rate: float | None, timeout: float
+    kafka: KafkaSettings, signer: RequestSigner, count: int, rate: float | None, timeout: float
 ) -> dict[str, float]:
     """Publish `count` requests (at `rate`/s, or as fast as possible) and time each to its end."""
     run = uuid.uuid4().hex[:6]
@@ -164,7 +166,7 @@ async def drive(
                 delay = start + n * interval - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            message = encode(_request(n, run), source="bench")
+            message = signer.sign(encode(_request(n, run), source="bench"))
             sent[f"bench-{run}-{n}"] = time.perf_counter()
             futures.append(
                 await producer.send(
@@ -214,20 +216,30 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         tmp = os.environ.get("BENCH_DIR", tmp)
         root = Path(tmp)
         (root / "register.yaml").write_text(yaml.safe_dump(register(args.systems, args.records)))
+        publisher = local_publisher(root / "publishers")
+        signer = publisher.signer()
         settings = Settings(
-            register_file=root / "register.yaml", data_dir=root / "data"
+            register_file=root / "register.yaml",
+            data_dir=root / "data",
+            publisher_keys=publisher.keys_file,
         ).for_embedded(broker.bootstrap)
         settings = settings.model_copy(update={"orchestrator_workers": args.orchestrators})
         if args.producer_batch:
             settings = settings.model_copy(update={"producer_max_batch_size": args.producer_batch})
         baseline = asyncio.run(raw_rate(settings.kafka, 30_000))
         with Stack(settings, log_dir=root / "logs"):
-            asyncio.run(drive(settings.kafka, min(50, args.requests), None, 60))  # warm-up
-            full = asyncio.run(drive(settings.kafka, args.requests, None, args.timeout))
+            asyncio.run(drive(settings.kafka, signer, min(50, args.requests), None, 60))  # warm-up
+            full = asyncio.run(drive(settings.kafka, signer, args.requests, None, args.timeout))
             half = None
             if not args.skip_half_load and full["requests_per_s"]:
                 half = asyncio.run(
-                    drive(settings.kafka, args.requests, full["requests_per_s"] / 2, args.timeout)
+                    drive(
+                        settings.kafka,
+                        signer,
+                        args.requests,
+                        full["requests_per_s"] / 2,
+                        args.timeout,
+                    )
                 )
     # Messages per request: request, K tasks, K outcomes, K+1 status events.
     per_request = 1 + 3 * args.systems + 1

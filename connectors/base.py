@@ -31,6 +31,8 @@ from schemas.events import (
     RetainedItem,
     Subject,
 )
+from schemas.records import RecordSink
+from schemas.register import RetentionRule
 
 
 class ConnectorError(Exception):
@@ -89,9 +91,12 @@ class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pic
     settings_model: ClassVar[type[BaseModel] | None] = None
     #: Shown by `dsr connectors list`.
     description: ClassVar[str] = ""
+    #: Applies the register's `retention_rules` when erasing (see `use_retention`).
+    supports_retention: ClassVar[bool] = False
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         self.system = system
+        self.retention_rules: list[RetentionRule] = []
         raw = dict(settings or {})
         if self.settings_model is not None:
             try:
@@ -103,9 +108,34 @@ class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pic
         else:
             self.settings = raw
 
+    def use_retention(self, rules: Sequence[RetentionRule]) -> None:
+        """Take the system's retention rules from the register.
+
+        A connector that cannot apply them must not silently erase what the law says to keep.
+        """
+        if rules and not self.supports_retention:
+            raise ConnectorConfigError(
+                f"system {self.system!r} has retention_rules, but its connector cannot apply "
+                "them; remove the rules (and describe the retention in 'retention') or use a "
+                "connector that supports them"
+            )
+        self.retention_rules = list(rules)
+
     async def access(self, subject: Subject) -> Result:
         """Return every record about the subject (Art. 15)."""
         raise NotImplementedError
+
+    async def export_into(self, subject: Subject, sink: RecordSink, *, portability: bool) -> Result:
+        """Access or portability, writing the records into `sink` instead of the Result.
+
+        The default calls `access`/`portability` and moves the records over; a connector that
+        can stream (the SQL connector does) overrides this to keep memory flat.
+        """
+        result = await (self.portability(subject) if portability else self.access(subject))
+        for record in result.records:
+            sink.write(record)
+        result.records = []
+        return result
 
     async def portability(self, subject: Subject) -> Result:
         """Return the data the subject provided (Art. 20); by default the same as access."""

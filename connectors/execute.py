@@ -8,7 +8,16 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from connectors.base import Connector, ConnectorError, Result
-from schemas.events import OutcomeStatus, RequestType, Subject, TaskDispatched, TaskOutcome
+from schemas.events import (
+    OutcomeStatus,
+    RecordsRef,
+    RequestType,
+    Subject,
+    TaskDispatched,
+    TaskOutcome,
+)
+from schemas.records import RecordStore
+from schemas.sealing import SealingError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +53,30 @@ def manual_instructions(system: str, action: RequestType, task_id: str) -> str:
     )
 
 
-async def _call(connector: Connector, task: TaskDispatched) -> Result:
+async def _call(
+    connector: Connector, task: TaskDispatched, store: RecordStore | None
+) -> tuple[Result, RecordsRef | None]:
     subject = task.subject
+    assert subject is not None  # `perform` refuses a sealed task
+    if store is not None and task.action in (RequestType.ACCESS, RequestType.PORTABILITY):
+        portability = task.action == RequestType.PORTABILITY
+        with store.writer(task.request_id, task.system, task.attempt) as writer:
+            result = await connector.export_into(subject, writer, portability=portability)
+            if result.status != OutcomeStatus.COMPLETED:
+                writer.abort()
+                return result, None
+            ref = writer.commit()
+        if ref is None:
+            return Result.not_found(reason=result.reason), None
+        if result.counts.found != ref.count:
+            result.counts = result.counts.model_copy(update={"found": ref.count})
+        return result, ref
+    return await _call_inline(connector, task), None
+
+
+async def _call_inline(connector: Connector, task: TaskDispatched) -> Result:
+    subject = task.subject
+    assert subject is not None  # `perform` refuses a sealed task
     match task.action:
         case RequestType.ACCESS:
             return await connector.access(subject)
@@ -66,35 +97,57 @@ async def _call(connector: Connector, task: TaskDispatched) -> Result:
 
 
 async def perform(
-    connector: Connector, task: TaskDispatched, rights: frozenset[RequestType] | None = None
+    connector: Connector,
+    task: TaskDispatched,
+    rights: frozenset[RequestType] | None = None,
+    *,
+    store: RecordStore | None = None,
 ) -> TaskOutcome:
-    """Run the task and report its outcome; never raises for a connector failure."""
+    """Run the task and report its outcome; never raises for a connector failure.
+
+    With a record store, access and portability records go into the store and the outcome
+    carries a reference; without one (dry runs, tests) they travel inline.
+    """
+    subject = task.subject
+    if subject is None:
+        reason = "the task's subject is sealed: open it with the request's data key first"
+        return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason))
     allowed = connector.capabilities if rights is None else rights & connector.capabilities
     if task.action not in allowed:
         result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
         return outcome_of(task, result)
+    ref: RecordsRef | None = None
     try:
-        result = await _call(connector, task)
+        result, ref = await _call(connector, task, store)
     except ConnectorError as exc:
-        reason = redact(str(exc), subject_values(task.subject))
+        reason = redact(str(exc), subject_values(subject))
         log.warning("task %s on %s failed: %s", task.task_id, task.system, reason)
         return outcome_of(
             task, Result(OutcomeStatus.FAILED, reason=reason), retryable=exc.retryable
         )
     except NotImplementedError:
         result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
+    except SealingError as exc:  # the record store has no data key for the request
+        log.warning("task %s on %s: %s", task.task_id, task.system, exc)
+        return outcome_of(task, Result(OutcomeStatus.FAILED, reason=str(exc)))
     except Exception as exc:
         # The message of an unknown error may quote the subject; redact before it goes anywhere.
-        detail = redact(str(exc), subject_values(task.subject))[:300]
+        detail = redact(str(exc), subject_values(subject))[:300]
         log.error(
             "task %s on %s raised %s: %s", task.task_id, task.system, type(exc).__name__, detail
         )
         reason = f"unexpected {type(exc).__name__} in connector for {task.system!r}"
         return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason), retryable=True)
-    return outcome_of(task, result)
+    return outcome_of(task, result, records_ref=ref)
 
 
-def outcome_of(task: TaskDispatched, result: Result, *, retryable: bool = False) -> TaskOutcome:
+def outcome_of(
+    task: TaskDispatched,
+    result: Result,
+    *,
+    retryable: bool = False,
+    records_ref: RecordsRef | None = None,
+) -> TaskOutcome:
     """The outcome event for a task's result."""
     instructions = result.instructions
     if instructions and "dsr tasks complete" not in instructions:
@@ -111,6 +164,7 @@ def outcome_of(task: TaskDispatched, result: Result, *, retryable: bool = False)
         status=result.status,
         counts=result.counts,
         records=result.records,
+        records_ref=records_ref,
         retained=result.retained,
         evidence=result.evidence,
         reason=result.reason,

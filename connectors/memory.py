@@ -6,10 +6,14 @@ Settings:
     generate: {per_subject: N}: instead of `records`, answer every access with N synthetic
               records (benchmarks); erasure then reports N deleted once per subject.
     fail: null | "retryable" | "fatal": every task fails this way (failure tests).
+    delay_seconds: every task takes this long (crash and soak tests: a worker killed "mid-task").
+    fault_rate: this share of tasks fails as a vendor outage would (HTTP 503, retryable).
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +35,8 @@ class MemorySettings(BaseModel):
     records: list[Record] = Field(default_factory=list)
     generate: _Generate | None = None
     fail: Literal["retryable", "fatal"] | None = None
+    delay_seconds: float = Field(default=0.0, ge=0, le=60)
+    fault_rate: float = Field(default=0.0, ge=0, le=1)
 
 
 class MemoryConnector(Connector):
@@ -45,7 +51,14 @@ class MemoryConnector(Connector):
         self.records: list[Record] = list(self.settings.records)
         self.erased: set[str] = set()
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
+        if self.settings.delay_seconds:
+            await asyncio.sleep(self.settings.delay_seconds)
+        if self.settings.fault_rate and random.random() < self.settings.fault_rate:  # noqa: S311
+            raise ConnectorError(
+                f"{self.system}: the vendor API answered 503 Service Unavailable (injected fault)",
+                retryable=True,
+            )
         if self.settings.fail:
             raise ConnectorError(
                 f"{self.system}: injected {self.settings.fail} failure",
@@ -66,7 +79,7 @@ class MemoryConnector(Connector):
 
     async def access(self, subject: Subject) -> Result:
         """Records about the subject."""
-        self._check()
+        await self._check()
         if self.settings.generate is not None:
             if self._key(subject) in self.erased:
                 return Result.not_found()
@@ -80,7 +93,7 @@ class MemoryConnector(Connector):
 
     async def erase(self, subject: Subject) -> Result:
         """Drop the subject's records."""
-        self._check()
+        await self._check()
         if self.settings.generate is not None:
             key = self._key(subject)
             if key in self.erased:
@@ -95,7 +108,7 @@ class MemoryConnector(Connector):
 
     async def rectify(self, subject: Subject, changes: Sequence[FieldChange]) -> Result:
         """Set the changed fields on the subject's records that have them."""
-        self._check()
+        await self._check()
         updated = 0
         for n in self._matches(subject):
             data = dict(self.records[n].data)
@@ -110,7 +123,7 @@ class MemoryConnector(Connector):
         return Result.completed(Counts(updated=updated)) if updated else Result.not_found()
 
     async def _suppress(self, subject: Subject) -> Result:
-        self._check()
+        await self._check()
         found = len(self._matches(subject))
         return Result.completed(Counts(suppressed=found)) if found else Result.not_found()
 

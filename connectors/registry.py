@@ -96,13 +96,17 @@ def build(system: System) -> Connector:
     `connector` names an entry point, or a declarative spec `<name>.yaml` in $DSR_CONNECTOR_DIR
     (then the entry's settings carry base_url and credentials).
     """
+    connector: Connector | None = None
     if system.connector not in available():
         from connectors.declarative import DeclarativeConnector, find_spec
 
         spec = find_spec(system.connector)
         if spec is not None:
-            return DeclarativeConnector(system.name, {"spec": str(spec), **system.settings})
-    return connector_class(system.connector)(system.name, system.settings)
+            connector = DeclarativeConnector(system.name, {"spec": str(spec), **system.settings})
+    if connector is None:
+        connector = connector_class(system.connector)(system.name, system.settings)
+    connector.use_retention(system.retention_rules)
+    return connector
 
 
 __all__ = ["GROUP", "CatalogueEntry", "available", "build", "catalogue", "connector_class"]

@@ -21,7 +21,9 @@ from connectors.execute import outcome_of, perform
 from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
 from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
+from schemas.records import RecordStore
 from schemas.register import Register, System, WatchedRegister
+from schemas.sealing import DataKeyDestroyed, DataKeyMissing, DataKeys, SealingError
 from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
 
 log = logging.getLogger("dsr.connectors")
@@ -39,8 +41,14 @@ class ConnectorWorker:
         concurrency: int = 8,
         source: str = "dsr-connectors",
         max_batch: int = 500,
+        records: RecordStore | None = None,
+        data_keys: DataKeys | None = None,
     ) -> None:
         self.kafka = kafka
+        #: Where access and portability records go; None sends them inline (tests, dry runs).
+        self.records = records
+        #: Opens the sealed subject of a task (the orchestrator seals every task it sends).
+        self.data_keys = data_keys
         self.group = group
         self.concurrency = concurrency
         self.source = f"{source}/{group}"
@@ -153,13 +161,42 @@ class ConnectorWorker:
         )
 
     async def execute(self, task: TaskDispatched) -> TaskOutcome:
-        """Run one task with the system's connector; a broken connector gives a failed outcome."""
+        """Run one task with the system's connector; a broken connector, or a subject that cannot
+        be opened, gives a failed outcome."""
+        try:
+            task = self._opened(task)
+        except SealingError as exc:
+            log.warning("task %s: the subject cannot be opened: %s", task.task_id, exc)
+            if isinstance(exc, DataKeyDestroyed):
+                reason = (
+                    "the request's data key was destroyed (crypto-shredded); the subject can no "
+                    "longer be read, so this task cannot be carried out"
+                )
+            else:
+                reason = f"the task's sealed subject cannot be opened: {exc}"
+            return outcome_of(task, Result(OutcomeStatus.FAILED, reason=reason))
         connector = self._connector(task.system)
         if isinstance(connector, ConnectorError):
             result = Result(OutcomeStatus.FAILED, reason=str(connector))
             return outcome_of(task, result, retryable=connector.retryable)
         rights = self.systems[task.system].rights
-        return await perform(connector, task, frozenset(rights) if rights is not None else None)
+        return await perform(
+            connector,
+            task,
+            frozenset(rights) if rights is not None else None,
+            store=self.records,
+        )
+
+    def _opened(self, task: TaskDispatched) -> TaskDispatched:
+        """The task with its subject in the clear (it is sealed with the request's data key)."""
+        if task.sealed_subject is None:
+            return task  # sent in the clear by a tool or a test
+        if self.data_keys is None:
+            raise DataKeyMissing(
+                "this connector worker has no data-key store; give it DSR_DEK_DIR and "
+                "DSR_BUS_KEY_FILE like the orchestrator"
+            )
+        return task.opened(self.data_keys.get(task.request_id))
 
     async def _dead_letter(
         self,

@@ -111,10 +111,14 @@ from schemas.events import (
     Counts,
     FieldChange,
     IdentifierType,
+    OutcomeStatus,
     Record,
     RequestType,
+    RetainedItem,
     Subject,
 )
+from schemas.records import RecordSink
+from schemas.register import RetentionRule
 
 log = logging.getLogger(__name__)
 
@@ -434,6 +438,7 @@ class SQLConnector(Connector):
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
     settings_model = SQLSettings
+    supports_retention = True
     description = "SQL database via SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -447,12 +452,24 @@ class SQLConnector(Connector):
     # -- rights ---------------------------------------------------------------------------
 
     async def access(self, subject: Subject) -> Result:
-        """Every row of the subject in the tables, one record per row (see `iter_access`).
+        """Every row of the subject in the tables, one record per row, held in memory.
 
-        Rows are streamed from the database, but the Result holds every record in memory
-        until the artifact store arrives (a later issue moves records out of Kafka messages).
+        Workers call `export_into` instead, which streams the rows into the record store.
         """
         return await asyncio.to_thread(lambda: Result.found(list(self.iter_access(subject))))
+
+    async def export_into(self, subject: Subject, sink: RecordSink, *, portability: bool) -> Result:
+        """Stream the subject's rows into `sink`: memory stays flat however many there are."""
+
+        def work() -> int:
+            written = 0
+            for record in self.iter_access(subject):
+                sink.write(record)
+                written += 1
+            return written
+
+        written = await asyncio.to_thread(work)
+        return Result.completed(Counts(found=written)) if written else Result.not_found()
 
     async def erase(self, subject: Subject) -> Result:
         """Delete or mask the subject's rows, children first, in one transaction."""
@@ -509,30 +526,102 @@ class SQLConnector(Connector):
                         )
 
     def _erase(self, subject: Subject) -> Result:
+        rules = {rule.collection: rule for rule in self.retention_rules}
+        today = date.today()
+        retained: list[RetainedItem] = []
+
         def work(conn: Connection, dataset: _Dataset, step: _Step) -> Counts:
             deleted = anonymised = 0
+            retained.clear()  # a retried transaction starts over
             rows_of = dataset.rows_of(subject)
             for bound in dataset.tables:
                 where = rows_of[bound.name]
                 if where is None:
                     continue
                 step.table = bound.name
+                rule = rules.get(bound.settings.export_name) or rules.get(bound.name)
+                if rule is not None:
+                    where = self._retain(conn, bound, where, rule, today, retained)
                 if bound.settings.erasure == "delete":
                     deleted += conn.execute(delete(bound.table).where(where)).rowcount
                 else:
                     anonymised += conn.execute(self._masking(conn, bound, where)).rowcount
-            return Counts(found=deleted + anonymised, deleted=deleted, anonymised=anonymised)
+            kept = sum(item.count for item in retained)
+            return Counts(
+                found=deleted + anonymised + kept,
+                deleted=deleted,
+                anonymised=anonymised,
+                retained=kept,
+            )
 
         counts = self._run("erasure", work)
         if not counts.found:
             return Result.not_found()
         log.info(
-            "system %s: erasure deleted %d and anonymised %d rows",
+            "system %s: erasure deleted %d, anonymised %d and retained %d rows",
             self.system,
             counts.deleted,
             counts.anonymised,
+            counts.retained,
         )
-        return Result.completed(counts)
+        if not counts.deleted and not counts.anonymised:
+            collections = ", ".join(item.collection for item in retained)
+            return Result(
+                OutcomeStatus.RETAINED,
+                counts,
+                retained=list(retained),
+                reason=f"kept under a legal retention duty: {collections}",
+            )
+        return Result.completed(counts, retained=list(retained))
+
+    def _retain(
+        self,
+        conn: Connection,
+        bound: _BoundTable,
+        where: ColumnElement[bool],
+        rule: RetentionRule,
+        today: date,
+        retained: list[RetainedItem],
+    ) -> ColumnElement[bool]:
+        """Keep (or clear fields of) the rows still under `rule`; return the rest's condition.
+
+        A row without a date is kept: nobody can show that its period has passed.
+        """
+        if rule.date_field not in bound.table.c:
+            raise ConnectorConfigError(
+                f"system {self.system!r}: retention rule for {rule.collection!r} names "
+                f"date_field {rule.date_field!r}, which table {bound.name!r} does not have"
+            )
+        column = bound.table.c[rule.date_field]
+        under_rule = or_(column.is_(None), column >= rule.cutoff(today))
+        count, latest = conn.execute(
+            select(func.count(), func.max(column)).where(where, under_rule)
+        ).one()
+        if count:
+            if rule.action == "anonymise":
+                missing = [name for name in rule.fields if name not in bound.table.c]
+                if missing:
+                    raise ConnectorConfigError(
+                        f"system {self.system!r}: retention rule for {rule.collection!r} clears "
+                        f"{', '.join(missing)}, which table {bound.name!r} does not have"
+                    )
+                fields = [bound.table.c[name] for name in rule.fields]
+                conn.execute(
+                    update(bound.table)
+                    .where(where, under_rule, or_(*(f.is_not(None) for f in fields)))
+                    .values({f: None for f in fields})
+                )
+            latest_date = _as_date(latest)
+            retained.append(
+                RetainedItem(
+                    collection=bound.settings.export_name,
+                    count=count,
+                    legal_basis=rule.legal_basis,
+                    reason=rule.reason or rule.describe(),
+                    until=rule.until(latest_date) if latest_date else None,
+                )
+            )
+        return and_(where, not_(under_rule))
 
     def _masking(self, conn: Connection, bound: _BoundTable, where: ColumnElement[bool]) -> Any:
         """The UPDATE masking the subject's rows that are not masked yet."""
@@ -854,6 +943,20 @@ def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
     """Make SQLite enforce foreign keys (off by default) and give it SHA-256 for masking."""
     dbapi_connection.execute("PRAGMA foreign_keys = ON")
     dbapi_connection.create_function("dsr_sha256", 1, _sha256_hex, deterministic=True)
+
+
+def _as_date(value: Any) -> date | None:
+    """A date column's value as a date (SQLite may hand back text)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
 
 
 def _sha256_hex(value: str | None) -> str | None:

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Publish a data-subject request with plain kcat, as a CloudEvent in binary content mode:
-# CloudEvents attributes as ce_* headers, the JSON body as the value, the request id as the key.
+# Publish a signed data-subject request with plain kcat, as a CloudEvent in binary content mode:
+# CloudEvents attributes as ce_* headers, the JSON body as the value, the request id as the key,
+# and the publisher's signature in the dsr_signature header (see schemas/signing.py).
 #
-#   BOOTSTRAP=kafka:9092 examples/kcat-publish.sh [request.json]
+#   BOOTSTRAP=kafka:9092 DSR_PUBLISHER_ID=web-form DSR_PUBLISHER_KEY_FILE=web-form.pem \
+#     examples/kcat-publish.sh [request.json]
+#
+# The key (from `dsr publishers create NAME [--hmac]`): DSR_PUBLISHER_KEY_FILE holds an Ed25519
+# private key (PEM) or an HMAC secret; or give the secret itself in DSR_PUBLISHER_SECRET.
+# DSR_PUBLISHER_KEY_ID is derived from the key when unset. With `dsr up` in this directory:
+#   set -a; . .dsr/publisher.env; set +a
+# HMAC passes the secret to openssl on its command line, where other users of this machine
+# can see it for a moment; on a shared host use an Ed25519 key (read from its file).
 #
 # Optional: CE_SOURCE (default kcat-example), CE_ID (default a fresh UUID), KCAT (default kcat).
-# Against the embedded broker, Debian's kcat needs a newer librdkafka:
+# Needs openssl 3. Against the embedded broker, Debian's kcat needs a newer librdkafka:
 #   LD_LIBRARY_PATH=<dir with librdkafka.so.1 from the confluent-kafka wheel> (see orchestrator/kcat.py)
 set -euo pipefail
 
 : "${BOOTSTRAP:?set BOOTSTRAP to the Kafka bootstrap address, e.g. BOOTSTRAP=localhost:9092}"
+: "${DSR_PUBLISHER_ID:?set DSR_PUBLISHER_ID and DSR_PUBLISHER_KEY_FILE (or DSR_PUBLISHER_SECRET): request events must be signed}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 file="${1:-$here/request.json}"
 topic="dsr.requests.v1"
+ce_type="dsr.request.submitted.v1"
+source_="${CE_SOURCE:-kcat-example}"
 
 # Request ids are limited to [A-Za-z0-9._:-], so a plain grep finds the value safely.
 request_id="$(grep -o '"request_id"[[:space:]]*:[[:space:]]*"[^"]*"' "$file" | head -n 1 | sed 's/.*"\([^"]*\)"$/\1/')"
@@ -23,18 +35,52 @@ fi
 ce_id="${CE_ID:-$(cat /proc/sys/kernel/random/uuid 2>/dev/null || uuidgen)}"
 ce_time="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+key_file="${DSR_PUBLISHER_KEY_FILE:-}"
+if [[ -n "$key_file" ]] && grep -q -- '-----BEGIN' "$key_file"; then
+  alg=ed25519
+  # Key id: the RFC 7638 thumbprint of the public key, as `dsr publishers` derives it.
+  x="$(openssl pkey -in "$key_file" -pubout -outform DER | tail -c 32 | b64url)"
+  kid="${DSR_PUBLISHER_KEY_ID:-ed25519-$(printf '{"crv":"Ed25519","kty":"OKP","x":"%s"}' "$x" \
+    | openssl dgst -sha256 -binary | b64url | cut -c1-16)}"
+else
+  alg=hmac-sha256
+  if [[ -n "$key_file" ]]; then secret="$(<"$key_file")"; else secret="${DSR_PUBLISHER_SECRET:-}"; fi
+  secret="${secret#"${secret%%[![:space:]]*}"}"   # trim, as the orchestrator does
+  secret="${secret%"${secret##*[![:space:]]}"}"
+  if [[ ${#secret} -lt 32 ]]; then
+    echo "kcat-publish: the HMAC secret needs at least 32 characters (DSR_PUBLISHER_KEY_FILE or DSR_PUBLISHER_SECRET)" >&2
+    exit 2
+  fi
+  hmac() { openssl dgst -sha256 -mac HMAC -macopt "key:$secret" -binary; }
+  kid="${DSR_PUBLISHER_KEY_ID:-hmac-$(printf '%s' 'dsr publisher key id' | hmac | b64url | cut -c1-16)}"
+fi
+
+# The canonical form: ten lines, each ending in a line feed; the body as its SHA-256.
+digest="$(openssl dgst -sha256 -r "$file" | cut -d' ' -f1)"
+canonical="$(mktemp)"
+trap 'rm -f "$canonical"' EXIT
+printf '%s\n' dsr-signature-v1 "$alg" "$DSR_PUBLISHER_ID" "$kid" "$ce_type" "$ce_id" \
+  "$source_" "$ce_time" "$request_id" "$digest" >"$canonical"
+if [[ "$alg" == ed25519 ]]; then
+  sig="$(openssl pkeyutl -sign -inkey "$key_file" -rawin -in "$canonical" | openssl base64 -A)"
+else
+  sig="$(hmac <"$canonical" | openssl base64 -A)"
+fi
+
 # -k: key = request id, so one request's events stay in order on one partition.
 # partitioner=murmur2_random: librdkafka's default (consistent_random, CRC32) puts a key on a
 # different partition than Java clients and kafka-python (murmur2). The orchestrator keeps a
 # request's state on the murmur2 partition and would have to re-route the event first.
 # A file argument (without -l) is sent as one message, however many lines it has.
-exec "${KCAT:-kcat}" -P -b "$BOOTSTRAP" -t "$topic" \
+"${KCAT:-kcat}" -P -b "$BOOTSTRAP" -t "$topic" \
   -k "$request_id" \
   -H ce_specversion=1.0 \
   -H "ce_id=$ce_id" \
-  -H "ce_source=${CE_SOURCE:-kcat-example}" \
-  -H ce_type=dsr.request.submitted.v1 \
+  -H "ce_source=$source_" \
+  -H "ce_type=$ce_type" \
   -H "ce_time=$ce_time" \
   -H content-type=application/json \
+  -H "dsr_signature=v1;alg=$alg;publisher=$DSR_PUBLISHER_ID;kid=$kid;sig=$sig" \
   -X partitioner=murmur2_random \
   "$file"

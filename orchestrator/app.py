@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -20,12 +22,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
-from orchestrator import lifecycle
+from orchestrator import documents, lifecycle, recovery
 from orchestrator.artifacts import ArtifactStore
 from orchestrator.certificate import CertificateIssuer
 from orchestrator.config import Settings
 from orchestrator.export import write_export
 from orchestrator.lifecycle import Context, Effects, RequestState
+from orchestrator.sealed_state import decode_state, encode_state, watch_view
 from schemas.envelope import EnvelopeError, KafkaMessage, dead_letter_for, decode, encode
 from schemas.events import (
     DeadlineExtended,
@@ -35,7 +38,9 @@ from schemas.events import (
     RequestType,
     TaskOutcome,
 )
+from schemas.records import RecordStore, RecordStoreError
 from schemas.register import Register, WatchedRegister
+from schemas.sealing import SealingError
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 
 log = logging.getLogger("dsr.orchestrator")
@@ -152,10 +157,15 @@ class Orchestrator:
 
     def __init__(self, settings: Settings, register: Register | WatchedRegister) -> None:
         self.settings = settings
+        # Before anything else: without publisher keys there is nothing to accept requests by.
+        self.verifier = settings.request_verifier()
         self._register = register
         self.systems = tuple(self._current_register().names)
         self.policy = settings.policy()
         self.artifacts = ArtifactStore(settings.data_dir)
+        # Only this process destroys data keys, so it may cache them.
+        self.data_keys = settings.data_keys(cache_size=4096)
+        self.records = RecordStore(settings.record_store_dir(), self.data_keys)
         self._certificates: CertificateIssuer | None = None
         self.partitions = settings.kafka.partitions
         _set_faust_fetch_wait(settings.kafka.fetch_max_wait_ms)
@@ -191,6 +201,12 @@ class Orchestrator:
         # Open requests -> when the deadline timer must next look at them; rebuilt from the
         # table whenever this worker's partitions change, so a tick never scans every state.
         self._watch: dict[str, datetime] = {}
+        # Open requests (id -> status), written to disk by the timer: if the embedded broker's
+        # in-memory log is lost, `dsr up` can say which requests were in flight.
+        self._open: dict[str, str] = {}
+        self._open_dirty = False
+        # Exported requests -> when their record files may go (see `_discard_records`).
+        self._discard_at: dict[str, float] = {}
         self._watched_partitions: set[int] | None = None
         self.app.agent(self.inputs, name="lifecycle")(self._agent)
         self.app.timer(settings.tick_interval_seconds)(self._tick)
@@ -205,13 +221,21 @@ class Orchestrator:
                 await self.handle(events)
         finally:
             await self.output.stop()
+            # A clean stop has saved the table: the exported requests' records can go now.
+            for request_id in list(self._discard_at):
+                self.records.discard(request_id)
+            self._discard_at.clear()
 
     def _write_export(self, state: RequestState, *, portability: bool) -> None:
         """The export ZIP: data per system and collection, manifest, Art. 15 report."""
 
-        def records(system: str) -> list[Record]:
+        def records(system: str) -> Iterable[Record]:
             outcome = self.artifacts.load_outcome(state.request_id, system)
-            return outcome.records if outcome is not None else []
+            if outcome is None:
+                return []
+            if outcome.records_ref is not None:
+                return self.records.read(outcome.records_ref, state.request_id)
+            return outcome.records
 
         write_export(
             self.artifacts.export_path(state.request_id),
@@ -220,12 +244,23 @@ class Orchestrator:
             records,
             generated_at=datetime.now(UTC),
             portability=portability,
+            key=self.data_keys.get(state.request_id),
+        )
+
+    def _write_document(self, kind: documents.DocumentKind, state: RequestState) -> Path:
+        """A letter to the subject in the request's language (see `orchestrator.documents`)."""
+        return documents.write(
+            kind,
+            state,
+            self._current_register(),
+            self.artifacts.root / "documents",
+            now=datetime.now(UTC),
         )
 
     def _certificate_issuer(self) -> CertificateIssuer:
         if self._certificates is None:
             register = self._current_register()
-            keys_dir = self.settings.keys_dir or self.settings.data_dir / "keys"
+            keys_dir = self.settings.key_store_dir()
             issuer = register.controller.name if register.controller else self.settings.app_id
             titles = {s.name: s.display_name for s in register.systems}
             self._certificates = CertificateIssuer(keys_dir, issuer, titles)
@@ -239,8 +274,14 @@ class Orchestrator:
         return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))
 
     def _load(self, request_id: str) -> RequestState | None:
+        """The request's state; raises a `SealingError` when it cannot be opened."""
         raw = self.table.get(request_id)
-        return RequestState.model_validate_json(raw) if raw else None
+        if raw:
+            return decode_state(raw, self.data_keys)
+        if self.data_keys.destroyed(request_id):
+            # Shredded, and the table entry is gone too (a new changelog): never start over.
+            return lifecycle.shredded(RequestState(request_id=request_id), datetime.now(UTC))
+        return None
 
     async def handle(self, events: Sequence[EventT]) -> None:
         """Process one batch: decode, decide per request, store state once, carry out effects."""
@@ -250,11 +291,15 @@ class Orchestrator:
         for event in events:
             message = event.message
             try:
+                is_request = message.topic == REQUESTS.name
                 envelope = decode(
                     message.value,
                     message.headers,
                     key=message.key,
-                    expect=REQUESTS.events if message.topic == REQUESTS.name else OUTCOMES.events,
+                    expect=REQUESTS.events if is_request else OUTCOMES.events,
+                    # Request events must be signed by a known publisher; checked before the
+                    # body is even parsed.
+                    verify=self.verifier if is_request else None,
                 )
             except EnvelopeError as exc:
                 pending.append(self._dead_letter(event, exc.stage, str(exc), exc.ce_type))
@@ -271,8 +316,15 @@ class Orchestrator:
         finished: list[tuple[RequestState, Effects]] = []
         all_effects: list[Effects] = []
         for request_id, items in by_request.items():
-            state = self._load(request_id)
+            try:
+                state = self._load(request_id)
+            except SealingError as exc:
+                log.error("state of request %s cannot be opened: %s", request_id, exc)
+                reason = f"the state of request {request_id!r} cannot be opened: {exc}"
+                pending += [self._dead_letter(event, "process", reason) for event, _ in items]
+                continue
             merged = Effects()
+            extended = False
             for event, body in items:
                 try:
                     state, effects = self._decide(state, body, self._context())
@@ -283,11 +335,18 @@ class Orchestrator:
                     continue
                 if effects.dead_letter:
                     pending.append(self._dead_letter(event, "process", effects.dead_letter))
+                extended = extended or (isinstance(body, DeadlineExtended) and effects.changed)
                 merged.absorb(effects)
             if state is None or not merged.changed:
                 continue
             # One status event and one table write per request per batch.
             merged.statuses = lifecycle.coalesce(state, merged.statuses)
+            if extended and merged.statuses and not merged.finished:
+                # The subject must be told (Art. 12(3)): the notice goes with the status event.
+                notice = self._write_document("extension", state)
+                merged.statuses[-1] = merged.statuses[-1].model_copy(
+                    update={"artifact": str(notice)}
+                )
             self._store(request_id, state)
             all_effects.append(merged)
             if merged.finished:
@@ -296,11 +355,17 @@ class Orchestrator:
         await self._carry_out(all_effects, finished, pending)
 
     def _store(self, request_id: str, state: RequestState) -> None:
-        self.table[request_id] = state.model_dump_json()
+        self.table[request_id] = encode_state(state, self.data_keys)
         self._watch_state(request_id, state)
 
     def _watch_state(self, request_id: str, state: RequestState) -> None:
-        """Remember when the deadline timer must next look at this request."""
+        """Remember when the deadline timer must next look at this request (and if it is open)."""
+        if state.request is not None and not state.is_final and state.status is not None:
+            if self._open.get(request_id) != state.status:
+                self._open[request_id] = str(state.status)
+                self._open_dirty = True
+        elif self._open.pop(request_id, None) is not None:
+            self._open_dirty = True
         when = lifecycle.next_check(state, self.policy)
         if when is None:
             self._watch.pop(request_id, None)
@@ -332,19 +397,39 @@ class Orchestrator:
         # Results are on disk before the status event announcing them is sent.
         for state, effects in finished:
             kind = state.request.type if state.request is not None else None
+            export_error: str | None = None
             if kind == RequestType.ERASURE:
                 self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
             elif kind in (RequestType.ACCESS, RequestType.PORTABILITY):
                 # Exports can be gigabytes: stream them in a thread, off the event loop.
                 portability = kind == RequestType.PORTABILITY
-                await asyncio.to_thread(self._write_export, state, portability=portability)
-            path = self.artifacts.write_result(state)
+                try:
+                    await asyncio.to_thread(self._write_export, state, portability=portability)
+                except (RecordStoreError, SealingError, OSError) as exc:
+                    # Kept as the request's problem, not the worker's: the batch goes on.
+                    log.error("export of request %s failed: %s", state.request_id, exc)
+                    export_error = f"the export could not be assembled: {exc}"
+            letters: dict[str, str] = {
+                kind: str(self._write_document(kind, state))
+                for kind in documents.documents_for(state)
+            }
+            path = self.artifacts.write_result(state, export_error=export_error, documents=letters)
+            if kind in (RequestType.ACCESS, RequestType.PORTABILITY) and export_error is None:
+                # The export holds them now. Removed a little later, not at once: if this
+                # worker dies before the final state reaches the table's changelog, the last
+                # outcome is processed again and the export written again from the same files.
+                self._discard_at[state.request_id] = (
+                    time.monotonic() + self.settings.record_grace_seconds
+                )
             effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
             log.info("request %s finished: %s", state.request_id, state.status)
         for effects in all_effects:
             for task in effects.tasks:
+                # The subject travels sealed; only the connector workers can open it.
                 message = encode(
-                    task, source=self.settings.source, event_id=f"{task.task_id}#{task.attempt}"
+                    task.sealed(self.data_keys.get(task.request_id)),
+                    source=self.settings.source,
+                    event_id=f"{task.task_id}#{task.attempt}",
                 )
                 pending.append(self.output.send(TASKS.name, message))
             for status in effects.statuses:
@@ -403,11 +488,20 @@ class Orchestrator:
         all_effects: list[Effects] = []
         finished: list[tuple[RequestState, Effects]] = []
         for request_id in [r for r, when in self._watch.items() if when <= now]:
-            state = self._load(request_id)
+            try:
+                state = self._load(request_id)
+            except SealingError as exc:
+                log.error("state of request %s cannot be opened: %s", request_id, exc)
+                state = None
             if state is None:
                 self._watch.pop(request_id, None)
                 continue
             state, effects = lifecycle.tick(state, self._context())
+            if effects.shred:
+                self._shred(request_id, effects)
+                self._store(request_id, state)  # the stub: nothing personal is left
+                all_effects.append(effects)
+                continue
             if not effects.changed:
                 self._watch_state(request_id, state)  # nothing to write back
                 continue
@@ -417,12 +511,50 @@ class Orchestrator:
                 finished.append((state, effects))
         if all_effects:
             await self._carry_out(all_effects, finished, [])
+        if self._open_dirty:
+            self._write_open_index()
+        self._discard_records()
+
+    def _shred(self, request_id: str, effects: Effects) -> None:
+        """Destroy a request's data key, and with it every copy of its personal data: in the
+        tasks and the table's changelog (sealed with it), and the files sealed with it."""
+        self.data_keys.destroy(request_id)
+        self.records.discard(request_id)
+        self._discard_at.pop(request_id, None)
+        self.artifacts.export_path(request_id).unlink(missing_ok=True)
+        result = self.artifacts.result_path(request_id)
+        if effects.statuses and result.exists():
+            effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(result)})
+        log.info("request %s shredded: its data key was destroyed", request_id)
+
+    def _discard_records(self) -> None:
+        """Remove the record files of exported requests once their grace period is over."""
+        moment = time.monotonic()
+        for request_id in [r for r, when in self._discard_at.items() if when <= moment]:
+            del self._discard_at[request_id]
+            self.records.discard(request_id)
+
+    def _write_open_index(self) -> None:
+        """The open requests per owned partition on disk (see `orchestrator.recovery`)."""
+        by_partition: dict[int, dict[str, str]] = {p: {} for p in self._watched_partitions or ()}
+        for request_id, status in self._open.items():
+            by_partition.setdefault(partition_for(request_id, self.partitions), {})[request_id] = (
+                status
+            )
+        for partition, requests in by_partition.items():
+            recovery.write_open(self.settings.data_dir, partition, requests)
+        self._open_dirty = False
 
     def _rebuild_watch(self, owned: set[int]) -> None:
         self._watch.clear()
+        self._open.clear()
+        self._open_dirty = True
         for request_id, raw in list(self.table.items()):
             if raw and partition_for(request_id, self.partitions) in owned:
-                self._watch_state(request_id, RequestState.model_validate_json(raw))
+                try:
+                    self._watch_state(request_id, watch_view(raw, self.data_keys))
+                except SealingError as exc:
+                    log.error("state of request %s cannot be opened: %s", request_id, exc)
         self._watched_partitions = owned
 
 

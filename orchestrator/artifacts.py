@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from orchestrator.export import SEALED_SUFFIX
 from orchestrator.lifecycle import RequestState
 from schemas.events import RequestType, TaskOutcome
 
@@ -29,13 +31,18 @@ class ArtifactStore:
         return self.root / "results" / f"{request_id}.json"
 
     def export_path(self, request_id: str) -> Path:
-        """Where the export ZIP of an access or portability request is written."""
-        return self.root / "exports" / f"{request_id}.zip"
+        """Where the sealed export ZIP of an access or portability request is written
+        (`orchestrator.export.open_export` reads it)."""
+        return self.root / "exports" / f"{request_id}{SEALED_SUFFIX}"
+
+    def certificate_path(self, request_id: str) -> Path:
+        """Where the signed deletion certificate of an erasure request is written."""
+        return self.root / "certificates" / f"{request_id}.json"
 
     def save_outcome(self, outcome: TaskOutcome) -> Path:
         """Keep an outcome (with its records); a re-delivery overwrites it with the same content."""
         path = self.outcome_path(outcome.request_id, outcome.system)
-        _atomic_write(path, outcome.model_dump_json(indent=None).encode())
+        atomic_write(path, outcome.model_dump_json(indent=None).encode())
         return path
 
     def load_outcome(self, request_id: str, system: str) -> TaskOutcome | None:
@@ -45,8 +52,18 @@ class ArtifactStore:
             return None
         return TaskOutcome.model_validate_json(path.read_bytes())
 
-    def write_result(self, state: RequestState) -> Path:
-        """Write the request's result: per-system outcomes and, for access, the records."""
+    def write_result(
+        self,
+        state: RequestState,
+        *,
+        export_error: str | None = None,
+        documents: Mapping[str, str] | None = None,
+    ) -> Path:
+        """Write the request's result: per-system outcomes and where its documents are.
+
+        The records themselves are only in the export; the result says how many per
+        collection each system found.
+        """
         request = state.request
         assert request is not None and state.status is not None
         systems: dict[str, Any] = {}
@@ -54,11 +71,9 @@ class ArtifactStore:
             entry = progress.model_dump(mode="json", exclude_none=True)
             if request.type in _WITH_RECORDS:
                 outcome = self.load_outcome(state.request_id, name)
-                entry["records"] = (
-                    [r.model_dump(mode="json") for r in outcome.records] if outcome else []
-                )
+                entry["collections"] = _collections(outcome)
             systems[name] = entry
-        certificate = self.root / "certificates" / f"{state.request_id}.json"
+        certificate = self.certificate_path(state.request_id)
         export = self.export_path(state.request_id)
         result = {
             "request_id": state.request_id,
@@ -74,13 +89,26 @@ class ArtifactStore:
             "systems": systems,
             "certificate": str(certificate) if certificate.exists() else None,
             "export": str(export) if export.exists() else None,
+            "export_error": export_error,
+            "documents": dict(documents or {}),
         }
         path = self.result_path(state.request_id)
-        _atomic_write(path, json.dumps(result, indent=2, ensure_ascii=False).encode())
+        atomic_write(path, json.dumps(result, indent=2, ensure_ascii=False).encode())
         return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _collections(outcome: TaskOutcome | None) -> dict[str, int]:
+    if outcome is None:
+        return {}
+    if outcome.records_ref is not None:
+        return dict(outcome.records_ref.collections)
+    counts: dict[str, int] = {}
+    for record in outcome.records:
+        counts[record.collection] = counts.get(record.collection, 0) + 1
+    return counts
+
+
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -92,4 +120,4 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["ArtifactStore"]
+__all__ = ["ArtifactStore", "atomic_write"]

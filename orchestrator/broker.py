@@ -116,6 +116,11 @@ class EmbeddedBroker:
         """True while the broker process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The broker process's exit code once it has stopped by itself."""
+        return self._process.poll() if self._process is not None else None
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after `timeout`)."""
         process, self._process = self._process, None

@@ -17,12 +17,12 @@ import click
 
 from connectors.base import ConnectorError
 from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.exports_cli import export
 from orchestrator.keys_cli import keys, verify
-from orchestrator.lifecycle import task_id
+from orchestrator.publishers_cli import publishers
 from schemas.envelope import describe_validation_error
 from schemas.events import (
     DeadlineExtended,
-    Evidence,
     FieldChange,
     Identifier,
     IdentityVerification,
@@ -39,9 +39,12 @@ from schemas.events import (
 )
 from schemas.kafka import KafkaSettings
 from schemas.register import RegisterError
+from schemas.signing import PublisherKeyError, RequestSigner
 
 STATE_DIR = Path(os.environ.get("DSR_STATE_DIR", ".dsr"))
 BOOTSTRAP_FILE = STATE_DIR / "bootstrap"
+#: DSR_PUBLISHER_* of the local publisher `dsr up` signs with (also for `source` in a shell).
+PUBLISHER_FILE = STATE_DIR / "publisher.env"
 
 log = logging.getLogger("dsr.cli")
 
@@ -79,6 +82,25 @@ def _client_kafka(bootstrap: str | None) -> KafkaSettings:
     )
 
 
+def _client_signer(kafka: KafkaSettings) -> RequestSigner | None:
+    """The key a client command signs request events with: the DSR_PUBLISHER_* variables, else
+    the local publisher of the embedded broker that `dsr up` started, when talking to it."""
+    try:
+        signer = RequestSigner.from_env()
+        if (
+            signer is None
+            and PUBLISHER_FILE.exists()
+            and BOOTSTRAP_FILE.exists()
+            and kafka.bootstrap == BOOTSTRAP_FILE.read_text().strip()
+        ):
+            lines = PUBLISHER_FILE.read_text().splitlines()
+            env = dict(line.split("=", 1) for line in lines if "=" in line)
+            signer = RequestSigner.from_env(env)
+    except PublisherKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    return signer
+
+
 bootstrap_option = click.option(
     "--bootstrap", envvar="DSR_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers (host:port,...)."
 )
@@ -104,16 +126,38 @@ def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> N
     _setup_logging()
     settings = _settings(bootstrap, register_file=register, data_dir=data_dir)
     try:
-        stack = Stack(settings).start()
-    except RegisterError as exc:
+        stack = Stack(settings, dashboard=True).start()
+    except (RegisterError, ConfigError, StackError) as exc:
         raise click.ClickException(str(exc)) from None
     if stack.embedded:
         STATE_DIR.mkdir(exist_ok=True)
         BOOTSTRAP_FILE.write_text(stack.settings.kafka.bootstrap or "")
+        if stack.local_publisher is not None:
+            env = stack.local_publisher.env()
+            PUBLISHER_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     click.echo(
         f"Kafka: {stack.settings.kafka.bootstrap}" + (" (embedded)" if stack.embedded else "")
     )
+    signed_in = stack.dashboard_session_token or settings.dashboard_allow_anonymous
+    click.echo(
+        f"Dashboard: {stack.dashboard_url}"
+        + ("" if signed_in else " (sign in with DSR_DASHBOARD_TOKEN)")
+    )
     click.echo(f"Results in {settings.data_dir.resolve()}; Ctrl-C stops.")
+    try:
+        _until_stopped(stack)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        click.echo("Stopping...")
+        stack.stop()
+        if stack.embedded:
+            BOOTSTRAP_FILE.unlink(missing_ok=True)
+            PUBLISHER_FILE.unlink(missing_ok=True)
+
+
+def _until_stopped(stack: Any) -> None:
+    """Watch the stack's processes until Ctrl-C or SIGTERM; raises StackError if one dies."""
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -122,17 +166,9 @@ def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> N
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stopping:
-            stack.check()
-            time.sleep(0.5)
-    except StackError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        click.echo("Stopping...")
-        stack.stop()
-        if stack.embedded:
-            BOOTSTRAP_FILE.unlink(missing_ok=True)
+    while not stopping:
+        stack.check()
+        time.sleep(0.5)
 
 
 @main.group()
@@ -149,13 +185,24 @@ def worker_orchestrator() -> None:
     from schemas.register import WatchedRegister
 
     settings = _settings()
-    settings.kafka.require_bootstrap()
     try:
+        settings.kafka.require_bootstrap()
         register = WatchedRegister(settings.register_file)
-    except RegisterError as exc:
+    except (RegisterError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    orchestrator = Orchestrator(settings, register)
-    worker = faust.Worker(orchestrator.app, loglevel="INFO", quiet=True, redirect_stdouts=False)
+    try:
+        orchestrator = Orchestrator(settings, register)
+    except ConfigError as exc:  # e.g. no publisher keys
+        raise click.ClickException(str(exc)) from None
+    services = []
+    if settings.health_port is not None:
+        from orchestrator.health import for_faust
+        from schemas.topics import REQUESTS
+
+        services.append(for_faust(orchestrator.app, settings.health_port, REQUESTS.name))
+    worker = faust.Worker(
+        orchestrator.app, *services, loglevel="INFO", quiet=True, redirect_stdouts=False
+    )
     worker.execute_from_commandline()
 
 
@@ -164,21 +211,47 @@ def worker_orchestrator() -> None:
 def worker_connectors(group: str) -> None:
     """A connector worker for one group of systems."""
     from connectors.runtime import ConnectorWorker
+    from schemas.records import RecordStore
     from schemas.register import WatchedRegister
 
     _setup_logging()
     settings = _settings()
     try:
+        settings.kafka.require_bootstrap()
         register = WatchedRegister(settings.register_file)
-    except RegisterError as exc:
+        data_keys = settings.data_keys()  # a ConfigError (a ValueError) names the bus key
+    except (RegisterError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    runner = ConnectorWorker(settings.kafka, register, group)
+    runner = ConnectorWorker(
+        settings.kafka,
+        register,
+        group,
+        records=RecordStore(settings.record_store_dir(), data_keys),
+        data_keys=data_keys,
+    )
 
     async def _main() -> None:
+        from orchestrator.health import HealthServer, event_ready
+        from schemas.topics import TASKS
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, runner.stop)
-        await runner.run()
+        ready = asyncio.Event()
+        health = None
+        if settings.health_port is not None:
+            waiting_for = f"partitions of {TASKS.name} (group {group})"
+            health = HealthServer(
+                settings.health_port,
+                ready=event_ready(ready, waiting_for),
+                component=f"connectors-{group}",
+            )
+            await health.start()
+        try:
+            await runner.run(ready)
+        finally:
+            if health is not None:
+                await health.stop()
 
     asyncio.run(_main())
 
@@ -190,11 +263,27 @@ def topics() -> None:
 
 @topics.command("create")
 @bootstrap_option
-def topics_create(bootstrap: str | None) -> None:
-    """Create every topic the application uses (idempotent)."""
-    from orchestrator.topology import ensure_topics, topic_names
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="[TOPIC:]KEY=VALUE",
+    help="A topic config for new topics, e.g. retention.ms=604800000 (all topics) or "
+    "dsr.status.v1:retention.ms=-1 (one topic). Repeatable.",
+)
+def topics_create(bootstrap: str | None, configs: tuple[str, ...]) -> None:
+    """Create every topic the application uses (idempotent).
 
-    created = ensure_topics(_client_kafka(bootstrap))
+    Partitions and replication factor come from DSR_KAFKA_PARTITIONS and
+    DSR_KAFKA_REPLICATION_FACTOR. Existing topics are not changed.
+    """
+    from orchestrator.topology import ensure_topics, parse_topic_configs, topic_names
+
+    try:
+        per_topic = parse_topic_configs(configs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    created = ensure_topics(_client_kafka(bootstrap), configs=per_topic)
     click.echo(f"created: {', '.join(created) or 'nothing'}; all: {', '.join(topic_names())}")
 
 
@@ -308,7 +397,7 @@ def submit(
     except ValidationError as exc:
         raise click.ClickException(f"invalid request: {describe_validation_error(exc)}") from None
     kafka = _client_kafka(bootstrap)
-    with RequestPublisher(kafka, source="dsr-cli") as publisher:
+    with RequestPublisher(kafka, source="dsr-cli", signer=_client_signer(kafka)) as publisher:
         publisher.publish(request)
     click.echo(f"submitted {request.request_id}")
     if wait:
@@ -335,7 +424,8 @@ def verify_identity(
         verified_at=datetime.now(UTC),
         verified_by=verified_by,
     )
-    with RequestPublisher(_client_kafka(bootstrap), source="dsr-cli") as publisher:
+    kafka = _client_kafka(bootstrap)
+    with RequestPublisher(kafka, source="dsr-cli", signer=_client_signer(kafka)) as publisher:
         publisher.verify_identity(event)
     click.echo(f"identity verified for {request_id}")
 
@@ -369,7 +459,8 @@ def extend(
         )
     except ValidationError as exc:
         raise click.ClickException(f"invalid extension: {describe_validation_error(exc)}") from None
-    with RequestPublisher(_client_kafka(bootstrap), source="dsr-cli") as publisher:
+    kafka = _client_kafka(bootstrap)
+    with RequestPublisher(kafka, source="dsr-cli", signer=_client_signer(kafka)) as publisher:
         publisher.extend_deadline(event)
     click.echo(
         f"asked to extend {request_id} by {months} month(s); the subject must be told the reason "
@@ -431,10 +522,11 @@ def _print_status(s: RequestStatusChanged | None) -> None:
     )
     if s.reason:
         click.echo(f"  reason: {s.reason}")
+    width = max((len(name) for name in s.systems), default=0) + 1
     for name, p in s.systems.items():
         detail = ", ".join(f"{k} {v}" for k, v in p.counts.model_dump().items() if v)
         click.echo(
-            f"  {name:<12} {p.status:<24} {detail}" + (f"  ({p.reason})" if p.reason else "")
+            f"  {name:<{width}} {p.status:<23} {detail}" + (f"  ({p.reason})" if p.reason else "")
         )
     if s.artifact:
         click.echo(f"  result: {s.artifact}")
@@ -460,32 +552,22 @@ def tasks() -> None:
     """Manual tasks: systems where a person must act (no API, or a right it cannot automate)."""
 
 
-def _manual_tasks(view: Any) -> list[tuple[RequestStatusChanged, str, Any]]:
-    found = []
-    for status in view.requests.values():
-        if status.status.is_final:
-            continue
-        for system, progress in status.systems.items():
-            if progress.status == OutcomeStatus.MANUAL_ACTION_REQUIRED:
-                found.append((status, system, progress))
-    return sorted(found, key=lambda item: item[0].deadline)
-
-
 @tasks.command("list")
 @bootstrap_option
 def tasks_list(bootstrap: str | None) -> None:
     """Open manual tasks, most urgent first, with their instructions."""
     from orchestrator.status import read_status
+    from orchestrator.tasks import open_tasks
 
-    view = asyncio.run(read_status(_client_kafka(bootstrap)))
-    open_tasks = _manual_tasks(view)
-    if not open_tasks:
+    found = open_tasks(asyncio.run(read_status(_client_kafka(bootstrap))))
+    if not found:
         click.echo("no open manual tasks")
-    for status, system, progress in open_tasks:
+    for task in found:
+        status = task.status
         late = " OVERDUE" if status.overdue else ""
         click.echo(
-            f"{task_id(status.request_id, system)}  {status.request_type.value} on {system}, "
-            f"{status.days_left} days left{late}\n  {progress.instructions}"
+            f"{task.task_id}  {status.request_type.value} on {task.system}, "
+            f"{status.days_left} days left{late}\n  {task.progress.instructions}"
         )
 
 
@@ -508,36 +590,26 @@ def tasks_complete(
     bootstrap: str | None, task: str, evidence: str, completed_by: str | None, outcome: str
 ) -> None:
     """Record that a person carried out a manual task; it then counts as done."""
-    from orchestrator.client import RequestPublisher
     from orchestrator.status import read_status
+    from orchestrator.tasks import TaskError, complete_task, parse_task_id, waiting_task
 
-    request_id, sep, system = task.rpartition("/")
-    if not sep:
-        raise click.BadParameter("a task id looks like REQUEST_ID/SYSTEM", param_hint="TASK")
+    try:
+        request_id, system = parse_task_id(task)
+    except TaskError as exc:
+        raise click.BadParameter(str(exc), param_hint="TASK") from None
     kafka = _client_kafka(bootstrap)
     status = asyncio.run(read_status(kafka)).get(request_id)
-    progress = status.systems.get(system) if status else None
-    if status is None or progress is None:
-        raise click.ClickException(f"no task {task!r}: unknown request or system")
-    if progress.status != OutcomeStatus.MANUAL_ACTION_REQUIRED:
-        raise click.ClickException(
-            f"task {task!r} is not waiting for a person (its status is {progress.status})"
+    try:
+        complete_task(
+            kafka,
+            waiting_task(status, system, task),
+            evidence,
+            completed_by=completed_by,
+            outcome="not_found" if outcome == "not_found" else "completed",
+            source="dsr-cli",
         )
-    proof = [Evidence(kind="manual_confirmation", value=evidence)]
-    if completed_by:
-        proof.append(Evidence(kind="completed_by", value=completed_by))
-    result = TaskOutcome(
-        request_id=request_id,
-        task_id=task,
-        system=system,
-        action=status.request_type,
-        attempt=max(progress.attempt, 1),
-        status=OutcomeStatus(outcome),
-        evidence=proof,
-        completed_at=datetime.now(UTC),
-    )
-    with RequestPublisher(kafka, source="dsr-cli") as publisher:
-        publisher.report_outcome(result)
+    except TaskError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"task {task} recorded as {outcome}")
 
 
@@ -645,7 +717,14 @@ def connectors_check(
 @click.option(
     "--sql", "use_sql", is_flag=True, help="Four SQLite databases instead of the vendor fakes."
 )
-def demo(out: Path, timeout: float, use_sql: bool) -> None:
+@click.option(
+    "--dashboard",
+    "with_dashboard",
+    is_flag=True,
+    help="Also start the web dashboard (loopback, no token) and keep everything running "
+    "after the requests until Ctrl-C, to look around.",
+)
+def demo(out: Path, timeout: float, use_sql: bool, with_dashboard: bool) -> None:
     """Run everything embedded: an access and an erasure request through four systems."""
     from contextlib import ExitStack
 
@@ -657,18 +736,25 @@ def demo(out: Path, timeout: float, use_sql: bool) -> None:
             systems_dir = demo_data.seed(out / "systems")
             env = {"DSR_DEMO_DIR": str(systems_dir)}
             register = demo_data.sql_register_path()
-            click.echo(f"Seeded four demo systems in {systems_dir}")
+            click.echo(f"Seeded five demo systems in {systems_dir}")
         else:
-            env = fakes.enter_context(demo_data.vendor_fakes())
+            systems_dir = demo_data.seed(out / "systems", only=["orders.db"])
+            env = {
+                **fakes.enter_context(demo_data.vendor_fakes()),
+                "DSR_DEMO_DIR": str(systems_dir),
+            }
             register = demo_data.register_path()
             click.echo(
                 "Started local fakes of HubSpot, ActiveCampaign, Intercom and Freshdesk, "
-                "each holding the demo subject"
+                "each holding the demo subject, and seeded the shop's own order database "
+                f"(with invoices) in {systems_dir}"
             )
-        _run_demo(out, timeout, register, env)
+        _run_demo(out, timeout, register, env, with_dashboard)
 
 
-def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) -> None:
+def _run_demo(
+    out: Path, timeout: float, register: Path, env: dict[str, str], with_dashboard: bool
+) -> None:
     from orchestrator import demo as demo_data
     from orchestrator.client import RequestPublisher
     from orchestrator.stack import Stack, StackError
@@ -676,17 +762,32 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
     settings = _settings(register_file=register, data_dir=out)
     # The demo always runs on its own embedded broker, whatever DSR_KAFKA_BOOTSTRAP says.
     settings = settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"bootstrap": None})}
+        update={
+            "kafka": settings.kafka.model_copy(update={"bootstrap": None}),
+            # Loopback only, for as long as the demo runs: no token to type.
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": 0,
+            "dashboard_allow_anonymous": True,
+        }
     )
     started = time.monotonic()
     try:
-        with Stack(settings, log_dir=out / "logs", extra_env=env) as stack:
+        # The dashboard is opt-in: starting it beside the workers costs 1-2 s of the demo's
+        # 16 s on two cores, and the demo is over before anyone could open it.
+        with Stack(
+            settings, log_dir=out / "logs", extra_env=env, dashboard=with_dashboard
+        ) as stack:
             click.echo(
                 f"Embedded Kafka broker on {stack.settings.kafka.bootstrap}; workers starting"
             )
+            if stack.dashboard_url:
+                click.echo(f"Dashboard: {stack.dashboard_url}")
             results: dict[str, RequestStatusChanged | None] = {}
             stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-            with RequestPublisher(stack.settings.kafka, source="dsr-demo") as publisher:
+            signer = stack.local_publisher.signer() if stack.local_publisher else None
+            with RequestPublisher(
+                stack.settings.kafka, source="dsr-demo", signer=signer
+            ) as publisher:
                 for kind in (RequestType.ACCESS, RequestType.ERASURE):
                     now = datetime.now(UTC)
                     request = RequestSubmitted(
@@ -711,7 +812,12 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
                     stack.check()
                     results[request.request_id] = status
                     _print_status(status)
-    except (StackError, RegisterError) as exc:
+            if stack.dashboard_url:
+                click.echo(f"\nThe dashboard stays up at {stack.dashboard_url}; Ctrl-C stops.")
+                waited = time.monotonic()
+                _until_stopped(stack)
+                started += time.monotonic() - waited  # "Done in" counts the requests only
+    except (StackError, RegisterError, ConfigError) as exc:
         raise click.ClickException(f"{exc}\nLogs: {out / 'logs'}") from None
     failed = [rid for rid, s in results.items() if s is None or s.status != RequestStatus.COMPLETED]
     if failed:
@@ -724,15 +830,41 @@ def _run_demo(out: Path, timeout: float, register: Path, env: dict[str, str]) ->
         click.echo(f"  {s.request_type.value:<11} {s.artifact}")
         result = json.loads(Path(s.artifact or "").read_text())
         if result.get("export"):
-            click.echo(f"  export      {result['export']}")
+            click.echo(f"  export      {result['export']} (sealed)")
+            click.echo(
+                f"  open it:    dsr export open {s.request_id} --data-dir {out} "
+                f"--out {s.request_id}.zip"
+            )
         certificate = result.get("certificate")
         if certificate:
             click.echo(f"  certificate {certificate}")
             click.echo(f"  check it:   dsr verify {certificate} --dir {out / 'keys'}")
+            _print_retained(json.loads(Path(certificate).read_text()))
+        for name, path in (result.get("documents") or {}).items():
+            click.echo(f"  {name:<11} {path}")
+
+
+def _print_retained(certificate: dict[str, Any]) -> None:
+    """The certificate's retained items: what the law made us keep, and until when."""
+    body = certificate.get("certificate") or {}
+    for name, system in (body.get("systems") or {}).items():
+        for item in system.get("retained") or []:
+            click.echo(
+                f"  retained    {name}/{item.get('collection')}: "
+                f"{item.get('count')} until {item.get('until') or '(no date)'} "
+                f"({item.get('legal_basis')})"
+            )
 
 
 main.add_command(keys)
 main.add_command(verify)
+main.add_command(publishers)
+main.add_command(export)
+
+from orchestrator.dashboard.cli import dashboard, watch  # noqa: E402 - registered last, lazily
+
+main.add_command(dashboard)
+main.add_command(watch)
 
 if __name__ == "__main__":
     main()

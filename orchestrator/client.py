@@ -2,6 +2,8 @@
 
 Built on kafka-python so that it pulls in neither Faust nor asyncio. Every call waits for the
 broker's acknowledgement: when `publish` returns, the request is on the requests topic.
+Request events are signed with the publisher's key (see `schemas.signing`): pass a
+`RequestSigner`, or set DSR_PUBLISHER_ID and DSR_PUBLISHER_KEY_FILE (or DSR_PUBLISHER_SECRET).
 
     from orchestrator.client import publish_request
     publish_request(request, bootstrap="kafka:9092", source="web-form")
@@ -9,6 +11,7 @@ broker's acknowledgement: when `publish` returns, the request is on the requests
 
 from __future__ import annotations
 
+import logging
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -19,7 +22,10 @@ from pydantic import BaseModel, ValidationError
 from schemas.envelope import TYPE_OF, describe_validation_error, encode
 from schemas.events import DeadlineExtended, IdentityVerified, RequestSubmitted, TaskOutcome
 from schemas.kafka import KafkaSettings
+from schemas.signing import PublisherKeyError, RequestSigner
 from schemas.topics import OUTCOMES, REQUESTS
+
+log = logging.getLogger("dsr.client")
 
 _Body = TypeVar("_Body", bound=BaseModel)
 _LINGER_MS = 5
@@ -32,10 +38,23 @@ class PublishError(RuntimeError):
 class RequestPublisher:
     """Publishes requests and identity verifications to the requests topic, one ack at a time."""
 
-    def __init__(self, kafka: KafkaSettings | str, source: str, *, timeout: float = 30.0) -> None:
-        """Connect to Kafka (settings or bootstrap string); `source` names the publisher."""
+    def __init__(
+        self,
+        kafka: KafkaSettings | str,
+        source: str,
+        *,
+        signer: RequestSigner | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Connect to Kafka (settings or bootstrap string); `source` names the publishing
+        service; `signer` signs request events (default: from DSR_PUBLISHER_* variables)."""
         if not source:
             raise ValueError("source must name the publishing service, e.g. 'web-form'")
+        try:
+            self.signer = signer or RequestSigner.from_env()
+        except PublisherKeyError as exc:
+            raise PublishError(str(exc)) from None
+        self._warned_unsigned = False
         settings = KafkaSettings(bootstrap=kafka) if isinstance(kafka, str) else kafka
         try:
             options = settings.kafka_python_options()
@@ -86,6 +105,17 @@ class RequestPublisher:
         if self._producer is None:
             raise PublishError("this RequestPublisher is closed; create a new one")
         message = encode(body, source=self.source)
+        if topic == REQUESTS.name:
+            if self.signer is not None:
+                message = self.signer.sign(message)
+            elif not self._warned_unsigned:
+                # Outcomes (manual tasks) are never signed; only request events need a key.
+                self._warned_unsigned = True
+                log.warning(
+                    "publishing unsigned request events: the orchestrator dead-letters them "
+                    "unless it runs with DSR_ALLOW_UNSIGNED_REQUESTS=true; set DSR_PUBLISHER_ID "
+                    "and DSR_PUBLISHER_KEY_FILE, or pass signer="
+                )
         what = f"{TYPE_OF[type(body)]} for request {body.request_id}"
         try:
             future = self._producer.send(
@@ -133,10 +163,14 @@ def publish_request(
     *,
     bootstrap: KafkaSettings | str | None = None,
     source: str = "dsr-client",
+    signer: RequestSigner | None = None,
     timeout: float = 30.0,
 ) -> None:
-    """Publish one request and wait for the ack; bootstrap defaults to DSR_KAFKA_BOOTSTRAP."""
-    with RequestPublisher(bootstrap or KafkaSettings(), source, timeout=timeout) as publisher:
+    """Publish one request and wait for the ack; bootstrap defaults to DSR_KAFKA_BOOTSTRAP,
+    the signer to the DSR_PUBLISHER_* variables."""
+    with RequestPublisher(
+        bootstrap or KafkaSettings(), source, signer=signer, timeout=timeout
+    ) as publisher:
         publisher.publish(request)
 
 

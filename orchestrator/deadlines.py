@@ -42,6 +42,39 @@ class DeadlinePolicy:
         return f"{self.amount} {self.unit}"
 
 
+_PERIOD = re.compile(
+    r"^\s*(\d+)\s*(second|seconds|minute|minutes|hour|hours|day|days|week|weeks|month|months)\s*$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A stretch of time such as a retention window: '30 days', '6 months', '0 seconds'."""
+
+    amount: int
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        """Read 'N seconds|minutes|hours|days|weeks|months'."""
+        match = _PERIOD.match(text)
+        if not match:
+            raise ValueError(
+                f"period {text!r} is not understood; use e.g. '30 days', '6 months', '12 hours'"
+            )
+        return cls(int(match.group(1)), match.group(2).lower().rstrip("s") + "s")
+
+    def after(self, moment: datetime) -> datetime:
+        """The moment this period after `moment` (calendar months for months)."""
+        if self.unit == "months":
+            return add_months(moment, self.amount)
+        return moment + timedelta(**{self.unit: self.amount})
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}"
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """Calendar-month arithmetic: 31 January + 1 month is the last day of February."""
     return moment + relativedelta(months=months)
@@ -57,4 +90,4 @@ def is_overdue(deadline: datetime, now: datetime) -> bool:
     return now > deadline
 
 
-__all__ = ["DeadlinePolicy", "add_months", "days_left", "is_overdue"]
+__all__ = ["DeadlinePolicy", "Period", "add_months", "days_left", "is_overdue"]

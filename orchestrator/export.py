@@ -20,6 +20,12 @@ Portability exports contain only the systems whose legal basis includes consent 
 (Art. 20(1)(a)); the register describes data per system, not per field, so this is the
 finest filter available. They hold JSON and CSV only, no report: Art. 20 asks for
 machine-readable data, and the Art. 15 information belongs to an access request.
+
+At rest the archive is sealed with the request's data key (`REQUEST_ID.zip.enc`, chunked
+AES-256-GCM, see `schemas.sealed_files`): `open_export` streams the ZIP back for staff
+(`dsr export open`) and the dashboard's expiring downloads (`orchestrator.downloads`). The
+spool files are sealed too, with a key that lives only in memory while the export is written:
+a crash half-way leaves nothing readable behind.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import io
 import json
 import os
 import re
@@ -41,11 +48,15 @@ from typing import IO, Any
 from orchestrator.lifecycle import RequestState
 from schemas.events import Record
 from schemas.register import Controller, LegalBasis, Register, System
+from schemas.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter, read_sealed
+from schemas.sealing import DataKeys, context
 
 #: Legal bases under which data counts as "provided by the subject" for portability.
 PORTABLE_BASES = frozenset({LegalBasis.CONSENT, LegalBasis.CONTRACT})
 
 AP_URL = "https://autoriteitpersoonsgegevens.nl"
+#: The file name ending of a sealed export.
+SEALED_SUFFIX = ".zip.enc"
 _CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -116,13 +127,15 @@ class _Spool:
 
     collection: str
     path: Path
-    handle: IO[str] | None
+    key: bytes
+    handle: SealedWriter | None
     keys: dict[str, None] = field(default_factory=dict)  # ordered set: first-seen order
     count: int = 0
 
     def lines(self) -> Iterator[str]:
         """The spooled records as JSON text, one at a time."""
-        with self.path.open(encoding="utf-8") as handle:
+        raw = SealedReader(self.path, self.key, context("spool", self.path.name))
+        with io.TextIOWrapper(io.BufferedReader(raw, CHUNK_SIZE), encoding="utf-8") as handle:
             for line in handle:
                 yield line.rstrip("\n")
 
@@ -136,8 +149,13 @@ def write_export(
     generated_at: datetime,
     portability: bool = False,
     spool_dir: Path | None = None,
+    key: bytes | None = None,
 ) -> ExportSummary:
-    """Write the request's export ZIP to `path`, streaming; returns what was written."""
+    """Write the request's export ZIP to `path`, streaming; returns what was written.
+
+    With `key` (the request's data key) the ZIP is sealed as it is written (`open_export`
+    reads it back); without, it is a plain ZIP (tests, tools).
+    """
     request = state.request
     if request is None:
         raise ValueError(f"request {state.request_id!r} has no submitted request to export")
@@ -155,13 +173,15 @@ def write_export(
     per_system: dict[str, list[ExportFile]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
+    spool_key = os.urandom(32)  # in memory only: the spool dies with this process
     try:
         with (
             tempfile.TemporaryDirectory(dir=spool_dir or path.parent, prefix=".spool-") as tmp,
-            zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+            _open_target(partial, key, state.request_id) as target,
+            zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
             for system in systems:
-                spools = _spool(Path(tmp), records(system.name))
+                spools = _spool(Path(tmp), records(system.name), spool_key)
                 written = _write_system(archive, system.name, spools)
                 per_system[system.name] = written
                 summary.files.extend(written)
@@ -186,19 +206,49 @@ def write_export(
     return summary
 
 
-def _spool(tmp: Path, source: Iterable[Record]) -> list[_Spool]:
-    """Read one system's records once, into a JSON-lines file per collection."""
+def export_context(request_id: str) -> bytes:
+    """What a sealed export is bound to: its request."""
+    return context("export", request_id)
+
+
+def open_export(path: Path, data_keys: DataKeys, request_id: str | None = None) -> Iterator[bytes]:
+    """The plaintext ZIP of a sealed export, in chunks of up to 1 MiB, streamed.
+
+    The request id comes from the file name (`REQUEST_ID.zip.enc`) unless given. Raises
+    `DataKeyDestroyed` once the request was shredded, `SealBroken` if the file was altered
+    (possibly after earlier chunks were yielded: write to a temporary file, keep it only when
+    the iteration ends cleanly).
+    """
+    path = Path(path)
+    request_id = request_id or path.name.removesuffix(SEALED_SUFFIX)
+    return read_sealed(
+        path, data_keys.get(request_id), export_context(request_id), chunk_size=_CHUNK
+    )
+
+
+def _open_target(path: Path, key: bytes | None, request_id: str) -> IO[bytes] | SealedWriter:
+    """The file the ZIP goes into: sealed when there is a key."""
+    if key is None:
+        return path.open("wb")
+    return SealedWriter(path, key, export_context(request_id))
+
+
+def _spool(tmp: Path, source: Iterable[Record], seal_key: bytes) -> list[_Spool]:
+    """Read one system's records once, into a sealed JSON-lines file per collection."""
     spools: dict[str, _Spool] = {}
     try:
         for record in source:
             spool = spools.get(record.collection)
             if spool is None:
                 fd, name = tempfile.mkstemp(dir=tmp, suffix=".jsonl")
-                handle = os.fdopen(fd, "w", encoding="utf-8")
-                spool = spools[record.collection] = _Spool(record.collection, Path(name), handle)
+                os.close(fd)
+                path = Path(name)
+                handle = SealedWriter(path, seal_key, context("spool", path.name))
+                spool = spools[record.collection] = _Spool(
+                    record.collection, path, seal_key, handle
+                )
             assert spool.handle is not None
-            spool.handle.write(_dumps(record.data))
-            spool.handle.write("\n")
+            spool.handle.write(_dumps(record.data).encode("utf-8") + b"\n")
             for key in record.data:
                 if key not in spool.keys:
                     spool.keys[key] = None

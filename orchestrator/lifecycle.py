@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.deadlines import DeadlinePolicy, add_months, days_left, is_overdue
+from orchestrator.deadlines import DeadlinePolicy, Period, add_months, days_left, is_overdue
 from schemas.events import (
     DeadlineExtended,
     IdentityVerified,
@@ -21,6 +21,7 @@ from schemas.events import (
     RequestStatus,
     RequestStatusChanged,
     RequestSubmitted,
+    RequestType,
     StatusTrigger,
     SystemProgress,
     TaskDispatched,
@@ -42,6 +43,12 @@ class Policy:
     due_soon_days: int = 7
     max_attempts: int = 3
     retry_delay: timedelta = timedelta(seconds=5)
+    #: A dispatched task without an outcome after this long is dispatched again (a worker may
+    #: have died with it); after `max_attempts` dispatches the system fails with the reason.
+    task_timeout: timedelta = timedelta(minutes=15)
+    #: How long after a request is final its personal data is kept; then its data key is
+    #: destroyed (crypto-shredding). None: never.
+    shred_after: Period | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,9 @@ class RequestState(BaseModel):
     overdue_sent: bool = False
     finished_at: datetime | None = None
     reason: str | None = None
+    #: Set when the personal data was destroyed: what is left is a stub (see `shredded`).
+    shredded_at: datetime | None = None
+    request_type: RequestType | None = Field(default=None, description="Kept in the stub.")
 
     @property
     def is_final(self) -> bool:
@@ -95,6 +105,8 @@ class Effects:
     stored_outcomes: list[TaskOutcome] = field(default_factory=list)
     finished: bool = False
     save: bool = False
+    #: Destroy the request's data key and files, keep only the stub (see `shredded`).
+    shred: bool = False
 
     def absorb(self, other: Effects) -> None:
         """Add another decision's effects (for the same request) to these."""
@@ -103,6 +115,7 @@ class Effects:
         self.stored_outcomes += other.stored_outcomes
         self.finished = self.finished or other.finished
         self.save = self.save or other.changed
+        self.shred = self.shred or other.shred
 
     @property
     def changed(self) -> bool:
@@ -131,6 +144,13 @@ def submit(
 ) -> tuple[RequestState | None, Effects]:
     """A request arrives: validate its scope, set its deadline, fan out if verified."""
     effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        effects.dead_letter = (
+            f"request_id {request.request_id!r} belongs to a request that is finished and whose "
+            f"personal data was destroyed (crypto-shredded) on {state.shredded_at:%Y-%m-%d}; "
+            "it cannot be carried out again: choose a new request_id"
+        )
+        return state, effects
     digest = fingerprint(request)
     if state is not None and state.request is not None:
         if state.fingerprint != digest:
@@ -175,6 +195,8 @@ def verify(
 ) -> tuple[RequestState, Effects]:
     """The identity is verified: fan out a waiting request (or remember it for later)."""
     effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        return state, effects  # long finished: nothing to verify
     if state is None or state.request is None:
         # Verification overtook its request; keep it until the request arrives.
         base = state or RequestState(request_id=event.request_id)
@@ -194,11 +216,11 @@ def extend(
 ) -> tuple[RequestState | None, Effects]:
     """Move the deadline once by one or two months (Art. 12(3)); the subject must be told."""
     effects = Effects()
+    if state is not None and state.is_final:
+        effects.dead_letter = f"cannot extend request {event.request_id!r}: it is already final"
+        return state, effects
     if state is None or state.request is None or state.deadline is None:
         effects.dead_letter = f"cannot extend request {event.request_id!r}: no such request"
-        return state, effects
-    if state.is_final:
-        effects.dead_letter = f"cannot extend request {event.request_id!r}: it is already final"
         return state, effects
     if state.extension is not None:
         if state.extension == event:
@@ -231,6 +253,8 @@ def record_outcome(
 ) -> tuple[RequestState | None, Effects]:
     """A connector reports: record it, retry a retryable failure, finish when all are final."""
     effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        return state, effects  # a late re-delivery: the request is long finished
     if state is None or state.request is None or outcome.system not in state.systems:
         effects.dead_letter = (
             f"outcome for unknown request or system (task {outcome.task_id!r}); "
@@ -281,17 +305,108 @@ def record_outcome(
     if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
         status, reason = final_status(state.systems)
         _finish(state, status, reason, ctx, effects)
-    elif any(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in state.systems.values()):
-        _transition(state, RequestStatus.ACTION_REQUIRED, StatusTrigger.OUTCOME, ctx, effects)
     else:
-        _transition(state, RequestStatus.IN_PROGRESS, StatusTrigger.OUTCOME, ctx, effects)
+        _transition(state, _open_status(state), StatusTrigger.OUTCOME, ctx, effects)
     return state, effects
 
 
+def _open_status(state: RequestState) -> RequestStatus:
+    """The status of a request that is not finished, from its systems."""
+    systems = state.systems.values()
+    if any(p.stalled and p.status == "dispatched" for p in systems):
+        return RequestStatus.STALLED
+    if any(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in systems):
+        return RequestStatus.ACTION_REQUIRED
+    return RequestStatus.IN_PROGRESS
+
+
+def _timed_out(state: RequestState, policy: Policy, now: datetime) -> list[str]:
+    """Systems whose dispatched task has had no outcome for longer than the task timeout."""
+    return [
+        name
+        for name, p in state.systems.items()
+        if p.status == "dispatched"
+        and p.updated_at is not None
+        and now >= p.updated_at + policy.task_timeout
+    ]
+
+
+def _redispatch_timed_out(
+    state: RequestState, names: list[str], ctx: Context, effects: Effects
+) -> None:
+    """Dispatch again (a worker may have died with the task), or fail once attempts run out.
+
+    A late outcome of an earlier attempt still counts if it is a success; only one outcome per
+    system is ever recorded.
+    """
+    timeout = _describe_timeout(ctx.policy.task_timeout)
+    notes = []
+    for name in names:
+        progress = state.systems[name]
+        if progress.attempt < ctx.policy.max_attempts:
+            attempt = progress.attempt + 1
+            reason = (
+                f"no outcome within {timeout} (attempt {progress.attempt}); dispatched again "
+                f"(attempt {attempt} of {ctx.policy.max_attempts})"
+            )
+            state.systems[name] = SystemProgress(
+                status="dispatched",
+                attempt=attempt,
+                reason=reason,
+                retryable=True,
+                stalled=True,
+                updated_at=ctx.now,
+            )
+            effects.tasks.append(_task(state, name, attempt, ctx))
+        else:
+            reason = (
+                f"no outcome after {progress.attempt} attempts of {timeout} each; check that "
+                "the connector worker serving this system is running"
+            )
+            state.systems[name] = SystemProgress(
+                status=OutcomeStatus.FAILED,
+                attempt=progress.attempt,
+                reason=reason,
+                retryable=True,
+                stalled=True,
+                updated_at=ctx.now,
+            )
+        notes.append(f"{name}: {reason}")
+    if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
+        status, final_reason = final_status(state.systems)
+        _finish(state, status, final_reason, ctx, effects)
+        return
+    _transition(
+        state, _open_status(state), StatusTrigger.TIMEOUT, ctx, effects, reason="; ".join(notes)
+    )
+
+
+def _describe_timeout(timeout: timedelta) -> str:
+    seconds = int(timeout.total_seconds())
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{timeout.total_seconds():g} s"
+
+
 def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
-    """The clock moved: flag due-soon and overdue, refuse unverified requests past the deadline."""
+    """The clock moved: flag due-soon and overdue, refuse unverified requests past the deadline,
+    shred final requests whose retention window has passed."""
     effects = Effects()
-    if state.request is None or state.is_final:
+    if state.is_final:
+        due = shred_at(state, ctx.policy)
+        if due is not None and ctx.now >= due:
+            _emit(
+                state,
+                StatusTrigger.SHREDDED,
+                ctx,
+                effects,
+                reason=f"personal data destroyed (crypto-shredded) {ctx.policy.shred_after} "
+                "after the request was final",
+            )
+            effects.shred = True
+            return shredded(state, ctx.now), effects
+        return state, effects
+    if state.request is None:
         return state, effects
     assert state.deadline is not None
     if state.status == RequestStatus.AWAITING_VERIFICATION and is_overdue(state.deadline, ctx.now):
@@ -303,21 +418,62 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
             effects,
         )
         return state, effects
+    timed_out = _timed_out(state, ctx.policy, ctx.now)
+    if timed_out:
+        _redispatch_timed_out(state, timed_out, ctx, effects)
+        if state.is_final:
+            return state, effects
     _check_deadline(state, ctx, effects)
     return state, effects
 
 
 def next_check(state: RequestState, policy: Policy) -> datetime | None:
-    """When `tick` can next change this request (due soon, overdue, refusal); None: never."""
-    if state.request is None or state.is_final or state.deadline is None:
+    """When `tick` can next change this request (due soon, overdue, refusal, a task's timeout,
+    shredding); None: never."""
+    if state.is_final:
+        return shred_at(state, policy)
+    if state.request is None or state.deadline is None:
         return None
     deadline = state.deadline
+    times = [
+        p.updated_at + policy.task_timeout
+        for p in state.systems.values()
+        if p.status == "dispatched" and p.updated_at is not None
+    ]
     if not state.due_soon_sent:
         first_day = deadline.date() - timedelta(days=policy.due_soon_days)
-        return datetime.combine(first_day, time.min, tzinfo=deadline.tzinfo)
-    if not state.overdue_sent or state.status == RequestStatus.AWAITING_VERIFICATION:
-        return deadline + timedelta(microseconds=1)
-    return None
+        times.append(datetime.combine(first_day, time.min, tzinfo=deadline.tzinfo))
+    elif not state.overdue_sent or state.status == RequestStatus.AWAITING_VERIFICATION:
+        times.append(deadline + timedelta(microseconds=1))
+    return min(times) if times else None
+
+
+def shred_at(state: RequestState, policy: Policy) -> datetime | None:
+    """When a final request's personal data is due for destruction; None: never (again)."""
+    if (
+        not state.is_final
+        or state.shredded_at is not None
+        or state.finished_at is None
+        or policy.shred_after is None
+    ):
+        return None
+    return policy.shred_after.after(state.finished_at)
+
+
+def shredded(state: RequestState, now: datetime) -> RequestState:
+    """What is kept of a request once its personal data is destroyed: no request body.
+
+    Not even the request's fingerprint: a hash of the body, which holds the subject's
+    identifiers, would let anyone with a list of candidates test which one it was.
+    """
+    return RequestState(
+        request_id=state.request_id,
+        request_type=state.request.type if state.request else state.request_type,
+        status=state.status,
+        sequence=state.sequence,
+        finished_at=state.finished_at,
+        shredded_at=now,
+    )
 
 
 def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str | None]:
@@ -484,6 +640,8 @@ __all__ = [
     "final_status",
     "next_check",
     "record_outcome",
+    "shred_at",
+    "shredded",
     "submit",
     "task_id",
     "tick",

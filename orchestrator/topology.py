@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Mapping
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -19,8 +20,38 @@ def topic_names() -> list[str]:
     return [t.name for t in ALL_TOPICS]
 
 
-def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
-    """Create any missing topic of ours; return the names created."""
+def parse_topic_configs(items: Iterable[str]) -> dict[str, dict[str, str]]:
+    """`[TOPIC:]KEY=VALUE` items as configs per topic; without TOPIC, for every topic.
+
+    A topic-specific item wins over a general one. Unknown topics are refused, so a typo in
+    deployment values cannot go unnoticed.
+    """
+    names = topic_names()
+    general: dict[str, str] = {}
+    specific: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        topic, colon, key = target.rpartition(":")
+        if not sep or not key:
+            raise ValueError(f"{item!r}: use KEY=VALUE or TOPIC:KEY=VALUE")
+        if not colon:
+            general[key] = value
+        elif topic in names:
+            specific.setdefault(topic, {})[key] = value
+        else:
+            raise ValueError(f"{item!r}: unknown topic {topic!r}; ours are {', '.join(names)}")
+    return {name: {**general, **specific.get(name, {})} for name in names}
+
+
+def ensure_topics(
+    settings: KafkaSettings,
+    timeout: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create any missing topic of ours (with `configs` per topic); return the names created.
+
+    Existing topics are left as they are: their partitions and configs are not changed.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -42,6 +73,7 @@ def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
                             name,
                             num_partitions=settings.partitions,
                             replication_factor=settings.replication_factor,
+                            topic_configs=dict((configs or {}).get(name, {})),
                         )
                     ]
                 )
@@ -55,4 +87,4 @@ def ensure_topics(settings: KafkaSettings, timeout: float = 30.0) -> list[str]:
         admin.close()
 
 
-__all__ = ["ensure_topics", "topic_names"]
+__all__ = ["ensure_topics", "parse_topic_configs", "topic_names"]

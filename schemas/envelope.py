@@ -13,12 +13,13 @@ straight into the pydantic model.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from schemas.events import (
@@ -34,6 +35,14 @@ from schemas.events import (
 SPEC_VERSION = "1.0"
 JSON = "application/json"
 STRUCTURED = "application/cloudevents+json"
+#: A dead letter keeps at most this much of the original value (the whole record stays on its
+#: topic): a dead letter must fit in a Kafka message, whatever was sent.
+DEAD_LETTER_VALUE_LIMIT = 256 * 1024
+#: CloudEvents attributes longer than this are refused (they end up in logs and dead letters).
+ATTRIBUTE_LIMIT = 1024
+_HEADER_VALUE_LIMIT = 1024
+_MAX_HEADERS = 64
+_QUOTE_LIMIT = 64
 
 #: CloudEvents `type` attribute -> body model. The version is part of the type.
 EVENT_TYPES: dict[str, type[BaseModel]] = {
@@ -106,14 +115,43 @@ def encode(
 
 
 def header_dict(headers: object) -> dict[str, str]:
-    """Kafka headers (list of pairs, bytes values) as a dict of text; undecodable bytes escaped."""
+    """Kafka headers (pairs or a mapping, bytes values) as a dict of text; undecodable bytes
+    escaped. The last of repeated headers wins; anything that is not a pair is skipped."""
+    if isinstance(headers, Mapping):
+        pairs: list[Any] = list(headers.items())
+    elif isinstance(headers, list | tuple):
+        pairs = list(headers)
+    else:
+        pairs = []
     result: dict[str, str] = {}
-    for name, raw in list(headers or []):  # type: ignore[call-overload]
+    for pair in pairs:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            continue
+        name, raw = pair
+        if isinstance(name, bytes | bytearray):
+            name = bytes(name).decode("utf-8", errors="backslashreplace")
         if isinstance(raw, bytes | bytearray):
             result[str(name)] = bytes(raw).decode("utf-8", errors="backslashreplace")
         elif raw is not None:
             result[str(name)] = str(raw)
     return result
+
+
+def _quote(text: str) -> str:
+    """A value from a message for an error message: repr, cut short (it may be huge)."""
+    if len(text) <= _QUOTE_LIMIT:
+        return repr(text)
+    return repr(text[:_QUOTE_LIMIT]) + f"... ({len(text)} characters)"
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event as received, before its body is parsed: what a signature check looks at."""
+
+    attributes: Mapping[str, str]  # CloudEvents attributes without the `ce_` prefix
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, str]
 
 
 class KafkaRecord(Protocol):
@@ -130,22 +168,33 @@ class KafkaRecord(Protocol):
 def dead_letter_for(
     record: KafkaRecord,
     *,
-    stage: Literal["envelope", "body", "process"],
+    stage: Literal["envelope", "signature", "body", "process"],
     reason: str,
     ce_type: str | None = None,
 ) -> DeadLetter:
-    """A dead letter keeping the original record unchanged (value base64-encoded)."""
+    """A dead letter keeping the original record (value base64-encoded).
+
+    Bounded whatever was sent, so it always fits in a Kafka message: a value over
+    `DEAD_LETTER_VALUE_LIMIT` is kept in part (`value_truncated`), long header values and
+    many headers are cut; the whole record stays at its source topic, partition and offset.
+    """
     key = record.key.decode("utf-8", "replace") if record.key else None
+    value = record.value or b""
+    headers = {
+        name[:_HEADER_VALUE_LIMIT]: text[:_HEADER_VALUE_LIMIT]
+        for name, text in list(header_dict(record.headers).items())[:_MAX_HEADERS]
+    }
     return DeadLetter(
-        reason=reason,
+        reason=reason[:2000],
         stage=stage,
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         key=key if key and len(key) <= 256 else None,
-        ce_type=ce_type,
-        value_base64=base64.b64encode(record.value or b"").decode(),
-        headers=header_dict(record.headers),
+        ce_type=ce_type if ce_type is None or len(ce_type) <= 256 else ce_type[:256],
+        value_base64=base64.b64encode(value[:DEAD_LETTER_VALUE_LIMIT]).decode(),
+        value_truncated=len(value) > DEAD_LETTER_VALUE_LIMIT,
+        headers=headers,
         failed_at=datetime.now(UTC),
     )
 
@@ -156,8 +205,13 @@ def decode(
     *,
     key: bytes | None = None,
     expect: tuple[type[BaseModel], ...] | None = None,
+    verify: Callable[[RawEvent], None] | None = None,
 ) -> Envelope:
-    """Validate a Kafka message as one of our CloudEvents; raise `EnvelopeError` saying why not."""
+    """Validate a Kafka message as one of our CloudEvents; raise `EnvelopeError` saying why not.
+
+    `verify` (e.g. `schemas.signing.RequestVerifier`) sees the event once its envelope is
+    read and before its body is parsed; it raises `EnvelopeError` to reject it.
+    """
     if value is None:
         raise EnvelopeError("envelope", "message has no value (a tombstone?); expected an event")
     hdrs = header_dict(headers)
@@ -168,7 +222,7 @@ def decode(
         attrs = {k[3:]: v for k, v in hdrs.items() if k.startswith("ce_")}
         if content_type and content_type != JSON:
             raise EnvelopeError(
-                "envelope", f"content-type {content_type!r} is not supported; use {JSON!r}"
+                "envelope", f"content-type {_quote(content_type)} is not supported; use {JSON!r}"
             )
         data = value
     else:
@@ -181,20 +235,28 @@ def decode(
     for name in ("specversion", "id", "source", "type"):
         if not attrs.get(name):
             raise EnvelopeError("envelope", f"CloudEvents attribute {name!r} is missing or empty")
+    for name in ("specversion", "id", "source", "type", "time"):
+        if len(attrs.get(name, "")) > ATTRIBUTE_LIMIT:
+            raise EnvelopeError(
+                "envelope",
+                f"CloudEvents attribute {name!r} is longer than {ATTRIBUTE_LIMIT} characters",
+            )
     if attrs["specversion"] != SPEC_VERSION:
         raise EnvelopeError(
-            "envelope", f"specversion {attrs['specversion']!r} is not supported; use '1.0'"
+            "envelope", f"specversion {_quote(attrs['specversion'])} is not supported; use '1.0'"
         )
     ce_type = attrs["type"]
     model = EVENT_TYPES.get(ce_type)
     if model is None:
         known = ", ".join(sorted(EVENT_TYPES))
-        raise EnvelopeError("envelope", f"unknown event type {ce_type!r}; known: {known}", ce_type)
+        raise EnvelopeError(
+            "envelope", f"unknown event type {_quote(ce_type)}; known: {known}", ce_type
+        )
     if expect is not None and model not in expect:
         allowed = ", ".join(TYPE_OF[m] for m in expect)
         raise EnvelopeError(
             "envelope",
-            f"event type {ce_type!r} does not belong on this topic; expected {allowed}",
+            f"event type {_quote(ce_type)} does not belong on this topic; expected {allowed}",
             ce_type,
         )
     time = None
@@ -205,6 +267,8 @@ def decode(
             time = None
         if time is None or time.tzinfo is None:  # RFC 3339 requires the offset
             raise EnvelopeError("envelope", "CloudEvents attribute 'time' is not RFC 3339", ce_type)
+    if verify is not None:
+        verify(RawEvent(attributes=attrs, key=key, value=value, headers=hdrs))
     try:
         body = (
             model.model_validate_json(data)
@@ -227,11 +291,13 @@ def decode(
 
 
 def _structured(value: bytes) -> tuple[dict[str, str], object]:
+    # pydantic's parser, not `json`: that one raises RecursionError on deep nesting and a
+    # plain ValueError on integers of over 4300 digits, and lets lone surrogates through.
     try:
-        event = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        event = pydantic_core.from_json(value)
+    except ValueError as exc:
         raise EnvelopeError(
-            "envelope", f"structured CloudEvent is not valid JSON ({exc.__class__.__name__})"
+            "envelope", f"structured CloudEvent is not valid JSON ({str(exc)[:200]})"
         ) from None
     if not isinstance(event, dict):
         raise EnvelopeError("envelope", "structured CloudEvent must be a JSON object")
@@ -259,6 +325,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "KafkaMessage",
+    "RawEvent",
     "dead_letter_for",
     "decode",
     "describe_validation_error",

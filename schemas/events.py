@@ -3,9 +3,11 @@
 Every event is a pydantic model. JSON Schema files and the AsyncAPI document in this
 package are generated from these models (`python -m schemas.generate`), never written by hand.
 
-Personal data travels only in `RequestSubmitted`, `TaskDispatched` and `TaskOutcome`
-(the subject and, for access, the records). `RequestStatusChanged` and `DeadLetter`
-reasons never carry it: status events are read by dashboards and other services.
+Personal data travels in the clear only in `RequestSubmitted` (from the publisher).
+`TaskDispatched` carries the subject sealed with the request's data key (`schemas.sealing`);
+`TaskOutcome` carries counts and a reference to the stored records (records inline only in dry
+runs and tests). Status events and `DeadLetter` reasons never carry it: they are read by
+dashboards and other services.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
+
+from schemas.sealing import SealBroken, SealedValue, open_sealed, seal
+from schemas.sealing import context as seal_context
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 SYSTEM_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
@@ -218,14 +225,71 @@ class TaskDispatched(_Model):
     system: SystemName
     action: RequestType
     attempt: Annotated[int, Field(ge=1)] = 1
-    subject: Subject
+    subject: Subject | None = Field(
+        default=None,
+        description="The subject in the clear: for tools and tests. The orchestrator always "
+        "sends `sealed_subject` instead.",
+    )
+    sealed_subject: SealedValue | None = Field(
+        default=None,
+        description="The subject as JSON, sealed (AES-256-GCM) with the request's data key, "
+        "bound to the request id and task id. Unreadable once the key is destroyed.",
+    )
     changes: list[FieldChange] | None = None
+    sealed_changes: SealedValue | None = Field(
+        default=None, description="Rectification: `changes` as JSON, sealed like the subject."
+    )
     language: Literal["nl", "en"] = "nl"
     deadline: AwareDatetime
     dispatched_at: AwareDatetime
     not_before: AwareDatetime | None = Field(
         default=None, description="A retry: the connector waits until this time."
     )
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> TaskDispatched:
+        if (self.subject is None) == (self.sealed_subject is None):
+            raise ValueError("a task needs exactly one of 'subject' and 'sealed_subject'")
+        if self.changes is not None and self.sealed_changes is not None:
+            raise ValueError("a task has 'changes' or 'sealed_changes', not both")
+        return self
+
+    def sealed(self, key: bytes) -> TaskDispatched:
+        """This task with its subject and changes sealed with the request's data key."""
+        if self.subject is None:
+            return self
+        update: dict[str, object] = {
+            "subject": None,
+            "sealed_subject": seal(key, self.subject.model_dump_json().encode(), self._aad("s")),
+            "changes": None,
+        }
+        if self.changes is not None:
+            update["sealed_changes"] = seal(key, _CHANGES.dump_json(self.changes), self._aad("c"))
+        return self.model_copy(update=update)
+
+    def opened(self, key: bytes) -> TaskDispatched:
+        """This task with its subject and changes in the clear; `SealBroken` if they do not open."""
+        if self.sealed_subject is None:
+            return self
+        try:
+            subject = Subject.model_validate_json(
+                open_sealed(key, self.sealed_subject, self._aad("s"))
+            )
+            changes = self.changes
+            if self.sealed_changes is not None:
+                changes = _CHANGES.validate_json(
+                    open_sealed(key, self.sealed_changes, self._aad("c"))
+                )
+        except ValidationError:  # its message would quote the subject
+            raise SealBroken(f"the sealed subject of task {self.task_id!r} is not valid") from None
+        update = {"subject": subject, "sealed_subject": None, "changes": changes}
+        return self.model_copy(update={**update, "sealed_changes": None})
+
+    def _aad(self, part: str) -> bytes:
+        return seal_context("task", self.request_id, self.task_id, part)
+
+
+_CHANGES: TypeAdapter[list[FieldChange]] = TypeAdapter(list[FieldChange])
 
 
 class OutcomeStatus(StrEnum):
@@ -273,6 +337,24 @@ class Record(_Model):
     data: dict[str, JsonValue]
 
 
+class RecordsRef(_Model):
+    """Where a connector stored the records it found: large results never travel in Kafka.
+
+    The file is JSON Lines (one `Record` per line) in the record store shared by connector
+    workers and the orchestrator (`DSR_RECORD_DIR`); `sha256` lets the reader prove it intact.
+    """
+
+    path: Annotated[
+        str, Field(min_length=1, max_length=1024, description="Relative to the record store.")
+    ]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0, description="Bytes.")]
+    count: Annotated[int, Field(ge=0, description="Records.")]
+    collections: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Records per collection."
+    )
+
+
 class TaskOutcome(_Model):
     """What a connector reports back for one task."""
 
@@ -284,7 +366,12 @@ class TaskOutcome(_Model):
     status: OutcomeStatus
     counts: Counts = Counts()
     records: list[Record] = Field(
-        default_factory=list, description="Access and portability: what was found."
+        default_factory=list,
+        description="Access and portability: what was found, when small and sent inline "
+        "(manual completions, dry runs). Workers store records and send `records_ref`.",
+    )
+    records_ref: RecordsRef | None = Field(
+        default=None, description="Access and portability: the stored records."
     )
     retained: list[RetainedItem] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
@@ -312,6 +399,7 @@ class RequestStatus(StrEnum):
     AWAITING_VERIFICATION = "awaiting_verification"
     IN_PROGRESS = "in_progress"
     ACTION_REQUIRED = "action_required"
+    STALLED = "stalled"  # a system gave no outcome in time; it was dispatched again
     COMPLETED = "completed"
     PARTIALLY_COMPLETED = "partially_completed"
     FAILED = "failed"
@@ -344,6 +432,9 @@ class SystemProgress(_Model):
     reason: str | None = None
     instructions: str | None = None
     retryable: bool = False
+    stalled: bool = Field(
+        default=False, description="No outcome came in time; the task was dispatched again."
+    )
     updated_at: AwareDatetime | None = None
 
 
@@ -356,9 +447,11 @@ class StatusTrigger(StrEnum):
     OUTCOME = "outcome"
     RETRY = "retry"
     EXTENDED = "extended"
+    TIMEOUT = "timeout"
     DUE_SOON = "due_soon"
     OVERDUE = "overdue"
     FINISHED = "finished"
+    SHREDDED = "shredded"  # the retention window passed; the personal data was destroyed
 
 
 class RequestStatusChanged(_Model):
@@ -392,13 +485,23 @@ class DeadLetter(_Model):
     """An event that could not be processed, kept with the reason so nothing is lost."""
 
     reason: Annotated[str, Field(description="What is wrong and how to fix it; no personal data.")]
-    stage: Literal["envelope", "body", "process"]
+    stage: Literal["envelope", "signature", "body", "process"] = Field(
+        description="envelope: not a CloudEvent of ours; signature: not signed by a known "
+        "publisher; body: the body does not validate; process: valid, but refused."
+    )
     source_topic: str
     partition: int
     offset: int
     key: str | None = None
     ce_type: str | None = None
-    value_base64: str = Field(description="The original message value, unchanged.")
+    value_base64: str = Field(
+        description="The original message value, unchanged (its first 256 KiB if truncated)."
+    )
+    value_truncated: bool = Field(
+        default=False,
+        description="The value was larger than 256 KiB; the whole record stays on the source "
+        "topic at this offset.",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     failed_at: AwareDatetime
 
@@ -427,6 +530,7 @@ __all__ = [
     "IdentityVerified",
     "OutcomeStatus",
     "Record",
+    "RecordsRef",
     "RequestId",
     "RequestStatus",
     "RequestStatusChanged",

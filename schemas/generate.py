@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from schemas.envelope import EVENT_TYPES, JSON, SPEC_VERSION, TYPE_OF
 from schemas.events import REQUEST_ID_PATTERN, DeadLetter
 from schemas.register import Register
+from schemas.signing import REQUEST_EVENT_TYPES, SIGNATURE_HEADER
 from schemas.topics import ALL_TOPICS, DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS, Topic
 
 #: The generated files live in this package, so they ship in the wheel (see package-data).
@@ -32,6 +33,10 @@ ASYNCAPI_FILE = "asyncapi.yaml"
 ID_BASE = "urn:dsr-orchestrator:schema:"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING_VERSION = "0.5.0"
+_SIGNATURE_PATTERN = (
+    r"^v1;alg=(hmac-sha256|ed25519);publisher=[A-Za-z0-9][A-Za-z0-9._-]{0,63};"
+    r"kid=[A-Za-z0-9][A-Za-z0-9._-]{0,63};sig=[A-Za-z0-9+/]+={0,2}$"
+)
 
 _HEADER = "Generated from the pydantic models by `python -m schemas.generate`; do not edit."
 
@@ -115,8 +120,9 @@ def _first_line(text: str | None) -> str:
 
 
 def _headers_schema(ce_type: str) -> dict[str, Any]:
-    """CloudEvents binary content mode, Kafka protocol binding: attributes as `ce_*` headers."""
-    return {
+    """CloudEvents binary content mode, Kafka protocol binding: attributes as `ce_*` headers;
+    request events also carry the publisher's signature."""
+    schema: dict[str, Any] = {
         "type": "object",
         "required": ["ce_specversion", "ce_id", "ce_source", "ce_type"],
         "properties": {
@@ -136,6 +142,16 @@ def _headers_schema(ce_type: str) -> dict[str, Any]:
             "content-type": {"type": "string", "const": JSON},
         },
     }
+    if ce_type in REQUEST_EVENT_TYPES:
+        schema["required"].append(SIGNATURE_HEADER)
+        schema["properties"][SIGNATURE_HEADER] = {
+            "type": "string",
+            "pattern": _SIGNATURE_PATTERN,
+            "description": "The publisher's signature of the event's canonical form: "
+            "`v1;alg=hmac-sha256|ed25519;publisher=ID;kid=KEY_ID;sig=BASE64` (see "
+            "schemas/signing.py). Unsigned events are dead-lettered.",
+        }
+    return schema
 
 
 def _key_schema(ce_type: str) -> dict[str, Any]:

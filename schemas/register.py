@@ -11,12 +11,14 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from dateutil.relativedelta import relativedelta
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.events import SYSTEM_NAME_PATTERN, RequestType
 
@@ -79,6 +81,90 @@ class Location(_Config):
         return self
 
 
+_PERIOD = re.compile(r"^\s*(\d+)\s*(year|years|month|months|week|weeks|day|days)\s*$", re.I)
+
+
+def parse_period(text: str) -> relativedelta:
+    """'7 years', '18 months', '6 weeks', '30 days' as a calendar period."""
+    match = _PERIOD.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"period {text!r} is not understood; use e.g. '7 years', '18 months'")
+    amount, unit = int(match.group(1)), match.group(2).lower().rstrip("s") + "s"
+    return relativedelta(**{unit: amount})
+
+
+class RetentionRule(_Config):
+    """A legal duty to keep a collection's records for a period, despite an erasure request.
+
+    Erasure keeps (or anonymises) the subject's records in `collection` whose retention has not
+    run out, and reports them as retained with the legal basis and the until-date computed from
+    the record's own date (`date_field`). Records whose period has passed are erased as usual.
+    """
+
+    collection: Annotated[str, Field(min_length=1, description="Table or collection name.")]
+    legal_basis: Annotated[
+        str,
+        Field(
+            min_length=1,
+            examples=["Art. 52 AWR and Art. 2:10 BW (fiscal retention, 7 years)"],
+            description="The law that obliges keeping the records (Art. 17(3)(b) GDPR).",
+        ),
+    ]
+    period: Annotated[str, Field(examples=["7 years"], description="'7 years', '18 months'...")]
+    date_field: Annotated[
+        str, Field(min_length=1, description="The record's own date the period counts from.")
+    ]
+    counted_from: Literal["record_date", "end_of_year"] = Field(
+        default="record_date",
+        description="'end_of_year': the period starts at the end of the record's calendar year "
+        "(the Dutch fiscal retention counts from the end of the book year).",
+    )
+    action: Literal["keep", "anonymise"] = Field(
+        default="keep", description="'anonymise': keep the record but clear `fields`."
+    )
+    fields: list[str] = Field(
+        default_factory=list, description="With action 'anonymise': the fields to clear."
+    )
+    reason: str | None = Field(default=None, description="Shown in the certificate.")
+
+    @field_validator("period")
+    @classmethod
+    def _period_parses(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_anonymise(self) -> RetentionRule:
+        if self.action == "anonymise" and not self.fields:
+            raise ValueError("action 'anonymise' needs 'fields': the fields to clear")
+        if self.action == "keep" and self.fields:
+            raise ValueError("'fields' is only used with action 'anonymise'")
+        return self
+
+    def start(self, record_date: date) -> date:
+        """When the period starts for a record of this date."""
+        if self.counted_from == "end_of_year":
+            return date(record_date.year, 12, 31)
+        return record_date
+
+    def until(self, record_date: date) -> date:
+        """The last day the record must be kept."""
+        return self.start(record_date) + parse_period(self.period)
+
+    def cutoff(self, today: date) -> date:
+        """Records dated on or after this date are still under retention on `today`."""
+        earliest = today - parse_period(self.period)
+        if self.counted_from == "end_of_year":
+            return date(earliest.year, 1, 1)
+        return earliest
+
+    def describe(self) -> str:
+        """One line for documents: what is kept and why."""
+        how = "kept" if self.action == "keep" else f"kept with {', '.join(self.fields)} cleared"
+        start = "the end of the year of" if self.counted_from == "end_of_year" else ""
+        return f"{how} for {self.period} from {start} {self.date_field}".replace("  ", " ")
+
+
 class System(_Config):
     """One system in the register."""
 
@@ -102,6 +188,19 @@ class System(_Config):
     group: Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN)] = Field(
         default="default", description="Connector worker group that serves this system."
     )
+    retention_rules: list[RetentionRule] = Field(
+        default_factory=list,
+        description="Legal duties to keep records despite erasure (applied by the connector).",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule_per_collection(self) -> System:
+        seen: set[str] = set()
+        for rule in self.retention_rules:
+            if rule.collection in seen:
+                raise ValueError(f"two retention rules for collection {rule.collection!r}")
+            seen.add(rule.collection)
+        return self
 
     @property
     def display_name(self) -> str:
@@ -281,9 +380,11 @@ __all__ = [
     "Processor",
     "Register",
     "RegisterError",
+    "RetentionRule",
     "System",
     "SystemKind",
     "WatchedRegister",
     "load_register",
+    "parse_period",
     "parse_register",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.broker import EmbeddedBroker
+from orchestrator.publishers import IssuedKey, create_publisher
 from orchestrator.topology import ensure_topics
 from schemas.kafka import KafkaSettings
 
@@ -27,3 +28,11 @@ def kafka_settings(broker: EmbeddedBroker) -> KafkaSettings:
     settings = KafkaSettings().for_embedded(broker.bootstrap)
     ensure_topics(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def test_publisher(tmp_path_factory: pytest.TempPathFactory) -> IssuedKey:
+    """The publisher tests sign request events with: `.keys_file` for the orchestrator
+    (DSR_PUBLISHER_KEYS), `.signer()` and `.env()` for publishing clients."""
+    directory = tmp_path_factory.mktemp("publishers")
+    return create_publisher(directory / "publisher-keys.yaml", "tests")

@@ -13,6 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from orchestrator.client import PublishError, RequestPublisher, publish_request
+from orchestrator.publishers import IssuedKey
 from schemas.envelope import JSON, Envelope, decode, header_dict
 from schemas.events import (
     Identifier,
@@ -23,6 +24,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
+from schemas.signing import RequestVerifier
 from schemas.topics import REQUESTS
 
 EMAIL = "anna.de.vries@example.nl"
@@ -184,3 +186,29 @@ def test_importing_the_client_does_not_import_faust_or_aiokafka() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.broker
+def test_request_events_are_signed_with_the_key_from_the_environment(
+    kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch, test_publisher: IssuedKey
+) -> None:
+    for name, value in test_publisher.env().items():
+        monkeypatch.setenv(name, value)
+    request = new_request()
+    with RequestPublisher(kafka_settings, source="web-form") as publisher:
+        assert publisher.signer is not None and publisher.signer.publisher == "tests"
+        publisher.publish(request)
+    ((_, key, headers, _),) = read_published(kafka_settings, request.request_id)
+    verifier = RequestVerifier(test_publisher.keys_file)
+    envelope = decode(request.model_dump_json().encode(), headers, key=key, verify=verifier)
+    assert envelope.body == request
+
+
+def test_incomplete_signing_configuration_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DSR_PUBLISHER_ID", "web-form")
+    monkeypatch.delenv("DSR_PUBLISHER_KEY_FILE", raising=False)
+    monkeypatch.delenv("DSR_PUBLISHER_SECRET", raising=False)
+    with pytest.raises(PublishError, match="DSR_PUBLISHER_KEY_FILE"):
+        RequestPublisher("127.0.0.1:1", source="tests")

@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 from orchestrator.kcat import LIBRARY_NAME, LibrdkafkaError, kcat_environment, librdkafka_dir
+from orchestrator.publishers import IssuedKey, create_publisher
+from schemas.envelope import EnvelopeError, decode, header_dict
 from schemas.events import RequestSubmitted
 from schemas.kafka import KafkaSettings
+from schemas.signing import SIGNATURE_HEADER, RequestVerifier
+from schemas.topics import REQUESTS
 from tests.test_client import assert_cloudevent, java_partition, read_published
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -60,6 +64,102 @@ def test_missing_confluent_kafka_is_a_clear_error(
         librdkafka_dir(tmp_path)
 
 
+#: Stands in for kcat: records its arguments, one per NUL-terminated field.
+FAKE_KCAT = """#!/usr/bin/env bash
+printf '%s\\0' "$@" > "$FAKE_KCAT_ARGS"
+"""
+
+
+def _fake_kcat_run(tmp_path: Path, env: dict[str, str]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Run the script with the fake kcat; return the key and headers it would have sent."""
+    fake = tmp_path / "kcat"
+    fake.write_text(FAKE_KCAT)
+    fake.chmod(0o755)
+    args_file = tmp_path / "args"
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={
+            "PATH": os.environ["PATH"],
+            "BOOTSTRAP": "127.0.0.1:1",
+            "KCAT": str(fake),
+            "FAKE_KCAT_ARGS": str(args_file),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    args = args_file.read_bytes().split(b"\0")[:-1]
+    key = args[args.index(b"-k") + 1]
+    headers = [
+        (name.decode(), value)
+        for name, _, value in (
+            args[i + 1].partition(b"=") for i, a in enumerate(args) if a == b"-H"
+        )
+    ]
+    assert args[-1] == str(REQUEST).encode()  # the file is sent as it is
+    return key, headers
+
+
+def _verify(issued: IssuedKey, key: bytes, headers: list[tuple[str, bytes]]) -> RequestSubmitted:
+    envelope = decode(
+        REQUEST.read_bytes(),
+        headers,
+        key=key,
+        expect=REQUESTS.events,
+        verify=RequestVerifier(issued.keys_file),
+    )
+    assert isinstance(envelope.body, RequestSubmitted)
+    return envelope.body
+
+
+@pytest.mark.parametrize("algorithm", ["ed25519", "hmac-sha256"])
+def test_script_signs_so_the_orchestrator_accepts_it(tmp_path: Path, algorithm: str) -> None:
+    issued = create_publisher(tmp_path / "keys.yaml", "web-form", algorithm)
+    env = {"DSR_PUBLISHER_ID": "web-form", "DSR_PUBLISHER_KEY_FILE": str(issued.key_file)}
+    key, headers = _fake_kcat_run(tmp_path, env)  # the key id derived in the shell
+    body = _verify(issued, key, headers)
+    assert body == RequestSubmitted.model_validate_json(REQUEST.read_bytes())
+    assert header_dict(headers)[SIGNATURE_HEADER].startswith(
+        f"v1;alg={algorithm};publisher=web-form;kid={issued.key_id};sig="
+    )
+    if algorithm == "hmac-sha256":  # the secret itself, instead of the file
+        env = {"DSR_PUBLISHER_ID": "web-form", "DSR_PUBLISHER_SECRET": issued.key_file.read_text()}
+        _verify(issued, *_fake_kcat_run(tmp_path, env))
+
+
+def test_script_with_another_key_is_refused(tmp_path: Path) -> None:
+    known = create_publisher(tmp_path / "keys.yaml", "web-form", "hmac-sha256")
+    other = create_publisher(tmp_path / "other.yaml", "web-form", "hmac-sha256")
+    env = {"DSR_PUBLISHER_ID": "web-form", "DSR_PUBLISHER_KEY_FILE": str(other.key_file)}
+    key, headers = _fake_kcat_run(tmp_path, {**env, "DSR_PUBLISHER_KEY_ID": known.key_id})
+    with pytest.raises(EnvelopeError, match="does not verify"):
+        _verify(known, key, headers)
+
+
+def test_script_needs_a_publisher_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSR_PUBLISHER")}
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**env, "BOOTSTRAP": "127.0.0.1:1"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "DSR_PUBLISHER_ID" in result.stderr and "must be signed" in result.stderr
+    short = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**env, "BOOTSTRAP": "x:1", "DSR_PUBLISHER_ID": "a", "DSR_PUBLISHER_SECRET": "short"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert short.returncode != 0 and "at least 32 characters" in short.stderr
+
+
 def test_script_needs_bootstrap(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "BOOTSTRAP"}
     result = subprocess.run(
@@ -77,11 +177,12 @@ def test_script_needs_bootstrap(tmp_path: Path) -> None:
 @pytest.mark.kcat
 @pytest.mark.broker
 def test_kcat_example_publishes_a_valid_request(
-    kafka_settings: KafkaSettings, tmp_path: Path
+    kafka_settings: KafkaSettings, tmp_path: Path, test_publisher: IssuedKey
 ) -> None:
     kcat = _kcat()
     env = kcat_environment(tmp_path / "librdkafka")
     env.update(BOOTSTRAP=kafka_settings.require_bootstrap(), KCAT=kcat, CE_SOURCE="kcat-test")
+    env.update(test_publisher.env())
     result = subprocess.run(
         ["bash", str(SCRIPT)],
         env=env,
@@ -95,6 +196,7 @@ def test_kcat_example_publishes_a_valid_request(
     sent = RequestSubmitted.model_validate_json(REQUEST.read_bytes())
     partition, key, headers, envelope = read_published(kafka_settings, sent.request_id)[-1]
     assert envelope.body == sent
+    assert _verify(test_publisher, key or b"", headers) == sent  # signed, exactly as sent
     assert key == sent.request_id.encode()
     assert envelope.time is not None
     assert_cloudevent(headers, "dsr.request.submitted.v1", "kcat-test")

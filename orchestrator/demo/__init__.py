@@ -3,13 +3,15 @@
 `dsr demo` starts local fakes of HubSpot, ActiveCampaign, Intercom and Freshdesk (the same
 fakes the connector tests use, strict about auth, paging and rate limits), each holding the
 demo subject among other people, and points the built-in connectors at them. `dsr demo --sql`
-and the end-to-end tests use four SQLite databases instead.
+and the end-to-end tests use four SQLite databases instead. Both also have the company's own
+order database (SQLite) with invoices under Dutch fiscal retention: its erasure keeps the
+recent invoices and orders and reports them as retained.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -59,7 +61,19 @@ _SCHEMAS = {
         "CREATE TABLE tickets (id INTEGER PRIMARY KEY, requester_email TEXT, subject TEXT,"
         " status TEXT)",
     ],
+    "orders.db": [
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, phone TEXT,"
+        " street TEXT, city TEXT)",
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_email TEXT, ordered_at DATE,"
+        " total_eur REAL, status TEXT)",
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, invoice_number TEXT, invoice_date DATE,"
+        " name TEXT, email TEXT, street TEXT, city TEXT, amount_eur REAL)",
+    ],
 }
+
+#: The demo subject's orders and invoices: two recent (retained for 7 years from the end of
+#: their book year), one from 2017 (its retention has run out: erased).
+_ORDER_DATES = ["2017-06-20", "2024-03-12", "2025-11-04"]
 
 
 def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[tuple[str, tuple]]]:
@@ -83,14 +97,42 @@ def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[tuple[str
             ("tickets", (email, "Retour aanvragen", "closed")),
             ("tickets", (email, "Factuur kwijt", "open")),
         ],
+        "orders.db": [
+            ("customers", (name, email, phone, f"Dorpsstraat {n}", "Utrecht")),
+            *(
+                ("orders", (email, day, 49.95 * (i + 1), "delivered"))
+                for i, day in enumerate(_ORDER_DATES)
+            ),
+            *(
+                (
+                    "invoices",
+                    (
+                        f"F{day[:4]}-{n:03d}{i}",
+                        day,
+                        name,
+                        email,
+                        f"Dorpsstraat {n}",
+                        "Utrecht",
+                        49.95 * (i + 1),
+                    ),
+                )
+                for i, day in enumerate(_ORDER_DATES)
+            ),
+        ],
     }
 
 
-def seed(directory: Path) -> Path:
-    """Create the four demo databases in `directory` (replacing old ones); return it."""
+def seed(directory: Path, only: Iterable[str] | None = None) -> Path:
+    """Create the demo databases in `directory` (replacing old ones); return it.
+
+    `only` names the databases to create (e.g. `["orders.db"]`); default: all five.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     people = [("Anna de Vries", DEMO_EMAIL, DEMO_PHONE), *_OTHERS]
+    wanted = set(only) if only is not None else set(_SCHEMAS)
     for db_name, statements in _SCHEMAS.items():
+        if db_name not in wanted:
+            continue
         path = directory / db_name
         path.unlink(missing_ok=True)
         conn = sqlite3.connect(path)

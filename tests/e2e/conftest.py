@@ -15,6 +15,7 @@ from connectors.fakes import acme
 from orchestrator import demo
 from orchestrator.client import RequestPublisher
 from orchestrator.config import Settings
+from orchestrator.publishers import IssuedKey
 from orchestrator.stack import Stack
 from orchestrator.status import StatusView, read_status
 from schemas.envelope import Envelope, decode
@@ -67,9 +68,10 @@ class System:
     data_dir: Path
     log_dir: Path
     spec_dir: Path
+    signing: IssuedKey  # the publisher key the orchestrator knows
 
     def publisher(self) -> RequestPublisher:
-        return RequestPublisher(self.kafka, source="tests")
+        return RequestPublisher(self.kafka, source="tests", signer=self.signing.signer())
 
     def wait_for(
         self,
@@ -114,6 +116,7 @@ def running(
     kafka_settings: KafkaSettings,
     tmp_path_factory: pytest.TempPathFactory,
     acme_fake: acme.AcmeCRM,
+    test_publisher: IssuedKey,
 ) -> Iterator[System]:
     """Orchestrator and connector workers on the session broker, with the demo systems."""
     root = tmp_path_factory.mktemp("system")
@@ -150,11 +153,21 @@ def running(
         producer_max_batch_size=1,
         retry_delay_seconds=0.2,
         tick_interval_seconds=1.0,
+        record_grace_seconds=0.5,
+        publisher_keys=test_publisher.keys_file,
     )
     env = {"DSR_DEMO_DIR": str(systems_dir), "DSR_CONNECTOR_DIR": str(spec_dir)}
     stack = Stack(settings, log_dir=root / "logs", extra_env=env)
     with stack:
-        yield System(stack, kafka_settings, systems_dir, root / "data", root / "logs", spec_dir)
+        yield System(
+            stack,
+            kafka_settings,
+            systems_dir,
+            root / "data",
+            root / "logs",
+            spec_dir,
+            test_publisher,
+        )
 
 
 def read_topic(

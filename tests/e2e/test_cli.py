@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -21,7 +22,11 @@ pytestmark = pytest.mark.broker
 
 
 def dsr(system: System, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DSR_KAFKA_BOOTSTRAP": system.kafka.require_bootstrap()}
+    env = {
+        **os.environ,
+        "DSR_KAFKA_BOOTSTRAP": system.kafka.require_bootstrap(),
+        **system.signing.env(),  # the CLI signs with the publisher key the orchestrator knows
+    }
     return subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", *args],
         capture_output=True,
@@ -86,7 +91,7 @@ def test_event_on_the_wrong_partition_is_moved_and_processed(running: System) ->
     request = new_request("access", CHANTAL, scope=["support"])
     right = partition_for(request.request_id, running.kafka.partitions)
     wrong = (right + 1) % running.kafka.partitions
-    message = encode(request, source="tests")
+    message = running.signing.signer().sign(encode(request, source="tests"))
     producer = KafkaProducer(**running.kafka.kafka_python_options())
     producer.send(
         REQUESTS.name,
@@ -163,5 +168,10 @@ def test_extend_moves_the_deadline_once(running: System) -> None:
     extended = view.get("cli-ext-1")
     assert extended is not None and extended.deadline > first.deadline
     assert (extended.deadline - first.deadline).days >= 59
+    # The status event points to the notice the subject must be sent (Art. 12(3)).
+    assert extended.artifact and extended.artifact.endswith("extension.nl.html")
+    notice = Path(extended.artifact).read_text()
+    assert "many systems involved, complex request" in notice
+    assert extended.deadline.date().isoformat() in notice
     bad = dsr(running, "extend", "cli-ext-1", "--months", "3", "--reason", "far too long a delay")
     assert bad.returncode != 0

@@ -53,16 +53,49 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
     access, erasure = (json.loads(p.read_text()) for p in paths)
     import zipfile
 
-    with zipfile.ZipFile(access["export"]) as archive:
+    # The export is sealed at rest; the demo says how to open it, and that works.
+    assert access["export"].endswith(".zip.enc")
+    opened = tmp_path / "export.zip"
+    command = re.search(r"open it:\s+dsr (export open .+)$", proc.stdout, re.M)
+    assert command, proc.stdout
+    args = command.group(1).split()
+    args[args.index("--out") + 1] = str(opened)
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(opened) as archive:
         names = archive.namelist()
         manifest = json.loads(archive.read("manifest.json"))
     assert "report.html" in names and any(n.startswith("data/hubspot/") for n in names)
     assert manifest["request_id"] == access["request_id"]
     assert access["type"] == "access" and access["status"] == "completed"
-    assert set(access["systems"]) == {"hubspot", "activecampaign", "intercom", "freshdesk"}
-    assert all(s["records"] for s in access["systems"].values())
+    assert set(access["systems"]) == {
+        "hubspot", "activecampaign", "intercom", "freshdesk", "orders"
+    }  # fmt: skip
+    assert all(s["collections"] for s in access["systems"].values())
+    order_files = {f.get("collection") for f in manifest["files"] if f.get("system") == "orders"}
+    assert order_files == {"orders", "invoices", "customers"}
+    # Records went through the record store, not Kafka; the export holds them now.
+    assert not any((out / "records").rglob("*.jsonl"))
     assert erasure["type"] == "erasure" and erasure["status"] == "completed"
     assert all(s["counts"]["deleted"] > 0 for s in erasure["systems"].values())
+
+    # The certificate keeps the invoices (and the order administration) under fiscal
+    # retention, with legal basis and until-date; everything else is deleted or not found.
+    signed = json.loads(certificate.read_text())["certificate"]
+    orders = signed["systems"]["orders"]
+    retained = {item["collection"]: item for item in orders["retained"]}
+    assert set(retained) == {"invoices", "orders"}
+    for item in retained.values():
+        assert item["count"] == 2 and "AWR" in item["legal_basis"]
+        assert item["until"] == "2032-12-31"  # newest kept record: 2025 + 7 years
+    assert orders["deleted"] == 3  # the customer row and the 2017 order and invoice
+    for name, system in signed["systems"].items():
+        assert system["status"] in ("completed", "not_found"), name
+        assert system["deleted"] + system["anonymised"] > 0 or system["not_found"], name
+    assert re.search(r"retained\s+orders/invoices: 2 until 2032-12-31", proc.stdout)
 
     # The demo's own output and every worker's log: none of the subject's identifiers.
     texts = {"stdout": proc.stdout, "stderr": proc.stderr, "certificate": certificate_text}
@@ -114,4 +147,25 @@ def test_sql_demo_erases_from_the_databases(tmp_path: Path) -> None:
                 t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             ]
             dump = "".join(str(list(conn.execute(f"SELECT * FROM {t}"))) for t in tables)
-        assert demo.DEMO_EMAIL not in dump.lower() and "bram.jansen@example.nl" in dump
+        assert "bram.jansen@example.nl" in dump
+        if db.name != "orders.db":
+            assert demo.DEMO_EMAIL not in dump.lower(), db.name
+    # The order database keeps only what fiscal law requires: the 2024 and 2025 orders and
+    # invoices; the customer record and the 2017 order and invoice are gone.
+    with sqlite3.connect(out / "systems" / "orders.db") as conn:
+        email = demo.DEMO_EMAIL
+        kept = {
+            table: sorted(
+                d for (d,) in conn.execute(f"SELECT {col} FROM {table} WHERE {key} = ?", (email,))
+            )
+            for table, col, key in (
+                ("customers", "id", "email"),
+                ("orders", "ordered_at", "customer_email"),
+                ("invoices", "invoice_date", "email"),
+            )
+        }
+    assert kept == {
+        "customers": [],
+        "orders": ["2024-03-12", "2025-11-04"],
+        "invoices": ["2024-03-12", "2025-11-04"],
+    }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
 import uuid
+import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,8 @@ import pytest
 from kafka import KafkaProducer
 
 from orchestrator import demo
-from schemas.envelope import encode
+from orchestrator.export import open_export
+from schemas.envelope import KafkaMessage, encode
 from schemas.events import (
     DeadLetter,
     Identifier,
@@ -25,9 +28,10 @@ from schemas.events import (
     StatusTrigger,
     Subject,
     TaskDispatched,
+    TaskOutcome,
     VerificationMethod,
 )
-from schemas.topics import DEAD_LETTER, REQUESTS, STATUS, TASKS
+from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 from tests.e2e.conftest import DEMO_SYSTEMS, System, read_topic
 
 pytestmark = pytest.mark.broker
@@ -59,9 +63,11 @@ def new_request(
 
 
 def rows_for(systems_dir: Path, email: str) -> dict[str, int]:
-    """How many rows mention `email`, per demo database, queried directly."""
+    """How many rows mention `email`, per demo database in the requests' scope, queried directly."""
     counts = {}
     for db in sorted(systems_dir.glob("*.db")):
+        if db.stem not in DEMO_SYSTEMS:
+            continue  # the order database has its own test (retention, tests/e2e/test_demo.py)
         with sqlite3.connect(db) as conn:
             total = 0
             for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
@@ -72,6 +78,12 @@ def rows_for(systems_dir: Path, email: str) -> dict[str, int]:
                     ).fetchone()[0]
         counts[db.stem] = total
     return counts
+
+
+def open_zip(system: System, path: str) -> zipfile.ZipFile:
+    """A sealed export as a ZIP, opened in memory (the tests' exports are small)."""
+    chunks = open_export(Path(path), system.stack.settings.data_keys())
+    return zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
 
 
 def finished_events(system: System, request_id: str) -> list[RequestStatusChanged]:
@@ -97,13 +109,16 @@ def test_access_collects_records_from_all_four_systems(running: System) -> None:
     assert set(result["systems"]) == set(DEMO_SYSTEMS)
     for name, entry in result["systems"].items():
         assert entry["status"] == "completed", name
-        assert entry["records"], f"no records from {name}"
-        assert entry["counts"]["found"] == len(entry["records"])
-        # every record is the subject's, with collection provenance
-        for record in entry["records"]:
-            assert record["collection"]
-            assert ANNA in json.dumps(record["data"]).lower()
-    collections = {r["collection"] for e in result["systems"].values() for r in e["records"]}
+        assert entry["collections"], f"no records from {name}"
+        assert entry["counts"]["found"] == sum(entry["collections"].values())
+
+    # The records are in the export, one file per system and collection ...
+    records: dict[str, list[dict[str, object]]] = {}
+    with open_zip(running, result["export"]) as archive:
+        for name in archive.namelist():
+            if name.startswith("data/") and name.endswith(".json"):
+                records[name] = json.loads(archive.read(name))
+    collections = {path.split("/")[2].removesuffix(".json") for path in records}
     assert {
         "contacts",
         "deals",
@@ -114,6 +129,25 @@ def test_access_collects_records_from_all_four_systems(running: System) -> None:
         "requesters",
         "tickets",
     } <= collections
+    for path, rows in records.items():
+        assert rows and all(ANNA in json.dumps(row).lower() for row in rows), path
+    # ... and never travelled through Kafka: the outcomes carry a reference with a hash.
+    outcomes = [
+        envelope.body
+        for _, envelope in read_topic(running.kafka, OUTCOMES.name)
+        if envelope is not None and getattr(envelope.body, "request_id", None) == request.request_id
+    ]
+    assert len(outcomes) == 4
+    for outcome in outcomes:
+        assert isinstance(outcome, TaskOutcome)
+        assert outcome.records == [] and outcome.records_ref is not None
+        assert len(outcome.records_ref.sha256) == 64 and outcome.records_ref.count > 0
+    # The record files are removed once the export holds them (after a short grace period).
+    leftover = running.data_dir / "records" / request.request_id
+    deadline = time.monotonic() + 10
+    while leftover.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftover.exists()
 
 
 def test_erasure_removes_the_subject_from_all_four_systems(running: System) -> None:
@@ -181,13 +215,12 @@ def test_malformed_events_are_dead_lettered_and_the_worker_keeps_running(running
     bad_body["type"] = "teleport"
     bad_body["request_id"] = f"bad-{marker}"
     headers = encode(new_request("access", ANNA), source="tests").headers
-    producer.send(REQUESTS.name, key=f"junk-{marker}".encode(), value=b"\xff\xfe not json")
-    producer.send(
-        REQUESTS.name,
-        key=f"bad-{marker}".encode(),
-        value=json.dumps(bad_body).encode(),
-        headers=headers,
+    # Signed by a known publisher, so the body is what gets checked (and refused).
+    bad = running.signing.signer().sign(
+        KafkaMessage(f"bad-{marker}".encode(), json.dumps(bad_body).encode(), headers)
     )
+    producer.send(REQUESTS.name, key=f"junk-{marker}".encode(), value=b"\xff\xfe not json")
+    producer.send(REQUESTS.name, key=bad.key, value=bad.value, headers=bad.headers)
     producer.flush(10)
     producer.close()
 
@@ -217,6 +250,12 @@ def test_failing_system_gives_partially_completed_with_reason(running: System) -
     assert status.reason and "ledger" in status.reason and "injected fatal failure" in status.reason
     assert status.systems["crm"].status == "completed"
     assert status.systems["ledger"].status == "failed"
+    # The subject gets a letter saying, per system, what is missing and why (Dutch default).
+    result = json.loads(Path(status.artifact or "").read_text())
+    letter = Path(result["documents"]["missing"]).read_text()
+    assert letter.endswith("</html>") and "missing.nl.html" in result["documents"]["missing"]
+    assert 'data-system="ledger"' in letter and "injected fatal failure" in letter
+    assert ANNA not in letter.lower()
 
 
 def test_retryable_failure_is_retried_then_failed(running: System) -> None:
@@ -239,7 +278,13 @@ def test_request_received_long_ago_is_flagged_overdue(running: System) -> None:
     view = running.wait_for(request.request_id, lambda s: s.status == RequestStatus.REFUSED)
     triggers = [e.trigger for e in view.history[request.request_id]]
     assert StatusTrigger.OVERDUE in triggers
-    assert view.history[request.request_id][-1].reason
+    final = view.history[request.request_id][-1]
+    assert final.reason and final.artifact
+    # The refusal letter states the reason in the request's language.
+    result = json.loads(Path(final.artifact).read_text())
+    letter = Path(result["documents"]["refusal"]).read_text()
+    assert "Uw verzoek is geweigerd" in letter and final.reason in letter
+    assert "autoriteitpersoonsgegevens.nl" in letter
 
 
 def test_system_added_to_the_register_is_served_without_a_restart(running: System) -> None:

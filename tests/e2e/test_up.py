@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orchestrator import demo
@@ -39,6 +41,7 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         "DSR_DATA_DIR": str(tmp_path / "data"),
         "DSR_DEMO_DIR": str(systems),
         "DSR_STATE_DIR": str(tmp_path / ".dsr"),
+        "DSR_DASHBOARD_PORT": "0",  # any free port: tests run beside other servers
     }
     env.pop("DSR_KAFKA_BOOTSTRAP", None)
     up = subprocess.Popen(
@@ -51,8 +54,12 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        _wait_for_line(up, "Ctrl-C stops", 60)
+        printed = "".join(_wait_for_line(up, "Ctrl-C stops", 60))
+        dashboard = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+/)\?token=(\S+)", printed)
+        assert dashboard, printed  # no token configured: one made up for this session
         bootstrap = (tmp_path / ".dsr" / "bootstrap").read_text().strip()
+        # ... and signs with the local publisher key `dsr up` created, through .dsr/publisher.env
+        assert "DSR_PUBLISHER_ID=local" in (tmp_path / ".dsr" / "publisher.env").read_text()
         # another terminal: submit finds the embedded broker through .dsr/bootstrap
         submit = subprocess.run(
             [
@@ -77,7 +84,17 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             timeout=120,
         )
         assert submit.returncode == 0, submit.stdout + submit.stderr
-        assert "up-1: access completed (4/4 systems" in submit.stdout
+        assert "up-1: access completed (5/5 systems" in submit.stdout
+        url, token = dashboard.groups()
+        assert httpx.get(f"{url}api/requests", timeout=10).status_code == 401
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "the dashboard did not get ready"
+            time.sleep(0.2)
+        listed = httpx.get(
+            f"{url}api/requests/up-1", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert listed.status_code == 200 and listed.json()["status"] == "completed"
     finally:
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
         output, _ = up.communicate(timeout=60)
@@ -87,3 +104,4 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
         pass  # the embedded broker is gone
     assert not (tmp_path / ".dsr" / "bootstrap").exists()
+    assert not (tmp_path / ".dsr" / "publisher.env").exists()

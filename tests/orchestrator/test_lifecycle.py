@@ -36,6 +36,8 @@ from schemas.events import (
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 SYSTEMS = ("crm", "mailing", "chat", "support")
+#: Deadline tests look months ahead; their tasks must not time out meanwhile.
+LONG = timedelta(days=365)
 
 
 def ctx(now: datetime = NOW, **policy: object) -> Context:
@@ -257,17 +259,17 @@ def test_tick_flags_due_soon_then_overdue_once_each() -> None:
     state = started()
     deadline = state.deadline
     assert deadline is not None
-    _, effects = tick(state, ctx(now=deadline - timedelta(days=20)))
+    _, effects = tick(state, ctx(task_timeout=LONG, now=deadline - timedelta(days=20)))
     assert not effects.changed
-    state, effects = tick(state, ctx(now=deadline - timedelta(days=3)))
+    state, effects = tick(state, ctx(task_timeout=LONG, now=deadline - timedelta(days=3)))
     assert [s.trigger for s in effects.statuses] == [StatusTrigger.DUE_SOON]
     assert effects.statuses[0].due_soon and effects.statuses[0].days_left == 3
-    _, effects = tick(state, ctx(now=deadline - timedelta(days=2)))
+    _, effects = tick(state, ctx(task_timeout=LONG, now=deadline - timedelta(days=2)))
     assert not effects.changed
-    state, effects = tick(state, ctx(now=deadline + timedelta(hours=1)))
+    state, effects = tick(state, ctx(task_timeout=LONG, now=deadline + timedelta(hours=1)))
     assert [s.trigger for s in effects.statuses] == [StatusTrigger.OVERDUE]
     assert effects.statuses[0].overdue
-    _, effects = tick(state, ctx(now=deadline + timedelta(days=2)))
+    _, effects = tick(state, ctx(task_timeout=LONG, now=deadline + timedelta(days=2)))
     assert not effects.changed
 
 
@@ -328,22 +330,25 @@ def test_coalesce_keeps_the_latest_reason_and_single_events_untouched() -> None:
 
 
 def test_next_check_follows_the_deadline_rules() -> None:
-    policy = Policy()
+    policy = Policy(task_timeout=LONG)
     state = started()
     deadline = state.deadline
     assert deadline is not None
     first = next_check(state, policy)
     assert first is not None and first.date() == deadline.date() - timedelta(days=7)
     # nothing changes before that moment, and something does at it
-    assert not tick(state.model_copy(deep=True), ctx(now=first - timedelta(seconds=1)))[1].changed
-    state, effects = tick(state, ctx(now=first))
+    assert not tick(
+        state.model_copy(deep=True), ctx(task_timeout=LONG, now=first - timedelta(seconds=1))
+    )[1].changed
+    state, effects = tick(state, ctx(task_timeout=LONG, now=first))
     assert effects.statuses[0].trigger == StatusTrigger.DUE_SOON
     second = next_check(state, policy)
     assert second is not None and second > deadline
-    assert not tick(state.model_copy(deep=True), ctx(now=deadline))[1].changed
-    state, effects = tick(state, ctx(now=second))
+    assert not tick(state.model_copy(deep=True), ctx(task_timeout=LONG, now=deadline))[1].changed
+    state, effects = tick(state, ctx(task_timeout=LONG, now=second))
     assert effects.statuses[0].trigger == StatusTrigger.OVERDUE
-    assert next_check(state, policy) is None  # nothing more to watch
+    # Only the tasks' timeout is left to watch.
+    assert next_check(state, policy) == NOW + LONG
 
 
 def test_next_check_is_none_for_final_requests_and_keeps_unverified_ones() -> None:
@@ -408,3 +413,75 @@ def test_final_or_unknown_requests_cannot_be_extended() -> None:
         state, _ = record_outcome(state, outcome(system), ctx())
     _, effects = extend(state, extension(), ctx())  # type: ignore[arg-type]
     assert effects.dead_letter and "already final" in effects.dead_letter
+
+
+# -- tasks without an outcome (a worker died with them) -------------------------------------
+
+
+def test_a_task_without_outcome_is_dispatched_again_and_the_request_is_stalled() -> None:
+    state = started()
+    for system in ("crm", "mailing", "chat"):
+        state, _ = record_outcome(state, outcome(system), ctx())
+    timeout = timedelta(minutes=10)
+    assert next_check(state, Policy(task_timeout=timeout)) == NOW + timeout
+    # Not yet: nothing happens a second before the timeout.
+    early = ctx(NOW + timeout - timedelta(seconds=1), task_timeout=timeout)
+    state, effects = tick(state, early)
+    assert not effects.tasks and state.status == RequestStatus.IN_PROGRESS
+
+    later = ctx(NOW + timeout, task_timeout=timeout)
+    state, effects = tick(state, later)
+    [task] = effects.tasks
+    assert (task.system, task.attempt, task.task_id) == ("support", 2, "req-1/support")
+    assert state.status == RequestStatus.STALLED
+    [event] = effects.statuses
+    assert event.trigger == StatusTrigger.TIMEOUT and event.status == RequestStatus.STALLED
+    assert event.reason and "support: no outcome within 10 min (attempt 1)" in event.reason
+    assert event.systems["support"].stalled and event.systems["support"].attempt == 2
+
+    # The first attempt's success arrives late after all: it counts, once.
+    state, effects = record_outcome(state, outcome("support", attempt=1), later)
+    assert state.status == RequestStatus.COMPLETED and effects.finished
+    state, effects = record_outcome(state, outcome("support", attempt=2), later)
+    assert not effects.changed  # the second attempt's outcome is a duplicate
+
+
+def test_a_task_that_never_answers_fails_after_max_attempts_with_the_reason() -> None:
+    timeout = timedelta(seconds=30)
+    state = started(scope=["crm", "mailing"])
+    state, _ = record_outcome(state, outcome("crm"), ctx())
+    now = NOW
+    for attempt in (2, 3):
+        now += timeout
+        state, effects = tick(state, ctx(now, task_timeout=timeout, max_attempts=3))
+        assert [t.attempt for t in effects.tasks] == [attempt]
+        assert state.status == RequestStatus.STALLED
+    now += timeout
+    state, effects = tick(state, ctx(now, task_timeout=timeout, max_attempts=3))
+    assert not effects.tasks and effects.finished
+    assert state.status == RequestStatus.PARTIALLY_COMPLETED
+    assert state.reason and "mailing: no outcome after 3 attempts of 30 s each" in state.reason
+    assert "connector worker" in state.reason
+    assert next_check(state, Policy(task_timeout=timeout)) is None  # final: never again
+
+
+def test_a_stalled_request_goes_back_to_in_progress_when_the_outcome_arrives() -> None:
+    timeout = timedelta(minutes=1)
+    state = started(scope=["crm", "mailing"])
+    state, _ = tick(state, ctx(NOW + timeout, task_timeout=timeout))
+    assert state.status == RequestStatus.STALLED
+    state, _ = record_outcome(state, outcome("crm", attempt=2), ctx(NOW + timeout))
+    assert state.status == RequestStatus.STALLED  # mailing is still overdue for an answer
+    state, _ = record_outcome(state, outcome("mailing", attempt=2), ctx(NOW + timeout))
+    assert state.status == RequestStatus.COMPLETED
+
+
+def test_manual_tasks_do_not_time_out() -> None:
+    timeout = timedelta(minutes=1)
+    state = started(scope=["crm"])
+    manual = outcome(
+        "crm", OutcomeStatus.MANUAL_ACTION_REQUIRED, instructions="shred the paper file"
+    )
+    state, _ = record_outcome(state, manual, ctx())
+    state, effects = tick(state, ctx(NOW + timeout * 10, task_timeout=timeout))
+    assert not effects.tasks and state.status == RequestStatus.ACTION_REQUIRED

@@ -23,9 +23,15 @@ VALID = {
 def test_demo_register_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSR_DEMO_DIR", "/tmp/demo")
     register = load_register(sql_register_path())
-    assert register.names == ["crm", "mailing", "chat", "support"]
+    assert register.names == ["crm", "mailing", "chat", "support", "orders"]
     assert register.get("crm").settings["url"] == "sqlite:////tmp/demo/crm.db"
-    assert {s.kind for s in register.systems} == {"crm", "mailing", "chat", "support_desk"}
+    assert {s.kind for s in register.systems} == {
+        "crm",
+        "mailing",
+        "chat",
+        "support_desk",
+        "database",
+    }
 
 
 def test_error_names_file_entry_and_field(tmp_path: Path) -> None:

@@ -1,0 +1,347 @@
+{{/* Names and labels. */}}
+{{- define "dsr.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "dsr.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dsr.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "dsr.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}
+{{ include "dsr.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "dsr.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "dsr.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "dsr.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.registerConfigMap" -}}
+{{- default (printf "%s-register" (include "dsr.fullname" .)) .Values.register.existingConfigMap -}}
+{{- end -}}
+
+{{- define "dsr.connectorsConfigMap" -}}
+{{- default (printf "%s-connectors" (include "dsr.fullname" .)) .Values.declarativeConnectors.existingConfigMap -}}
+{{- end -}}
+
+{{- define "dsr.hasDeclarativeConnectors" -}}
+{{- if or .Values.declarativeConnectors.existingConfigMap .Values.declarativeConnectors.files -}}true{{- end -}}
+{{- end -}}
+
+{{/* Where files are mounted in every container. */}}
+{{- define "dsr.paths" -}}
+register: /etc/dsr/register
+connectors: /etc/dsr/connectors
+keys: /etc/dsr/keys
+publisherKeys: /etc/dsr/publisher-keys
+busKey: /etc/dsr/bus-key
+kafkaCa: /etc/dsr/kafka/ca
+kafkaClient: /etc/dsr/kafka/client
+data: /var/lib/dsr
+tmp: /tmp
+{{- end -}}
+
+{{/* SSL, SASL_SSL, SASL_PLAINTEXT or PLAINTEXT from kafka.tls and kafka.sasl. */}}
+{{- define "dsr.securityProtocol" -}}
+{{- $k := .Values.kafka -}}
+{{- if and $k.tls.enabled $k.sasl.enabled -}}SASL_SSL
+{{- else if $k.tls.enabled -}}SSL
+{{- else if $k.sasl.enabled -}}SASL_PLAINTEXT
+{{- else -}}PLAINTEXT
+{{- end -}}
+{{- end -}}
+
+{{/*
+Kafka connection for one component: the DSR_KAFKA_* variables of schemas/kafka.py.
+Call with (dict "root" $ "component" "orchestrator").
+*/}}
+{{- define "dsr.kafkaEnv" -}}
+{{- $root := .root -}}
+{{- $k := $root.Values.kafka -}}
+{{- $paths := include "dsr.paths" $root | fromYaml -}}
+- name: DSR_KAFKA_BOOTSTRAP
+  value: {{ $k.bootstrapServers | quote }}
+- name: DSR_KAFKA_CLIENT_ID
+  value: {{ printf "%s-%s" $k.clientId .component | quote }}
+- name: DSR_KAFKA_PARTITIONS
+  value: {{ $root.Values.topics.partitions | quote }}
+- name: DSR_KAFKA_REPLICATION_FACTOR
+  value: {{ $root.Values.topics.replicationFactor | quote }}
+- name: DSR_KAFKA_SECURITY_PROTOCOL
+  value: {{ include "dsr.securityProtocol" $root }}
+{{- if $k.sasl.enabled }}
+- name: DSR_KAFKA_SASL_MECHANISM
+  value: {{ $k.sasl.mechanism | quote }}
+- name: DSR_KAFKA_SASL_USERNAME
+  value: {{ $k.sasl.username | quote }}
+- name: DSR_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $k.sasl.passwordSecret.name }}
+      key: {{ $k.sasl.passwordSecret.key }}
+{{- end }}
+{{- if and $k.tls.enabled $k.tls.caSecret.name }}
+- name: DSR_KAFKA_SSL_CAFILE
+  value: {{ printf "%s/%s" $paths.kafkaCa $k.tls.caSecret.key | quote }}
+{{- end }}
+{{- if and $k.tls.enabled $k.tls.clientCertSecret.name }}
+- name: DSR_KAFKA_SSL_CERTFILE
+  value: {{ printf "%s/%s" $paths.kafkaClient $k.tls.clientCertSecret.certKey | quote }}
+- name: DSR_KAFKA_SSL_KEYFILE
+  value: {{ printf "%s/%s" $paths.kafkaClient $k.tls.clientCertSecret.keyKey | quote }}
+{{- end }}
+{{- with $k.consumer }}
+{{- if .sessionTimeoutMs }}
+- name: DSR_KAFKA_SESSION_TIMEOUT_MS
+  value: {{ .sessionTimeoutMs | quote }}
+{{- end }}
+{{- if .heartbeatIntervalMs }}
+- name: DSR_KAFKA_HEARTBEAT_INTERVAL_MS
+  value: {{ .heartbeatIntervalMs | quote }}
+{{- end }}
+{{- if .rebalanceTimeoutMs }}
+- name: DSR_KAFKA_REBALANCE_TIMEOUT_MS
+  value: {{ .rebalanceTimeoutMs | quote }}
+{{- end }}
+{{- if .fetchMaxWaitMs }}
+- name: DSR_KAFKA_FETCH_MAX_WAIT_MS
+  value: {{ .fetchMaxWaitMs | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Application settings shared by every process (orchestrator/config.py). */}}
+{{- define "dsr.appEnv" -}}
+{{- $paths := include "dsr.paths" . | fromYaml -}}
+{{- $c := .Values.config -}}
+- name: DSR_APP_ID
+  value: {{ .Values.appId | quote }}
+- name: DSR_REGISTER
+  value: {{ printf "%s/%s" $paths.register .Values.register.key | quote }}
+- name: DSR_DATA_DIR
+  value: {{ $paths.data | quote }}
+- name: DSR_DEADLINE_POLICY
+  value: {{ $c.deadlinePolicy | quote }}
+- name: DSR_DUE_SOON_DAYS
+  value: {{ $c.dueSoonDays | quote }}
+- name: DSR_MAX_ATTEMPTS
+  value: {{ $c.maxAttempts | quote }}
+- name: DSR_RETRY_DELAY_SECONDS
+  value: {{ $c.retryDelaySeconds | quote }}
+- name: DSR_TICK_INTERVAL_SECONDS
+  value: {{ $c.tickIntervalSeconds | quote }}
+{{- if .Values.secrets.busKey.existingSecret }}
+- name: DSR_BUS_KEY_FILE
+  value: {{ printf "%s/%s" $paths.busKey .Values.secrets.busKey.key | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Credentials for ${VAR} references in the register, as environment variables. */}}
+{{- define "dsr.credentialsEnvFrom" -}}
+{{- range .Values.secrets.connectorCredentials }}
+- secretRef:
+    name: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Mounts of every worker container. */}}
+{{- define "dsr.commonMounts" -}}
+{{- $paths := include "dsr.paths" . | fromYaml -}}
+- name: tmp
+  mountPath: {{ $paths.tmp }}
+- name: data
+  mountPath: {{ $paths.data }}
+- name: register
+  mountPath: {{ $paths.register }}
+  readOnly: true
+{{- if .Values.secrets.busKey.existingSecret }}
+- name: bus-key
+  mountPath: {{ $paths.busKey }}
+  readOnly: true
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  mountPath: {{ $paths.kafkaCa }}
+  readOnly: true
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client
+  mountPath: {{ $paths.kafkaClient }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Volumes behind dsr.commonMounts. */}}
+{{- define "dsr.commonVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: data
+{{- if .Values.persistence.enabled }}
+  persistentVolumeClaim:
+    claimName: {{ default (printf "%s-data" (include "dsr.fullname" .)) .Values.persistence.existingClaim }}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+- name: register
+  configMap:
+    name: {{ include "dsr.registerConfigMap" . }}
+{{- if .Values.secrets.busKey.existingSecret }}
+- name: bus-key
+  secret:
+    secretName: {{ .Values.secrets.busKey.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.kafka.tls.caSecret.key }}
+        path: {{ .Values.kafka.tls.caSecret.key }}
+{{- end }}
+{{- if and .Values.kafka.tls.enabled .Values.kafka.tls.clientCertSecret.name }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientCertSecret.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.kafka.tls.clientCertSecret.certKey }}
+        path: {{ .Values.kafka.tls.clientCertSecret.certKey }}
+      - key: {{ .Values.kafka.tls.clientCertSecret.keyKey }}
+        path: {{ .Values.kafka.tls.clientCertSecret.keyKey }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by every pod. */}}
+{{- define "dsr.podSpecCommon" -}}
+serviceAccountName: {{ include "dsr.serviceAccountName" . }}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes of a worker: liveness on /healthz, readiness on /readyz, a patient startup. */}}
+{{- define "dsr.workerProbes" -}}
+{{- $p := .Values.health.probes -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: health
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+{{- end -}}
+
+{{/*
+A HorizontalPodAutoscaler for a worker Deployment. Call with (dict "root" $ "name" NAME
+"component" COMPONENT "group" CONSUMER_GROUP "autoscaling" SETTINGS).
+*/}}
+{{- define "dsr.hpa" -}}
+{{- $a := .autoscaling -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "dsr.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .name }}
+  minReplicas: {{ $a.minReplicas }}
+  maxReplicas: {{ $a.maxReplicas }}
+  metrics:
+{{- if eq $a.metric "lag" }}
+    # Consumer lag of the worker's consumer group, e.g. from kafka-exporter through
+    # prometheus-adapter (external metrics API).
+    - type: External
+      external:
+        metric:
+          name: {{ $a.lag.metricName }}
+          selector:
+            matchLabels:
+              {{ $a.lag.groupLabel }}: {{ .group | quote }}
+        target:
+          type: AverageValue
+          averageValue: {{ $a.lag.targetAverageValue | quote }}
+{{- else }}
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $a.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A connector group's autoscaling: connectors.autoscaling overlaid with the group's own. Set
+explicitly because mergeOverwrite never lets a group's `enabled: false` win.
+Call with (dict "root" $ "group" GROUP); returns YAML.
+*/}}
+{{- define "dsr.groupAutoscaling" -}}
+{{- $own := default dict .group.autoscaling -}}
+{{- $merged := mergeOverwrite (deepCopy .root.Values.connectors.autoscaling) (deepCopy $own) -}}
+{{- if hasKey $own "enabled" -}}
+{{- $_ := set $merged "enabled" $own.enabled -}}
+{{- end -}}
+{{- toYaml $merged -}}
+{{- end -}}

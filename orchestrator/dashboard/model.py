@@ -1,0 +1,412 @@
+"""What the dashboard shows, as data: request summaries and details computed from the status view.
+
+Pure functions of the view and the clock. The JSON API, the page (through the API), `dsr watch`
+and `/metrics` all use them, so every view agrees. The models are the API's contract: the
+OpenAPI document is generated from them.
+
+Status events carry no identifiers; free text in them (reasons, instructions, evidence) comes
+from connectors and people, so it is masked on the way out all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from orchestrator.deadlines import days_left, is_overdue
+from orchestrator.lifecycle import FINAL_OUTCOMES, task_id
+from orchestrator.masking import mask_identifiers
+from orchestrator.status import StatusView
+from orchestrator.tasks import EVIDENCE_MAX_LENGTH, ManualOutcome
+from schemas.events import (
+    Counts,
+    Evidence,
+    OutcomeStatus,
+    RequestStatus,
+    RequestStatusChanged,
+    RequestType,
+    RetainedItem,
+    StatusTrigger,
+)
+
+#: Status filter values besides the statuses themselves.
+STATUS_GROUPS = {
+    "open": frozenset(s for s in RequestStatus if not s.is_final),
+    "finished": frozenset(s for s in RequestStatus if s.is_final),
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class RequestSummary(_Model):
+    """One row of the request list."""
+
+    request_id: str
+    type: RequestType
+    status: RequestStatus
+    open: bool = Field(description="Not finished yet.")
+    received_at: AwareDatetime
+    deadline: AwareDatetime
+    deadline_extended: bool
+    days_left: int = Field(description="Calendar days until the deadline, as of now.")
+    overdue: bool = Field(description="Open and past its deadline.")
+    due_soon: bool = Field(description="Open, not overdue, and within the due-soon days.")
+    finished_late: bool = Field(description="Finished after its deadline.")
+    systems_done: int
+    systems_total: int
+    manual_tasks: int = Field(description="Systems waiting for a person.")
+    failed_systems: int
+    finished_at: AwareDatetime | None = None
+    updated_at: AwareDatetime = Field(description="When the latest status event occurred.")
+    sequence: int = Field(description="Sequence number of the latest status event.")
+    reason: str | None = None
+    href: str = Field(description="The request's detail page.")
+
+
+class SystemOutcome(_Model):
+    """One system's part of a request."""
+
+    system: str
+    status: str = Field(description="pending, dispatched, or the outcome status.")
+    final: bool
+    attempt: int
+    counts: Counts
+    retained: list[RetainedItem]
+    evidence: list[Evidence]
+    reason: str | None = None
+    instructions: str | None = None
+    retryable: bool
+    updated_at: AwareDatetime | None = None
+    latency_seconds: float | None = Field(
+        default=None, description="From the first dispatch to the final outcome, retries included."
+    )
+    task_id: str | None = Field(
+        default=None, description="Set while a person must act: complete it with this id."
+    )
+
+
+class TimelineEntry(_Model):
+    """One status event of a request."""
+
+    sequence: int
+    occurred_at: AwareDatetime
+    trigger: StatusTrigger
+    status: RequestStatus
+    previous_status: RequestStatus | None = None
+    reason: str | None = None
+    systems_done: int
+    systems_total: int
+    deadline: AwareDatetime
+    overdue: bool
+
+
+class ResultFile(_Model):
+    """A document of a finished request: the export, the certificate or a letter."""
+
+    name: str
+    title: str
+    filename: str
+    size: int
+    href: str
+
+
+class RequestDetail(RequestSummary):
+    """A request with every system's outcome, its timeline and its documents."""
+
+    verified_at: AwareDatetime | None = None
+    systems: list[SystemOutcome]
+    timeline: list[TimelineEntry]
+    files: list[ResultFile]
+
+
+class Totals(_Model):
+    """Counts over every request the view holds (not only the filtered ones)."""
+
+    requests: int
+    open: int
+    overdue: int
+    due_soon: int
+    action_required: int
+    finished: int
+
+
+class RequestPage(_Model):
+    """The request list: the filtered requests, most urgent first."""
+
+    matched: int = Field(description="Requests matching the filter.")
+    requests: list[RequestSummary] = Field(description="At most `limit` of them.")
+    totals: Totals
+
+
+class TaskCompletion(_Model):
+    """A person reports that they carried out a manual task."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    evidence: str = Field(
+        min_length=1,
+        max_length=EVIDENCE_MAX_LENGTH,
+        description="What was done, e.g. 'archive box 12 shredded'. No personal data.",
+    )
+    by: str | None = Field(default=None, max_length=128, description="Staff id.")
+    outcome: ManualOutcome = "completed"
+
+
+class TaskRecorded(_Model):
+    """A manual task's outcome was published; the status follows once it is processed."""
+
+    task_id: str
+    outcome: ManualOutcome
+    message: str
+
+
+class Problem(_Model):
+    """An error: what is wrong and what to do."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """Which requests the list shows."""
+
+    statuses: frozenset[RequestStatus] = frozenset()
+    types: frozenset[RequestType] = frozenset()
+    overdue: bool | None = None
+    search: str = ""
+
+    @classmethod
+    def parse(
+        cls,
+        statuses: Iterable[str] = (),
+        types: Iterable[str] = (),
+        overdue: str | None = None,
+        search: str | None = None,
+    ) -> RequestFilter:
+        """From query parameters (repeated or comma-separated); ValueError names the bad one."""
+        wanted: set[RequestStatus] = set()
+        for value in _values(statuses):
+            if value in STATUS_GROUPS:
+                wanted |= STATUS_GROUPS[value]
+            elif value in RequestStatus._value2member_map_:
+                wanted.add(RequestStatus(value))
+            else:
+                choices = [*STATUS_GROUPS, *(s.value for s in RequestStatus)]
+                raise ValueError(f"status={value!r} is not one of {', '.join(choices)}")
+        kinds: set[RequestType] = set()
+        for value in _values(types):
+            if value not in RequestType._value2member_map_:
+                choices = [t.value for t in RequestType]
+                raise ValueError(f"type={value!r} is not one of {', '.join(choices)}")
+            kinds.add(RequestType(value))
+        flag: bool | None = None
+        if overdue not in (None, ""):
+            if overdue.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"overdue={overdue!r} must be true or false")
+            flag = overdue.lower() in ("true", "1")
+        return cls(frozenset(wanted), frozenset(kinds), flag, (search or "").strip())
+
+    def matches(self, summary: RequestSummary) -> bool:
+        """True when the request belongs in the filtered list."""
+        return (
+            (not self.statuses or summary.status in self.statuses)
+            and (not self.types or summary.type in self.types)
+            and (self.overdue is None or summary.overdue == self.overdue)
+            and (not self.search or self.search.lower() in summary.request_id.lower())
+        )
+
+
+def _values(raw: Iterable[str]) -> list[str]:
+    return [v.strip() for item in raw for v in item.split(",") if v.strip()]
+
+
+def _mask(text: str | None) -> str | None:
+    return None if text is None else mask_identifiers(text)
+
+
+def summarise(status: RequestStatusChanged, *, now: datetime, due_soon_days: int) -> RequestSummary:
+    """The list row of a request's latest status, with deadline flags as of `now`."""
+    is_open = not status.status.is_final
+    left = days_left(status.deadline, now)
+    overdue = is_open and (status.overdue or is_overdue(status.deadline, now))
+    systems = status.systems.values()
+    return RequestSummary(
+        request_id=status.request_id,
+        type=status.request_type,
+        status=status.status,
+        open=is_open,
+        received_at=status.received_at,
+        deadline=status.deadline,
+        deadline_extended=status.deadline_extended,
+        days_left=left,
+        overdue=overdue,
+        due_soon=is_open and not overdue and left <= due_soon_days,
+        finished_late=status.finished_at is not None and status.finished_at > status.deadline,
+        systems_done=status.systems_done,
+        systems_total=status.systems_total,
+        manual_tasks=sum(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in systems)
+        if is_open
+        else 0,
+        failed_systems=sum(p.status == OutcomeStatus.FAILED for p in systems),
+        finished_at=status.finished_at,
+        updated_at=status.occurred_at,
+        sequence=status.sequence,
+        reason=_mask(status.reason),
+        href=f"/requests/{status.request_id}",
+    )
+
+
+def urgency(summary: RequestSummary) -> tuple[int, float]:
+    """Sort key: overdue, then other open requests by deadline, then finished, newest first."""
+    if summary.open:
+        return (0 if summary.overdue else 1, summary.deadline.timestamp())
+    finished = summary.finished_at or summary.updated_at
+    return (2, -finished.timestamp())
+
+
+def list_requests(
+    view: StatusView,
+    flt: RequestFilter,
+    *,
+    now: datetime,
+    due_soon_days: int,
+    limit: int = 1000,
+) -> RequestPage:
+    """The filtered request list, most urgent first, with totals over all requests."""
+    rows = [summarise(s, now=now, due_soon_days=due_soon_days) for s in view.requests.values()]
+    matched = sorted((r for r in rows if flt.matches(r)), key=urgency)
+    return RequestPage(matched=len(matched), requests=matched[:limit], totals=totals(rows))
+
+
+def totals(rows: Sequence[RequestSummary]) -> Totals:
+    """Counts for the header of the list."""
+    return Totals(
+        requests=len(rows),
+        open=sum(r.open for r in rows),
+        overdue=sum(r.overdue for r in rows),
+        due_soon=sum(r.due_soon for r in rows),
+        action_required=sum(r.status == RequestStatus.ACTION_REQUIRED for r in rows),
+        finished=sum(not r.open for r in rows),
+    )
+
+
+def latencies(history: Sequence[RequestStatusChanged]) -> dict[str, float]:
+    """Seconds from each system's first dispatch to its final outcome, from a request's events.
+
+    Systems without a final outcome yet, or whose dispatch was never seen on its own, have none.
+    """
+    dispatched: dict[str, datetime] = {}
+    done: dict[str, float] = {}
+    for event in history:
+        for name, progress in event.systems.items():
+            if progress.updated_at is None or name in done:
+                continue
+            if progress.status == "dispatched":
+                dispatched.setdefault(name, progress.updated_at)
+            elif progress.status in FINAL_OUTCOMES and name in dispatched:
+                seconds = (progress.updated_at - dispatched[name]).total_seconds()
+                done[name] = max(0.0, seconds)
+    return done
+
+
+def detail(
+    view: StatusView,
+    request_id: str,
+    *,
+    now: datetime,
+    due_soon_days: int,
+    files: Sequence[ResultFile] = (),
+) -> RequestDetail | None:
+    """Everything about one request, or None when the status topic never mentioned it."""
+    status = view.get(request_id)
+    if status is None:
+        return None
+    history = view.history.get(request_id, [])
+    took = latencies(history)
+    is_open = not status.status.is_final
+    systems = [
+        SystemOutcome(
+            system=name,
+            status=str(progress.status),
+            final=progress.status in FINAL_OUTCOMES,
+            attempt=progress.attempt,
+            counts=progress.counts,
+            retained=[
+                item.model_copy(update={"reason": _mask(item.reason)}) for item in progress.retained
+            ],
+            evidence=[
+                item.model_copy(update={"value": mask_identifiers(item.value)})
+                for item in progress.evidence
+            ],
+            reason=_mask(progress.reason),
+            instructions=_mask(progress.instructions),
+            retryable=progress.retryable,
+            updated_at=progress.updated_at,
+            latency_seconds=took.get(name),
+            task_id=task_id(request_id, name)
+            if is_open and progress.status == OutcomeStatus.MANUAL_ACTION_REQUIRED
+            else None,
+        )
+        for name, progress in sorted(status.systems.items())
+    ]
+    timeline = [
+        TimelineEntry(
+            sequence=e.sequence,
+            occurred_at=e.occurred_at,
+            trigger=e.trigger,
+            status=e.status,
+            previous_status=e.previous_status,
+            reason=_mask(e.reason),
+            systems_done=e.systems_done,
+            systems_total=e.systems_total,
+            deadline=e.deadline,
+            overdue=e.overdue,
+        )
+        for e in history
+    ]
+    summary = summarise(status, now=now, due_soon_days=due_soon_days)
+    return RequestDetail(
+        **summary.model_dump(),
+        verified_at=status.verified_at,
+        systems=systems,
+        timeline=timeline,
+        files=list(files),
+    )
+
+
+def failed_attempts(status: RequestStatusChanged) -> dict[str, int]:
+    """Failed attempts per system of one request: the retries it took, plus a final failure."""
+    found = {}
+    for name, progress in status.systems.items():
+        failures = max(0, progress.attempt - 1) + (progress.status == OutcomeStatus.FAILED)
+        if failures:
+            found[name] = failures
+    return found
+
+
+__all__ = [
+    "STATUS_GROUPS",
+    "Problem",
+    "RequestDetail",
+    "RequestFilter",
+    "RequestPage",
+    "RequestSummary",
+    "ResultFile",
+    "SystemOutcome",
+    "TaskCompletion",
+    "TaskRecorded",
+    "TimelineEntry",
+    "Totals",
+    "detail",
+    "failed_attempts",
+    "latencies",
+    "list_requests",
+    "summarise",
+    "totals",
+    "urgency",
+]

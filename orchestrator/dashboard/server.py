@@ -1,0 +1,476 @@
+"""The dashboard's web server (aiohttp): the page, its JSON API, live updates and /metrics.
+
+Everything it shows comes from the status topic (see `live`), so any number of dashboards can
+run, and a restarted one rebuilds its view before it reports ready. The page is plain HTML and
+JavaScript from this package, and reads the same API that scripts use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import importlib.metadata
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.client import PublishError
+from orchestrator.config import ConfigError, Settings
+from orchestrator.dashboard.auth import Auth, local_path
+from orchestrator.dashboard.files import ResultFiles, download_name
+from orchestrator.dashboard.lag import ConsumerLag, our_groups, our_topics
+from orchestrator.dashboard.live import LiveView
+from orchestrator.dashboard.metrics import DashboardCollector, registry
+from orchestrator.dashboard.model import (
+    Problem,
+    RequestFilter,
+    TaskCompletion,
+    TaskRecorded,
+    detail,
+    list_requests,
+    summarise,
+)
+from orchestrator.dashboard.openapi import openapi_document
+from orchestrator.tasks import TaskError, TaskNotWaiting, UnknownTask, complete_task, waiting_task
+from schemas.envelope import describe_validation_error
+from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN
+from schemas.kafka import KafkaSettings
+from schemas.topics import STATUS
+
+log = logging.getLogger("dsr.dashboard")
+
+STATIC = Path(__file__).parent / "static"
+#: Reachable without the token: probes, the sign-in page and its stylesheet.
+PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/static/app.css"})
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_SYSTEM = re.compile(SYSTEM_NAME_PATTERN)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class Dashboard:
+    """The dashboard server: `start()` serves and follows the status topic, `stop()` ends both."""
+
+    def __init__(self, settings: Settings, kafka: KafkaSettings | None = None) -> None:
+        token = settings.dashboard_token
+        if token is None and not settings.dashboard_allow_anonymous:
+            raise ConfigError(
+                "the dashboard needs a token: set DSR_DASHBOARD_TOKEN (at least 16 characters, "
+                "e.g. `openssl rand -hex 32`); only behind a proxy that authenticates, set "
+                "DSR_DASHBOARD_ALLOW_ANONYMOUS=true instead"
+            )
+        self.settings = settings
+        self.kafka = kafka or settings.kafka
+        self.auth = Auth(token.get_secret_value() if token else None)
+        self.live = LiveView(self.kafka)
+        self.lag = ConsumerLag(
+            self.kafka,
+            groups=our_groups(settings.app_id),
+            topics=our_topics(settings.app_id),
+            interval=settings.dashboard_lag_interval_seconds,
+        )
+        self.files = ResultFiles(settings.data_dir)
+        self._download_service: Any = None
+        self.metrics = registry(DashboardCollector(self.live, self.lag, settings.due_soon_days))
+        self.host = settings.dashboard_host
+        self.port = settings.dashboard_port
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        try:
+            self._version = importlib.metadata.version("dsr-orchestrator")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+            self._version = "0"
+
+    @property
+    def url(self) -> str:
+        """Where the dashboard answers."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}/"
+
+    # -- running ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes, middlewares, background tasks)."""
+        app = web.Application(middlewares=[self._headers, self._authenticate])
+        routes = [
+            web.get("/", self._page),
+            web.get("/requests/{request_id}", self._page),
+            web.get("/login", self._login_form),
+            web.post("/login", self._login),
+            web.post("/logout", self._logout),
+            web.get("/healthz", self._healthz),
+            web.get("/readyz", self._readyz),
+            web.get("/metrics", self._metrics),
+            web.get("/api/openapi.json", self._openapi),
+            web.get("/api/requests", self._list),
+            web.get("/api/requests/{request_id}", self._detail),
+            web.post("/api/requests/{request_id}/tasks/{system}/complete", self._complete),
+            web.get("/api/requests/{request_id}/files/{name}", self._file),
+            web.get("/api/downloads/{token}", self._download),
+            web.get("/api/events", self._events),
+        ]
+        app.add_routes(routes)
+        app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def start(self) -> None:
+        """Follow the status topic, measure lag and serve HTTP (returns once listening)."""
+        if self.auth.anonymous:
+            log.warning("the dashboard serves anyone who can reach %s: no token", self.url)
+        self._tasks = [
+            asyncio.create_task(self.live.run(), name="dashboard-status"),
+            asyncio.create_task(self.lag.run(), name="dashboard-lag"),
+        ]
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=2.0)
+        await site.start()
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        log.info("dashboard on %s, reading %s", self.url, STATUS.name)
+
+    async def stop(self) -> None:
+        """Stop serving and following; safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.live.close()  # event streams end, so shutdown does not wait for them
+
+    # -- middlewares --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            _secure(request, exc.headers)
+            raise
+        _secure(request, response.headers)
+        return response
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in PUBLIC or self.auth.anonymous:
+            return await handler(request)
+        token = request.query.get("token")
+        if token is not None and request.method == "GET" and not _is_api(request):
+            if not self.auth.token_ok(token):
+                log.info("sign-in with a wrong token refused")
+                return self._login_page(request.path, "That token is not right.", status=401)
+            # Signed in: the token leaves the address bar (and the history) at once.
+            query = {k: v for k, v in request.query.items() if k != "token"}
+            response = _see_other(str(request.rel_url.with_query(query)))
+            self.auth.sign_in(response, request)
+            return response
+        if self.auth.allows(request):
+            return await handler(request)
+        if _is_api(request):
+            return _problem(
+                401,
+                "sign in: send 'Authorization: Bearer <DSR_DASHBOARD_TOKEN>'",
+                headers={"WWW-Authenticate": 'Bearer realm="dsr-dashboard"'},
+            )
+        return self._login_page(request.path_qs, None, status=401)
+
+    # -- pages and sign-in --------------------------------------------------------------------
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def _login_form(self, request: web.Request) -> web.Response:
+        return self._login_page(request.query.get("next"), None, status=200)
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = form.get("token")
+        target = local_path(str(form.get("next") or "/"))
+        if not isinstance(token, str) or not self.auth.token_ok(token.strip()):
+            log.info("sign-in with a wrong token refused")
+            return self._login_page(target, "That token is not right.", status=401)
+        response = _see_other(target)
+        self.auth.sign_in(response, request)
+        return response
+
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        response = _see_other("/login")
+        self.auth.sign_out(response)
+        return response
+
+    def _login_page(self, target: str | None, error: str | None, *, status: int) -> web.Response:
+        page = (STATIC / "login.html").read_text(encoding="utf-8")
+        page = page.replace("{{next}}", html.escape(local_path(target), quote=True))
+        page = page.replace(
+            "{{error}}", f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+        )
+        headers = {"WWW-Authenticate": 'Bearer realm="dsr-dashboard"'} if status == 401 else {}
+        return web.Response(text=page, status=status, content_type="text/html", headers=headers)
+
+    # -- probes and metrics -------------------------------------------------------------------
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        dead = [t.get_name() for t in self._tasks if t.done()]
+        if dead:
+            return _status(503, "failed", f"stopped: {', '.join(dead)}")
+        return _status(200, "ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.live.ready:
+            return _status(200, "ready")
+        follower = self.live.follower
+        reason = follower.problem or (
+            f"reading {STATUS.name}: {follower.events_read} events so far"
+            + (f", {follower.lag} to go" if follower.lag is not None else "")
+        )
+        return _status(503, "not ready", reason)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, self.metrics)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self._version))
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def _not_ready(self) -> web.Response | None:
+        if self.live.ready:
+            return None
+        return _problem(
+            503,
+            f"still reading {STATUS.name} after a start; try again in a moment",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _list(self, request: web.Request) -> web.Response:
+        if (waiting := self._not_ready()) is not None:
+            return waiting
+        query = request.query
+        try:
+            flt = RequestFilter.parse(
+                query.getall("status", []),
+                query.getall("type", []),
+                query.get("overdue"),
+                query.get("q"),
+            )
+            limit = int(query.get("limit", "1000"))
+            if not 1 <= limit <= 10_000:
+                raise ValueError(f"limit={limit} must be between 1 and 10000")
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith("invalid literal"):
+                message = "limit must be a whole number"
+            return _problem(400, message)
+        page = list_requests(
+            self.live.view,
+            flt,
+            now=datetime.now(UTC),
+            due_soon_days=self.settings.due_soon_days,
+            limit=limit,
+        )
+        return _json(page)
+
+    async def _detail(self, request: web.Request) -> web.Response:
+        if (waiting := self._not_ready()) is not None:
+            return waiting
+        request_id = request.match_info["request_id"]
+        found = None
+        if _REQUEST_ID.match(request_id):
+            files = await asyncio.to_thread(self.files.listing, request_id)
+            found = detail(
+                self.live.view,
+                request_id,
+                now=datetime.now(UTC),
+                due_soon_days=self.settings.due_soon_days,
+                files=files,
+            )
+        if found is None:
+            return _problem(404, f"no status events for request {request_id!r}")
+        return _json(found)
+
+    async def _complete(self, request: web.Request) -> web.Response:
+        if (waiting := self._not_ready()) is not None:
+            return waiting
+        request_id = request.match_info["request_id"]
+        system = request.match_info["system"]
+        task = f"{request_id}/{system}"
+        if not (_REQUEST_ID.match(request_id) and _SYSTEM.match(system)):
+            return _problem(404, f"no task {task!r}: unknown request or system")
+        if request.content_type != "application/json":
+            return _problem(415, "send the completion as JSON (Content-Type: application/json)")
+        try:
+            body = TaskCompletion.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return _problem(400, f"invalid completion: {describe_validation_error(exc)}")
+        try:
+            manual = waiting_task(self.live.view.get(request_id), system, task)
+            await asyncio.to_thread(
+                complete_task,
+                self.kafka,
+                manual,
+                body.evidence,
+                completed_by=body.by,
+                outcome=body.outcome,
+                source="dsr-dashboard",
+            )
+        except UnknownTask as exc:
+            return _problem(404, str(exc))
+        except TaskNotWaiting as exc:
+            return _problem(409, str(exc))
+        except TaskError as exc:
+            return _problem(400, str(exc))
+        except PublishError as exc:
+            log.error("manual task %s not published: %s", task, exc)
+            return _problem(503, f"not recorded: {exc}")
+        log.info("manual task %s recorded as %s from the dashboard", task, body.outcome)
+        recorded = TaskRecorded(
+            task_id=manual.task_id,
+            outcome=body.outcome,
+            message=f"task {manual.task_id} recorded as {body.outcome}",
+        )
+        return _json(recorded, status=202)
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        request_id = request.match_info["request_id"]
+        name = request.match_info["name"]
+        path = None
+        if _REQUEST_ID.match(request_id):
+            path = await asyncio.to_thread(self.files.get, request_id, name)
+        if path is None:
+            return _problem(404, f"request {request_id!r} has no document {name!r}")
+        if name == "export":
+            # Exports are encrypted at rest: hand out a link that expires in five minutes and
+            # decrypts as it streams (still behind the dashboard's sign-in).
+            token = await asyncio.to_thread(self._downloads().make_token, request_id, "export")
+            raise web.HTTPFound(f"/api/downloads/{token}")
+        disposition = f'attachment; filename="{download_name(request_id, path)}"'
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Disposition": disposition,
+                "Content-Type": "application/octet-stream",
+            },
+        )
+
+    def _downloads(self) -> Any:
+        if self._download_service is None:
+            from orchestrator.downloads import Downloads
+
+            self._download_service = Downloads.from_settings(self.settings)
+        return self._download_service
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        from orchestrator.downloads import InvalidToken, NotAvailable, TokenExpired
+
+        try:
+            download = await asyncio.to_thread(self._downloads().open, request.match_info["token"])
+        except TokenExpired as exc:
+            return _problem(410, str(exc))
+        except (InvalidToken, NotAvailable) as exc:
+            return _problem(404, str(exc))
+        response = web.StreamResponse(
+            headers={
+                "Content-Disposition": f'attachment; filename="{download.filename}"',
+                "Content-Type": download.media_type,
+                "Content-Length": str(download.size),
+                "Cache-Control": "no-store",
+            }
+        )
+        await response.prepare(request)
+        chunks = iter(download.chunks)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        subscription = self.live.subscribe()
+        try:
+            async with sse_response(request, ping_interval=15) as stream:
+                with contextlib.suppress(ConnectionResetError):
+                    await stream.send("{}", event="hello", retry=2000)
+                    while stream.is_connected() and not subscription.closed:
+                        await self._send_changes(stream, await subscription.changes(timeout=5))
+                        if subscription.overflowed:
+                            subscription.overflowed = False
+                            await stream.send("{}", event="reload")
+            return stream
+        finally:
+            self.live.unsubscribe(subscription)
+
+    async def _send_changes(self, stream: Any, request_ids: list[str]) -> None:
+        now = datetime.now(UTC)
+        for request_id in request_ids:
+            status = self.live.view.get(request_id)
+            if status is not None:
+                summary = summarise(status, now=now, due_soon_days=self.settings.due_soon_days)
+                await stream.send(
+                    summary.model_dump_json(), event="request", id=f"{request_id}@{status.sequence}"
+                )
+
+
+def _secure(request: web.Request, headers: Any) -> None:
+    for name, value in _SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if not request.path.startswith("/static/"):
+        headers.setdefault("Cache-Control", "no-store")
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/") or request.path == "/metrics"
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _problem(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=Problem(error=error).model_dump_json(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _status(code: int, status: str, reason: str | None = None) -> web.Response:
+    body = {"status": status} if reason is None else {"status": status, "reason": reason}
+    return web.Response(text=json.dumps(body), status=code, content_type="application/json")
+
+
+__all__ = ["PUBLIC", "STATIC", "Dashboard"]

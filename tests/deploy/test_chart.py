@@ -1,0 +1,271 @@
+"""The Helm chart, rendered with the default and the production-like values, read as YAML."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.topology import topic_names
+from schemas.topics import ALL_TOPICS
+from tests.deploy.conftest import (
+    CHART,
+    PRODUCTION_VALUES,
+    VALUES_FILES,
+    Container,
+    Helm,
+    Manifest,
+    containers,
+    find,
+)
+
+#: Environment variables and settings keys that hold secrets by their name.
+SECRET_NAME = re.compile(r"(PASSWORD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY|SALT)", re.I)
+ENV_REFERENCE = re.compile(r"^\$\{[A-Z_][A-Z0-9_]*\}$")
+
+
+@pytest.mark.parametrize("values", sorted(VALUES_FILES))
+def test_helm_lint_passes(helm: Helm, values: str) -> None:
+    args = ["lint", str(CHART), "--strict"]
+    if VALUES_FILES[values] is not None:
+        args += ["--values", str(VALUES_FILES[values])]
+    result = helm.run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_container_has_resources(rendered: list[Manifest]) -> None:
+    all_containers = list(containers(rendered))
+    assert {c.workload["kind"] for c in all_containers} >= {"Deployment", "Job"}
+    for c in all_containers:
+        resources = c.spec.get("resources") or {}
+        for part in ("requests", "limits"):
+            assert resources.get(part, {}).get("memory"), f"{c.where}: no {part}.memory"
+        assert resources["requests"].get("cpu"), f"{c.where}: no requests.cpu"
+
+
+def test_every_long_running_container_has_probes_on_a_port_it_serves(
+    rendered: list[Manifest],
+) -> None:
+    for c in containers(rendered):
+        if c.workload["kind"] == "Job":
+            continue  # runs to completion; Kubernetes probes do not apply
+        ports = {p["name"]: p["containerPort"] for p in c.spec.get("ports", [])}
+        liveness, readiness = c.spec.get("livenessProbe"), c.spec.get("readinessProbe")
+        assert liveness and readiness, f"{c.where}: needs liveness and readiness probes"
+        assert liveness["httpGet"]["path"] == "/healthz", c.where
+        assert readiness["httpGet"]["path"] == "/readyz", c.where
+        for probe in (liveness, readiness):
+            assert probe["httpGet"]["port"] in ports, f"{c.where}: probes an undeclared port"
+        env = c.env()
+        served = env.get("DSR_HEALTH_PORT") or env.get("DSR_DASHBOARD_PORT")
+        assert served is not None, f"{c.where}: the application is not told its health port"
+        assert int(served["value"]) == ports[liveness["httpGet"]["port"]], (
+            f"{c.where}: probes a port the process does not serve"
+        )
+
+
+def _effective(c: Container, key: str) -> Any:
+    """A securityContext setting of the container, else of its pod."""
+    own = (c.spec.get("securityContext") or {}).get(key)
+    return own if own is not None else (c.pod.get("securityContext") or {}).get(key)
+
+
+def test_every_container_runs_as_non_root_on_a_read_only_root(rendered: list[Manifest]) -> None:
+    for c in containers(rendered):
+        security = c.spec.get("securityContext") or {}
+        assert _effective(c, "runAsNonRoot") is True, f"{c.where}: may run as root"
+        assert (_effective(c, "runAsUser") or 0) > 0, f"{c.where}: runs as uid 0"
+        assert security.get("readOnlyRootFilesystem") is True, f"{c.where}: writable root"
+        assert security.get("allowPrivilegeEscalation") is False, c.where
+        assert "ALL" in security.get("capabilities", {}).get("drop", []), c.where
+        mounts = {m["mountPath"] for m in c.spec.get("volumeMounts", [])}
+        assert "/tmp" in mounts, f"{c.where}: a read-only root needs a writable /tmp"
+        assert c.pod.get("automountServiceAccountToken") is False, c.where
+
+
+def _secret_looking(values: Any, path: str = "") -> list[str]:
+    """Paths in a values tree where a secret-named key holds a literal value."""
+    found = []
+    if isinstance(values, dict):
+        for key, value in values.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(value, (dict, list)):
+                found += _secret_looking(value, where)
+            elif SECRET_NAME.search(str(key)) and value not in (None, "", [], {}):
+                found.append(where)
+    elif isinstance(values, list):
+        for i, item in enumerate(values):
+            found += _secret_looking(item, f"{path}[{i}]")
+    return found
+
+
+@pytest.mark.parametrize("values", sorted(VALUES_FILES))
+def test_values_files_hold_no_secret(values: str) -> None:
+    path = VALUES_FILES[values] or CHART / "values.yaml"
+    data = yaml.safe_load(path.read_text())
+    # Secrets are named by reference only: `...Secret.name`, `existingSecret`, `secretName`.
+    literal = [
+        p
+        for p in _secret_looking(data)
+        if not re.search(r"(Secret\.(name|key|certKey|keyKey)|existingSecret|secretName)$", p)
+    ]
+    assert literal == [], f"secret-looking literals in {path.name}: {literal}"
+
+
+def test_secrets_reach_containers_only_by_reference(rendered: list[Manifest]) -> None:
+    assert [m for m in rendered if m["kind"] == "Secret"] == [], "the chart must not own Secrets"
+    for c in containers(rendered):
+        for name, entry in c.env().items():
+            if SECRET_NAME.search(name):
+                assert "value" not in entry, f"{c.where}: {name} is a plain value"
+                assert "secretKeyRef" in entry.get("valueFrom", {}), f"{c.where}: {name}"
+        for source in c.spec.get("envFrom", []):
+            assert "configMapRef" not in source, f"{c.where}: env from a ConfigMap"
+
+
+def test_register_config_map_holds_references_not_credentials(rendered: list[Manifest]) -> None:
+    register_maps = [m for m in rendered if m["kind"] == "ConfigMap" and "register" in str(m)]
+    assert register_maps
+    for config_map in register_maps:
+        for text in config_map["data"].values():
+            register = yaml.safe_load(text)
+            for system in register["systems"]:
+                for key, value in (system.get("settings") or {}).items():
+                    if SECRET_NAME.search(key):
+                        assert ENV_REFERENCE.match(str(value)), (
+                            f"{system['name']}.settings.{key} must be a ${{VAR}} reference"
+                        )
+
+
+def test_schema_refuses_a_plain_password(helm: Helm) -> None:
+    error = helm.template_error(sets={"kafka.sasl.password": "hunter2"})
+    assert "kafka.sasl" in error and "password" in error
+    assert "hunter2" not in error
+
+
+def _topics_job(manifests: list[Manifest]) -> Manifest:
+    job = find(manifests, "Job", "-topics")
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    return job
+
+
+def _job_configs(job: Manifest) -> dict[str, dict[str, str]]:
+    """The topic configs the Job passes to `dsr topics create`, per topic ("*": every topic)."""
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["topics", "create"], "the Job must run the application's own command"
+    configs: dict[str, dict[str, str]] = {}
+    for flag, item in zip(args[2::2], args[3::2], strict=True):
+        assert flag == "--config"
+        target, _, value = item.partition("=")
+        topic, _, key = target.rpartition(":")
+        configs.setdefault(topic or "*", {})[key] = value
+    return configs
+
+
+def test_topics_job_configures_exactly_the_application_topics(rendered: list[Manifest]) -> None:
+    configs = _job_configs(_topics_job(rendered))
+    ours = {topic.name for topic in ALL_TOPICS}
+    named = set(configs) - {"*"}
+    assert named <= ours, f"retention for topics the application does not use: {named - ours}"
+    # Every topic the application uses gets a deliberate retention: a new topic must too.
+    assert named == ours, f"no retention.ms for {ours - named}"
+    for topic in ours:
+        assert int(configs[topic]["retention.ms"]) >= -1
+
+
+def test_schema_knows_exactly_the_application_topics() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    retention = schema["properties"]["topics"]["properties"]["retentionMs"]
+    assert sorted(retention["propertyNames"]["enum"]) == sorted(topic_names())
+
+
+def test_schema_refuses_a_wrong_type_with_a_clear_message(helm: Helm) -> None:
+    error = helm.template_error(sets={"orchestrator.replicas": "three"})
+    assert "values don't meet the specifications of the schema" in error
+    # Helm 3.17 says "Expected: integer, given: string"; later releases word it differently.
+    assert "orchestrator" in error and "replicas" in error and "integer" in error
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (
+            {"orchestrator.replicas": "5"},
+            "orchestrator.replicas (5) is more than topics.partitions",
+        ),
+        (
+            {"connectorGroups[0].name": "default", "connectorGroups[0].replicas": "9"},
+            "connectorGroups[default].replicas (9) is more than topics.partitions (4)",
+        ),
+        (
+            {
+                "orchestrator.autoscaling.enabled": "true",
+                "orchestrator.autoscaling.maxReplicas": "8",
+            },
+            "orchestrator.autoscaling.maxReplicas (8) is more than topics.partitions (4)",
+        ),
+        (
+            {"connectors.autoscaling.enabled": "true", "connectors.autoscaling.maxReplicas": "9"},
+            "connectorGroups[default].autoscaling.maxReplicas (9) is more than topics.partitions",
+        ),
+        ({"connectorGroups[0].name": "slow"}, 'connector group "default", but connectorGroups'),
+        ({"kafka.bootstrapServers": "kafka"}, "kafka.bootstrapServers"),
+        ({"kafka.sasl.enabled": "true"}, "kafka.sasl.passwordSecret.name"),
+        ({"kafka.sasl.mechanism": "GSSAPI"}, "kafka.sasl.mechanism"),
+        ({"securityContext.runAsNonRoot": "false"}, "securityContext.runAsNonRoot"),
+        ({"topics.retentionMs.dsr\\.typo\\.v1": "1"}, "topics.retentionMs"),
+    ],
+)
+def test_values_that_cannot_work_are_refused(
+    helm: Helm, sets: dict[str, str], expected: str
+) -> None:
+    assert expected in helm.template_error(sets=sets)
+
+
+def test_production_values_connect_with_tls_and_scram(helm: Helm) -> None:
+    manifests = helm.template(PRODUCTION_VALUES)
+    orchestrator = find(manifests, "Deployment", "-orchestrator")
+    assert orchestrator["spec"]["replicas"] == 3
+    groups = sorted(
+        m["metadata"]["name"].rsplit("-", 1)[1]
+        for m in manifests
+        if m["kind"] == "Deployment" and "-connectors-" in m["metadata"]["name"]
+    )
+    assert groups == ["default", "support"]
+    client_ids = set()
+    for c in containers(manifests):
+        env = c.env()
+        assert env["DSR_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL", c.where
+        assert env["DSR_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512", c.where
+        assert env["DSR_KAFKA_PARTITIONS"]["value"] == "12", c.where
+        ref = env["DSR_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "dsr-orchestrator", "key": "password"}, c.where
+        cafile = env["DSR_KAFKA_SSL_CAFILE"]["value"]
+        mounts = {m["mountPath"]: m["name"] for m in c.spec["volumeMounts"]}
+        volume = mounts[cafile.rsplit("/", 1)[0]]
+        secret = next(v for v in c.pod["volumes"] if v["name"] == volume)["secret"]
+        assert secret["secretName"] == "dsr-kafka-cluster-ca-cert", c.where
+        client_ids.add(env["DSR_KAFKA_CLIENT_ID"]["value"])
+    assert len(client_ids) == 5  # orchestrator, two connector groups, dashboard, topics Job
+
+
+def test_production_values_scale_each_connector_group_alone(helm: Helm) -> None:
+    manifests = helm.template(PRODUCTION_VALUES)
+    support = find(manifests, "Deployment", "-connectors-support")
+    assert "replicas" not in support["spec"], "the autoscaler owns the replicas"
+    args = support["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == ["worker", "connectors", "--group", "support"]
+    hpa = find(manifests, "HorizontalPodAutoscaler", "-connectors-support")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == support["metadata"]["name"]
+    metric = hpa["spec"]["metrics"][0]["external"]["metric"]
+    assert metric["selector"]["matchLabels"] == {"consumergroup": "dsr-connectors-support"}
+    budgets = {m["metadata"]["name"] for m in manifests if m["kind"] == "PodDisruptionBudget"}
+    assert {name.rsplit("-", 1)[1] for name in budgets} >= {"orchestrator", "default", "support"}
+    assert (
+        find(manifests, "ServiceMonitor", "dsr-orchestrator")["spec"]["endpoints"][0]["path"]
+        == "/metrics"
+    )
