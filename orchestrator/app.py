@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 log = logging.getLogger("dsr.orchestrator")
 
 TABLE_NAME = "requests"
+
+
+#: After a worker (re)starts, requests finished this recently get their final status again.
+_RESEND_WINDOW = timedelta(hours=1)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -205,6 +209,8 @@ class Orchestrator:
         # in-memory log is lost, `dsr up` can say which requests were in flight.
         self._open: dict[str, str] = {}
         self._open_dirty = False
+        # Finished requests whose final status is sent again after a (re)assignment.
+        self._resend: set[str] = set()
         # Exported requests -> when their record files may go (see `_discard_records`).
         self._discard_at: dict[str, float] = {}
         self._watched_partitions: set[int] | None = None
@@ -353,6 +359,11 @@ class Orchestrator:
                 finished.append((state, merged))
 
         await self._carry_out(all_effects, finished, pending)
+        if all_effects:
+            # Faust commits a batch's offsets once the agent moves on, but writes the table's
+            # changelog through a buffer: a worker killed in between would lose the state of
+            # requests whose events count as done, and they would never finish. Flush first.
+            await self.app.producer.flush()
 
     def _store(self, request_id: str, state: RequestState) -> None:
         self.table[request_id] = encode_state(state, self.data_keys)
@@ -511,6 +522,8 @@ class Orchestrator:
                 finished.append((state, effects))
         if all_effects:
             await self._carry_out(all_effects, finished, [])
+        if self._resend:
+            await self._resend_finished()
         if self._open_dirty:
             self._write_open_index()
         self._discard_records()
@@ -549,13 +562,49 @@ class Orchestrator:
         self._watch.clear()
         self._open.clear()
         self._open_dirty = True
+        recent = datetime.now(UTC) - _RESEND_WINDOW
         for request_id, raw in list(self.table.items()):
             if raw and partition_for(request_id, self.partitions) in owned:
                 try:
-                    self._watch_state(request_id, watch_view(raw, self.data_keys))
+                    view = watch_view(raw, self.data_keys)
+                    self._watch_state(request_id, view)
                 except SealingError as exc:
                     log.error("state of request %s cannot be opened: %s", request_id, exc)
+                    continue
+                if view.is_final and view.finished_at is not None and view.finished_at > recent:
+                    self._resend.add(request_id)
         self._watched_partitions = owned
+
+    async def _resend_finished(self) -> None:
+        """Send recently finished requests' final status events again (see `resend_final`)."""
+        pending = []
+        ctx = self._context()
+        for request_id in sorted(self._resend):
+            try:
+                state = self._load(request_id)
+            except SealingError:
+                continue
+            event = lifecycle.resend_final(state, ctx) if state is not None else None
+            if event is None:
+                continue
+            result = self.artifacts.result_path(request_id)
+            if not result.exists():
+                # The state was saved as finished, but the worker died before its documents
+                # were written: write them now (the same paths), then send the status.
+                assert state is not None
+                effects = Effects(statuses=[event], finished=True)
+                await self._carry_out([effects], [(state, effects)], [])
+                continue
+            event = event.model_copy(update={"artifact": str(result)})
+            message = encode(
+                event, source=self.settings.source, event_id=f"{request_id}#{event.sequence}"
+            )
+            pending.append(self.output.send(STATUS.name, message))
+        self._resend.clear()
+        if pending:
+            futures = await asyncio.gather(*pending)
+            await asyncio.gather(*(f for f in futures if f is not None))
+            log.info("sent the final status of %d recently finished requests again", len(pending))
 
 
 __all__ = ["Orchestrator", "partition_for"]

@@ -489,6 +489,22 @@ def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str
     return RequestStatus.PARTIALLY_COMPLETED, reason
 
 
+def resend_final(state: RequestState, ctx: Context) -> RequestStatusChanged | None:
+    """The final status event of a finished request again, with the sequence it had.
+
+    After a worker restart the orchestrator cannot know whether a finished request's last
+    status event left before the crash; sending it again is harmless (consumers keep one
+    event per sequence) and makes sure it did. None for requests that are not finished.
+    """
+    if state.request is None or not state.is_final or state.deadline is None:
+        return None
+    copy = state.model_copy(deep=True)
+    copy.sequence -= 1
+    effects = Effects()
+    _emit(copy, StatusTrigger.FINISHED, ctx, effects, reason=copy.reason, previous=None)
+    return effects.statuses[0]
+
+
 def coalesce(
     state: RequestState, statuses: list[RequestStatusChanged]
 ) -> list[RequestStatusChanged]:
@@ -640,6 +656,7 @@ __all__ = [
     "final_status",
     "next_check",
     "record_outcome",
+    "resend_final",
     "shred_at",
     "shredded",
     "submit",
