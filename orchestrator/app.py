@@ -576,8 +576,14 @@ class Orchestrator:
         self._watched_partitions = owned
 
     async def _resend_finished(self) -> None:
-        """Send recently finished requests' final status events again (see `resend_final`)."""
-        pending = []
+        """Send recently finished requests' final status events again (see `resend_final`).
+
+        A request whose result file is missing (the worker died after saving the finished
+        state, before writing its documents) gets its documents written first, at the same
+        paths, exactly as when it finished.
+        """
+        resent: list[Effects] = []
+        unwritten: list[tuple[RequestState, Effects]] = []
         ctx = self._context()
         for request_id in sorted(self._resend):
             try:
@@ -585,26 +591,19 @@ class Orchestrator:
             except SealingError:
                 continue
             event = lifecycle.resend_final(state, ctx) if state is not None else None
-            if event is None:
+            if state is None or event is None:
                 continue
             result = self.artifacts.result_path(request_id)
-            if not result.exists():
-                # The state was saved as finished, but the worker died before its documents
-                # were written: write them now (the same paths), then send the status.
-                assert state is not None
-                effects = Effects(statuses=[event], finished=True)
-                await self._carry_out([effects], [(state, effects)], [])
-                continue
-            event = event.model_copy(update={"artifact": str(result)})
-            message = encode(
-                event, source=self.settings.source, event_id=f"{request_id}#{event.sequence}"
-            )
-            pending.append(self.output.send(STATUS.name, message))
+            effects = Effects(statuses=[event], finished=True)
+            if result.exists():
+                effects.statuses = [event.model_copy(update={"artifact": str(result)})]
+            else:
+                unwritten.append((state, effects))
+            resent.append(effects)
         self._resend.clear()
-        if pending:
-            futures = await asyncio.gather(*pending)
-            await asyncio.gather(*(f for f in futures if f is not None))
-            log.info("sent the final status of %d recently finished requests again", len(pending))
+        if resent:
+            await self._carry_out(resent, unwritten, [])
+            log.info("sent the final status of %d recently finished requests again", len(resent))
 
 
 __all__ = ["Orchestrator", "partition_for"]
