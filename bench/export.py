@@ -51,8 +51,8 @@ def _register() -> dict[str, object]:
 
 def _run(mb: int, out_dir: Path) -> dict[str, object]:
     """The measured part, in this (fresh) process."""
-    from orchestrator.export import write_export
-    from orchestrator.lifecycle import RequestState
+    from orchestrator.artifacts.export import write_export
+    from orchestrator.lifecycle.reducer import RequestState
     from schemas.events import (
         Identifier,
         OutcomeStatus,
@@ -98,8 +98,8 @@ def _run(mb: int, out_dir: Path) -> dict[str, object]:
                 collection=("tickets", "messages", "notes")[i % 3], data=data
             )
 
-    from schemas.records import RecordStore
-    from schemas.sealing import DataKeys
+    from schemas.primitives.records import RecordStore
+    from schemas.primitives.sealing import DataKeys
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Sealed at rest, as in production: record files and the export, with the request's key.

@@ -25,10 +25,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from orchestrator.broker import EmbeddedBroker
-from orchestrator.config import Settings
-from orchestrator.publishers import local_publisher
-from orchestrator.stack import Stack
+from orchestrator.intake.publishers import local_publisher
+from orchestrator.runtime.broker import EmbeddedBroker
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
 from schemas.envelope import decode, encode
 from schemas.events import (
     Identifier,
@@ -39,7 +39,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
-from schemas.signing import RequestSigner
+from schemas.primitives.signing import RequestSigner
 from schemas.topics import REQUESTS, STATUS
 
 

@@ -77,11 +77,11 @@ def run_soak(
     task_timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Run the soak in `workdir`; return the figures (see the module docstring)."""
-    from orchestrator.client import RequestPublisher
-    from orchestrator.config import Settings
-    from orchestrator.publishers import create_publisher
-    from orchestrator.stack import Stack
-    from orchestrator.status import StatusView, read_status
+    from orchestrator.intake.client import RequestPublisher
+    from orchestrator.intake.publishers import create_publisher
+    from orchestrator.runtime.config import Settings
+    from orchestrator.runtime.stack import Stack
+    from orchestrator.status.view import StatusView, read_status
     from schemas.events import (
         Identifier,
         IdentityVerification,

@@ -31,7 +31,7 @@ from schemas.events import (
     RetainedItem,
     Subject,
 )
-from schemas.records import RecordSink
+from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule
 
 

@@ -16,8 +16,8 @@ from schemas.events import (
     TaskDispatched,
     TaskOutcome,
 )
-from schemas.records import RecordStore
-from schemas.sealing import SealingError
+from schemas.primitives.records import RecordStore
+from schemas.primitives.sealing import SealingError
 
 log = logging.getLogger(__name__)
 

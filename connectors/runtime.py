@@ -21,9 +21,15 @@ from connectors.execute import outcome_of, perform
 from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
 from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
-from schemas.records import RecordStore
+from schemas.primitives.records import RecordStore
+from schemas.primitives.sealing import (
+    DataKeyDestroyed,
+    DataKeyMissing,
+    DataKeys,
+    SealingError,
+    open_task,
+)
 from schemas.register import Register, System, WatchedRegister
-from schemas.sealing import DataKeyDestroyed, DataKeyMissing, DataKeys, SealingError
 from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
 
 log = logging.getLogger("dsr.connectors")
@@ -196,7 +202,7 @@ class ConnectorWorker:
                 "this connector worker has no data-key store; give it DSR_DEK_DIR and "
                 "DSR_BUS_KEY_FILE like the orchestrator"
             )
-        return task.opened(self.data_keys.get(task.request_id))
+        return open_task(task, self.data_keys.get(task.request_id))
 
     async def _dead_letter(
         self,

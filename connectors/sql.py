@@ -117,7 +117,7 @@ from schemas.events import (
     RetainedItem,
     Subject,
 )
-from schemas.records import RecordSink
+from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule
 
 log = logging.getLogger(__name__)

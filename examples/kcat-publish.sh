@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Publish a signed data-subject request with plain kcat, as a CloudEvent in binary content mode:
 # CloudEvents attributes as ce_* headers, the JSON body as the value, the request id as the key,
-# and the publisher's signature in the dsr_signature header (see schemas/signing.py).
+# and the publisher's signature in the dsr_signature header (see schemas/primitives/signing.py).
 #
 #   BOOTSTRAP=kafka:9092 DSR_PUBLISHER_ID=web-form DSR_PUBLISHER_KEY_FILE=web-form.pem \
 #     examples/kcat-publish.sh [request.json]
@@ -15,7 +15,7 @@
 #
 # Optional: CE_SOURCE (default kcat-example), CE_ID (default a fresh UUID), KCAT (default kcat).
 # Needs openssl 3. Against the embedded broker, Debian's kcat needs a newer librdkafka:
-#   LD_LIBRARY_PATH=<dir with librdkafka.so.1 from the confluent-kafka wheel> (see orchestrator/kcat.py)
+#   LD_LIBRARY_PATH=<dir with librdkafka.so.1 from the confluent-kafka wheel> (see orchestrator/intake/kcat.py)
 set -euo pipefail
 
 : "${BOOTSTRAP:?set BOOTSTRAP to the Kafka bootstrap address, e.g. BOOTSTRAP=localhost:9092}"

@@ -16,6 +16,7 @@ from schemas.events import (
     RequestSubmitted,
     RequestType,
     RetainedItem,
+    SealedValue,
     StatusTrigger,
     Subject,
     SystemProgress,
@@ -25,8 +26,6 @@ from schemas.events import (
 )
 from schemas.kafka import KafkaSettings
 from schemas.register import Register, RegisterError, System, load_register, parse_register
-from schemas.sealing import DataKeyDestroyed, DataKeys, SealedValue, SealingError
-from schemas.signing import PublisherKeyError, RequestSigner, RequestVerifier
 from schemas.topics import ALL_TOPICS, DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS, Topic
 
 __all__ = [
@@ -37,8 +36,6 @@ __all__ = [
     "STATUS",
     "TASKS",
     "Counts",
-    "DataKeyDestroyed",
-    "DataKeys",
     "DeadLetter",
     "Envelope",
     "EnvelopeError",
@@ -50,19 +47,15 @@ __all__ = [
     "KafkaMessage",
     "KafkaSettings",
     "OutcomeStatus",
-    "PublisherKeyError",
     "Record",
     "Register",
     "RegisterError",
-    "RequestSigner",
     "RequestStatus",
     "RequestStatusChanged",
     "RequestSubmitted",
     "RequestType",
-    "RequestVerifier",
     "RetainedItem",
     "SealedValue",
-    "SealingError",
     "StatusTrigger",
     "Subject",
     "System",

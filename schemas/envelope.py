@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 
+from schemas.errors import DsrError
 from schemas.events import (
     DeadLetter,
     DeadlineExtended,
@@ -33,6 +34,8 @@ from schemas.events import (
 )
 
 SPEC_VERSION = "1.0"
+#: The Kafka header that carries a request event's signature (`schemas.primitives.signing`).
+SIGNATURE_HEADER = "dsr_signature"
 JSON = "application/json"
 STRUCTURED = "application/cloudevents+json"
 #: A dead letter keeps at most this much of the original value (the whole record stays on its
@@ -57,7 +60,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
 TYPE_OF: dict[type[BaseModel], str] = {model: name for name, model in EVENT_TYPES.items()}
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(DsrError, ValueError):
     """A message is not a valid event; `stage` says whether the envelope or the body is wrong."""
 
     def __init__(self, stage: str, message: str, ce_type: str | None = None) -> None:
@@ -209,7 +212,7 @@ def decode(
 ) -> Envelope:
     """Validate a Kafka message as one of our CloudEvents; raise `EnvelopeError` saying why not.
 
-    `verify` (e.g. `schemas.signing.RequestVerifier`) sees the event once its envelope is
+    `verify` (e.g. `schemas.primitives.signing.RequestVerifier`) sees the event once its envelope is
     read and before its body is parsed; it raises `EnvelopeError` to reject it.
     """
     if value is None:

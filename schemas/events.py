@@ -4,10 +4,10 @@ Every event is a pydantic model. JSON Schema files and the AsyncAPI document in 
 package are generated from these models (`python -m schemas.generate`), never written by hand.
 
 Personal data travels in the clear only in `RequestSubmitted` (from the publisher).
-`TaskDispatched` carries the subject sealed with the request's data key (`schemas.sealing`);
-`TaskOutcome` carries counts and a reference to the stored records (records inline only in dry
-runs and tests). Status events and `DeadLetter` reasons never carry it: they are read by
-dashboards and other services.
+`TaskDispatched` carries the subject sealed with the request's data key
+(`schemas.primitives.sealing`); `TaskOutcome` carries counts and a reference to the stored
+records (records inline only in dry runs and tests). Status events and `DeadLetter` reasons
+never carry it: they are read by dashboards and other services.
 """
 
 from __future__ import annotations
@@ -23,14 +23,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    TypeAdapter,
-    ValidationError,
     field_validator,
     model_validator,
 )
-
-from schemas.sealing import SealBroken, SealedValue, open_sealed, seal
-from schemas.sealing import context as seal_context
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 SYSTEM_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
@@ -217,6 +212,28 @@ class DeadlineExtended(_Model):
     extended_by: Annotated[str | None, Field(max_length=128)] = None
 
 
+_B64URL = r"^[A-Za-z0-9_-]*$"
+
+
+class SealedValue(BaseModel):
+    """A value sealed with AES-256-GCM: readable only with its key and its context."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alg: Literal["A256GCM"] = "A256GCM"
+    nonce: Annotated[
+        str, Field(min_length=16, max_length=16, pattern=_B64URL, description="96 bits, base64url.")
+    ]
+    ciphertext: Annotated[
+        str,
+        Field(
+            min_length=22,
+            pattern=_B64URL,
+            description="Ciphertext followed by the 128-bit tag, base64url without padding.",
+        ),
+    ]
+
+
 class TaskDispatched(_Model):
     """One request's work for one system, sent to the connector workers."""
 
@@ -253,43 +270,6 @@ class TaskDispatched(_Model):
         if self.changes is not None and self.sealed_changes is not None:
             raise ValueError("a task has 'changes' or 'sealed_changes', not both")
         return self
-
-    def sealed(self, key: bytes) -> TaskDispatched:
-        """This task with its subject and changes sealed with the request's data key."""
-        if self.subject is None:
-            return self
-        update: dict[str, object] = {
-            "subject": None,
-            "sealed_subject": seal(key, self.subject.model_dump_json().encode(), self._aad("s")),
-            "changes": None,
-        }
-        if self.changes is not None:
-            update["sealed_changes"] = seal(key, _CHANGES.dump_json(self.changes), self._aad("c"))
-        return self.model_copy(update=update)
-
-    def opened(self, key: bytes) -> TaskDispatched:
-        """This task with its subject and changes in the clear; `SealBroken` if they do not open."""
-        if self.sealed_subject is None:
-            return self
-        try:
-            subject = Subject.model_validate_json(
-                open_sealed(key, self.sealed_subject, self._aad("s"))
-            )
-            changes = self.changes
-            if self.sealed_changes is not None:
-                changes = _CHANGES.validate_json(
-                    open_sealed(key, self.sealed_changes, self._aad("c"))
-                )
-        except ValidationError:  # its message would quote the subject
-            raise SealBroken(f"the sealed subject of task {self.task_id!r} is not valid") from None
-        update = {"subject": subject, "sealed_subject": None, "changes": changes}
-        return self.model_copy(update={**update, "sealed_changes": None})
-
-    def _aad(self, part: str) -> bytes:
-        return seal_context("task", self.request_id, self.task_id, part)
-
-
-_CHANGES: TypeAdapter[list[FieldChange]] = TypeAdapter(list[FieldChange])
 
 
 class OutcomeStatus(StrEnum):

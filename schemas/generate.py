@@ -18,11 +18,19 @@ import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from schemas.envelope import EVENT_TYPES, JSON, SPEC_VERSION, TYPE_OF
+from schemas.envelope import EVENT_TYPES, JSON, SIGNATURE_HEADER, SPEC_VERSION, TYPE_OF
 from schemas.events import REQUEST_ID_PATTERN, DeadLetter
 from schemas.register import Register
-from schemas.signing import REQUEST_EVENT_TYPES, SIGNATURE_HEADER
-from schemas.topics import ALL_TOPICS, DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS, Topic
+from schemas.topics import (
+    ALL_TOPICS,
+    DEAD_LETTER,
+    OUTCOMES,
+    REQUEST_EVENT_TYPES,
+    REQUESTS,
+    STATUS,
+    TASKS,
+    Topic,
+)
 
 #: The generated files live in this package, so they ship in the wheel (see package-data).
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -149,7 +157,7 @@ def _headers_schema(ce_type: str) -> dict[str, Any]:
             "pattern": _SIGNATURE_PATTERN,
             "description": "The publisher's signature of the event's canonical form: "
             "`v1;alg=hmac-sha256|ed25519;publisher=ID;kid=KEY_ID;sig=BASE64` (see "
-            "schemas/signing.py). Unsigned events are dead-lettered.",
+            "schemas/primitives/signing.py). Unsigned events are dead-lettered.",
         }
     return schema
 

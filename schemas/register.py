@@ -20,6 +20,7 @@ import yaml
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.errors import DsrError
 from schemas.events import SYSTEM_NAME_PATTERN, RequestType
 
 _log = logging.getLogger("dsr.register")
@@ -244,7 +245,7 @@ class Register(_Config):
         return [s.name for s in self.systems]
 
 
-class RegisterError(ValueError):
+class RegisterError(DsrError, ValueError):
     """The register file is missing or invalid; the message names file, entry and field."""
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from schemas.envelope import TYPE_OF
 from schemas.events import (
     DeadLetter,
     DeadlineExtended,
@@ -45,5 +46,7 @@ DEAD_LETTER = Topic(
 )
 
 ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)
+#: Event types a signature is required for: everything on the requests topic.
+REQUEST_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[model] for model in REQUESTS.events)
 
 __all__ = ["ALL_TOPICS", "DEAD_LETTER", "OUTCOMES", "REQUESTS", "STATUS", "TASKS", "Topic"]

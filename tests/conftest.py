@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.broker import EmbeddedBroker
-from orchestrator.publishers import IssuedKey, create_publisher
-from orchestrator.topology import ensure_topics
+from orchestrator.intake.publishers import IssuedKey, create_publisher
+from orchestrator.runtime.broker import EmbeddedBroker
+from orchestrator.runtime.topics import ensure_topics
 from schemas.kafka import KafkaSettings
 
 pytest_plugins = ["tests.fixtures_postgres", "tests.fixtures_mariadb"]

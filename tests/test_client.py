@@ -12,8 +12,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from orchestrator.client import PublishError, RequestPublisher, publish_request
-from orchestrator.publishers import IssuedKey
+from orchestrator.intake.client import PublishError, RequestPublisher, publish_request
+from orchestrator.intake.publishers import IssuedKey
 from schemas.envelope import JSON, Envelope, decode, header_dict
 from schemas.events import (
     Identifier,
@@ -24,7 +24,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
-from schemas.signing import RequestVerifier
+from schemas.primitives.signing import RequestVerifier
 from schemas.topics import REQUESTS
 
 EMAIL = "anna.de.vries@example.nl"
@@ -178,7 +178,7 @@ def test_missing_bootstrap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_importing_the_client_does_not_import_faust_or_aiokafka() -> None:
     code = (
-        "import sys, orchestrator.client; "
+        "import sys, orchestrator.intake.client; "
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'faust', 'aiokafka', 'mode'}); "
         "print(','.join(loaded))"
     )

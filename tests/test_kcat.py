@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.kcat import LIBRARY_NAME, LibrdkafkaError, kcat_environment, librdkafka_dir
-from orchestrator.publishers import IssuedKey, create_publisher
-from schemas.envelope import EnvelopeError, decode, header_dict
+from orchestrator.intake.kcat import LIBRARY_NAME, LibrdkafkaError, kcat_environment, librdkafka_dir
+from orchestrator.intake.publishers import IssuedKey, create_publisher
+from schemas.envelope import SIGNATURE_HEADER, EnvelopeError, decode, header_dict
 from schemas.events import RequestSubmitted
 from schemas.kafka import KafkaSettings
-from schemas.signing import SIGNATURE_HEADER, RequestVerifier
+from schemas.primitives.signing import RequestVerifier
 from schemas.topics import REQUESTS
 from tests.test_client import assert_cloudevent, java_partition, read_published
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.status import StatusFollower, StatusView
+from orchestrator.status.view import StatusFollower, StatusView
 from schemas.events import RequestStatusChanged
 from schemas.kafka import KafkaSettings
 

@@ -16,11 +16,11 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from orchestrator.deadlines import days_left, is_overdue
-from orchestrator.lifecycle import FINAL_OUTCOMES, task_id
-from orchestrator.masking import mask_identifiers
-from orchestrator.status import StatusView
-from orchestrator.tasks import EVIDENCE_MAX_LENGTH, ManualOutcome
+from orchestrator.lifecycle.deadlines import days_left, is_overdue
+from orchestrator.lifecycle.reducer import FINAL_OUTCOMES, task_id
+from orchestrator.status.masking import mask_identifiers
+from orchestrator.status.tasks import EVIDENCE_MAX_LENGTH, ManualOutcome
+from orchestrator.status.view import StatusView
 from schemas.events import (
     Counts,
     Evidence,

@@ -23,8 +23,6 @@ from aiohttp_sse import sse_response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.client import PublishError
-from orchestrator.config import ConfigError, Settings
 from orchestrator.dashboard.auth import Auth, local_path
 from orchestrator.dashboard.files import ResultFiles, download_name
 from orchestrator.dashboard.lag import ConsumerLag, our_groups, our_topics
@@ -40,7 +38,15 @@ from orchestrator.dashboard.model import (
     summarise,
 )
 from orchestrator.dashboard.openapi import openapi_document
-from orchestrator.tasks import TaskError, TaskNotWaiting, UnknownTask, complete_task, waiting_task
+from orchestrator.intake.client import PublishError
+from orchestrator.runtime.config import ConfigError, Settings
+from orchestrator.status.tasks import (
+    TaskError,
+    TaskNotWaiting,
+    UnknownTask,
+    complete_task,
+    waiting_task,
+)
 from schemas.envelope import describe_validation_error
 from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN
 from schemas.kafka import KafkaSettings
@@ -380,13 +386,13 @@ class Dashboard:
 
     def _downloads(self) -> Any:
         if self._download_service is None:
-            from orchestrator.downloads import Downloads
+            from orchestrator.artifacts.downloads import Downloads
 
             self._download_service = Downloads.from_settings(self.settings)
         return self._download_service
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
-        from orchestrator.downloads import InvalidToken, NotAvailable, TokenExpired
+        from orchestrator.artifacts.downloads import InvalidToken, NotAvailable, TokenExpired
 
         try:
             download = await asyncio.to_thread(self._downloads().open, request.match_info["token"])

@@ -19,11 +19,11 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from orchestrator.broker import EmbeddedBroker
-from orchestrator.client import RequestPublisher
-from orchestrator.config import Settings
-from orchestrator.stack import Stack
-from orchestrator.topology import ensure_topics
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.runtime.broker import EmbeddedBroker
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
+from orchestrator.runtime.topics import ensure_topics
 from schemas.envelope import encode
 from schemas.events import (
     Identifier,

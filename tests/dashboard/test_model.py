@@ -14,7 +14,7 @@ from orchestrator.dashboard.model import (
     list_requests,
     summarise,
 )
-from orchestrator.status import StatusView
+from orchestrator.status.view import StatusView
 from schemas.events import RequestStatus, RequestStatusChanged, RequestType
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

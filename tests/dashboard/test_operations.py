@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.broker import terminate
+from orchestrator.runtime.broker import terminate
 from schemas.events import RequestType
 from tests.dashboard.conftest import DashboardSystem, status_event
 

@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
-from orchestrator.artifacts import ArtifactStore
-from orchestrator.config import ConfigError, Settings
+from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.dashboard.openapi import openapi_document
 from orchestrator.dashboard.server import STATIC, Dashboard
+from orchestrator.runtime.config import ConfigError, Settings
 from schemas.events import RequestStatusChanged
 from schemas.kafka import KafkaSettings
 from tests.dashboard.conftest import TOKEN, status_event

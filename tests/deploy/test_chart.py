@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.topology import topic_names
+from orchestrator.runtime.topics import topic_names
 from schemas.topics import ALL_TOPICS
 from tests.deploy.conftest import (
     CHART,

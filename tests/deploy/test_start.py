@@ -28,11 +28,11 @@ import pytest
 import yaml
 from kafka.admin import KafkaAdminClient
 
-from orchestrator.broker import EmbeddedBroker, free_port, terminate
-from orchestrator.client import RequestPublisher
-from orchestrator.keys import KeyStore
-from orchestrator.publishers import create_publisher
-from orchestrator.status import read_status
+from orchestrator.artifacts.keys import KeyStore
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.intake.publishers import create_publisher
+from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
+from orchestrator.status.view import read_status
 from schemas.events import (
     Identifier,
     IdentityVerification,

@@ -12,12 +12,12 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.fakes import acme
-from orchestrator import demo
-from orchestrator.client import RequestPublisher
-from orchestrator.config import Settings
-from orchestrator.publishers import IssuedKey
-from orchestrator.stack import Stack
-from orchestrator.status import StatusView, read_status
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.intake.publishers import IssuedKey
+from orchestrator.runtime import demo
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
+from orchestrator.status.view import StatusView, read_status
 from schemas.envelope import Envelope, decode
 from schemas.events import RequestStatusChanged
 from schemas.kafka import KafkaSettings

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.client import RequestPublisher
-from orchestrator.config import Settings
-from orchestrator.publishers import IssuedKey
-from orchestrator.recovery import open_requests
-from orchestrator.stack import Stack, StackError
-from orchestrator.status import read_status
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.intake.publishers import IssuedKey
+from orchestrator.lifecycle.recovery import open_requests
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack, StackError
+from orchestrator.status.view import read_status
 from schemas.events import (
     Identifier,
     IdentityVerification,

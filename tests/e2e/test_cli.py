@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from orchestrator.app import partition_for
+from orchestrator.fanout.app import partition_for
 from schemas.envelope import encode
 from schemas.events import RequestStatus
 from schemas.topics import REQUESTS

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.client import RequestPublisher
-from orchestrator.config import Settings
-from orchestrator.publishers import IssuedKey
-from orchestrator.stack import Stack
-from orchestrator.status import StatusView, read_status
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.intake.publishers import IssuedKey
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
+from orchestrator.status.view import StatusView, read_status
 from schemas.events import (
     Identifier,
     IdentityVerification,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import demo
+from orchestrator.runtime import demo
 
 pytestmark = pytest.mark.broker
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from orchestrator import demo
-from orchestrator.export import open_export
+from orchestrator.artifacts.export import open_export
+from orchestrator.runtime import demo
 from schemas.envelope import KafkaMessage, encode
 from schemas.events import (
     DeadLetter,

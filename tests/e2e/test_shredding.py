@@ -19,11 +19,11 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from orchestrator.client import RequestPublisher
-from orchestrator.config import Settings
-from orchestrator.sealed_state import decode_state
-from orchestrator.stack import Stack
-from orchestrator.status import StatusView, read_status
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.lifecycle.state import decode_state
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
+from orchestrator.status.view import StatusView, read_status
 from schemas.events import (
     FieldChange,
     Identifier,
@@ -37,7 +37,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
-from schemas.sealing import DataKeyDestroyed
+from schemas.primitives.sealing import DataKeyDestroyed, open_task
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 from tests.e2e.conftest import read_topic
 
@@ -152,11 +152,11 @@ def test_after_the_retention_window_the_subject_is_unrecoverable(tmp_path: Path)
         assert {t.request_id for t in tasks} == set(ids) and len(tasks) >= 4
         for task in tasks:
             assert task.subject is None and task.changes is None and task.sealed_subject
-            opened = task.opened(keys.get(task.request_id))
+            opened = open_task(task, keys.get(task.request_id))
             assert opened.subject is not None and opened.subject.first("email") == EMAIL
         [rectify_task, *_] = [t for t in tasks if t.request_id == rectify.request_id]
         assert rectify_task.sealed_changes is not None
-        assert rectify_task.opened(keys.get(rectify.request_id)).changes == rectify.changes
+        assert open_task(rectify_task, keys.get(rectify.request_id)).changes == rectify.changes
         export = stack.settings.data_dir / "exports" / f"{access.request_id}.zip.enc"
         assert export.exists()
 
@@ -206,7 +206,7 @@ def test_after_the_retention_window_the_subject_is_unrecoverable(tmp_path: Path)
     # With the bus key in hand, the sealed subject no longer opens: its data key is gone ...
     for task in tasks:
         with pytest.raises(DataKeyDestroyed, match="crypto-shredded"):
-            task.opened(keys.get(task.request_id))
+            open_task(task, keys.get(task.request_id))
     assert not list(keys.root.glob("*.key"))  # only the tombstones are left
     # ... and every sealed version of the state in the changelog reads as a stub, while the
     # latest one is the stub itself.

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator import demo
+from orchestrator.runtime import demo
 
 pytestmark = pytest.mark.broker
 

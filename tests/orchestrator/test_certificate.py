@@ -11,7 +11,7 @@ import rfc8785
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orchestrator.certificate import (
+from orchestrator.artifacts.certificate import (
     CertificateError,
     build_certificate,
     canonical,
@@ -21,9 +21,9 @@ from orchestrator.certificate import (
     subject_hash,
     verify_certificate,
 )
-from orchestrator.keys import KeyStore, key_id
-from orchestrator.keys_cli import keys, verify
-from orchestrator.lifecycle import RequestState
+from orchestrator.artifacts.keys import KeyStore
+from orchestrator.cli.keys import keys, verify
+from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import (
     Counts,
     Evidence,
@@ -38,6 +38,7 @@ from schemas.events import (
     SystemProgress,
     VerificationMethod,
 )
+from schemas.primitives.encoding import ed25519_key_id as key_id
 
 RECEIVED = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
 FINISHED = datetime(2026, 2, 3, 16, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, load_settings
+from orchestrator.runtime.config import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestrator.deadlines import DeadlinePolicy, add_months, days_left, is_overdue
+from orchestrator.lifecycle.deadlines import DeadlinePolicy, add_months, days_left, is_overdue
 
 
 def at(y: int, m: int, d: int, h: int = 10) -> datetime:

@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from orchestrator import documents
-from orchestrator.export import AP_URL
-from orchestrator.lifecycle import RequestState
+from orchestrator.artifacts import letters as documents
+from orchestrator.artifacts.export import AP_URL
+from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import (
     Counts,
     DeadlineExtended,

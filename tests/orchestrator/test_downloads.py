@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.artifacts import ArtifactStore
+from orchestrator.artifacts.downloads import Downloads, InvalidToken, NotAvailable, TokenExpired
+from orchestrator.artifacts.export import open_export, write_export
+from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.cli import main
-from orchestrator.downloads import Downloads, InvalidToken, NotAvailable, TokenExpired
-from orchestrator.export import open_export, write_export
-from orchestrator.lifecycle import RequestState
+from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import (
     Identifier,
     OutcomeStatus,
@@ -25,8 +25,8 @@ from schemas.events import (
     Subject,
     SystemProgress,
 )
+from schemas.primitives.sealing import DataKeyDestroyed, DataKeys, SealBroken, bus_key
 from schemas.register import parse_register
-from schemas.sealing import DataKeyDestroyed, DataKeys, SealBroken, bus_key
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EMAIL = "export.subject@example.nl"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.export import AP_URL, write_export
-from orchestrator.lifecycle import RequestState
+from orchestrator.artifacts.export import AP_URL, write_export
+from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import (
     Identifier,
     IdentityVerification,

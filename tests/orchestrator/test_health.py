@@ -8,7 +8,7 @@ import json
 import aiohttp
 import pytest
 
-from orchestrator.health import HealthServer, event_ready
+from orchestrator.runtime.health import HealthServer, event_ready
 
 
 async def _get(server: HealthServer, path: str) -> tuple[int, str]:

@@ -10,16 +10,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orchestrator.keys import (
+from orchestrator.artifacts.keys import (
     KeyStore,
     KeyStoreError,
-    b64url_decode,
     default_keys_dir,
-    key_id,
     load_jwks,
     load_public_keys,
-    public_raw,
 )
+from schemas.primitives.encoding import b64url_decode, public_raw
+from schemas.primitives.encoding import ed25519_key_id as key_id
 
 
 def test_create_rotate_list(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.lifecycle import (
+from orchestrator.lifecycle.reducer import (
     Context,
     Policy,
     RequestState,
@@ -247,7 +247,7 @@ def test_deadline_is_one_calendar_month_by_default_and_policy_configurable() -> 
     jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
     state = started(received_at=jan31)
     assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
-    from orchestrator.deadlines import DeadlinePolicy
+    from orchestrator.lifecycle.deadlines import DeadlinePolicy
 
     state, _ = submit(
         None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("4 weeks"))
@@ -369,7 +369,7 @@ def extension(months: int = 2, reason: str = "complex request across many system
 
 
 def test_deadline_is_extended_once_by_calendar_months_and_the_subject_must_be_told() -> None:
-    from orchestrator.lifecycle import extend
+    from orchestrator.lifecycle.reducer import extend
 
     jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
     state = started(received_at=jan31)
@@ -392,7 +392,7 @@ def test_deadline_is_extended_once_by_calendar_months_and_the_subject_must_be_to
 
 
 def test_extension_gives_the_new_deadline_its_own_warnings() -> None:
-    from orchestrator.lifecycle import extend
+    from orchestrator.lifecycle.reducer import extend
 
     state = started()
     assert state.deadline is not None
@@ -404,7 +404,7 @@ def test_extension_gives_the_new_deadline_its_own_warnings() -> None:
 
 
 def test_final_or_unknown_requests_cannot_be_extended() -> None:
-    from orchestrator.lifecycle import extend
+    from orchestrator.lifecycle.reducer import extend
 
     _, effects = extend(None, extension(), ctx())  # type: ignore[arg-type]
     assert effects.dead_letter and "no such request" in effects.dead_letter

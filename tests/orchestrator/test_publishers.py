@@ -10,10 +10,10 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli import main
-from orchestrator.publishers import create_publisher, local_publisher, rotate_publisher
+from orchestrator.intake.publishers import create_publisher, local_publisher, rotate_publisher
 from schemas.envelope import EnvelopeError, decode, encode
 from schemas.events import IdentityVerified, VerificationMethod
-from schemas.signing import PublisherKeyError, RequestSigner, RequestVerifier
+from schemas.primitives.signing import PublisherKeyError, RequestSigner, RequestVerifier
 from schemas.topics import REQUESTS
 from tests.schemas.conftest import NOW, REQUEST_ID, request_submitted
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.demo import sql_register_path
+from orchestrator.runtime.demo import sql_register_path
 from schemas.register import RegisterError, load_register, parse_register
 
 VALID = {

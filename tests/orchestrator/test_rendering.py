@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import documents
-from orchestrator.certificate import CertificateIssuer
-from orchestrator.export import write_export
+from orchestrator.artifacts import letters as documents
+from orchestrator.artifacts.certificate import CertificateIssuer
+from orchestrator.artifacts.export import write_export
 from schemas.events import Counts, OutcomeStatus, RequestStatus, RequestType, SystemProgress
 from tests.browser import artifacts_dir, chromium
 from tests.orchestrator import test_certificate, test_documents, test_export

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, load_settings
-from orchestrator.deadlines import Period
-from orchestrator.lifecycle import (
+from orchestrator.lifecycle.deadlines import Period
+from orchestrator.lifecycle.reducer import (
     Context,
     Policy,
     RequestState,
@@ -24,7 +23,8 @@ from orchestrator.lifecycle import (
     tick,
     verify,
 )
-from orchestrator.sealed_state import decode_state, encode_state, watch_view
+from orchestrator.lifecycle.state import decode_state, encode_state, watch_view
+from orchestrator.runtime.config import ConfigError, load_settings
 from schemas.events import (
     DeadlineExtended,
     Identifier,
@@ -38,7 +38,7 @@ from schemas.events import (
     TaskOutcome,
     VerificationMethod,
 )
-from schemas.sealing import BusKeyError, DataKeys
+from schemas.primitives.sealing import BusKeyError, DataKeys
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EMAIL = "shred.me@example.nl"

@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.masking import identifier_kinds, mask_identifiers
-from orchestrator.status import StatusView
-from orchestrator.tasks import (
+from orchestrator.status.masking import identifier_kinds, mask_identifiers
+from orchestrator.status.tasks import (
     TaskError,
     TaskNotWaiting,
     UnknownTask,
@@ -17,6 +16,7 @@ from orchestrator.tasks import (
     parse_task_id,
     waiting_task,
 )
+from orchestrator.status.view import StatusView
 from schemas.events import OutcomeStatus, RequestStatusChanged
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

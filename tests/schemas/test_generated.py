@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from schemas import generate
 from schemas.envelope import EVENT_TYPES, encode, header_dict
-from schemas.signing import REQUEST_EVENT_TYPES, RequestSigner
-from schemas.topics import ALL_TOPICS
+from schemas.primitives.signing import RequestSigner
+from schemas.topics import ALL_TOPICS, REQUEST_EVENT_TYPES
 from tests.schemas.conftest import all_samples
 
 FIX = "run `python -m schemas.generate` and commit the result"

@@ -24,8 +24,8 @@ from schemas.events import (
     Subject,
     TaskDispatched,
 )
-from schemas.records import RecordSink, RecordStore, RecordStoreError
-from schemas.sealing import DataKeys
+from schemas.primitives.records import RecordSink, RecordStore, RecordStoreError
+from schemas.primitives.sealing import DataKeys
 
 SUBJECT = Subject(identifiers=[Identifier(type="email", value="noor@example.nl")])
 

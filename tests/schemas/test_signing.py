@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from schemas.envelope import EnvelopeError, KafkaMessage, decode, encode, header_dict
 from schemas.events import IdentityVerified, VerificationMethod
-from schemas.signing import (
+from schemas.primitives.signing import (
     SIGNATURE_HEADER,
     PublisherKeyError,
     RequestSigner,

@@ -15,10 +15,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 
-from orchestrator.broker import EmbeddedBroker
-from orchestrator.config import Settings
-from orchestrator.publishers import IssuedKey, create_publisher, rotate_publisher
-from orchestrator.stack import Stack
+from orchestrator.intake.publishers import IssuedKey, create_publisher, rotate_publisher
+from orchestrator.runtime.broker import EmbeddedBroker
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
 from schemas.envelope import EnvelopeError, KafkaMessage, decode, encode
 from schemas.events import (
     DeadLetter,

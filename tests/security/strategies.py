@@ -17,7 +17,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.envelope import STRUCTURED, KafkaMessage, encode
+from schemas.envelope import SIGNATURE_HEADER, STRUCTURED, KafkaMessage, encode
 from schemas.events import (
     Identifier,
     IdentityVerification,
@@ -29,7 +29,7 @@ from schemas.events import (
     TaskOutcome,
     VerificationMethod,
 )
-from schemas.signing import SIGNATURE_HEADER, RequestSigner
+from schemas.primitives.signing import RequestSigner
 from schemas.topics import OUTCOMES, REQUESTS, TASKS
 
 MEGABYTE = "x" * (1024 * 1024)

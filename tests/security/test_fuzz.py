@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.publishers import IssuedKey
+from orchestrator.intake.publishers import IssuedKey
 from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
 from schemas.events import RequestStatus
-from schemas.signing import RequestVerifier
+from schemas.primitives.signing import RequestVerifier
 from schemas.topics import OUTCOMES, REQUESTS, TASKS
 from tests.security.conftest import Raw, SecureSystem, new_request, observe, produce, signed
 from tests.security.strategies import FuzzRecord, Records
@@ -45,7 +45,7 @@ class _Record:
 
 @pytest.fixture(scope="module")
 def publisher(tmp_path_factory: pytest.TempPathFactory) -> IssuedKey:
-    from orchestrator.publishers import create_publisher
+    from orchestrator.intake.publishers import create_publisher
 
     directory = tmp_path_factory.mktemp("fuzz-keys")
     return create_publisher(directory / "keys.yaml", "fuzzer", "hmac-sha256")

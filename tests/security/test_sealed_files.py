@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from schemas.sealed_files import (
+from schemas.primitives.sealed_files import (
     CHUNK_SIZE,
     SealedReader,
     SealedWriter,
     plaintext_size,
     read_sealed,
 )
-from schemas.sealing import SealBroken, context
+from schemas.primitives.sealing import SealBroken, context
 
 KEY = bytes(range(32))
 CONTEXT = context("records", "req-1/crm.1.abc.jsonl")

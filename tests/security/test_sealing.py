@@ -23,8 +23,7 @@ from schemas.events import (
     TaskDispatched,
 )
 from schemas.kafka import KafkaSettings
-from schemas.register import parse_register
-from schemas.sealing import (
+from schemas.primitives.sealing import (
     BusKeyError,
     DataKeyDestroyed,
     DataKeyMissing,
@@ -35,8 +34,11 @@ from schemas.sealing import (
     context,
     load_bus_key,
     open_sealed,
+    open_task,
     seal,
+    seal_task,
 )
+from schemas.register import parse_register
 
 EMAIL = "sealed.subject@example.nl"
 KEY = bytes(range(32))
@@ -195,30 +197,30 @@ def test_a_sealed_task_carries_no_identifier_and_opens_again() -> None:
         action=RequestType.RECTIFICATION,
         changes=[FieldChange(field="phone", value="+31611111111")],
     )
-    sealed = task.sealed(KEY)
+    sealed = seal_task(task, KEY)
     wire = sealed.model_dump_json()
     assert sealed.subject is None and sealed.changes is None
     assert EMAIL not in wire and "31611111111" not in wire
     # It still validates as an event body, and opens to the original task.
     again = TaskDispatched.model_validate_json(wire)
-    assert again.opened(KEY) == task
+    assert open_task(again, KEY) == task
     # Sealing a sealed task, or opening an open one, changes nothing.
-    assert sealed.sealed(KEY) is sealed and task.opened(KEY) is task
+    assert seal_task(sealed, KEY) is sealed and open_task(task, KEY) is task
 
 
 def test_a_sealed_subject_does_not_open_in_another_task() -> None:
-    crm, chat = _task("crm").sealed(KEY), _task("chat").sealed(KEY)
+    crm, chat = seal_task(_task("crm"), KEY), seal_task(_task("chat"), KEY)
     swapped = chat.model_copy(update={"sealed_subject": crm.sealed_subject})
     with pytest.raises(SealBroken):
-        swapped.opened(KEY)
+        open_task(swapped, KEY)
     with pytest.raises(SealBroken):
-        crm.opened(os.urandom(32))
+        open_task(crm, os.urandom(32))
 
 
 def test_a_task_has_exactly_one_subject() -> None:
     with pytest.raises(ValidationError, match="exactly one of 'subject' and 'sealed_subject'"):
         _task(subject=None)
-    sealed = _task().sealed(KEY)
+    sealed = seal_task(_task(), KEY)
     with pytest.raises(ValidationError, match="exactly one"):
         TaskDispatched.model_validate({**sealed.model_dump(), "subject": SUBJECT.model_dump()})
 
@@ -245,7 +247,7 @@ def _worker(tmp_path: Path, keys: DataKeys | None) -> ConnectorWorker:
 
 def test_the_connector_worker_opens_sealed_tasks(tmp_path: Path) -> None:
     keys = DataKeys(tmp_path / "dek", KEY)
-    task = _task().sealed(keys.create("req-1"))
+    task = seal_task(_task(), keys.create("req-1"))
     outcome = asyncio.run(_worker(tmp_path, keys).execute(task))
     assert outcome.status == OutcomeStatus.COMPLETED and outcome.counts.found == 1
     plain = asyncio.run(_worker(tmp_path, None).execute(_task()))  # tools and tests
@@ -254,14 +256,14 @@ def test_the_connector_worker_opens_sealed_tasks(tmp_path: Path) -> None:
 
 def test_a_shredded_task_fails_clearly_and_never_crashes_the_worker(tmp_path: Path) -> None:
     keys = DataKeys(tmp_path / "dek", KEY)
-    task = _task().sealed(keys.create("req-1"))
+    task = seal_task(_task(), keys.create("req-1"))
     keys.destroy("req-1")
     outcome = asyncio.run(_worker(tmp_path, keys).execute(task))
     assert outcome.status == OutcomeStatus.FAILED and not outcome.retryable
     assert outcome.reason is not None
     assert outcome.reason.startswith("the request's data key was destroyed (crypto-shredded)")
     # A broken seal, or a worker without the data-key store: failed, with the reason.
-    other = _task().sealed(os.urandom(32))
+    other = seal_task(_task(), os.urandom(32))
     keys.create("req-2")
     broken = asyncio.run(
         _worker(tmp_path, keys).execute(
@@ -269,7 +271,7 @@ def test_a_shredded_task_fails_clearly_and_never_crashes_the_worker(tmp_path: Pa
         )
     )
     assert broken.status == OutcomeStatus.FAILED and "cannot be opened" in (broken.reason or "")
-    unkeyed = asyncio.run(_worker(tmp_path, None).execute(_task().sealed(KEY)))
+    unkeyed = asyncio.run(_worker(tmp_path, None).execute(seal_task(_task(), KEY)))
     assert unkeyed.status == OutcomeStatus.FAILED and "DSR_DEK_DIR" in (unkeyed.reason or "")
     for result in (outcome, broken, unkeyed):
         assert EMAIL not in result.model_dump_json()

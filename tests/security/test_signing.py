@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.client import RequestPublisher
-from orchestrator.publishers import retire_key
-from schemas.envelope import KafkaMessage, encode
+from orchestrator.intake.client import RequestPublisher
+from orchestrator.intake.publishers import retire_key
+from schemas.envelope import SIGNATURE_HEADER, KafkaMessage, encode
 from schemas.events import IdentityVerified, RequestStatus, VerificationMethod
-from schemas.signing import SIGNATURE_HEADER, RequestSigner
+from schemas.primitives.signing import RequestSigner
 from tests.security.conftest import (
     SUBJECT_EMAIL,
     Raw,

@@ -134,7 +134,7 @@ Call with (dict "root" $ "component" "orchestrator").
 {{- end }}
 {{- end -}}
 
-{{/* Application settings shared by every process (orchestrator/config.py). */}}
+{{/* Application settings shared by every process (orchestrator/runtime/config.py). */}}
 {{- define "dsr.appEnv" -}}
 {{- $paths := include "dsr.paths" . | fromYaml -}}
 {{- $c := .Values.config -}}

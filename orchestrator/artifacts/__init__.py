@@ -1,0 +1,1 @@
+"""Artifacts: results on disk, the export ZIP, deletion certificates and their keys, letters."""

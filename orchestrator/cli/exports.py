@@ -1,0 +1,75 @@
+"""`dsr export open`: a sealed export as a plain ZIP, for staff who send it to the subject."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import click
+
+from orchestrator.artifacts.export import open_export
+from orchestrator.artifacts.store import ArtifactStore
+from orchestrator.runtime.config import ConfigError, load_settings
+from schemas.events import REQUEST_ID_PATTERN
+from schemas.primitives.sealing import DataKeyDestroyed, SealingError
+
+
+@click.group("export")
+def export() -> None:
+    """Exports of access and portability requests (sealed at rest)."""
+
+
+@export.command("open")
+@click.argument("request_id")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Where to write the ZIP. It holds the subject's personal data: delete it once sent.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The orchestrator's data dir (default: DSR_DATA_DIR).",
+)
+def export_open(request_id: str, out: Path, data_dir: Path | None) -> None:
+    """Decrypt the export of REQUEST_ID into a ZIP file (mode 0600)."""
+    if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
+        raise click.BadParameter("not a request id", param_hint="REQUEST_ID")
+    try:
+        settings = load_settings(data_dir=data_dir)
+        data_keys = settings.data_keys()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    path = ArtifactStore(settings.data_dir).export_path(request_id)
+    if not path.is_file():
+        raise click.ClickException(
+            f"no export of request {request_id!r} in {path.parent}: is it a finished access or "
+            "portability request, and is --data-dir (DSR_DATA_DIR) the orchestrator's?"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+    size = 0
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for piece in open_export(path, data_keys, request_id):
+                handle.write(piece)
+                size += len(piece)
+        os.replace(tmp, out)  # only a complete, authentic archive gets the name
+    except DataKeyDestroyed as exc:
+        raise click.ClickException(
+            f"the export of request {request_id!r} can no longer be opened: {exc}"
+        ) from None
+    except SealingError as exc:
+        raise click.ClickException(
+            f"the export of request {request_id!r} does not open: {exc}"
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    click.echo(f"wrote {out} ({size} bytes); it holds personal data: delete it once sent")
+
+
+__all__ = ["export"]

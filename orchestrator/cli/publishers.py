@@ -1,0 +1,169 @@
+"""`dsr publishers`: who may publish request events, and with which keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from orchestrator.intake.publishers import (
+    DEFAULT_KEYS_FILE,
+    IssuedKey,
+    create_publisher,
+    retire_key,
+    rotate_publisher,
+)
+from schemas.primitives.signing import (
+    ED25519,
+    HMAC_SHA256,
+    REQUEST_EVENT_TYPES,
+    PublisherKeyError,
+    load_publisher_keys,
+)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_keys_file_option = click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DSR_PUBLISHER_KEYS",
+    default=DEFAULT_KEYS_FILE,
+    show_default=True,
+    help="The publisher keys file the orchestrator reads (DSR_PUBLISHER_KEYS).",
+)
+_out_option = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the private key or secret is written (default: next to the keys file).",
+)
+
+
+def _algorithm_options(default: bool) -> Callable[[_F], _F]:
+    """--ed25519 / --hmac, into `algorithm`; with `default`, Ed25519 unless --hmac is given."""
+
+    def decorate(command: _F) -> _F:
+        command = click.option(
+            "--hmac",
+            "algorithm",
+            flag_value=HMAC_SHA256,
+            help="HMAC-SHA256: a secret shared by the publisher and the orchestrator.",
+        )(command)
+        return click.option(
+            "--ed25519",
+            "algorithm",
+            flag_value=ED25519,
+            default=default or None,
+            help="Ed25519: the publisher holds the private key, the orchestrator the public "
+            "key" + (" (default)." if default else "."),
+        )(command)
+
+    return decorate
+
+
+@click.group("publishers")
+def publishers() -> None:
+    """Publishers of request events and their signing keys."""
+
+
+def _report(issued: IssuedKey, what: str) -> None:
+    click.echo(f"{what} {issued.key_id} ({issued.algorithm}) in {issued.keys_file}")
+    if issued.algorithm == HMAC_SHA256:
+        click.echo(
+            f"Shared secret: {issued.key_file} (mode 0600). The orchestrator reads it from "
+            "there; give the publisher a copy over a secure channel."
+        )
+    else:
+        click.echo(
+            f"Private key: {issued.key_file} (mode 0600). Give it to the publisher and "
+            "delete it here: the orchestrator needs only the public key, which is in the "
+            "keys file."
+        )
+    click.echo("The publisher signs with:")
+    for name, value in issued.env().items():
+        click.echo(f"  {name}={value}")
+
+
+@publishers.command("create")
+@click.argument("name")
+@_algorithm_options(default=True)
+@click.option(
+    "--event",
+    "events",
+    multiple=True,
+    type=click.Choice(REQUEST_EVENT_TYPES),
+    help="Only these event types (repeatable), e.g. a web form that may only submit.",
+)
+@_keys_file_option
+@_out_option
+def publishers_create(
+    name: str, algorithm: str, events: tuple[str, ...], keys_file: Path, out_dir: Path | None
+) -> None:
+    """Add publisher NAME with a new key; writes the private part for the publisher."""
+    try:
+        issued = create_publisher(keys_file, name, algorithm, out_dir=out_dir, events=list(events))
+    except PublisherKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report(issued, f"Created publisher {name} with key")
+    click.echo(f"Point the orchestrator at the keys file: DSR_PUBLISHER_KEYS={keys_file}")
+
+
+@publishers.command("rotate")
+@click.argument("name")
+@_algorithm_options(default=False)
+@_keys_file_option
+@_out_option
+def publishers_rotate(
+    name: str, algorithm: str | None, keys_file: Path, out_dir: Path | None
+) -> None:
+    """Give publisher NAME a new key; the old ones stay valid until retired."""
+    try:
+        issued = rotate_publisher(keys_file, name, algorithm, out_dir=out_dir)
+    except PublisherKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report(issued, f"New key for publisher {name}:")
+    click.echo(
+        f"Once the publisher signs with it, retire the old key: "
+        f"dsr publishers retire {name} OLD_KEY_ID"
+    )
+
+
+@publishers.command("retire")
+@click.argument("name")
+@click.argument("key_id")
+@_keys_file_option
+def publishers_retire(name: str, key_id: str, keys_file: Path) -> None:
+    """Remove key KEY_ID of publisher NAME: events signed with it are refused from now on."""
+    try:
+        retire_key(keys_file, name, key_id)
+    except PublisherKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Retired key {key_id} of publisher {name}; running orchestrators pick this up")
+
+
+@publishers.command("list")
+@_keys_file_option
+def publishers_list(keys_file: Path) -> None:
+    """Publishers, their keys and what they may publish (checks the file as the orchestrator)."""
+    try:
+        keys = load_publisher_keys(keys_file)
+    except PublisherKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not keys.events:
+        click.echo(f"no publishers in {keys_file}; add one with `dsr publishers create NAME`")
+    for publisher, events in keys.events.items():
+        allowed = (
+            "all request events"
+            if set(events) == set(REQUEST_EVENT_TYPES)
+            else ", ".join(sorted(events))
+        )
+        click.echo(f"{publisher}: {allowed}")
+        for (owner, kid), key in keys.keys.items():
+            if owner == publisher:
+                click.echo(f"  {kid}  {key.algorithm}")
+
+
+__all__ = ["publishers"]

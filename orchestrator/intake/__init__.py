@@ -1,0 +1,1 @@
+"""Intake: how requests enter: the publishing client, publisher keys, kcat."""

@@ -1,0 +1,1 @@
+"""Lifecycle: the pure reducer (state + event -> state + effects), deadlines, stored state."""

@@ -1,0 +1,672 @@
+"""The request lifecycle as pure functions: state + event -> new state + effects.
+
+No I/O here. The Faust agent (`orchestrator.fanout.app`) feeds events in, stores the state in a
+table, and carries out the effects (send tasks and status events, write artifacts). Every
+function is idempotent: events arrive at least once, and a replayed event changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.lifecycle.deadlines import (
+    DeadlinePolicy,
+    Period,
+    add_months,
+    days_left,
+    is_overdue,
+)
+from schemas.events import (
+    DeadlineExtended,
+    IdentityVerified,
+    OutcomeStatus,
+    RequestStatus,
+    RequestStatusChanged,
+    RequestSubmitted,
+    RequestType,
+    StatusTrigger,
+    SystemProgress,
+    TaskDispatched,
+    TaskOutcome,
+)
+
+#: Outcomes after which a system needs nothing more.
+FINAL_OUTCOMES = frozenset(
+    {OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED, OutcomeStatus.FAILED}
+)
+_SUCCESS = frozenset({OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The orchestrator's rules, from configuration."""
+
+    deadline: DeadlinePolicy = field(default_factory=DeadlinePolicy)
+    due_soon_days: int = 7
+    max_attempts: int = 3
+    retry_delay: timedelta = timedelta(seconds=5)
+    #: A dispatched task without an outcome after this long is dispatched again (a worker may
+    #: have died with it); after `max_attempts` dispatches the system fails with the reason.
+    task_timeout: timedelta = timedelta(minutes=15)
+    #: How long after a request is final its personal data is kept; then its data key is
+    #: destroyed (crypto-shredding). None: never.
+    shred_after: Period | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a decision may look at besides the state: the register, the policy, the clock."""
+
+    systems: tuple[str, ...]
+    policy: Policy
+    now: datetime
+
+
+class RequestState(BaseModel):
+    """Everything the orchestrator keeps about one request (stored in a Faust table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    request: RequestSubmitted | None = None
+    fingerprint: str | None = None
+    early_verification: IdentityVerified | None = None
+    status: RequestStatus | None = None
+    sequence: int = 0
+    deadline: datetime | None = None
+    verified_at: datetime | None = None
+    systems: dict[str, SystemProgress] = Field(default_factory=dict)
+    original_deadline: datetime | None = None
+    extension: DeadlineExtended | None = None
+    due_soon_sent: bool = False
+    overdue_sent: bool = False
+    finished_at: datetime | None = None
+    reason: str | None = None
+    #: Set when the personal data was destroyed: what is left is a stub (see `shredded`).
+    shredded_at: datetime | None = None
+    request_type: RequestType | None = Field(default=None, description="Kept in the stub.")
+
+    @property
+    def is_final(self) -> bool:
+        """True once the request has a final status."""
+        return self.status is not None and self.status.is_final
+
+    @property
+    def systems_done(self) -> int:
+        """Systems with a final outcome."""
+        return sum(1 for p in self.systems.values() if p.status in FINAL_OUTCOMES)
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the shell must do after a decision."""
+
+    tasks: list[TaskDispatched] = field(default_factory=list)
+    statuses: list[RequestStatusChanged] = field(default_factory=list)
+    dead_letter: str | None = None
+    stored_outcomes: list[TaskOutcome] = field(default_factory=list)
+    finished: bool = False
+    save: bool = False
+    #: Destroy the request's data key and files, keep only the stub (see `shredded`).
+    shred: bool = False
+
+    def absorb(self, other: Effects) -> None:
+        """Add another decision's effects (for the same request) to these."""
+        self.tasks += other.tasks
+        self.statuses += other.statuses
+        self.stored_outcomes += other.stored_outcomes
+        self.finished = self.finished or other.finished
+        self.save = self.save or other.changed
+        self.shred = self.shred or other.shred
+
+    @property
+    def changed(self) -> bool:
+        """True when the state must be written back."""
+        return bool(
+            self.save or self.tasks or self.statuses or self.stored_outcomes or self.finished
+        )
+
+
+def task_id(request_id: str, system: str) -> str:
+    """The id of a request's task for one system; stable across retries."""
+    return f"{request_id}/{system}"
+
+
+def fingerprint(request: RequestSubmitted) -> str:
+    """A digest of the request body, to tell a harmless re-send from a conflicting one."""
+    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions
+
+
+def submit(
+    state: RequestState | None, request: RequestSubmitted, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """A request arrives: validate its scope, set its deadline, fan out if verified."""
+    effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        effects.dead_letter = (
+            f"request_id {request.request_id!r} belongs to a request that is finished and whose "
+            f"personal data was destroyed (crypto-shredded) on {state.shredded_at:%Y-%m-%d}; "
+            "it cannot be carried out again: choose a new request_id"
+        )
+        return state, effects
+    digest = fingerprint(request)
+    if state is not None and state.request is not None:
+        if state.fingerprint != digest:
+            effects.dead_letter = (
+                f"request_id {request.request_id!r} was already used for a different request; "
+                "choose a new request_id"
+            )
+        return state, effects  # a re-delivery or a re-send: one request, one result
+
+    unknown = [s for s in request.scope or [] if s not in ctx.systems]
+    if unknown:
+        effects.dead_letter = (
+            f"scope names systems not in the register: {', '.join(unknown)}; "
+            f"known: {', '.join(ctx.systems)}"
+        )
+        return state, effects
+
+    early = state.early_verification if state else None
+    scope = [s for s in ctx.systems if request.scope is None or s in request.scope]
+    new = RequestState(
+        request_id=request.request_id,
+        request=request,
+        fingerprint=digest,
+        deadline=ctx.policy.deadline.deadline(request.received_at),
+        systems={name: SystemProgress(status="pending") for name in scope},
+    )
+    if request.verification.verified:
+        new.verified_at = request.verification.verified_at or ctx.now
+    elif early is not None:
+        new.verified_at = early.verified_at
+
+    if new.verified_at is None:
+        _transition(new, RequestStatus.AWAITING_VERIFICATION, StatusTrigger.SUBMITTED, ctx, effects)
+    else:
+        _fan_out(new, ctx, effects)
+    _check_deadline(new, ctx, effects)
+    return new, effects
+
+
+def verify(
+    state: RequestState | None, event: IdentityVerified, ctx: Context
+) -> tuple[RequestState, Effects]:
+    """The identity is verified: fan out a waiting request (or remember it for later)."""
+    effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        return state, effects  # long finished: nothing to verify
+    if state is None or state.request is None:
+        # Verification overtook its request; keep it until the request arrives.
+        base = state or RequestState(request_id=event.request_id)
+        if base.early_verification is None:
+            base.early_verification = event
+            effects.save = True
+        return base, effects
+    if state.status != RequestStatus.AWAITING_VERIFICATION:
+        return state, effects  # already verified, or final: nothing to do
+    state.verified_at = event.verified_at
+    _fan_out(state, ctx, effects, trigger=StatusTrigger.VERIFIED)
+    return state, effects
+
+
+def extend(
+    state: RequestState | None, event: DeadlineExtended, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """Move the deadline once by one or two months (Art. 12(3)); the subject must be told."""
+    effects = Effects()
+    if state is not None and state.is_final:
+        effects.dead_letter = f"cannot extend request {event.request_id!r}: it is already final"
+        return state, effects
+    if state is None or state.request is None or state.deadline is None:
+        effects.dead_letter = f"cannot extend request {event.request_id!r}: no such request"
+        return state, effects
+    if state.extension is not None:
+        if state.extension == event:
+            return state, effects  # a re-delivery
+        effects.dead_letter = (
+            f"request {event.request_id!r} was already extended; Art. 12(3) allows one "
+            "extension of at most two months"
+        )
+        return state, effects
+    state.original_deadline = state.deadline
+    state.deadline = add_months(state.deadline, event.months)
+    state.extension = event
+    # The new deadline gets its own warnings.
+    state.due_soon_sent = False
+    state.overdue_sent = False
+    _emit(
+        state,
+        StatusTrigger.EXTENDED,
+        ctx,
+        effects,
+        reason=f"deadline extended by {event.months} month(s): {event.reason}; "
+        "tell the subject, with this reason",
+    )
+    _check_deadline(state, ctx, effects)
+    return state, effects
+
+
+def record_outcome(
+    state: RequestState | None, outcome: TaskOutcome, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """A connector reports: record it, retry a retryable failure, finish when all are final."""
+    effects = Effects()
+    if state is not None and state.shredded_at is not None:
+        return state, effects  # a late re-delivery: the request is long finished
+    if state is None or state.request is None or outcome.system not in state.systems:
+        effects.dead_letter = (
+            f"outcome for unknown request or system (task {outcome.task_id!r}); "
+            "it does not match any dispatched task"
+        )
+        return state, effects
+    progress = state.systems[outcome.system]
+    if state.is_final or progress.status in FINAL_OUTCOMES:
+        return state, effects  # duplicate delivery
+    stale = outcome.attempt < progress.attempt
+    if stale and outcome.status not in _SUCCESS:
+        return state, effects  # an older attempt's failure; a newer attempt is under way
+
+    request = state.request
+    if (
+        outcome.status == OutcomeStatus.FAILED
+        and outcome.retryable
+        and outcome.attempt < ctx.policy.max_attempts
+    ):
+        attempt = outcome.attempt + 1
+        delay = ctx.policy.retry_delay * (2 ** (outcome.attempt - 1))
+        state.systems[outcome.system] = SystemProgress(
+            status="dispatched",
+            attempt=attempt,
+            reason=outcome.reason,
+            retryable=True,
+            updated_at=ctx.now,
+        )
+        effects.tasks.append(_task(state, outcome.system, attempt, ctx, not_before=ctx.now + delay))
+        _emit(
+            state, StatusTrigger.RETRY, ctx, effects, reason=f"{outcome.system}: {outcome.reason}"
+        )
+        return state, effects
+
+    state.systems[outcome.system] = SystemProgress(
+        status=outcome.status,
+        attempt=outcome.attempt,
+        counts=outcome.counts,
+        retained=outcome.retained,
+        evidence=outcome.evidence,
+        reason=outcome.reason,
+        instructions=outcome.instructions,
+        retryable=outcome.retryable,
+        updated_at=outcome.completed_at,
+    )
+    effects.stored_outcomes.append(outcome)
+    assert request is not None
+    if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
+        status, reason = final_status(state.systems)
+        _finish(state, status, reason, ctx, effects)
+    else:
+        _transition(state, _open_status(state), StatusTrigger.OUTCOME, ctx, effects)
+    return state, effects
+
+
+def _open_status(state: RequestState) -> RequestStatus:
+    """The status of a request that is not finished, from its systems."""
+    systems = state.systems.values()
+    if any(p.stalled and p.status == "dispatched" for p in systems):
+        return RequestStatus.STALLED
+    if any(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in systems):
+        return RequestStatus.ACTION_REQUIRED
+    return RequestStatus.IN_PROGRESS
+
+
+def _timed_out(state: RequestState, policy: Policy, now: datetime) -> list[str]:
+    """Systems whose dispatched task has had no outcome for longer than the task timeout."""
+    return [
+        name
+        for name, p in state.systems.items()
+        if p.status == "dispatched"
+        and p.updated_at is not None
+        and now >= p.updated_at + policy.task_timeout
+    ]
+
+
+def _redispatch_timed_out(
+    state: RequestState, names: list[str], ctx: Context, effects: Effects
+) -> None:
+    """Dispatch again (a worker may have died with the task), or fail once attempts run out.
+
+    A late outcome of an earlier attempt still counts if it is a success; only one outcome per
+    system is ever recorded.
+    """
+    timeout = _describe_timeout(ctx.policy.task_timeout)
+    notes = []
+    for name in names:
+        progress = state.systems[name]
+        if progress.attempt < ctx.policy.max_attempts:
+            attempt = progress.attempt + 1
+            reason = (
+                f"no outcome within {timeout} (attempt {progress.attempt}); dispatched again "
+                f"(attempt {attempt} of {ctx.policy.max_attempts})"
+            )
+            state.systems[name] = SystemProgress(
+                status="dispatched",
+                attempt=attempt,
+                reason=reason,
+                retryable=True,
+                stalled=True,
+                updated_at=ctx.now,
+            )
+            effects.tasks.append(_task(state, name, attempt, ctx))
+        else:
+            reason = (
+                f"no outcome after {progress.attempt} attempts of {timeout} each; check that "
+                "the connector worker serving this system is running"
+            )
+            state.systems[name] = SystemProgress(
+                status=OutcomeStatus.FAILED,
+                attempt=progress.attempt,
+                reason=reason,
+                retryable=True,
+                stalled=True,
+                updated_at=ctx.now,
+            )
+        notes.append(f"{name}: {reason}")
+    if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
+        status, final_reason = final_status(state.systems)
+        _finish(state, status, final_reason, ctx, effects)
+        return
+    _transition(
+        state, _open_status(state), StatusTrigger.TIMEOUT, ctx, effects, reason="; ".join(notes)
+    )
+
+
+def _describe_timeout(timeout: timedelta) -> str:
+    seconds = int(timeout.total_seconds())
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{timeout.total_seconds():g} s"
+
+
+def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
+    """The clock moved: flag due-soon and overdue, refuse unverified requests past the deadline,
+    shred final requests whose retention window has passed."""
+    effects = Effects()
+    if state.is_final:
+        due = shred_at(state, ctx.policy)
+        if due is not None and ctx.now >= due:
+            _emit(
+                state,
+                StatusTrigger.SHREDDED,
+                ctx,
+                effects,
+                reason=f"personal data destroyed (crypto-shredded) {ctx.policy.shred_after} "
+                "after the request was final",
+            )
+            effects.shred = True
+            return shredded(state, ctx.now), effects
+        return state, effects
+    if state.request is None:
+        return state, effects
+    assert state.deadline is not None
+    if state.status == RequestStatus.AWAITING_VERIFICATION and is_overdue(state.deadline, ctx.now):
+        _finish(
+            state,
+            RequestStatus.REFUSED,
+            "the identity of the requester was not verified before the deadline",
+            ctx,
+            effects,
+        )
+        return state, effects
+    timed_out = _timed_out(state, ctx.policy, ctx.now)
+    if timed_out:
+        _redispatch_timed_out(state, timed_out, ctx, effects)
+        if state.is_final:
+            return state, effects
+    _check_deadline(state, ctx, effects)
+    return state, effects
+
+
+def next_check(state: RequestState, policy: Policy) -> datetime | None:
+    """When `tick` can next change this request (due soon, overdue, refusal, a task's timeout,
+    shredding); None: never."""
+    if state.is_final:
+        return shred_at(state, policy)
+    if state.request is None or state.deadline is None:
+        return None
+    deadline = state.deadline
+    times = [
+        p.updated_at + policy.task_timeout
+        for p in state.systems.values()
+        if p.status == "dispatched" and p.updated_at is not None
+    ]
+    if not state.due_soon_sent:
+        first_day = deadline.date() - timedelta(days=policy.due_soon_days)
+        times.append(datetime.combine(first_day, time.min, tzinfo=deadline.tzinfo))
+    elif not state.overdue_sent or state.status == RequestStatus.AWAITING_VERIFICATION:
+        times.append(deadline + timedelta(microseconds=1))
+    return min(times) if times else None
+
+
+def shred_at(state: RequestState, policy: Policy) -> datetime | None:
+    """When a final request's personal data is due for destruction; None: never (again)."""
+    if (
+        not state.is_final
+        or state.shredded_at is not None
+        or state.finished_at is None
+        or policy.shred_after is None
+    ):
+        return None
+    return policy.shred_after.after(state.finished_at)
+
+
+def shredded(state: RequestState, now: datetime) -> RequestState:
+    """What is kept of a request once its personal data is destroyed: no request body.
+
+    Not even the request's fingerprint: a hash of the body, which holds the subject's
+    identifiers, would let anyone with a list of candidates test which one it was.
+    """
+    return RequestState(
+        request_id=state.request_id,
+        request_type=state.request.type if state.request else state.request_type,
+        status=state.status,
+        sequence=state.sequence,
+        finished_at=state.finished_at,
+        shredded_at=now,
+    )
+
+
+def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str | None]:
+    """The request's final status from its systems' final outcomes, with the reason."""
+    failed = {name: p for name, p in systems.items() if p.status == OutcomeStatus.FAILED}
+    if not systems:
+        return RequestStatus.COMPLETED, "no system in scope holds data for this request type"
+    if not failed:
+        return RequestStatus.COMPLETED, None
+    reason = "failed in " + "; ".join(f"{name}: {p.reason}" for name, p in sorted(failed.items()))
+    if len(failed) == len(systems):
+        return RequestStatus.FAILED, reason
+    return RequestStatus.PARTIALLY_COMPLETED, reason
+
+
+def resend_final(state: RequestState, ctx: Context) -> RequestStatusChanged | None:
+    """The final status event of a finished request again, with the sequence it had.
+
+    After a worker restart the orchestrator cannot know whether a finished request's last
+    status event left before the crash; sending it again is harmless (consumers keep one
+    event per sequence) and makes sure it did. None for requests that are not finished.
+    """
+    if state.request is None or not state.is_final or state.deadline is None:
+        return None
+    copy = state.model_copy(deep=True)
+    copy.sequence -= 1
+    effects = Effects()
+    _emit(copy, StatusTrigger.FINISHED, ctx, effects, reason=copy.reason, previous=None)
+    return effects.statuses[0]
+
+
+def coalesce(
+    state: RequestState, statuses: list[RequestStatusChanged]
+) -> list[RequestStatusChanged]:
+    """One status event for several changes of one request decided together (one batch).
+
+    The last event carries the resulting state; it takes the first event's sequence number and
+    previous status, so sequences still increase by one and no transition is misreported.
+    """
+    if len(statuses) <= 1:
+        return statuses
+    first, last = statuses[0], statuses[-1]
+    reason = next((s.reason for s in reversed(statuses) if s.reason), None)
+    state.sequence = first.sequence
+    merged = last.model_copy(
+        update={
+            "sequence": first.sequence,
+            "previous_status": first.previous_status,
+            "reason": reason,
+        }
+    )
+    return [merged]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _fan_out(
+    state: RequestState,
+    ctx: Context,
+    effects: Effects,
+    trigger: StatusTrigger = StatusTrigger.DISPATCHED,
+) -> None:
+    for name in state.systems:
+        state.systems[name] = SystemProgress(status="dispatched", attempt=1, updated_at=ctx.now)
+        effects.tasks.append(_task(state, name, 1, ctx))
+    if not state.systems:
+        status, reason = final_status(state.systems)
+        _finish(state, status, reason, ctx, effects)
+        return
+    _transition(state, RequestStatus.IN_PROGRESS, trigger, ctx, effects)
+
+
+def _task(
+    state: RequestState, system: str, attempt: int, ctx: Context, not_before: datetime | None = None
+) -> TaskDispatched:
+    request = state.request
+    assert request is not None and state.deadline is not None
+    return TaskDispatched(
+        request_id=request.request_id,
+        task_id=task_id(request.request_id, system),
+        system=system,
+        action=request.type,
+        attempt=attempt,
+        subject=request.subject,
+        changes=request.changes,
+        language=request.language,
+        deadline=state.deadline,
+        dispatched_at=ctx.now,
+        not_before=not_before,
+    )
+
+
+def _check_deadline(state: RequestState, ctx: Context, effects: Effects) -> None:
+    if state.is_final or state.deadline is None:
+        return
+    if not state.overdue_sent and is_overdue(state.deadline, ctx.now):
+        state.overdue_sent = True
+        state.due_soon_sent = True
+        _emit(state, StatusTrigger.OVERDUE, ctx, effects, reason="the deadline has passed")
+    elif not state.due_soon_sent and days_left(state.deadline, ctx.now) <= ctx.policy.due_soon_days:
+        state.due_soon_sent = True
+        _emit(state, StatusTrigger.DUE_SOON, ctx, effects)
+
+
+def _finish(
+    state: RequestState, status: RequestStatus, reason: str | None, ctx: Context, effects: Effects
+) -> None:
+    state.finished_at = ctx.now
+    state.reason = reason
+    effects.finished = True
+    _transition(state, status, StatusTrigger.FINISHED, ctx, effects, reason=reason)
+
+
+def _transition(
+    state: RequestState,
+    status: RequestStatus,
+    trigger: StatusTrigger,
+    ctx: Context,
+    effects: Effects,
+    reason: str | None = None,
+) -> None:
+    previous = state.status
+    state.status = status
+    _emit(state, trigger, ctx, effects, reason=reason, previous=previous)
+
+
+def _emit(
+    state: RequestState,
+    trigger: StatusTrigger,
+    ctx: Context,
+    effects: Effects,
+    reason: str | None = None,
+    previous: RequestStatus | bool | None = True,
+) -> None:
+    """Append a status event; `previous` defaults to the current status (a progress event)."""
+    if previous is True:
+        previous = state.status
+    assert previous is None or isinstance(previous, RequestStatus)
+    request = state.request
+    assert request is not None and state.deadline is not None and state.status is not None
+    state.sequence += 1
+    effects.save = True
+    overdue = not state.is_final and is_overdue(state.deadline, ctx.now)
+    left = days_left(state.deadline, ctx.now)
+    effects.statuses.append(
+        RequestStatusChanged(
+            request_id=state.request_id,
+            request_type=request.type,
+            sequence=state.sequence,
+            status=state.status,
+            previous_status=previous,
+            trigger=trigger,
+            reason=reason,
+            systems_total=len(state.systems),
+            systems_done=state.systems_done,
+            systems=dict(state.systems),
+            received_at=request.received_at,
+            verified_at=state.verified_at,
+            deadline=state.deadline,
+            deadline_extended=state.extension is not None,
+            days_left=left,
+            due_soon=not state.is_final and not overdue and left <= ctx.policy.due_soon_days,
+            overdue=overdue,
+            finished_at=state.finished_at,
+            occurred_at=ctx.now,
+        )
+    )
+
+
+__all__ = [
+    "FINAL_OUTCOMES",
+    "Context",
+    "Effects",
+    "Policy",
+    "RequestState",
+    "coalesce",
+    "extend",
+    "final_status",
+    "next_check",
+    "record_outcome",
+    "resend_final",
+    "shred_at",
+    "shredded",
+    "submit",
+    "task_id",
+    "tick",
+    "verify",
+]

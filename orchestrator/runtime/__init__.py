@@ -1,0 +1,1 @@
+"""Runtime: configuration, the embedded broker, running the whole stack, health, demo data."""

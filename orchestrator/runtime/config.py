@@ -1,0 +1,257 @@
+"""Orchestrator configuration, read from DSR_* environment variables and validated at start."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.lifecycle.deadlines import DeadlinePolicy, Period
+from orchestrator.lifecycle.reducer import Policy
+from schemas.kafka import KafkaSettings
+from schemas.primitives.sealing import DataKeys, SealingError, bus_key
+from schemas.primitives.signing import PublisherKeyError, RequestVerifier
+
+
+class Settings(BaseSettings):
+    """Everything the orchestrator and its workers are configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="DSR_", extra="ignore", populate_by_name=True)
+
+    register_file: Path = Field(
+        default=Path("register.yaml"),
+        validation_alias=AliasChoices("DSR_REGISTER", "register_file"),
+        description="The register YAML file (DSR_REGISTER).",
+    )
+    data_dir: Path = Field(default=Path("dsr-data"), description="Where results are written.")
+    record_dir: Path | None = Field(
+        default=None,
+        description="Record store shared by connector workers and the orchestrator: where "
+        "access results wait for the export (default: DATA_DIR/records).",
+    )
+    record_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an exported request's record files stay in the record store "
+        "(a worker that dies before its state is saved exports again from them).",
+    )
+    keys_dir: Path | None = Field(
+        default=None, description="Certificate signing keys and salt (default: DATA_DIR/keys)."
+    )
+    bus_key_file: Path | None = Field(
+        default=None,
+        description="The bus key (32 random bytes or their base64, mode 0600) that wraps each "
+        "request's data key; the same file for the orchestrator and every connector worker (in "
+        "Kubernetes a Secret). Default: KEYS_DIR/bus.key, created on first use.",
+    )
+    dek_dir: Path | None = Field(
+        default=None,
+        description="The data-key store, one wrapped key per request, shared like the record "
+        "store (default: DATA_DIR/dek).",
+    )
+    shred_after: str = Field(
+        default="30 days",
+        description="How long after a request is final its personal data is kept; then its data "
+        "key is destroyed (crypto-shredding): '30 days', '6 months', '0 seconds', or 'never'.",
+    )
+    publisher_keys: Path | None = Field(
+        default=None,
+        description="The publisher keys file: who may publish request events, with their "
+        "keys (`dsr publishers create`). Required, except on the embedded broker.",
+    )
+    allow_unsigned_requests: bool = Field(
+        default=False,
+        description="Accept request events without a signature (migration, trusted tests); "
+        "logged as a warning. Signed events are verified all the same.",
+    )
+    deadline_policy: str = Field(default="1 month", description="'1 month', '4 weeks', '30 days'.")
+    due_soon_days: int = Field(default=7, ge=0)
+    max_attempts: int = Field(default=3, ge=1, description="Tries per system before failing.")
+    retry_delay_seconds: float = Field(default=5.0, ge=0)
+    task_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A task without an outcome after this long is dispatched again; after "
+        "MAX_ATTEMPTS dispatches the system fails with the reason.",
+    )
+    tick_interval_seconds: float = Field(default=30.0, gt=0, description="Deadline check period.")
+    batch_size: int = Field(default=500, ge=1)
+    batch_within_seconds: float = Field(default=0.01, gt=0)
+    producer_max_batch_size: int = Field(default=16384, ge=1)
+    orchestrator_workers: int = Field(
+        default=1, ge=1, description="Orchestrator processes 'dsr up' starts (<= partitions)."
+    )
+    source: str = Field(default="dsr-orchestrator", description="CloudEvents source of our events.")
+    app_id: str = "dsr-orchestrator"
+    health_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /healthz, /readyz and /metrics of a worker on this port (containers); "
+        "unset: no health server, so many local workers never clash on a port.",
+    )
+    dashboard_host: str = Field(
+        default="127.0.0.1", description="Address the dashboard listens on (0.0.0.0 in a pod)."
+    )
+    dashboard_port: int = Field(
+        default=8080, ge=0, le=65535, description="The dashboard's port; 0: any free port."
+    )
+    dashboard_token: SecretStr | None = Field(
+        default=None,
+        description="Opens the dashboard, its API and /metrics (Bearer header or sign-in form); "
+        "at least 16 characters, e.g. from `openssl rand -hex 32`. Required unless "
+        "DASHBOARD_ALLOW_ANONYMOUS; `dsr up` makes one up for the session when unset.",
+    )
+    dashboard_allow_anonymous: bool = Field(
+        default=False,
+        description="Serve the dashboard without a token: only behind a proxy that "
+        "authenticates, or on loopback (`dsr demo` does).",
+    )
+    dashboard_lag_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often the dashboard measures consumer lag."
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @field_validator("deadline_policy")
+    @classmethod
+    def _policy_parses(cls, value: str) -> str:
+        DeadlinePolicy.parse(value)
+        return value
+
+    @field_validator("shred_after")
+    @classmethod
+    def _shred_after_parses(cls, value: str) -> str:
+        if value.strip().lower() != "never":
+            Period.parse(value)
+        return value
+
+    @field_validator("dashboard_token")
+    @classmethod
+    def _token_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "too short: use at least 16 characters, e.g. the output of `openssl rand -hex 32`"
+            )
+        return value
+
+    def record_store_dir(self) -> Path:
+        """The record store directory."""
+        return self.record_dir or self.data_dir / "records"
+
+    def key_store_dir(self) -> Path:
+        """The keys directory: certificate keys, the bus key when not configured, token keys."""
+        return self.keys_dir or self.data_dir / "keys"
+
+    def data_keys(self, *, cache_size: int = 0) -> DataKeys:
+        """The data-key store, unlocked with the bus key (created on first use when unset)."""
+        try:
+            key = bus_key(self.bus_key_file, self.key_store_dir())
+        except SealingError as exc:
+            raise ConfigError(str(exc)) from None
+        return DataKeys(self.dek_dir or self.data_dir / "dek", key, cache_size=cache_size)
+
+    def request_verifier(self) -> RequestVerifier:
+        """The signature check for request events; refuses to run without publisher keys."""
+        try:
+            return RequestVerifier(self.publisher_keys, allow_unsigned=self.allow_unsigned_requests)
+        except PublisherKeyError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def policy(self) -> Policy:
+        """The lifecycle policy these settings describe."""
+        return Policy(
+            deadline=DeadlinePolicy.parse(self.deadline_policy),
+            due_soon_days=self.due_soon_days,
+            max_attempts=self.max_attempts,
+            retry_delay=timedelta(seconds=self.retry_delay_seconds),
+            task_timeout=timedelta(seconds=self.task_timeout_seconds),
+            shred_after=None
+            if self.shred_after.strip().lower() == "never"
+            else Period.parse(self.shred_after),
+        )
+
+    def for_embedded(self, bootstrap: str) -> Settings:
+        """These settings against the embedded broker (short timeouts, single-record batches)."""
+        # The embedded broker loses table updates on recovery with multi-record batches.
+        return self.model_copy(
+            update={"kafka": self.kafka.for_embedded(bootstrap), "producer_max_batch_size": 1}
+        )
+
+
+class ConfigError(ValueError):
+    """Configuration is missing or wrong; the message names each variable and the fix."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (plus overrides), with one readable error for all problems."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    problems: list[str] = []
+    if "kafka" not in values:
+        # Read on its own: a bad DSR_KAFKA_* variable fails inside the nested model's factory,
+        # which would hide every other problem and lose the DSR_KAFKA_ prefix of its name.
+        try:
+            values["kafka"] = KafkaSettings()
+            problems += _kafka_problems(values["kafka"])
+        except ValidationError as exc:
+            problems += _problems(exc, "DSR_KAFKA_")
+            values["kafka"] = KafkaSettings.model_construct()
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems += _problems(exc, "DSR_")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def _problems(exc: ValidationError, prefix: str) -> list[str]:
+    """One line per error, naming the environment variable."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = [str(p) for p in error["loc"]]
+        if loc[:1] == ["kafka"]:
+            name = "DSR_KAFKA_" + "_".join(loc[1:]).upper()
+        elif loc[:1] and loc[0].startswith("DSR_"):  # a field read through its alias
+            name = loc[0]
+        else:
+            name = prefix + "_".join(loc).upper()
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def _kafka_problems(kafka: KafkaSettings) -> list[str]:
+    """Combinations of Kafka settings that would only fail later, at the first connection."""
+    problems = []
+    protocol = kafka.security_protocol
+    uses_sasl = protocol.startswith("SASL_")
+    if kafka.sasl_mechanism and not uses_sasl:
+        problems.append(
+            f"DSR_KAFKA_SASL_MECHANISM: set to {kafka.sasl_mechanism}, but "
+            f"DSR_KAFKA_SECURITY_PROTOCOL is {protocol}; use SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    if uses_sasl:
+        if not kafka.sasl_mechanism:
+            problems.append(
+                f"DSR_KAFKA_SASL_MECHANISM: required with DSR_KAFKA_SECURITY_PROTOCOL={protocol}; "
+                "use SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
+            )
+        if not kafka.sasl_username:
+            problems.append(
+                f"DSR_KAFKA_SASL_USERNAME: required with DSR_KAFKA_SECURITY_PROTOCOL={protocol}"
+            )
+        if kafka.sasl_password is None or not kafka.sasl_password.get_secret_value():
+            problems.append(
+                f"DSR_KAFKA_SASL_PASSWORD: required with DSR_KAFKA_SECURITY_PROTOCOL={protocol} "
+                "(in Kubernetes: from a Secret)"
+            )
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, name)
+        if path and not Path(path).is_file():
+            problems.append(f"DSR_KAFKA_{name.upper()}: no such file {path}")
+    return problems
+
+
+__all__ = ["ConfigError", "Settings", "load_settings"]

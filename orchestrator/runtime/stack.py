@@ -1,0 +1,221 @@
+"""Running the whole system: broker (if embedded), topics, orchestrator and connector workers.
+
+Workers are separate processes, as in production, so one can crash or be killed without the
+others. Every setting reaches them through DSR_* environment variables: the same variables a
+container gets from the Helm chart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from pydantic import SecretStr
+
+from orchestrator.intake.publishers import IssuedKey, local_publisher
+from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.topics import ensure_topics
+from schemas.register import Register, load_register
+
+log = logging.getLogger("dsr.stack")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """DSR_* environment variables that reproduce these settings in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(exclude={"kafka"}).items():
+        if value is not None:
+            secret = getattr(settings, name)
+            if isinstance(secret, SecretStr):
+                value = secret.get_secret_value()
+            env[_env_name(name)] = str(value)
+    kafka = settings.kafka
+    for name, value in kafka.model_dump().items():
+        if value is None:
+            continue
+        if name == "sasl_password" and kafka.sasl_password is not None:
+            value = kafka.sasl_password.get_secret_value()
+        env[f"DSR_KAFKA_{name.upper()}"] = str(value)
+    return env
+
+
+def _env_name(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+    for choice in choices:
+        if isinstance(choice, str) and choice.startswith("DSR_"):
+            return choice
+    return f"DSR_{field.upper()}"
+
+
+class StackError(RuntimeError):
+    """A part of the stack failed to start or died."""
+
+
+def _require_free(host: str, port: int) -> None:
+    """Fail before starting a server on a port that is taken, naming the setting."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StackError(
+                f"the dashboard cannot listen on {host}:{port} ({exc.strerror}); set "
+                "DSR_DASHBOARD_PORT to a free port (0: any free port)"
+            ) from None
+
+
+class Stack:
+    """Broker (when no bootstrap is configured), topics and worker processes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        dashboard: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.dashboard = dashboard
+        #: The token `start` made up for the dashboard when none was configured.
+        self.dashboard_session_token: str | None = None
+        self.log_dir = log_dir
+        self.extra_env = extra_env or {}
+        self.broker: EmbeddedBroker | None = None
+        #: The publisher `dsr up`/`dsr demo` sign with on the embedded broker.
+        self.local_publisher: IssuedKey | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+        self.register: Register = load_register(
+            settings.register_file, {**os.environ, **self.extra_env}
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """True when this stack runs its own broker."""
+        return self.broker is not None
+
+    def start(self) -> Stack:
+        """Start everything; returns once all processes are launched."""
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.dashboard and self.settings.dashboard_port:
+            _require_free(self.settings.dashboard_host, self.settings.dashboard_port)
+        embedded = not self.settings.kafka.bootstrap
+        if embedded and self.settings.publisher_keys is None:
+            # No configuration on a laptop: a local publisher, created once in the data dir,
+            # which `dsr submit` finds through the state directory.
+            self.local_publisher = local_publisher(self.settings.data_dir.resolve() / "publishers")
+            self.settings = self.settings.model_copy(
+                update={"publisher_keys": self.local_publisher.keys_file}
+            )
+        self.settings.request_verifier()  # no publisher keys: refuse here, not in a child
+        self.settings.data_keys()  # a bad bus key file: likewise; else create it once, here
+        if embedded:
+            log_path = self.log_dir / "broker.log" if self.log_dir else None
+            self.broker = EmbeddedBroker(log_path=log_path).start()
+            self.settings = self.settings.for_embedded(self.broker.bootstrap)
+        ensure_topics(self.settings.kafka)
+        for n in range(self.settings.orchestrator_workers):
+            self.spawn(f"orchestrator-{n}" if n else "orchestrator", ["worker", "orchestrator"])
+        for group in sorted({s.group for s in self.register.systems}):
+            self.spawn(f"connectors-{group}", ["worker", "connectors", "--group", group])
+        if self.dashboard:
+            self._start_dashboard()
+        return self
+
+    def _start_dashboard(self) -> None:
+        settings = self.settings
+        port = settings.dashboard_port or free_port()
+        update: dict[str, object] = {"dashboard_port": port}
+        if settings.dashboard_token is None and not settings.dashboard_allow_anonymous:
+            # A laptop without configuration: a token for this session, printed with the URL.
+            self.dashboard_session_token = secrets.token_urlsafe(24)
+            update["dashboard_token"] = SecretStr(self.dashboard_session_token)
+        self.settings = settings.model_copy(update=update)
+        process = self.spawn("dashboard", ["dashboard"])
+        # The workers come first: the dashboard is only a view, and on a small machine its
+        # start-up (about 1 s of CPU) competes with theirs.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, process.pid, 10)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """Where the dashboard answers (None without one); with `?token=` when made up here."""
+        if not self.dashboard:
+            return None
+        host = self.settings.dashboard_host
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a listening address, shown as loopback
+            host = "127.0.0.1"
+        url = f"http://{host}:{self.settings.dashboard_port}/"
+        if self.dashboard_session_token:
+            url += f"?token={self.dashboard_session_token}"
+        return url
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start one `dsr` sub-command as a child process with our settings."""
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        output: IO[bytes] | None = None
+        if self.log_dir:
+            output = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(output)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        return process
+
+    def check(self) -> None:
+        """Raise if a worker process (or the embedded broker) has died."""
+        if self.broker is not None and not self.broker.running:
+            from orchestrator.lifecycle.recovery import broker_lost_message
+
+            raise StackError(broker_lost_message(self.settings.data_dir, self.broker.exit_code))
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                where = f"; see {self.log_dir / (name + '.log')}" if self.log_dir else ""
+                raise StackError(f"worker {name} exited with code {code}{where}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Stop workers (SIGTERM, then SIGKILL), then the broker."""
+        terminate(list(self.processes.values()), timeout)
+        self.processes.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> Stack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = ["Stack", "StackError", "settings_env"]

@@ -1,0 +1,1 @@
+"""Status: the status topic read back into a view, manual tasks, masking of identifiers."""

@@ -1,0 +1,1 @@
+"""Primitives both sides share: sealing, request signatures, sealed files and the record store."""

@@ -1,0 +1,208 @@
+"""The record store: where connectors put the records they find, so Kafka carries references.
+
+An access or portability task can find millions of records. A connector worker streams them
+into one JSON Lines file per task (one `Record` per line), hashing as it writes, and the
+outcome event carries a `RecordsRef` (path, SHA-256, size, count per collection). The
+orchestrator streams the file back into the export and checks the hash on the way. Memory stays
+flat on both sides, and no message grows with the subject's data.
+
+The store is a directory (`DSR_RECORD_DIR`, default `DATA_DIR/records`) that connector workers
+and the orchestrator share: one machine, or a shared volume in Kubernetes. Files are personal
+data, so each is sealed in chunks with the request's data key (`schemas.primitives.sealed_files`,
+bound to its name in the store) and unreadable once that key is destroyed. The reference's
+SHA-256 and size are of the plaintext JSON Lines, what the connector wrote; the seal protects
+the file itself. The orchestrator removes a request's files once its export is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from schemas.errors import DsrError
+from schemas.events import Record, RecordsRef
+from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter
+from schemas.primitives.sealing import DataKeys, SealingError, context
+
+#: Request ids and system names are validated by the event schemas; be strict here too.
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+class RecordStoreError(DsrError, RuntimeError):
+    """A stored record file is missing, altered or unreadable (no personal data in messages)."""
+
+
+class RecordSink(Protocol):
+    """Where a connector writes the records it finds."""
+
+    def write(self, record: Record) -> None:
+        """Store one record."""
+
+
+class RecordWriter:
+    """Writes one task's records to a temporary file; `commit()` publishes it under its name."""
+
+    def __init__(self, root: Path, relative: str, key: bytes) -> None:
+        self._root = root
+        self.relative = relative
+        self._final = root / relative
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self._final.with_name(f".tmp-{self._final.name}")
+        self._handle: SealedWriter | None = SealedWriter(self._tmp, key, _context(relative))
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.collections: Counter[str] = Counter()
+
+    @property
+    def count(self) -> int:
+        """Records written so far."""
+        return sum(self.collections.values())
+
+    def write(self, record: Record) -> None:
+        """Append one record."""
+        if self._handle is None:
+            raise RecordStoreError("record writer is closed")
+        line = record.model_dump_json().encode() + b"\n"
+        self._handle.write(line)
+        self._hash.update(line)
+        self._size += len(line)
+        self.collections[record.collection] += 1
+
+    def commit(self) -> RecordsRef | None:
+        """Publish the file and return its reference; None (and no file) when it is empty."""
+        if self._handle is None:
+            raise RecordStoreError("record writer is closed")
+        handle, self._handle = self._handle, None
+        if not self.collections:
+            handle.abort()
+            return None
+        handle.close()  # seals the last chunk and syncs
+        os.replace(self._tmp, self._final)
+        return RecordsRef(
+            path=self.relative,
+            sha256=self._hash.hexdigest(),
+            size=self._size,
+            count=self.count,
+            collections=dict(sorted(self.collections.items())),
+        )
+
+    def abort(self) -> None:
+        """Drop what was written (the task failed)."""
+        if self._handle is not None:
+            self._handle.abort()
+            self._handle = None
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self.abort()
+
+
+class RecordStore:
+    """A directory of record files, one folder per request, sealed with the requests' data keys."""
+
+    def __init__(self, root: Path, keys: DataKeys) -> None:
+        self.root = Path(root)
+        self.keys = keys
+
+    def writer(self, request_id: str, system: str, attempt: int) -> RecordWriter:
+        """A writer for one task attempt; every delivery gets a file of its own.
+
+        Raises a `SealingError` when the request has no data key (or it was destroyed).
+        """
+        _check_name(request_id)
+        _check_name(system)
+        name = f"{system}.{attempt}.{uuid.uuid4().hex[:12]}.jsonl"
+        return RecordWriter(self.root, f"{request_id}/{name}", self.keys.get(request_id))
+
+    def path(self, ref: RecordsRef) -> Path:
+        """The file a reference points to; refuses paths leaving the store."""
+        path = (self.root / ref.path).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise RecordStoreError("record reference points outside the record store")
+        return path
+
+    def read(self, ref: RecordsRef, request_id: str) -> Iterator[Record]:
+        """Stream one request's records back, checking seal, size, count and SHA-256.
+
+        A mismatch raises `RecordStoreError` (at the latest after the last record): consumers
+        write to a temporary file and publish only when the iteration ends cleanly.
+        """
+        if not ref.path.startswith(f"{request_id}/"):
+            raise RecordStoreError(
+                f"record reference {ref.path} does not belong to request {request_id!r}"
+            )
+        path = self.path(ref)
+        digest = hashlib.sha256()
+        size = count = 0
+        try:
+            raw = SealedReader(path, self.keys.get(request_id), _context(ref.path))
+        except FileNotFoundError:
+            raise RecordStoreError(f"record file {ref.path} is missing") from None
+        except SealingError as exc:
+            raise RecordStoreError(f"record file {ref.path} cannot be opened: {exc}") from None
+        with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as handle:
+            lines = iter(handle)
+            while True:
+                try:
+                    line = next(lines)
+                except StopIteration:
+                    break
+                except SealingError as exc:
+                    raise RecordStoreError(f"record file {ref.path}: {exc}") from None
+                digest.update(line)
+                size += len(line)
+                count += 1
+                try:
+                    yield Record.model_validate(json.loads(line))
+                except ValueError:
+                    raise RecordStoreError(
+                        f"record file {ref.path} line {count} is not a valid record"
+                    ) from None
+        if size != ref.size or count != ref.count or digest.hexdigest() != ref.sha256:
+            raise RecordStoreError(
+                f"record file {ref.path} does not match its reference "
+                f"(size {size}/{ref.size}, records {count}/{ref.count}, sha256 differs: "
+                f"{digest.hexdigest() != ref.sha256})"
+            )
+
+    def discard(self, request_id: str) -> None:
+        """Remove every record file of a request (its export holds them now)."""
+        _check_name(request_id)
+        shutil.rmtree(self.root / request_id, ignore_errors=True)
+
+    def requests(self) -> list[str]:
+        """Request ids with record files."""
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+
+def _context(relative: str) -> bytes:
+    """A record file's seal is bound to its name in the store (request id, system, attempt)."""
+    return context("records", relative)
+
+
+def _check_name(value: str) -> None:
+    if not value or value in {".", ".."} or not set(value) <= _SAFE:
+        raise RecordStoreError("request id or system name is not usable as a file name")
+
+
+__all__ = ["RecordSink", "RecordStore", "RecordStoreError", "RecordWriter"]
