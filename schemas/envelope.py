@@ -212,64 +212,17 @@ def decode(
 ) -> Envelope:
     """Validate a Kafka message as one of our CloudEvents; raise `EnvelopeError` saying why not.
 
-    `verify` (e.g. `schemas.primitives.signing.RequestVerifier`) sees the event once its envelope is
-    read and before its body is parsed; it raises `EnvelopeError` to reject it.
+    `verify` (e.g. `schemas.primitives.signing.RequestVerifier`) sees the event once its
+    envelope is read and before its body is parsed; it raises `EnvelopeError` to reject it.
     """
     if value is None:
         raise EnvelopeError("envelope", "message has no value (a tombstone?); expected an event")
     hdrs = header_dict(headers)
-    content_type = hdrs.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == STRUCTURED:
-        attrs, data = _structured(value)
-    elif "ce_type" in hdrs or "ce_specversion" in hdrs:
-        attrs = {k[3:]: v for k, v in hdrs.items() if k.startswith("ce_")}
-        if content_type and content_type != JSON:
-            raise EnvelopeError(
-                "envelope", f"content-type {_quote(content_type)} is not supported; use {JSON!r}"
-            )
-        data = value
-    else:
-        raise EnvelopeError(
-            "envelope",
-            "not a CloudEvent: set headers ce_specversion=1.0, ce_id, ce_source, ce_type "
-            f"(binary mode) or content-type {STRUCTURED!r} with the whole event as the value",
-        )
-
-    for name in ("specversion", "id", "source", "type"):
-        if not attrs.get(name):
-            raise EnvelopeError("envelope", f"CloudEvents attribute {name!r} is missing or empty")
-    for name in ("specversion", "id", "source", "type", "time"):
-        if len(attrs.get(name, "")) > ATTRIBUTE_LIMIT:
-            raise EnvelopeError(
-                "envelope",
-                f"CloudEvents attribute {name!r} is longer than {ATTRIBUTE_LIMIT} characters",
-            )
-    if attrs["specversion"] != SPEC_VERSION:
-        raise EnvelopeError(
-            "envelope", f"specversion {_quote(attrs['specversion'])} is not supported; use '1.0'"
-        )
+    attrs, data = _attributes_and_data(value, hdrs)
+    _check_attributes(attrs)
     ce_type = attrs["type"]
-    model = EVENT_TYPES.get(ce_type)
-    if model is None:
-        known = ", ".join(sorted(EVENT_TYPES))
-        raise EnvelopeError(
-            "envelope", f"unknown event type {_quote(ce_type)}; known: {known}", ce_type
-        )
-    if expect is not None and model not in expect:
-        allowed = ", ".join(TYPE_OF[m] for m in expect)
-        raise EnvelopeError(
-            "envelope",
-            f"event type {_quote(ce_type)} does not belong on this topic; expected {allowed}",
-            ce_type,
-        )
-    time = None
-    if attrs.get("time"):
-        try:
-            time = datetime.fromisoformat(attrs["time"].replace("Z", "+00:00"))
-        except ValueError:
-            time = None
-        if time is None or time.tzinfo is None:  # RFC 3339 requires the offset
-            raise EnvelopeError("envelope", "CloudEvents attribute 'time' is not RFC 3339", ce_type)
+    model = _model_of(ce_type, expect)
+    time = _event_time(attrs, ce_type)
     if verify is not None:
         verify(RawEvent(attributes=attrs, key=key, value=value, headers=hdrs))
     try:
@@ -291,6 +244,72 @@ def decode(
             ce_type,
         )
     return Envelope(id=attrs["id"], source=attrs["source"], type=ce_type, time=time, body=body)
+
+
+def _attributes_and_data(value: bytes, hdrs: dict[str, str]) -> tuple[dict[str, str], object]:
+    """The CloudEvents attributes and the data, in structured or binary content mode."""
+    content_type = hdrs.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == STRUCTURED:
+        return _structured(value)
+    if "ce_type" in hdrs or "ce_specversion" in hdrs:
+        if content_type and content_type != JSON:
+            raise EnvelopeError(
+                "envelope", f"content-type {_quote(content_type)} is not supported; use {JSON!r}"
+            )
+        return {k[3:]: v for k, v in hdrs.items() if k.startswith("ce_")}, value
+    raise EnvelopeError(
+        "envelope",
+        "not a CloudEvent: set headers ce_specversion=1.0, ce_id, ce_source, ce_type "
+        f"(binary mode) or content-type {STRUCTURED!r} with the whole event as the value",
+    )
+
+
+def _check_attributes(attrs: dict[str, str]) -> None:
+    """Required attributes present, none too long, and the one spec version we speak."""
+    for name in ("specversion", "id", "source", "type"):
+        if not attrs.get(name):
+            raise EnvelopeError("envelope", f"CloudEvents attribute {name!r} is missing or empty")
+    for name in ("specversion", "id", "source", "type", "time"):
+        if len(attrs.get(name, "")) > ATTRIBUTE_LIMIT:
+            raise EnvelopeError(
+                "envelope",
+                f"CloudEvents attribute {name!r} is longer than {ATTRIBUTE_LIMIT} characters",
+            )
+    if attrs["specversion"] != SPEC_VERSION:
+        raise EnvelopeError(
+            "envelope", f"specversion {_quote(attrs['specversion'])} is not supported; use '1.0'"
+        )
+
+
+def _model_of(ce_type: str, expect: tuple[type[BaseModel], ...] | None) -> type[BaseModel]:
+    """The body model of an event type, if it is known and belongs on this topic."""
+    model = EVENT_TYPES.get(ce_type)
+    if model is None:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise EnvelopeError(
+            "envelope", f"unknown event type {_quote(ce_type)}; known: {known}", ce_type
+        )
+    if expect is not None and model not in expect:
+        allowed = ", ".join(TYPE_OF[m] for m in expect)
+        raise EnvelopeError(
+            "envelope",
+            f"event type {_quote(ce_type)} does not belong on this topic; expected {allowed}",
+            ce_type,
+        )
+    return model
+
+
+def _event_time(attrs: dict[str, str], ce_type: str) -> datetime | None:
+    """The optional `time` attribute, which RFC 3339 requires to carry an offset."""
+    if not attrs.get("time"):
+        return None
+    try:
+        time = datetime.fromisoformat(attrs["time"].replace("Z", "+00:00"))
+    except ValueError:
+        time = None
+    if time is None or time.tzinfo is None:
+        raise EnvelopeError("envelope", "CloudEvents attribute 'time' is not RFC 3339", ce_type)
+    return time
 
 
 def _structured(value: bytes) -> tuple[dict[str, str], object]:

@@ -234,14 +234,19 @@ class SealedValue(BaseModel):
     ]
 
 
-class TaskDispatched(_Model):
-    """One request's work for one system, sent to the connector workers."""
+class _TaskEvent(_Model):
+    """What every event about one task carries: which request, task, system, action, attempt."""
 
     request_id: RequestId
     task_id: Annotated[str, Field(min_length=1, max_length=256)]
     system: SystemName
     action: RequestType
     attempt: Annotated[int, Field(ge=1)] = 1
+
+
+class TaskDispatched(_TaskEvent):
+    """One request's work for one system, sent to the connector workers."""
+
     subject: Subject | None = Field(
         default=None,
         description="The subject in the clear: for tools and tests. The orchestrator always "
@@ -335,14 +340,9 @@ class RecordsRef(_Model):
     )
 
 
-class TaskOutcome(_Model):
+class TaskOutcome(_TaskEvent):
     """What a connector reports back for one task."""
 
-    request_id: RequestId
-    task_id: Annotated[str, Field(min_length=1, max_length=256)]
-    system: SystemName
-    action: RequestType
-    attempt: Annotated[int, Field(ge=1)] = 1
     status: OutcomeStatus
     counts: Counts = Counts()
     records: list[Record] = Field(

@@ -17,19 +17,34 @@ class KafkaSettings(BaseSettings):
         default=None,
         description="host:port[,host:port]; empty means: start the embedded broker.",
     )
-    client_id: str = "dsr-orchestrator"
+    client_id: str = Field(default="dsr-orchestrator", description="Kafka client id.")
     partitions: int = Field(default=4, ge=1, description="Partitions for topics we create.")
-    replication_factor: int = Field(default=1, ge=1)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    rebalance_timeout_ms: int = 30_000
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of topics we create."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How clients connect: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism, with a SASL_* security protocol."
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (in Kubernetes, from a Secret)."
+    )
+    ssl_cafile: str | None = Field(default=None, description="TLS: CA certificate file.")
+    ssl_certfile: str | None = Field(default=None, description="TLS: client certificate file.")
+    ssl_keyfile: str | None = Field(default=None, description="TLS: client key file.")
+    session_timeout_ms: int = Field(
+        default=10_000, description="Consumer group session timeout (ms)."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=3_000, description="Consumer group heartbeat interval (ms)."
+    )
+    rebalance_timeout_ms: int = Field(
+        default=30_000, description="Consumer group rebalance timeout (ms)."
+    )
     fetch_max_wait_ms: int = Field(
         default=500,
         ge=1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -196,17 +196,24 @@ class System(_Config):
 
     @model_validator(mode="after")
     def _one_rule_per_collection(self) -> System:
-        seen: set[str] = set()
-        for rule in self.retention_rules:
-            if rule.collection in seen:
-                raise ValueError(f"two retention rules for collection {rule.collection!r}")
-            seen.add(rule.collection)
+        _refuse_repeated(
+            (rule.collection for rule in self.retention_rules), "retention rule for collection"
+        )
         return self
 
     @property
     def display_name(self) -> str:
         """The title, or the name."""
         return self.title or self.name
+
+
+def _refuse_repeated(names: Iterable[str], what: str) -> None:
+    """Raise `ValueError` naming the first name that occurs a second time."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{what} {name!r} is used twice")
+        seen.add(name)
 
 
 class Controller(_Config):
@@ -225,11 +232,7 @@ class Register(_Config):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Register:
-        seen: set[str] = set()
-        for system in self.systems:
-            if system.name in seen:
-                raise ValueError(f"system name {system.name!r} is used twice")
-            seen.add(system.name)
+        _refuse_repeated((system.name for system in self.systems), "system name")
         return self
 
     def get(self, name: str) -> System:

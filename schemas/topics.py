@@ -6,16 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from schemas import events
 from schemas.envelope import TYPE_OF
-from schemas.events import (
-    DeadLetter,
-    DeadlineExtended,
-    IdentityVerified,
-    RequestStatusChanged,
-    RequestSubmitted,
-    TaskDispatched,
-    TaskOutcome,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +21,26 @@ class Topic:
 
 REQUESTS = Topic(
     "dsr.requests.v1",
-    (RequestSubmitted, IdentityVerified, DeadlineExtended),
+    (events.RequestSubmitted, events.IdentityVerified, events.DeadlineExtended),
     "Requests, identity verifications and deadline extensions, published by intake services.",
 )
 TASKS = Topic(
-    "dsr.tasks.v1", (TaskDispatched,), "One task per request and system, for connector workers."
+    "dsr.tasks.v1",
+    (events.TaskDispatched,),
+    "One task per request and system, for connector workers.",
 )
-OUTCOMES = Topic("dsr.outcomes.v1", (TaskOutcome,), "What each connector reports for each task.")
+OUTCOMES = Topic(
+    "dsr.outcomes.v1", (events.TaskOutcome,), "What each connector reports for each task."
+)
 STATUS = Topic(
     "dsr.status.v1",
-    (RequestStatusChanged,),
+    (events.RequestStatusChanged,),
     "Every state change of every request; carries no personal data.",
 )
 DEAD_LETTER = Topic(
-    "dsr.deadletter.v1", (DeadLetter,), "Events that could not be processed, with the reason."
+    "dsr.deadletter.v1",
+    (events.DeadLetter,),
+    "Events that could not be processed, with the reason.",
 )
 
 ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)

@@ -19,7 +19,6 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
@@ -122,12 +121,7 @@ class SealedWriter:
     def __enter__(self) -> SealedWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         if exc_type is None:
             self.close()
         else:

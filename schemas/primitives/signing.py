@@ -448,7 +448,7 @@ class PublisherKeys:
         if header is None:
             raise reject(
                 f"request event is not signed: add a {SIGNATURE_HEADER} header signed with "
-                "a publisher key (see the README, 'Authentic requests')"
+                "a publisher key (see docs/publishing.md, 'Authentic requests: publisher keys')"
             )
         try:
             signature = parse_signature(header)
@@ -525,6 +525,28 @@ def _public_key(pem: bytes, where: str) -> Ed25519PublicKey:
     return key
 
 
+def _verifying_key(
+    publisher: str, entry: PublisherKeyConfig, env: Mapping[str, str], base_dir: Path, where: str
+) -> VerifyingKey:
+    """One configured key, read from the file or the value it names."""
+    if entry.algorithm == HMAC_SHA256:
+        text: str | bytes
+        if entry.secret is not None:
+            text = _expand(entry.secret, env, where)
+        else:
+            assert entry.secret_file is not None
+            text = _read(_resolve(entry.secret_file, base_dir), where)
+        secret = _secret_bytes(text, where)
+        return VerifyingKey(publisher, entry.id or hmac_key_id(secret), HMAC_SHA256, secret=secret)
+    pem = (
+        entry.public_key.encode()
+        if entry.public_key is not None
+        else _read(_resolve(entry.public_key_file or Path(), base_dir), where)
+    )
+    public = _public_key(pem, where)
+    return VerifyingKey(publisher, entry.id or ed25519_key_id(public), ED25519, public_key=public)
+
+
 def parse_publisher_keys(
     data: Any, *, base_dir: Path, source: str, env: Mapping[str, str] | None = None
 ) -> PublisherKeys:
@@ -543,26 +565,7 @@ def parse_publisher_keys(
         events[publisher.id] = frozenset(publisher.events or REQUEST_EVENT_TYPES)
         for n, entry in enumerate(publisher.keys):
             where = f"{source}: publisher {publisher.id!r}, key #{n + 1}"
-            if entry.algorithm == HMAC_SHA256:
-                if entry.secret is not None:
-                    text: str | bytes = _expand(entry.secret, env, where)
-                else:
-                    assert entry.secret_file is not None
-                    text = _read(_resolve(entry.secret_file, base_dir), where)
-                secret = _secret_bytes(text, where)
-                key = VerifyingKey(
-                    publisher.id, entry.id or hmac_key_id(secret), HMAC_SHA256, secret=secret
-                )
-            else:
-                if entry.public_key is not None:
-                    pem = entry.public_key.encode()
-                else:
-                    assert entry.public_key_file is not None
-                    pem = _read(_resolve(entry.public_key_file, base_dir), where)
-                public = _public_key(pem, where)
-                key = VerifyingKey(
-                    publisher.id, entry.id or ed25519_key_id(public), ED25519, public_key=public
-                )
+            key = _verifying_key(publisher.id, entry, env, base_dir, where)
             if (publisher.id, key.key_id) in keys:
                 raise PublisherKeyError(
                     f"{where}: key id {key.key_id!r} is used twice for this publisher"

@@ -26,16 +26,13 @@ from orchestrator.runtime.stack import Stack
 from orchestrator.runtime.topics import ensure_topics
 from schemas.envelope import encode
 from schemas.events import (
-    Identifier,
-    IdentityVerification,
     RequestStatusChanged,
     RequestSubmitted,
     RequestType,
-    Subject,
-    VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
 from schemas.topics import STATUS
+from tests import factories
 
 TOKEN = "test-token-0123456789abcdef"
 EMAIL = "dash.subject@example.nl"
@@ -60,16 +57,7 @@ SYSTEMS = [
         "legal_basis": ["consent"],
         "retention": "until unsubscribed",
     },
-    {
-        "name": "archive",
-        "kind": "archive",
-        "connector": "memory",
-        "rights": [],  # nothing automatic: every task is a manual task
-        "data_categories": ["signed contracts"],
-        "purposes": ["contract administration"],
-        "legal_basis": ["contract"],
-        "retention": "7 years",
-    },
+    factories.paper_archive("archive"),
     {
         "name": "broken",
         "kind": "database",
@@ -103,18 +91,7 @@ class DashboardSystem:
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
     def submit(self, request_id: str, kind: RequestType, scope: list[str]) -> RequestSubmitted:
-        now = datetime.now(UTC)
-        request = RequestSubmitted(
-            request_id=request_id,
-            type=kind,
-            subject=Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-            received_at=now,
-            verification=IdentityVerification(
-                verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-            ),
-            requested_by="tests",
-            scope=scope,
-        )
+        request = factories.request(request_id, EMAIL, type=kind, scope=scope)
         with RequestPublisher(self.kafka, source="tests") as publisher:
             publisher.publish(request)
         self.published[request_id] = kind

@@ -21,6 +21,7 @@ from orchestrator.status.view import StatusView, read_status
 from schemas.envelope import Envelope, decode
 from schemas.events import RequestStatusChanged
 from schemas.kafka import KafkaSettings
+from tests import factories
 
 #: Systems besides the four demo ones: a broken one and a flaky one.
 EXTRA_SYSTEMS = [
@@ -44,16 +45,7 @@ EXTRA_SYSTEMS = [
         "legal_basis": ["consent"],
         "retention": "1 day",
     },
-    {
-        "name": "paper_archive",
-        "kind": "archive",
-        "connector": "memory",
-        "rights": [],  # nothing automatic: every task is a manual task
-        "data_categories": ["signed contracts"],
-        "purposes": ["contract administration"],
-        "legal_basis": ["contract"],
-        "retention": "7 years",
-    },
+    factories.paper_archive("paper_archive"),
 ]
 DEMO_SYSTEMS = ["crm", "mailing", "chat", "support"]
 

@@ -8,118 +8,99 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
+from schemas import events as ev
 from schemas.envelope import dead_letter_for
-from schemas.events import (
-    Counts,
-    DeadlineExtended,
-    Evidence,
-    FieldChange,
-    Identifier,
-    IdentityVerification,
-    IdentityVerified,
-    OutcomeStatus,
-    Record,
-    RequestStatus,
-    RequestStatusChanged,
-    RequestSubmitted,
-    RequestType,
-    RetainedItem,
-    StatusTrigger,
-    Subject,
-    SystemProgress,
-    TaskDispatched,
-    TaskOutcome,
-    VerificationMethod,
-)
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 REQUEST_ID = "web-2026-000123"
-SUBJECT = Subject(
+SUBJECT = ev.Subject(
     identifiers=[
-        Identifier(type="email", value="jan@example.nl"),
-        Identifier(type="phone", value="+31612345678"),
+        ev.Identifier(type="email", value="jan@example.nl"),
+        ev.Identifier(type="phone", value="+31612345678"),
     ]
 )
 
 
-def request_submitted(**changes: object) -> RequestSubmitted:
+def request_submitted(**changes: object) -> ev.RequestSubmitted:
     """A valid access request; keyword arguments override fields."""
     data: dict[str, object] = {
         "request_id": REQUEST_ID,
-        "type": RequestType.ACCESS,
+        "type": ev.RequestType.ACCESS,
         "subject": SUBJECT,
         "received_at": NOW,
-        "verification": IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
+        "verification": ev.IdentityVerification(
+            verified=True, method=ev.VerificationMethod.ID_DOCUMENT, verified_at=NOW
         ),
         "requested_by": "web-form",
     }
     data.update(changes)
-    return RequestSubmitted.model_validate(data)
+    return ev.RequestSubmitted.model_validate(data)
 
 
 def all_samples() -> dict[str, BaseModel]:
     """One valid body per CloudEvents type, with optional parts filled in."""
     return {
         "dsr.request.submitted.v1": request_submitted(
-            type=RequestType.RECTIFICATION,
-            changes=[FieldChange(field="phone", value="+31687654321", system="crm")],
+            type=ev.RequestType.RECTIFICATION,
+            changes=[ev.FieldChange(field="phone", value="+31687654321", system="crm")],
             scope=["crm", "mailing"],
         ),
-        "dsr.request.identity_verified.v1": IdentityVerified(
+        "dsr.request.identity_verified.v1": ev.IdentityVerified(
             request_id=REQUEST_ID,
-            method=VerificationMethod.EMAIL_CONFIRMATION,
+            method=ev.VerificationMethod.EMAIL_CONFIRMATION,
             verified_at=NOW,
             verified_by="desk-7",
         ),
-        "dsr.request.deadline_extended.v1": DeadlineExtended(
+        "dsr.request.deadline_extended.v1": ev.DeadlineExtended(
             request_id=REQUEST_ID,
             months=2,
             reason="the request covers many systems and years of tickets",
             extended_at=NOW,
             extended_by="officer-7",
         ),
-        "dsr.task.dispatched.v1": TaskDispatched(
+        "dsr.task.dispatched.v1": ev.TaskDispatched(
             request_id=REQUEST_ID,
             task_id=f"{REQUEST_ID}:crm",
             system="crm",
-            action=RequestType.ERASURE,
+            action=ev.RequestType.ERASURE,
             subject=SUBJECT,
             deadline=NOW + timedelta(days=30),
             dispatched_at=NOW,
         ),
-        "dsr.task.outcome.v1": TaskOutcome(
+        "dsr.task.outcome.v1": ev.TaskOutcome(
             request_id=REQUEST_ID,
             task_id=f"{REQUEST_ID}:crm",
             system="crm",
-            action=RequestType.ERASURE,
-            status=OutcomeStatus.RETAINED,
-            counts=Counts(found=3, deleted=2, retained=1),
-            records=[Record(collection="contacts", data={"id": 7, "tags": ["a"], "x": None})],
+            action=ev.RequestType.ERASURE,
+            status=ev.OutcomeStatus.RETAINED,
+            counts=ev.Counts(found=3, deleted=2, retained=1),
+            records=[ev.Record(collection="contacts", data={"id": 7, "tags": ["a"], "x": None})],
             retained=[
-                RetainedItem(
+                ev.RetainedItem(
                     collection="invoices",
                     count=1,
                     legal_basis="Art. 52 AWR (fiscal retention)",
                     until=NOW.date(),
                 )
             ],
-            evidence=[Evidence(kind="vendor_job_id", value="job-42")],
+            evidence=[ev.Evidence(kind="vendor_job_id", value="job-42")],
             reason="invoices are kept for 7 years",
             completed_at=NOW,
         ),
-        "dsr.request.status_changed.v1": RequestStatusChanged(
+        "dsr.request.status_changed.v1": ev.RequestStatusChanged(
             request_id=REQUEST_ID,
-            request_type=RequestType.ERASURE,
+            request_type=ev.RequestType.ERASURE,
             sequence=3,
-            status=RequestStatus.IN_PROGRESS,
-            previous_status=RequestStatus.AWAITING_VERIFICATION,
-            trigger=StatusTrigger.OUTCOME,
+            status=ev.RequestStatus.IN_PROGRESS,
+            previous_status=ev.RequestStatus.AWAITING_VERIFICATION,
+            trigger=ev.StatusTrigger.OUTCOME,
             systems_total=2,
             systems_done=1,
             systems={
-                "crm": SystemProgress(status=OutcomeStatus.COMPLETED, attempt=1, updated_at=NOW),
-                "mailing": SystemProgress(status="dispatched", attempt=1),
+                "crm": ev.SystemProgress(
+                    status=ev.OutcomeStatus.COMPLETED, attempt=1, updated_at=NOW
+                ),
+                "mailing": ev.SystemProgress(status="dispatched", attempt=1),
             },
             received_at=NOW,
             verified_at=NOW,

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,13 @@ from orchestrator.runtime.stack import Stack
 from schemas.envelope import EnvelopeError, KafkaMessage, decode, encode
 from schemas.events import (
     DeadLetter,
-    Identifier,
-    IdentityVerification,
     RequestStatusChanged,
     RequestSubmitted,
-    RequestType,
-    Subject,
     TaskDispatched,
-    VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
 from schemas.topics import DEAD_LETTER, REQUESTS, STATUS, TASKS
+from tests import factories
 
 SUBJECT_EMAIL = "anna.secure@example.nl"
 SYSTEMS = ["alpha", "beta"]  # fuzzed tasks name "crm": nobody serves it
@@ -104,19 +99,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSystem]:
 
 def new_request(request_id: str, *, verified: bool = True) -> RequestSubmitted:
     """A valid access request for the subject both systems know."""
-    now = datetime.now(UTC)
-    return RequestSubmitted(
-        request_id=request_id,
-        type=RequestType.ACCESS,
-        subject=Subject(identifiers=[Identifier(type="email", value=SUBJECT_EMAIL)]),
-        received_at=now,
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-        )
-        if verified
-        else IdentityVerification(),
-        requested_by="tests",
-    )
+    return factories.request(request_id, SUBJECT_EMAIL, verified=verified)
 
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset

@@ -20,17 +20,16 @@ from hypothesis import strategies as st
 from schemas.envelope import SIGNATURE_HEADER, STRUCTURED, KafkaMessage, encode
 from schemas.events import (
     Identifier,
-    IdentityVerification,
     OutcomeStatus,
     RequestSubmitted,
     RequestType,
     Subject,
     TaskDispatched,
     TaskOutcome,
-    VerificationMethod,
 )
 from schemas.primitives.signing import RequestSigner
 from schemas.topics import OUTCOMES, REQUESTS, TASKS
+from tests import factories
 
 MEGABYTE = "x" * (1024 * 1024)
 EMAIL = "fuzz.subject@example.nl"
@@ -56,16 +55,9 @@ class FuzzRecord:
 
 def request_body(request_id: str) -> dict[str, Any]:
     """A valid request body as JSON data."""
-    return RequestSubmitted(
-        request_id=request_id,
-        type=RequestType.ACCESS,
-        subject=Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-        received_at=NOW,
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
-        ),
-        requested_by="fuzz",
-    ).model_dump(mode="json")
+    return factories.request(request_id, EMAIL, received_at=NOW, requested_by="fuzz").model_dump(
+        mode="json"
+    )
 
 
 def task_body(request_id: str) -> dict[str, Any]:
