@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("crm", "support", "mailing")
 _BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 14
 
@@ -53,25 +54,12 @@ def _run(mb: int, out_dir: Path) -> dict[str, object]:
     """The measured part, in this (fresh) process."""
     from orchestrator.artifacts.export import write_export
     from orchestrator.lifecycle.reducer import RequestState
-    from schemas.events import (
-        Identifier,
-        OutcomeStatus,
-        Record,
-        RequestStatus,
-        RequestSubmitted,
-        Subject,
-        SystemProgress,
-    )
+    from schemas.events import OutcomeStatus, Record, RequestStatus, SystemProgress
     from schemas.register import parse_register
+    from tests import factories
 
     now = datetime.now(UTC)
-    request = RequestSubmitted(
-        request_id="bench-export",
-        type="access",
-        subject=Subject(identifiers=[Identifier(type="email", value="bench@example.nl")]),
-        received_at=now,
-        requested_by="bench",
-    )
+    request = factories.request("bench-export", "bench@example.nl", requested_by="bench")
     state = RequestState(
         request_id=request.request_id,
         request=request,
@@ -165,8 +153,9 @@ def main() -> None:
         print(json.dumps(_run(args.mb, args.dir)))
         return
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="dsr-export-bench-") as tmp:
-        cmd = [sys.executable, __file__, "--child", "--mb", str(args.mb), "--dir", tmp]
-        result = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        # As a module from the repository root, so the child finds the shared test factories.
+        cmd = [sys.executable, "-m", "bench.export", "--child", "--mb", str(args.mb), "--dir", tmp]
+        result = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     print(json.dumps(json.loads(result.stdout), indent=2))
 
 

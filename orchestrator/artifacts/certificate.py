@@ -8,22 +8,31 @@ personal data: the subject appears only as a salted SHA-256 of the identifier va
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from orchestrator.artifacts.keys import KeyStore, KeyStoreError
+from orchestrator.artifacts.render import LANGUAGES, Language, render_document
 from orchestrator.lifecycle.reducer import RequestState
-from schemas.events import OutcomeStatus, RequestType, Subject
+from schemas.errors import DsrError
+from schemas.events import (
+    OutcomeStatus,
+    RequestStatus,
+    RequestSubmitted,
+    RequestType,
+    Subject,
+    SystemProgress,
+)
 from schemas.primitives.encoding import b64url, b64url_decode
 
 CERTIFICATE_VERSION = 1
@@ -36,7 +45,7 @@ _REQUIRED = ("certificate_version", "request_id", "request_type", "dates", "syst
 _log = logging.getLogger("dsr.certificate")
 
 
-class CertificateError(Exception):
+class CertificateError(DsrError):
     """A certificate cannot be built or does not verify; the message says what and why."""
 
 
@@ -78,64 +87,22 @@ def build_certificate(
     issued_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The certificate body for a finished erasure request (unsigned, no personal data)."""
-    request = state.request
-    if request is None:
-        raise CertificateError(f"request {state.request_id!r}: the state has no request body")
-    if request.type != RequestType.ERASURE:
-        raise CertificateError(
-            f"request {state.request_id!r} is a {request.type.value} request; "
-            "deletion certificates are issued for erasure requests only"
-        )
-    if not state.is_final or state.status is None:
-        raise CertificateError(
-            f"request {state.request_id!r} is not finished (status {state.status}); "
-            "issue the certificate once it has a final status"
-        )
+    request, status = _finished_erasure(state)
     if len(salt) < MIN_SALT_BYTES:
         raise CertificateError(
             f"the subject-hash salt is {len(salt)} bytes; "
             f"use at least {MIN_SALT_BYTES} random bytes"
         )
     titles = register_titles or {}
-    # Free text (reasons, evidence) is typed by people and connectors: scrub any identifier
-    # value that slipped in, so the certificate never carries the subject's identifiers.
-    secrets = [i.value.lower() for i in request.subject.identifiers if i.value]
-
-    def scrub(text: str | None) -> str | None:
-        if text is None:
-            return None
-        return _REDACTED if any(s in text.lower() for s in secrets) else text
-
+    scrub = _scrubber(request.subject)
     systems: dict[str, Any] = {}
     totals = {"deleted": 0, "anonymised": 0, "retained": 0}
     for name in sorted(state.systems):
         progress = state.systems[name]
-        evidence = [{"kind": e.kind, "value": scrub(e.value)} for e in progress.evidence]
-        retained = [
-            {
-                "collection": r.collection,
-                "count": r.count,
-                "legal_basis": scrub(r.legal_basis),
-                "reason": scrub(r.reason),
-                "until": _iso(r.until),
-            }
-            for r in progress.retained
-        ]
-        entry = {
-            "title": titles.get(name, name),
-            "status": str(progress.status),
-            "deleted": progress.counts.deleted,
-            "anonymised": progress.counts.anonymised,
-            "not_found": progress.status == OutcomeStatus.NOT_FOUND,
-            "retained": retained,
-            "manual_completion": any(e.kind == "manual_confirmation" for e in progress.evidence),
-            "evidence": evidence,
-            "reason": scrub(progress.reason),
-        }
+        systems[name] = _system_entry(progress, titles.get(name, name), scrub)
         totals["deleted"] += progress.counts.deleted
         totals["anonymised"] += progress.counts.anonymised
         totals["retained"] += sum(r.count for r in progress.retained)
-        systems[name] = entry
     completed = state.finished_at
     return {
         "certificate_version": CERTIFICATE_VERSION,
@@ -152,10 +119,67 @@ def build_certificate(
             "deadline": _iso(state.deadline),
         },
         "subject_hash": {"alg": "sha256-salted", "value": subject_hash(request.subject, salt)},
-        "status": state.status.value,
+        "status": status.value,
         "reason": scrub(state.reason),
         "totals": totals,
         "systems": systems,
+    }
+
+
+def _finished_erasure(state: RequestState) -> tuple[RequestSubmitted, RequestStatus]:
+    """The request and final status of a finished erasure; CertificateError for anything else."""
+    request = state.request
+    if request is None:
+        raise CertificateError(f"request {state.request_id!r}: the state has no request body")
+    if request.type != RequestType.ERASURE:
+        raise CertificateError(
+            f"request {state.request_id!r} is a {request.type.value} request; "
+            "deletion certificates are issued for erasure requests only"
+        )
+    if not state.is_final or state.status is None:
+        raise CertificateError(
+            f"request {state.request_id!r} is not finished (status {state.status}); "
+            "issue the certificate once it has a final status"
+        )
+    return request, state.status
+
+
+def _scrubber(subject: Subject) -> Callable[[str | None], str | None]:
+    """Free text (reasons, evidence) is typed by people and connectors: this replaces any text
+    holding one of the subject's identifier values, so the certificate never carries them."""
+    values = [i.value.lower() for i in subject.identifiers if i.value]
+
+    def scrub(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return _REDACTED if any(v in text.lower() for v in values) else text
+
+    return scrub
+
+
+def _system_entry(
+    progress: SystemProgress, title: str, scrub: Callable[[str | None], str | None]
+) -> dict[str, Any]:
+    """What one system did, as the certificate states it."""
+    return {
+        "title": title,
+        "status": str(progress.status),
+        "deleted": progress.counts.deleted,
+        "anonymised": progress.counts.anonymised,
+        "not_found": progress.status == OutcomeStatus.NOT_FOUND,
+        "retained": [
+            {
+                "collection": r.collection,
+                "count": r.count,
+                "legal_basis": scrub(r.legal_basis),
+                "reason": scrub(r.reason),
+                "until": _iso(r.until),
+            }
+            for r in progress.retained
+        ],
+        "manual_completion": any(e.kind == "manual_confirmation" for e in progress.evidence),
+        "evidence": [{"kind": e.kind, "value": scrub(e.value)} for e in progress.evidence],
+        "reason": scrub(progress.reason),
     }
 
 
@@ -270,163 +294,16 @@ def verify_certificate(
     return VerifiedCertificate(certificate=certificate, kid=kid)
 
 
-# ---------------------------------------------------------------------------------------------
-# Human-readable rendering
-
-_LABELS: dict[str, dict[str, str]] = {
-    "nl": {
-        "title": "Verwijderingscertificaat",
-        "intro": "Dit certificaat beschrijft wat er met uw gegevens is gebeurd na uw verzoek "
-        "om verwijdering (art. 17 AVG). Het bevat geen persoonsgegevens.",
-        "request": "Verzoek",
-        "issuer": "Uitgever",
-        "issued": "Uitgegeven",
-        "received": "Ontvangen",
-        "verified": "Identiteit geverifieerd",
-        "completed": "Afgerond",
-        "deadline": "Uiterste termijn",
-        "status": "Status",
-        "reason": "Toelichting",
-        "subject": "Betrokkene (gezouten hash)",
-        "system": "Systeem",
-        "deleted": "Verwijderd",
-        "anonymised": "Geanonimiseerd",
-        "not_found": "Geen gegevens gevonden",
-        "yes": "ja",
-        "no": "nee",
-        "retained": "Bewaard",
-        "collection": "Verzameling",
-        "count": "Aantal",
-        "legal_basis": "Wettelijke grondslag",
-        "until": "Bewaard tot",
-        "manual": "Handmatig afgerond",
-        "evidence": "Bewijs",
-        "none": "geen",
-        "verify": "Hoe controleert u dit certificaat?",
-        "verify_text": "Het certificaat is digitaal ondertekend (Ed25519). Haal de publieke "
-        "sleutels van de uitgever op (JWKS) en voer uit:",
-        "signature": "Ondertekend met sleutel",
-    },
-    "en": {
-        "title": "Deletion certificate",
-        "intro": "This certificate describes what happened to your data after your erasure "
-        "request (Art. 17 GDPR). It contains no personal data.",
-        "request": "Request",
-        "issuer": "Issuer",
-        "issued": "Issued",
-        "received": "Received",
-        "verified": "Identity verified",
-        "completed": "Completed",
-        "deadline": "Deadline",
-        "status": "Status",
-        "reason": "Note",
-        "subject": "Data subject (salted hash)",
-        "system": "System",
-        "deleted": "Deleted",
-        "anonymised": "Anonymised",
-        "not_found": "No data found",
-        "yes": "yes",
-        "no": "no",
-        "retained": "Retained",
-        "collection": "Collection",
-        "count": "Count",
-        "legal_basis": "Legal basis",
-        "until": "Retained until",
-        "manual": "Completed manually",
-        "evidence": "Evidence",
-        "none": "none",
-        "verify": "How to verify this certificate",
-        "verify_text": "The certificate is digitally signed (Ed25519). Obtain the issuer's "
-        "public keys (JWKS) and run:",
-        "signature": "Signed with key",
-    },
-}
-
-
-def render_html(certificate: dict[str, Any], language: Literal["nl", "en"] = "nl") -> str:
-    """The certificate as a standalone HTML page in Dutch or English (everything escaped)."""
-    if language not in _LABELS:
+def render_html(certificate: dict[str, Any], language: Language = "nl") -> str:
+    """The certificate (signed document or bare body) as a standalone HTML page in Dutch or
+    English (`templates/certificate.html`, everything escaped)."""
+    if language not in LANGUAGES:
         raise CertificateError(f"language {language!r} is not supported; use 'nl' or 'en'")
-    t = _LABELS[language]
     kid: str | None = None
     if "certificate" in certificate and "signature" in certificate:
         kid = str(certificate["signature"].get("kid"))
         certificate = certificate["certificate"]
-
-    def e(value: Any) -> str:
-        return html.escape("" if value is None else str(value), quote=True)
-
-    def row(label: str, value: Any) -> str:
-        return f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>"
-
-    dates = certificate.get("dates", {})
-    subject = certificate.get("subject_hash", {})
-    out = [
-        "<!DOCTYPE html>",
-        f'<html lang="{e(language)}"><head><meta charset="utf-8">',
-        f"<title>{e(t['title'])} {e(certificate.get('request_id'))}</title>",
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-        "th,td{border:1px solid #999;padding:.3em .6em;text-align:left;vertical-align:top}"
-        "code{word-break:break-all}</style></head><body>",
-        f"<h1>{e(t['title'])}</h1>",
-        f"<p>{e(t['intro'])}</p>",
-        "<table>",
-        row(t["request"], certificate.get("request_id")),
-        row(t["issuer"], certificate.get("issuer")),
-        row(t["issued"], certificate.get("issued_at")),
-        row(t["received"], dates.get("received")),
-        row(t["verified"], dates.get("verified")),
-        row(t["completed"], dates.get("completed")),
-        row(t["deadline"], dates.get("deadline")),
-        row(t["status"], certificate.get("status")),
-    ]
-    if certificate.get("reason"):
-        out.append(row(t["reason"], certificate["reason"]))
-    out.append(row(t["subject"], subject.get("value")))
-    out.append("</table>")
-    for name, system in certificate.get("systems", {}).items():
-        out.append(f"<h2>{e(system.get('title') or name)} <small>({e(name)})</small></h2>")
-        out.append("<table>")
-        out.append(row(t["status"], system.get("status")))
-        out.append(row(t["deleted"], system.get("deleted")))
-        out.append(row(t["anonymised"], system.get("anonymised")))
-        out.append(row(t["not_found"], t["yes"] if system.get("not_found") else t["no"]))
-        out.append(row(t["manual"], t["yes"] if system.get("manual_completion") else t["no"]))
-        if system.get("reason"):
-            out.append(row(t["reason"], system["reason"]))
-        evidence = system.get("evidence") or []
-        text = "; ".join(f"{ev.get('kind')}: {ev.get('value')}" for ev in evidence)
-        out.append(row(t["evidence"], text or t["none"]))
-        out.append("</table>")
-        retained = system.get("retained") or []
-        if retained:
-            out.append(f"<h3>{e(t['retained'])}</h3><table>")
-            out.append(
-                "<tr>"
-                + "".join(
-                    f"<th>{e(t[k])}</th>"
-                    for k in ("collection", "count", "legal_basis", "reason", "until")
-                )
-                + "</tr>"
-            )
-            for item in retained:
-                cells = (item.get(k) for k in ("collection", "count", "legal_basis", "reason"))
-                out.append(
-                    "<tr>"
-                    + "".join(f"<td>{e(c)}</td>" for c in cells)
-                    + f"<td>{e(item.get('until') or '-')}</td></tr>"
-                )
-            out.append("</table>")
-    out += [
-        f"<h2>{e(t['verify'])}</h2>",
-        f"<p>{e(t['verify_text'])}</p>",
-        "<pre><code>dsr verify certificate.json --key issuer-jwks.json</code></pre>",
-    ]
-    if kid:
-        out.append(f"<p>{e(t['signature'])}: <code>{e(kid)}</code></p>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    return render_document("certificate", language, certificate=certificate, kid=kid)
 
 
 class CertificateIssuer:

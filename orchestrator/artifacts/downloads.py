@@ -22,6 +22,7 @@ from typing import Literal, get_args
 from orchestrator.artifacts.export import open_export
 from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.runtime.config import Settings
+from schemas.errors import DsrError
 from schemas.events import REQUEST_ID_PATTERN
 from schemas.primitives.encoding import b64url, b64url_decode
 from schemas.primitives.sealed_files import plaintext_size
@@ -38,7 +39,7 @@ _CHUNK = 1 << 20
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
-class DownloadError(Exception):
+class DownloadError(DsrError):
     """A download cannot be served; the message says why (no personal data)."""
 
 

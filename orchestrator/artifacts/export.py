@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import html
 import io
 import json
 import os
@@ -45,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from orchestrator.artifacts.render import LANGUAGES, Language, render_document
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter, read_sealed
@@ -160,7 +160,7 @@ def write_export(
     if request is None:
         raise ValueError(f"request {state.request_id!r} has no submitted request to export")
     path = Path(path)
-    language = request.language if request.language in _TEXTS else "nl"
+    language = _texts_language(request.language)
     systems = [register.get(name) for name in register.names if name in state.systems]
     if portability:
         systems = [s for s in systems if PORTABLE_BASES.intersection(s.legal_basis)]
@@ -358,138 +358,6 @@ def _file_stem(collection: str, used: set[str]) -> str:
     return candidate
 
 
-# ---------------------------------------------------------------------------------------------
-# The report (Art. 15(1) information)
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "nl": {
-        "title": "Inzage in uw persoonsgegevens",
-        "intro": "Dit overzicht hoort bij uw verzoek om inzage (artikel 15 AVG). Per systeem "
-        "staat hieronder welke gegevens wij van u verwerken, waarom, en wat uw rechten zijn. "
-        "De gegevens zelf staan in de map data/ van dit archief, als JSON en CSV.",
-        "request": "Verzoek",
-        "generated": "Aangemaakt op",
-        "controller": "Verwerkingsverantwoordelijke",
-        "dpo": "Functionaris gegevensbescherming",
-        "contact": "Contact",
-        "a": "Doeleinden",
-        "b": "Categorieën persoonsgegevens",
-        "c": "Ontvangers en verwerkers",
-        "c_self": "Wij beheren dit systeem zelf; er is geen verwerker.",
-        "c_proc": "Verwerker",
-        "c_sub": "Subverwerkers",
-        "c_none": "geen",
-        "d": "Bewaartermijn",
-        "e": "Uw rechten",
-        "e_text": "U kunt ons vragen uw gegevens te corrigeren (rectificatie, art. 16), te "
-        "verwijderen (art. 17) of de verwerking te beperken (art. 18), en u kunt bezwaar maken "
-        "tegen de verwerking (art. 21).",
-        "e_port": "U kunt de gegevens die u ons hebt verstrekt in een machineleesbaar formaat "
-        "ontvangen of laten overdragen (gegevensoverdraagbaarheid, art. 20).",
-        "e_consent": "U kunt uw toestemming op elk moment intrekken (art. 7 lid 3); dat doet "
-        "niets af aan de verwerking daarvóór.",
-        "f": "Klacht indienen",
-        "f_text": "U hebt het recht een klacht in te dienen bij de Autoriteit Persoonsgegevens",
-        "g": "Bron van de gegevens",
-        "h": "Geautomatiseerde besluitvorming",
-        "h_text": "Er vindt geen geautomatiseerde besluitvorming of profilering plaats (art. 22).",
-        "loc": "Opslaglocatie en doorgifte",
-        "loc_eea": "Binnen de Europese Economische Ruimte (EER).",
-        "loc_out": "Buiten de EER ({region}); waarborg: {mechanism}.",
-        "basis": "Rechtsgrond",
-        "kind": "Soort systeem",
-        "status": "Resultaat",
-        "files": "Uw gegevens in dit systeem",
-        "collection": "Verzameling",
-        "records": "Records",
-        "no_data": "Geen gegevens over u gevonden.",
-        "subject": "de betrokkene (uzelf)",
-    },
-    "en": {
-        "title": "Access to your personal data",
-        "intro": "This overview belongs to your access request (Article 15 GDPR). For each "
-        "system it lists which of your data we process, why, and what your rights are. The "
-        "data itself is in the data/ folder of this archive, as JSON and CSV.",
-        "request": "Request",
-        "generated": "Generated at",
-        "controller": "Controller",
-        "dpo": "Data protection officer",
-        "contact": "Contact",
-        "a": "Purposes",
-        "b": "Categories of personal data",
-        "c": "Recipients and processors",
-        "c_self": "We run this system ourselves; there is no processor.",
-        "c_proc": "Processor",
-        "c_sub": "Sub-processors",
-        "c_none": "none",
-        "d": "Retention period",
-        "e": "Your rights",
-        "e_text": "You can ask us to correct your data (rectification, Art. 16), to erase it "
-        "(Art. 17) or to restrict its processing (Art. 18), and you can object to the "
-        "processing (Art. 21).",
-        "e_port": "You can receive the data you provided to us in a machine-readable format, "
-        "or have it transmitted to another controller (data portability, Art. 20).",
-        "e_consent": "You can withdraw your consent at any time (Art. 7(3)); this does not "
-        "affect processing before the withdrawal.",
-        "f": "Lodging a complaint",
-        "f_text": "You have the right to lodge a complaint with the Dutch Data Protection "
-        "Authority (Autoriteit Persoonsgegevens)",
-        "g": "Source of the data",
-        "h": "Automated decision-making",
-        "h_text": "No automated decision-making or profiling takes place (Art. 22).",
-        "loc": "Storage location and transfers",
-        "loc_eea": "Within the European Economic Area (EEA).",
-        "loc_out": "Outside the EEA ({region}); safeguard: {mechanism}.",
-        "basis": "Legal basis",
-        "kind": "Kind of system",
-        "status": "Outcome",
-        "files": "Your data in this system",
-        "collection": "Collection",
-        "records": "Records",
-        "no_data": "No data about you was found.",
-        "subject": "the data subject (yourself)",
-    },
-}
-
-_BASES: dict[str, dict[LegalBasis, str]] = {
-    "nl": {
-        LegalBasis.CONSENT: "toestemming (art. 6 lid 1 sub a)",
-        LegalBasis.CONTRACT: "uitvoering van een overeenkomst (art. 6 lid 1 sub b)",
-        LegalBasis.LEGAL_OBLIGATION: "wettelijke verplichting (art. 6 lid 1 sub c)",
-        LegalBasis.VITAL_INTERESTS: "vitale belangen (art. 6 lid 1 sub d)",
-        LegalBasis.PUBLIC_TASK: "taak van algemeen belang (art. 6 lid 1 sub e)",
-        LegalBasis.LEGITIMATE_INTERESTS: "gerechtvaardigd belang (art. 6 lid 1 sub f)",
-    },
-    "en": {
-        LegalBasis.CONSENT: "consent (Art. 6(1)(a))",
-        LegalBasis.CONTRACT: "performance of a contract (Art. 6(1)(b))",
-        LegalBasis.LEGAL_OBLIGATION: "legal obligation (Art. 6(1)(c))",
-        LegalBasis.VITAL_INTERESTS: "vital interests (Art. 6(1)(d))",
-        LegalBasis.PUBLIC_TASK: "public task (Art. 6(1)(e))",
-        LegalBasis.LEGITIMATE_INTERESTS: "legitimate interests (Art. 6(1)(f))",
-    },
-}
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;"
-    "color:#1a1a1a;line-height:1.45}section{border-top:1px solid #ccc;margin-top:1.5rem}"
-    "dt{font-weight:600;margin-top:.6rem}dd{margin-left:1rem}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}"
-)
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _list(items: Iterable[str]) -> str:
-    return "<ul>" + "".join(f"<li>{_e(i)}</li>" for i in items) + "</ul>"
-
-
-def _item(key: str, label: str, body: str) -> str:
-    return f'<div data-art15="{key}"><dt>{_e(label)}</dt><dd>{body}</dd></div>'
-
-
 def render_report(
     state: RequestState,
     systems: list[System],
@@ -499,100 +367,40 @@ def render_report(
     generated_at: datetime,
     controller: Controller | None = None,
 ) -> str:
-    """The human-readable report: Art. 15(1)(a)-(h) per system, plus what each file holds."""
-    t = _TEXTS.get(language, _TEXTS["nl"])
-    bases = _BASES.get(language, _BASES["nl"])
-    parts = [
-        f'<!DOCTYPE html><html lang="{_e(language)}"><head><meta charset="utf-8">',
-        f"<title>{_e(t['title'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(t['title'])}</h1><p>{_e(t['intro'])}</p><dl>",
-        f"<dt>{_e(t['request'])}</dt><dd>{_e(state.request_id)}</dd>",
-        f"<dt>{_e(t['generated'])}</dt><dd>{_e(generated_at.isoformat())}</dd>",
-    ]
-    # Who the controller is and how to reach its DPO: the subject needs it to exercise rights.
-    if controller is not None:
-        parts.append(f"<dt>{_e(t['controller'])}</dt><dd>{_e(controller.name)}</dd>")
-        if controller.contact:
-            parts.append(f"<dt>{_e(t['contact'])}</dt><dd>{_e(controller.contact)}</dd>")
-        if controller.dpo:
-            parts.append(f"<dt>{_e(t['dpo'])}</dt><dd>{_e(controller.dpo)}</dd>")
-    parts.append("</dl>")
-    for system in systems:
-        parts.append(_system_section(state, system, files.get(system.name, []), t, bases))
-    parts.append("</body></html>\n")
-    return "".join(parts)
+    """The human-readable report: Art. 15(1)(a)-(h) per system, plus what each file holds
+    (`templates/report.html`; a language without texts gets the Dutch ones)."""
+    return render_document(
+        "report",
+        _texts_language(language),
+        lang=language,
+        request_id=state.request_id,
+        generated_at=generated_at,
+        controller=controller,
+        ap_url=AP_URL,
+        sections=[_section(state, system, files.get(system.name, [])) for system in systems],
+    )
 
 
-def _system_section(
-    state: RequestState,
-    system: System,
-    files: list[ExportFile],
-    t: dict[str, str],
-    bases: dict[LegalBasis, str],
-) -> str:
-    """One system's section: the Art. 15(1) items, location, and its files with counts."""
-    if system.processor is None:
-        recipients = f"<p>{_e(t['c_self'])}</p>"
-    else:
-        subs = ", ".join(system.processor.sub_processors) or t["c_none"]
-        recipients = (
-            f"<p>{_e(t['c_proc'])}: {_e(system.processor.name)}</p>"
-            f"<p>{_e(t['c_sub'])}: {_e(subs)}</p>"
-        )
-    rights = f"<p>{_e(t['e_text'])}</p>"
-    if PORTABLE_BASES.intersection(system.legal_basis):
-        rights += f"<p>{_e(t['e_port'])}</p>"
-    if LegalBasis.CONSENT in system.legal_basis:
-        rights += f"<p>{_e(t['e_consent'])}</p>"
-    complaint = f'<p>{_e(t["f_text"])}: <a href="{_e(AP_URL)}">{_e(AP_URL)}</a>.</p>'
-    source = system.source
-    if source.strip().lower() == "the data subject":  # the register's default, in English
-        source = t["subject"]
-    location = system.location
-    if location.region.upper() == "EEA":
-        where = t["loc_eea"]
-    else:
-        where = t["loc_out"].format(
-            region=location.region, mechanism=location.transfer_mechanism or "-"
-        )
+def _texts_language(language: str) -> Language:
+    """The language the report's texts are in: the request's, else Dutch."""
+    return next((known for known in LANGUAGES if known == language), "nl")
+
+
+def _section(state: RequestState, system: System, files: list[ExportFile]) -> dict[str, Any]:
+    """What the report says about one system, decided here; the template words it."""
     progress = state.systems.get(system.name)
-    status = progress.status if progress is not None else "-"
-    items = [
-        f'<section id="system-{_e(system.name)}">',
-        f"<h2>{_e(system.display_name)}</h2><dl>",
-        f"<dt>{_e(t['kind'])}</dt><dd>{_e(system.kind.value)}</dd>",
-        f"<dt>{_e(t['basis'])}</dt><dd>{_list(bases[b] for b in system.legal_basis)}</dd>",
-        f"<dt>{_e(t['status'])}</dt><dd>{_e(status)}</dd>",
-        _item("a", t["a"], _list(system.purposes)),
-        _item("b", t["b"], _list(system.data_categories)),
-        _item("c", t["c"], recipients),
-        _item("d", t["d"], f"<p>{_e(system.retention)}</p>"),
-        _item("e", t["e"], rights),
-        _item("f", t["f"], complaint),
-        _item("g", t["g"], f"<p>{_e(source)}</p>"),
-        _item("h", t["h"], f"<p>{_e(t['h_text'])}</p>"),
-        _item("2", t["loc"], f"<p>{_e(where)}</p>"),
-        "</dl>",
-        f"<h3>{_e(t['files'])}</h3>",
-    ]
-    data_files = [f for f in files if f.path.endswith(".json")]
-    if not data_files:
-        items.append(f"<p>{_e(t['no_data'])}</p>")
-    else:
-        items.append(
-            f"<table><tr><th>{_e(t['collection'])}</th><th>{_e(t['records'])}</th>"
-            "<th>JSON</th><th>CSV</th></tr>"
-        )
-        for f in data_files:
-            csv_path = f.path[: -len(".json")] + ".csv"
-            items.append(
-                f"<tr><td>{_e(f.collection)}</td><td>{f.records}</td>"
-                f'<td><a href="{_e(f.path)}">{_e(f.path)}</a></td>'
-                f'<td><a href="{_e(csv_path)}">{_e(csv_path)}</a></td></tr>'
-            )
-        items.append("</table>")
-    items.append("</section>")
-    return "".join(items)
+    return {
+        "system": system,
+        "status": progress.status if progress is not None else "-",
+        "portable": bool(PORTABLE_BASES.intersection(system.legal_basis)),
+        "consent": LegalBasis.CONSENT in system.legal_basis,
+        # The register's default source, in English: said in the report's language instead.
+        "from_subject": system.source.strip().lower() == "the data subject",
+        "in_eea": system.location.region.upper() == "EEA",
+        "files": [
+            (f, f.path.removesuffix(".json") + ".csv") for f in files if f.path.endswith(".json")
+        ],
+    }
 
 
 __all__ = [

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from schemas.errors import DsrError
 from schemas.primitives.encoding import b64url, b64url_decode, ed25519_key_id, public_raw
 from schemas.primitives.files import atomic_write
 
 INDEX_FILE = "keys.json"
+_T = TypeVar("_T")
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(DsrError):
     """A key store or key file problem; the message names the file and the fix."""
 
 
@@ -73,27 +77,38 @@ def load_jwks(document: dict[str, Any], source: str = "JWKS") -> dict[str, Ed255
 
 def load_public_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     """Public keys by kid from a JWKS file or a PEM public key file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise KeyStoreError(f"cannot read key file {path}: {exc.strerror}") from None
+    data = _read(Path(path), "key file")
     if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_public_key(data)
-        except (ValueError, UnsupportedAlgorithm):
-            raise KeyStoreError(
-                f"{path}: not a PEM public key; give a JWKS file from `dsr keys export-jwks`"
-            ) from None
+        key = _parsed(
+            serialization.load_pem_public_key,
+            data,
+            f"{path}: not a PEM public key; give a JWKS file from `dsr keys export-jwks`",
+        )
         if not isinstance(key, Ed25519PublicKey):
             raise KeyStoreError(f"{path}: the PEM key is not an Ed25519 key")
         return {ed25519_key_id(key): key}
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise KeyStoreError(
-            f"{path}: neither JSON (JWKS) nor PEM; export keys with `dsr keys export-jwks`"
-        ) from None
+    document = _parsed(
+        json.loads,
+        data,
+        f"{path}: neither JSON (JWKS) nor PEM; export keys with `dsr keys export-jwks`",
+    )
     return load_jwks(document, source=str(path))
+
+
+def _read(path: Path, what: str) -> bytes:
+    """A key file's bytes; KeyStoreError naming the file when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _parsed(parse: Callable[[bytes], _T], data: bytes, problem: str) -> _T:
+    """`parse(data)`, or KeyStoreError(problem) when the bytes are not in that format."""
+    try:
+        return parse(data)
+    except (ValueError, UnsupportedAlgorithm):  # bad JSON, bad UTF-8 and bad PEM are ValueErrors
+        raise KeyStoreError(problem) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +132,9 @@ class KeyStore:
         path = self.root / INDEX_FILE
         if not path.exists():
             return {"active": None, "keys": []}
-        try:
-            index: dict[str, Any] = json.loads(path.read_text())
-        except ValueError:
-            raise KeyStoreError(f"{path} is not valid JSON; restore it from a backup") from None
+        index: dict[str, Any] = _parsed(
+            json.loads, path.read_bytes(), f"{path} is not valid JSON; restore it from a backup"
+        )
         return index
 
     def _write_index(self, index: dict[str, Any]) -> None:
@@ -182,12 +196,11 @@ class KeyStore:
 
     def _load_private(self, kid: str) -> Ed25519PrivateKey:
         path = self.private_path(kid)
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except OSError as exc:
-            raise KeyStoreError(f"cannot read private key {path}: {exc.strerror}") from None
-        except (ValueError, UnsupportedAlgorithm):
-            raise KeyStoreError(f"{path} is not a PEM private key") from None
+        key = _parsed(
+            partial(serialization.load_pem_private_key, password=None),
+            _read(path, "private key"),
+            f"{path} is not a PEM private key",
+        )
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyStoreError(f"{path} is not an Ed25519 private key")
         return key

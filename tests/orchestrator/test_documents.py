@@ -16,15 +16,14 @@ from schemas.events import (
     DeadlineExtended,
     Evidence,
     FieldChange,
-    Identifier,
     OutcomeStatus,
     RequestStatus,
     RequestSubmitted,
     RequestType,
-    Subject,
     SystemProgress,
 )
 from schemas.register import parse_register
+from tests import factories
 
 RECEIVED = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)
@@ -57,16 +56,11 @@ REGISTER = parse_register(
 def _state(
     kind: RequestType, status: RequestStatus, language: str = "nl", **extra: object
 ) -> RequestState:
-    request = RequestSubmitted(
-        request_id="req-77",
-        type=kind,
-        subject=Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-        received_at=RECEIVED,
-        language=language,  # type: ignore[arg-type]
-        requested_by="web-form",
-        changes=[FieldChange(field="city", value="Leiden")]
-        if kind == RequestType.RECTIFICATION
-        else None,
+    plain = factories.request("req-77", EMAIL, received_at=RECEIVED, requested_by="web-form")
+    rectify = kind == RequestType.RECTIFICATION
+    changes = [FieldChange(field="city", value="Leiden")] if rectify else None
+    request = RequestSubmitted.model_validate(
+        plain.model_dump() | {"type": kind, "language": language, "changes": changes}
     )
     values: dict[str, object] = {
         "request_id": "req-77",
@@ -136,7 +130,7 @@ def test_partial_result_says_per_system_what_is_missing_and_why() -> None:
     state = _state(RequestType.ACCESS, RequestStatus.PARTIALLY_COMPLETED, "en", systems=systems)
     assert documents.documents_for(state) == ["missing"]
     page = documents.render("missing", state, REGISTER, now=NOW)
-    rows = dict(re.findall(r'<tr data-system="(\w+)">(.*?)</tr>', page))
+    rows = dict(re.findall(r'<tr data-system="(\w+)">(.*?)</tr>', page, re.S))
     assert set(rows) == {"crm", "mailing", "archive"}
     assert "4 records found" in rows["crm"] and "the request in this system" not in rows["crm"]
     assert "the request in this system" in rows["mailing"]
@@ -161,7 +155,7 @@ def test_confirmation_lists_what_each_system_did(kind: RequestType) -> None:
     page = documents.render("confirmation", state, REGISTER, now=NOW)
     text = _text(page)
     assert "Bevestiging: uw verzoek is uitgevoerd" in text
-    rows = dict(re.findall(r'<tr data-system="(\w+)">(.*?)</tr>', page))
+    rows = dict(re.findall(r'<tr data-system="(\w+)">(.*?)</tr>', page, re.S))
     assert "2 gegevens gecorrigeerd" in rows["crm"]
     assert "Geen gegevens over u gevonden" in rows["mailing"]
     assert "Met de hand uitgevoerd" in rows["archive"]

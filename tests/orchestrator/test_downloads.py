@@ -15,18 +15,11 @@ from orchestrator.artifacts.downloads import Downloads, InvalidToken, NotAvailab
 from orchestrator.artifacts.export import open_export, write_export
 from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.cli import main
-from orchestrator.lifecycle.reducer import RequestState
-from schemas.events import (
-    Identifier,
-    OutcomeStatus,
-    Record,
-    RequestStatus,
-    RequestSubmitted,
-    Subject,
-    SystemProgress,
-)
+from schemas.events import Record
 from schemas.primitives.sealing import DataKeyDestroyed, DataKeys, SealBroken, bus_key
 from schemas.register import parse_register
+from tests import factories
+from tests.orchestrator.test_export import completed
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EMAIL = "export.subject@example.nl"
@@ -58,19 +51,8 @@ def sealed_export(tmp_path: Path) -> Path:
     """A data dir with the sealed export of one finished access request, as the orchestrator
     writes it (keys where `Settings` finds them)."""
     data = tmp_path / "data"
-    keys = DataKeys(data / "dek", bus_key(None, data / "keys"))
-    state = RequestState(
-        request_id=REQUEST_ID,
-        request=RequestSubmitted(
-            request_id=REQUEST_ID,
-            type="access",
-            subject=Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-            received_at=NOW,
-            requested_by="test",
-        ),
-        status=RequestStatus.COMPLETED,
-        systems={"crm": SystemProgress(status=OutcomeStatus.COMPLETED)},
-    )
+    keys = _keys(data)
+    state = completed(factories.request(REQUEST_ID, EMAIL, received_at=NOW), ["crm"])
     records = [Record(collection="contacts", data={"email": EMAIL, "n": n}) for n in range(50)]
     write_export(
         ArtifactStore(data).export_path(REQUEST_ID),

@@ -9,7 +9,7 @@ import json
 import re
 import tracemalloc
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,19 +17,9 @@ import pytest
 
 from orchestrator.artifacts.export import AP_URL, write_export
 from orchestrator.lifecycle.reducer import RequestState
-from schemas.events import (
-    Identifier,
-    IdentityVerification,
-    OutcomeStatus,
-    Record,
-    RequestStatus,
-    RequestSubmitted,
-    RequestType,
-    Subject,
-    SystemProgress,
-    VerificationMethod,
-)
+from schemas.events import OutcomeStatus, Record, RequestStatus, RequestSubmitted, SystemProgress
 from schemas.register import Register, parse_register
+from tests import factories
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ART15 = "abcdefgh"
@@ -74,25 +64,22 @@ REGISTER = {
 }
 
 
-def make_state(language: str = "nl", systems: tuple[str, ...] = ("crm", "mailing", "analytics")):
+def make_state(
+    language: str = "nl", systems: tuple[str, ...] = ("crm", "mailing", "analytics")
+) -> RequestState:
     """A finished access request over the given systems."""
-    request = RequestSubmitted(
-        request_id="req-export-1",
-        type=RequestType.ACCESS,
-        subject=Subject(identifiers=[Identifier(type="email", value="jan@example.nl")]),
-        language=language,
-        received_at=NOW,
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.EMAIL_CONFIRMATION, verified_at=NOW
-        ),
-        requested_by="web-form",
-    )
+    request = factories.request("req-export-1", "jan@example.nl", received_at=NOW)
+    return completed(request.model_copy(update={"language": language}), systems)
+
+
+def completed(request: RequestSubmitted, systems: Iterable[str]) -> RequestState:
+    """The state of `request` once every one of `systems` completed it."""
     return RequestState(
         request_id=request.request_id,
         request=request,
         status=RequestStatus.COMPLETED,
         systems={s: SystemProgress(status=OutcomeStatus.COMPLETED) for s in systems},
-        finished_at=NOW,
+        finished_at=request.received_at,
     )
 
 

@@ -1,7 +1,9 @@
-"""The subject's documents, rendered in a real browser (headless Debian Chromium).
+"""The subject's documents: the templates they come from, and the pages in a real browser.
 
-Each page is opened from disk as the subject would open it, checked for what must be visible,
-and saved as a screenshot in test-artifacts/ for a person to look at.
+Every document is a Jinja2 template with its texts beside it; values from requests, the
+register and connectors are escaped. In the browser (headless Debian Chromium) each page is
+opened from disk as the subject would open it, checked for what must be visible, and saved as a
+screenshot in test-artifacts/ for a person to look at.
 """
 
 from __future__ import annotations
@@ -9,16 +11,78 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from orchestrator.artifacts import letters as documents
-from orchestrator.artifacts.certificate import CertificateIssuer
-from orchestrator.artifacts.export import write_export
-from schemas.events import Counts, OutcomeStatus, RequestStatus, RequestType, SystemProgress
+from orchestrator.artifacts.certificate import CertificateIssuer, build_certificate, render_html
+from orchestrator.artifacts.export import render_report, write_export
+from orchestrator.artifacts.render import LANGUAGES, environment, texts
+from schemas.events import (
+    Counts,
+    Evidence,
+    OutcomeStatus,
+    RequestStatus,
+    RequestType,
+    SystemProgress,
+)
+from schemas.register import parse_register
 from tests.browser import artifacts_dir, chromium
 from tests.orchestrator import test_certificate, test_documents, test_export
 
-pytestmark = pytest.mark.browser
+HOSTILE = '<script>alert("x")</script>'
+ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+
+
+@pytest.mark.parametrize("document", ["report", "certificate", "letter"])
+def test_every_document_has_its_texts_in_each_language(document: str) -> None:
+    by_language = texts(document)  # checks that the languages have the same texts
+    assert set(by_language) == set(LANGUAGES)
+    assert all(by_language[language] for language in LANGUAGES)
+
+
+def test_the_environment_escapes_and_fails_loudly_on_a_missing_text() -> None:
+    template = environment().from_string("<p>{{ value }}</p>")
+    assert template.render(value=HOSTILE) == f"<p>{ESCAPED}</p>"
+    with pytest.raises(jinja2.UndefinedError):
+        environment().from_string("{{ t.nowhere }}").render(t={})
+
+
+def _hostile_register() -> dict[str, object]:
+    """The test export register with a script in a system's title and purposes."""
+    register = dict(test_export.REGISTER)
+    systems = [dict(s) for s in test_export.REGISTER["systems"]]
+    systems[0] |= {"title": HOSTILE, "purposes": [HOSTILE]}
+    return register | {"systems": systems}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_hostile_value_is_escaped_in_every_document(language: str) -> None:
+    register = parse_register(_hostile_register())
+    state = test_export.make_state(language)
+    state.systems["crm"] = SystemProgress(status=OutcomeStatus.FAILED, reason=HOSTILE)
+    report = render_report(
+        state, register.systems, {}, language=language, generated_at=test_export.NOW
+    )
+    erased = test_certificate._state()
+    erased.systems["crm"] = erased.systems["crm"].model_copy(
+        update={"evidence": [Evidence(kind="vendor_job_id", value=HOSTILE)]}
+    )
+    body = build_certificate(
+        erased, salt=test_certificate.SALT, issuer=HOSTILE, register_titles={"crm": HOSTILE}
+    )
+    certificate = render_html(body, language)  # type: ignore[arg-type]
+    refused = test_documents._state(
+        RequestType.ERASURE, RequestStatus.REFUSED, language, reason=HOSTILE, systems={}
+    )
+    missing = state.model_copy(update={"status": RequestStatus.PARTIALLY_COMPLETED})
+    letters = [
+        documents.render("refusal", refused, register, now=test_documents.NOW),
+        documents.render("missing", missing, register, now=test_documents.NOW),
+    ]
+    for page in (report, certificate, *letters):
+        assert "<script" not in page
+        assert ESCAPED in page
 
 
 def _pages(tmp_path: Path) -> dict[str, Path]:
@@ -70,6 +134,7 @@ def _pages(tmp_path: Path) -> dict[str, Path]:
     return pages
 
 
+@pytest.mark.browser
 def test_documents_render_in_chromium_and_are_saved_as_screenshots(tmp_path: Path) -> None:
     pages = _pages(tmp_path)
     out = artifacts_dir() / "documents"
