@@ -70,24 +70,32 @@ printf '%s\\0' "$@" > "$FAKE_KCAT_ARGS"
 """
 
 
+def _run_script(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run the example script with `env` only (no stdin), capturing its output."""
+    return subprocess.run(
+        ["bash", str(SCRIPT)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def _fake_kcat_run(tmp_path: Path, env: dict[str, str]) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Run the script with the fake kcat; return the key and headers it would have sent."""
     fake = tmp_path / "kcat"
     fake.write_text(FAKE_KCAT)
     fake.chmod(0o755)
     args_file = tmp_path / "args"
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={
+    result = _run_script(
+        {
             "PATH": os.environ["PATH"],
             "BOOTSTRAP": "127.0.0.1:1",
             "KCAT": str(fake),
             "FAKE_KCAT_ARGS": str(args_file),
             **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=30,
+        }
     )
     assert result.returncode == 0, result.stderr
     args = args_file.read_bytes().split(b"\0")[:-1]
@@ -140,36 +148,18 @@ def test_script_with_another_key_is_refused(tmp_path: Path) -> None:
 
 def test_script_needs_a_publisher_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSR_PUBLISHER")}
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={**env, "BOOTSTRAP": "127.0.0.1:1"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _run_script({**env, "BOOTSTRAP": "127.0.0.1:1"})
     assert result.returncode != 0
     assert "DSR_PUBLISHER_ID" in result.stderr and "must be signed" in result.stderr
-    short = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={**env, "BOOTSTRAP": "x:1", "DSR_PUBLISHER_ID": "a", "DSR_PUBLISHER_SECRET": "short"},
-        capture_output=True,
-        text=True,
-        timeout=30,
+    short = _run_script(
+        {**env, "BOOTSTRAP": "x:1", "DSR_PUBLISHER_ID": "a", "DSR_PUBLISHER_SECRET": "short"}
     )
     assert short.returncode != 0 and "at least 32 characters" in short.stderr
 
 
 def test_script_needs_bootstrap(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "BOOTSTRAP"}
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = _run_script(env)
     assert result.returncode != 0
     assert "set BOOTSTRAP" in result.stderr
 
@@ -183,14 +173,7 @@ def test_kcat_example_publishes_a_valid_request(
     env = kcat_environment(tmp_path / "librdkafka")
     env.update(BOOTSTRAP=kafka_settings.require_bootstrap(), KCAT=kcat, CE_SOURCE="kcat-test")
     env.update(test_publisher.env())
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _run_script(env, timeout=60)
     assert result.returncode == 0, f"kcat-publish.sh failed:\n{result.stdout}\n{result.stderr}"
 
     sent = RequestSubmitted.model_validate_json(REQUEST.read_bytes())

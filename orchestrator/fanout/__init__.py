@@ -1,1 +1,2 @@
-"""Fan-out and collection: the Faust agent shell, its collaborators, and the topics it uses."""
+"""Fan-out and collection: the Faust agent shell (`app`) and its collaborators: the requests
+table, the sender of tasks and status events, the finisher of requests, the timers."""

@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import TYPE_OF, describe_validation_error, encode
+from schemas.errors import DsrError
 from schemas.events import DeadlineExtended, IdentityVerified, RequestSubmitted, TaskOutcome
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import PublisherKeyError, RequestSigner
@@ -31,7 +32,7 @@ _Body = TypeVar("_Body", bound=BaseModel)
 _LINGER_MS = 5
 
 
-class PublishError(RuntimeError):
+class PublishError(DsrError, RuntimeError):
     """An event was not published; the message says why and what to check (no personal data)."""
 
 

@@ -13,10 +13,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from schemas.errors import DsrError
+
 LIBRARY_NAME = "librdkafka.so.1"
 
 
-class LibrdkafkaError(RuntimeError):
+class LibrdkafkaError(DsrError, RuntimeError):
     """The librdkafka of the confluent-kafka wheel cannot be found."""
 
 

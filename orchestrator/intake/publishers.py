@@ -45,9 +45,11 @@ class IssuedKey:
     """A key just added to the keys file, and where its private part is."""
 
     publisher: str
-    algorithm: str
+    algorithm: str  # ED25519 or HMAC_SHA256
     key_id: str
-    key_file: Path  # the publisher's private key or shared secret
+    #: The publisher's private key or shared secret.
+    key_file: Path
+    #: The keys file the orchestrator reads (DSR_PUBLISHER_KEYS).
     keys_file: Path
 
     def env(self) -> dict[str, str]:

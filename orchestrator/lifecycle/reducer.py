@@ -1,15 +1,18 @@
 """The request lifecycle as pure functions: state + event -> new state + effects.
 
-No I/O here. The Faust agent (`orchestrator.fanout.app`) feeds events in, stores the state in a
-table, and carries out the effects (send tasks and status events, write artifacts). Every
-function is idempotent: events arrive at least once, and a replayed event changes nothing.
+No I/O here. The Faust agent (`orchestrator.fanout.app`) feeds events in (`decide`), stores the
+state in a table, and has the effects carried out (send tasks and status events, write
+artifacts). Every function is idempotent: events arrive at least once, and a replayed event
+changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +42,24 @@ FINAL_OUTCOMES = frozenset(
     {OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED, OutcomeStatus.FAILED}
 )
 _SUCCESS = frozenset({OutcomeStatus.COMPLETED, OutcomeStatus.NOT_FOUND, OutcomeStatus.RETAINED})
+#: What a system's progress keeps of its final outcome (besides when it came).
+_KEPT_OF_OUTCOME = (
+    "status",
+    "attempt",
+    "counts",
+    "retained",
+    "evidence",
+    "reason",
+    "instructions",
+    "retryable",
+)
+#: What a task carries of its request to the connector (the subject sealed, on the way out).
+_CARRIED_TO_TASKS = ("subject", "changes", "language")
+
+#: The events a request's lifecycle is decided on (the requests and outcomes topics).
+InputEvent = RequestSubmitted | IdentityVerified | DeadlineExtended | TaskOutcome
+#: Whatever the shell keeps beside an event to refer to it again (its Kafka record).
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +164,63 @@ def fingerprint(request: RequestSubmitted) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Decisions
+
+
+def apply(
+    state: RequestState | None, event: InputEvent, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """Decide one input event with the function for its kind."""
+    if isinstance(event, RequestSubmitted):
+        return submit(state, event, ctx)
+    if isinstance(event, IdentityVerified):
+        return verify(state, event, ctx)
+    if isinstance(event, DeadlineExtended):
+        return extend(state, event, ctx)
+    if isinstance(event, TaskOutcome):
+        return record_outcome(state, event, ctx)
+    raise TypeError(type(event).__name__)
+
+
+@dataclass(slots=True)
+class Decision(Generic[_Item]):
+    """Several events of one request decided together: one state, one set of effects."""
+
+    state: RequestState | None
+    effects: Effects
+    #: Events to dead-letter, in order: (item, why, the error when deciding raised).
+    refused: list[tuple[_Item, str, Exception | None]]
+    #: The deadline was extended and the request goes on: the subject must be told (Art. 12(3)).
+    extended: bool
+
+
+def decide(
+    state: RequestState | None,
+    items: Iterable[tuple[_Item, InputEvent]],
+    context: Callable[[], Context],
+) -> Decision[_Item]:
+    """Decide a request's events of one batch in order; their status events become one.
+
+    An event whose decision raises is refused, and the state stays as it was before it: a bug
+    must not stop the worker, and the event is kept in a dead letter.
+    """
+    merged = Effects()
+    refused: list[tuple[_Item, str, Exception | None]] = []
+    extended = False
+    for item, event in items:
+        try:
+            state, effects = apply(state, event, context())
+        except Exception as exc:
+            refused.append((item, f"processing failed: {type(exc).__name__}", exc))
+            continue
+        if effects.dead_letter:
+            refused.append((item, effects.dead_letter, None))
+        extended = extended or (isinstance(event, DeadlineExtended) and effects.changed)
+        merged.absorb(effects)
+    decision = Decision(state, merged, refused, False)
+    if state is not None and merged.changed:
+        merged.statuses = coalesce(state, merged.statuses)
+        decision.extended = extended and bool(merged.statuses) and not merged.finished
+    return decision
 
 
 def submit(
@@ -295,17 +373,8 @@ def record_outcome(
         )
         return state, effects
 
-    state.systems[outcome.system] = SystemProgress(
-        status=outcome.status,
-        attempt=outcome.attempt,
-        counts=outcome.counts,
-        retained=outcome.retained,
-        evidence=outcome.evidence,
-        reason=outcome.reason,
-        instructions=outcome.instructions,
-        retryable=outcome.retryable,
-        updated_at=outcome.completed_at,
-    )
+    kept = {name: getattr(outcome, name) for name in _KEPT_OF_OUTCOME}
+    state.systems[outcome.system] = SystemProgress(**kept, updated_at=outcome.completed_at)
     effects.stored_outcomes.append(outcome)
     assert request is not None
     if all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
@@ -559,15 +628,14 @@ def _task(
 ) -> TaskDispatched:
     request = state.request
     assert request is not None and state.deadline is not None
+    carried = {name: getattr(request, name) for name in _CARRIED_TO_TASKS}
     return TaskDispatched(
         request_id=request.request_id,
         task_id=task_id(request.request_id, system),
         system=system,
         action=request.type,
         attempt=attempt,
-        subject=request.subject,
-        changes=request.changes,
-        language=request.language,
+        **carried,
         deadline=state.deadline,
         dispatched_at=ctx.now,
         not_before=not_before,
@@ -654,10 +722,14 @@ def _emit(
 __all__ = [
     "FINAL_OUTCOMES",
     "Context",
+    "Decision",
     "Effects",
+    "InputEvent",
     "Policy",
     "RequestState",
+    "apply",
     "coalesce",
+    "decide",
     "extend",
     "final_status",
     "next_check",

@@ -13,6 +13,7 @@ from typing import Literal
 from orchestrator.lifecycle.reducer import task_id
 from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.view import StatusView
+from schemas.errors import DsrError
 from schemas.events import (
     Evidence,
     OutcomeStatus,
@@ -28,7 +29,7 @@ MANUAL_OUTCOMES: tuple[ManualOutcome, ...] = ("completed", "not_found")
 EVIDENCE_MAX_LENGTH = 2000
 
 
-class TaskError(ValueError):
+class TaskError(DsrError, ValueError):
     """A manual task cannot be completed; the message names the task and what to do."""
 
 

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,31 +17,14 @@ from orchestrator.lifecycle.recovery import open_requests
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.stack import Stack, StackError
 from orchestrator.status.view import read_status
-from schemas.events import (
-    Identifier,
-    IdentityVerification,
-    RequestStatus,
-    RequestSubmitted,
-    Subject,
-    VerificationMethod,
-)
+from schemas.events import RequestStatus, RequestSubmitted
+from tests.e2e.test_pipeline import new_request
 
 pytestmark = pytest.mark.broker
 
 
 def _request(request_id: str, system: str) -> RequestSubmitted:
-    now = datetime.now(UTC)
-    return RequestSubmitted(
-        request_id=request_id,
-        type="access",
-        subject=Subject(identifiers=[Identifier(type="email", value=f"{request_id}@example.nl")]),
-        received_at=now,
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-        ),
-        scope=[system],
-        requested_by="test",
-    )
+    return new_request("access", f"{request_id}@example.nl", request_id=request_id, scope=[system])
 
 
 def test_a_lost_embedded_broker_is_reported_with_the_requests_in_flight(

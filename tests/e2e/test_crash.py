@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,9 @@ from orchestrator.intake.publishers import IssuedKey
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.stack import Stack
 from orchestrator.status.view import StatusView, read_status
-from schemas.events import (
-    Identifier,
-    IdentityVerification,
-    RequestStatus,
-    RequestSubmitted,
-    StatusTrigger,
-    Subject,
-    VerificationMethod,
-)
+from schemas.events import RequestStatus, RequestSubmitted, StatusTrigger
 from tests.e2e.conftest import read_topic
+from tests.e2e.test_pipeline import new_request
 
 pytestmark = pytest.mark.broker
 
@@ -61,17 +53,8 @@ def _register(delay: float) -> dict[str, Any]:
 
 
 def _request(n: int) -> RequestSubmitted:
-    now = datetime.now(UTC)
-    return RequestSubmitted(
-        request_id=f"crash-{n:03d}",
-        type="access" if n % 2 else "erasure",
-        subject=Subject(identifiers=[Identifier(type="email", value=f"person{n}@example.nl")]),
-        received_at=now,
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-        ),
-        requested_by="crash-test",
-    )
+    kind = "access" if n % 2 else "erasure"
+    return new_request(kind, f"person{n}@example.nl", request_id=f"crash-{n:03d}", scope=None)
 
 
 def _kill_and_restart(stack: Stack, name: str, args: list[str]) -> None:

@@ -19,20 +19,18 @@ from orchestrator.runtime import demo
 from schemas.envelope import KafkaMessage, encode
 from schemas.events import (
     DeadLetter,
-    Identifier,
-    IdentityVerification,
     IdentityVerified,
     RequestStatus,
     RequestStatusChanged,
     RequestSubmitted,
     StatusTrigger,
-    Subject,
     TaskDispatched,
     TaskOutcome,
     VerificationMethod,
 )
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 from tests.e2e.conftest import DEMO_SYSTEMS, System, read_topic
+from tests.orchestrator import test_lifecycle as lifecycle
 
 pytestmark = pytest.mark.broker
 
@@ -44,22 +42,14 @@ CHANTAL = "chantal@example.com"
 def new_request(
     kind: str, email: str, *, verified: bool = True, **extra: object
 ) -> RequestSubmitted:
-    now = datetime.now(UTC)
+    """A request received now, with a new id, over the demo systems unless `scope` says."""
     fields: dict[str, object] = {
         "request_id": f"t-{kind}-{uuid.uuid4().hex[:10]}",
         "type": kind,
-        "subject": Subject(identifiers=[Identifier(type="email", value=email)]),
-        "received_at": now,
-        "requested_by": "tests",
         "scope": DEMO_SYSTEMS,
-        "verification": IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-        )
-        if verified
-        else IdentityVerification(),
+        **extra,
     }
-    fields.update(extra)
-    return RequestSubmitted.model_validate(fields)
+    return lifecycle.request(verified, now=datetime.now(UTC), email=email, **fields)
 
 
 def rows_for(systems_dir: Path, email: str) -> dict[str, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,17 @@ from orchestrator.runtime.stack import Stack
 from orchestrator.status.view import StatusView, read_status
 from schemas.events import (
     FieldChange,
-    Identifier,
-    IdentityVerification,
     RequestStatus,
     RequestSubmitted,
     StatusTrigger,
-    Subject,
     TaskDispatched,
     TaskOutcome,
-    VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeyDestroyed, open_task
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
 from tests.e2e.conftest import read_topic
+from tests.e2e.test_pipeline import new_request
 
 pytestmark = pytest.mark.broker
 
@@ -70,20 +66,7 @@ def _register() -> dict[str, object]:
 
 
 def _request(request_id: str, kind: str, **extra: object) -> RequestSubmitted:
-    now = datetime.now(UTC)
-    return RequestSubmitted.model_validate(
-        {
-            "request_id": request_id,
-            "type": kind,
-            "subject": Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-            "received_at": now,
-            "requested_by": "shred-test",
-            "verification": IdentityVerification(
-                verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
-            ),
-            **extra,
-        }
-    )
+    return new_request(kind, EMAIL, request_id=request_id, scope=None, **extra)
 
 
 def _topics(kafka: KafkaSettings) -> set[str]:

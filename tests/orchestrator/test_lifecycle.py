@@ -35,6 +35,7 @@ from schemas.events import (
 )
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+EMAIL = "p@example.nl"
 SYSTEMS = ("crm", "mailing", "chat", "support")
 #: Deadline tests look months ahead; their tasks must not time out meanwhile.
 LONG = timedelta(days=365)
@@ -44,15 +45,18 @@ def ctx(now: datetime = NOW, **policy: object) -> Context:
     return Context(systems=SYSTEMS, policy=Policy(**policy), now=now)  # type: ignore[arg-type]
 
 
-def request(verified: bool = True, **overrides: object) -> RequestSubmitted:
+def request(
+    verified: bool = True, *, now: datetime = NOW, email: str = EMAIL, **overrides: object
+) -> RequestSubmitted:
+    """A request received `now` for the subject `email` (the e2e tests build theirs with it)."""
     fields: dict[str, object] = {
         "request_id": "req-1",
         "type": "erasure",
-        "subject": Subject(identifiers=[Identifier(type="email", value="p@example.nl")]),
-        "received_at": NOW,
+        "subject": Subject(identifiers=[Identifier(type="email", value=email)]),
+        "received_at": now,
         "requested_by": "test",
         "verification": IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
+            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=now
         )
         if verified
         else IdentityVerification(),
@@ -127,7 +131,7 @@ def test_duplicate_request_is_ignored_and_conflicting_one_dead_lettered() -> Non
     assert not effects.changed and effects.dead_letter is None
     _, effects = submit(state, request(type="access"), ctx())
     assert effects.dead_letter and "already used" in effects.dead_letter
-    assert "p@example.nl" not in effects.dead_letter
+    assert EMAIL not in effects.dead_letter
 
 
 def test_scope_limits_systems_and_unknown_scope_is_dead_lettered() -> None:

@@ -19,7 +19,6 @@ from orchestrator.lifecycle.reducer import (
     record_outcome,
     shred_at,
     submit,
-    task_id,
     tick,
     verify,
 )
@@ -27,20 +26,17 @@ from orchestrator.lifecycle.state import decode_state, encode_state, watch_view
 from orchestrator.runtime.config import ConfigError, load_settings
 from schemas.events import (
     DeadlineExtended,
-    Identifier,
-    IdentityVerification,
     IdentityVerified,
-    OutcomeStatus,
     RequestStatus,
     RequestSubmitted,
     StatusTrigger,
-    Subject,
     TaskOutcome,
     VerificationMethod,
 )
 from schemas.primitives.sealing import BusKeyError, DataKeys
+from tests.orchestrator import test_lifecycle as lifecycle
 
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+NOW = lifecycle.NOW
 EMAIL = "shred.me@example.nl"
 SYSTEMS = ("crm", "chat")
 POLICY = Policy(shred_after=Period.parse("30 days"), task_timeout=timedelta(days=365))
@@ -51,27 +47,11 @@ def ctx(now: datetime = NOW, policy: Policy = POLICY) -> Context:
 
 
 def request() -> RequestSubmitted:
-    return RequestSubmitted(
-        request_id="req-1",
-        type="access",
-        subject=Subject(identifiers=[Identifier(type="email", value=EMAIL)]),
-        received_at=NOW,
-        requested_by="test",
-        verification=IdentityVerification(
-            verified=True, method=VerificationMethod.ID_DOCUMENT, verified_at=NOW
-        ),
-    )
+    return lifecycle.request(type="access", email=EMAIL)
 
 
 def outcome(system: str) -> TaskOutcome:
-    return TaskOutcome(
-        request_id="req-1",
-        task_id=task_id("req-1", system),
-        system=system,
-        action="access",
-        status=OutcomeStatus.COMPLETED,
-        completed_at=NOW,
-    )
+    return lifecycle.outcome(system, action="access")
 
 
 def finished() -> RequestState:

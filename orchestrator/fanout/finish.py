@@ -1,0 +1,152 @@
+"""Finishing a request: its outcomes on disk, then its export or certificate, letters and result.
+
+Everything here goes through `orchestrator.artifacts`; this module decides what a finished
+request gets and in which order. Results are on disk before the status event announcing them
+is sent, and a request finished again (a replay after a crash) gets the same files again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from orchestrator.artifacts import letters
+from orchestrator.artifacts.certificate import CertificateIssuer
+from orchestrator.artifacts.export import write_export
+from orchestrator.artifacts.store import ArtifactStore
+from orchestrator.lifecycle.reducer import Effects, RequestState
+from orchestrator.runtime.config import Settings
+from schemas.events import Record, RequestType
+from schemas.primitives.records import RecordStore, RecordStoreError
+from schemas.primitives.sealing import DataKeys, SealingError
+from schemas.register import Register, WatchedRegister
+
+log = logging.getLogger("dsr.orchestrator")
+
+_EXPORTED = (RequestType.ACCESS, RequestType.PORTABILITY)
+#: A register, or a register file that is re-read when it changes.
+AnyRegister = Register | WatchedRegister
+
+
+class Finisher:
+    """Writes what a request leaves behind: outcomes, export, certificate, letters, result."""
+
+    def __init__(self, settings: Settings, register: AnyRegister, keys: DataKeys) -> None:
+        self.settings = settings
+        self._register = register
+        self.keys = keys
+        self.records = RecordStore(settings.record_store_dir(), keys)
+        self.artifacts = ArtifactStore(settings.data_dir)
+        self._certificates: CertificateIssuer | None = None
+        #: Exported requests -> when their record files may go (see `discard_records`).
+        self.exported: dict[str, float] = {}
+
+    def register(self) -> Register:
+        """The register as it is now (a watched register picks up edits)."""
+        register = self._register
+        return register.current() if isinstance(register, WatchedRegister) else register
+
+    def save_outcomes(self, all_effects: Iterable[Effects]) -> None:
+        """Keep each recorded outcome (with its records) for the export and the result."""
+        # Small files, written inline: handing them to a thread costs more in GIL switches
+        # (Faust runs its consumer in a thread of its own) than the writes themselves.
+        for effects in all_effects:
+            for outcome in effects.stored_outcomes:
+                self.artifacts.save_outcome(outcome)
+
+    async def finish(self, state: RequestState, effects: Effects) -> None:
+        """Write a finished request's documents; its final status event then points at them."""
+        kind = state.request.type if state.request is not None else None
+        export_error: str | None = None
+        if kind == RequestType.ERASURE:
+            self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
+        elif kind in _EXPORTED:
+            # Exports can be gigabytes: stream them in a thread, off the event loop.
+            portability = kind == RequestType.PORTABILITY
+            try:
+                await asyncio.to_thread(self._write_export, state, portability=portability)
+            except (RecordStoreError, SealingError, OSError) as exc:
+                # Kept as the request's problem, not the worker's: the batch goes on.
+                log.error("export of request %s failed: %s", state.request_id, exc)
+                export_error = f"the export could not be assembled: {exc}"
+        documents: dict[str, str] = {
+            letter: str(self._write_letter(letter, state))
+            for letter in letters.documents_for(state)
+        }
+        path = self.artifacts.write_result(state, export_error=export_error, documents=documents)
+        if kind in _EXPORTED and export_error is None:
+            # The export holds them now. Removed a little later, not at once: if this worker
+            # dies before the final state reaches the table's changelog, the last outcome is
+            # processed again and the export written again from the same files.
+            self.exported[state.request_id] = time.monotonic() + self.settings.record_grace_seconds
+        _point_at(effects, path)
+        log.info("request %s finished: %s", state.request_id, state.status)
+
+    def extension_notice(self, state: RequestState, effects: Effects) -> None:
+        """Write the letter telling the subject of an extension (Art. 12(3)); its status event
+        points at it."""
+        _point_at(effects, self._write_letter("extension", state))
+
+    def discard_records(self, *, everything: bool = False) -> None:
+        """Remove the record files of exported requests once their grace period is over (all of
+        them after a clean stop, which has saved the table)."""
+        moment = time.monotonic()
+        for request_id in [r for r, when in self.exported.items() if everything or when <= moment]:
+            del self.exported[request_id]
+            self.records.discard(request_id)
+
+    def shred(self, request_id: str, effects: Effects) -> None:
+        """Remove a shredded request's records and export; its status points at the result."""
+        self.records.discard(request_id)
+        self.exported.pop(request_id, None)
+        self.artifacts.export_path(request_id).unlink(missing_ok=True)
+        result = self.artifacts.result_path(request_id)
+        if effects.statuses and result.exists():
+            _point_at(effects, result)
+
+    def _write_export(self, state: RequestState, *, portability: bool) -> None:
+        """The export ZIP: data per system and collection, manifest, Art. 15 report."""
+
+        def records(system: str) -> Iterable[Record]:
+            outcome = self.artifacts.load_outcome(state.request_id, system)
+            if outcome is None:
+                return []
+            if outcome.records_ref is not None:
+                return self.records.read(outcome.records_ref, state.request_id)
+            return outcome.records
+
+        write_export(
+            self.artifacts.export_path(state.request_id),
+            state,
+            self.register(),
+            records,
+            generated_at=datetime.now(UTC),
+            portability=portability,
+            key=self.keys.get(state.request_id),
+        )
+
+    def _write_letter(self, kind: letters.DocumentKind, state: RequestState) -> Path:
+        """A letter to the subject in the request's language (`orchestrator.artifacts.letters`)."""
+        directory = self.artifacts.root / "documents"
+        return letters.write(kind, state, self.register(), directory, now=datetime.now(UTC))
+
+    def _certificate_issuer(self) -> CertificateIssuer:
+        if self._certificates is None:
+            register = self.register()
+            keys_dir = self.settings.key_store_dir()
+            issuer = register.controller.name if register.controller else self.settings.app_id
+            titles = {s.name: s.display_name for s in register.systems}
+            self._certificates = CertificateIssuer(keys_dir, issuer, titles)
+        return self._certificates
+
+
+def _point_at(effects: Effects, path: Path) -> None:
+    """The last status event of `effects` names `path` as its artifact."""
+    effects.statuses[-1] = effects.statuses[-1].model_copy(update={"artifact": str(path)})
+
+
+__all__ = ["AnyRegister", "Finisher"]

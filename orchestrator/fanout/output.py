@@ -1,0 +1,133 @@
+"""What the orchestrator sends: tasks, status events, dead letters and rerouted events.
+
+Every send is queued without waiting; `Sender.wait` then waits until the broker has taken all
+of a batch's outputs, before the batch counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from orchestrator.intake.decode import Misrouted, Refused, Stage, partition_for
+from orchestrator.lifecycle.reducer import Effects
+from schemas.envelope import KafkaMessage, KafkaRecord, dead_letter_for, encode
+from schemas.primitives.sealing import DataKeys, seal_task
+from schemas.topics import DEAD_LETTER, STATUS, TASKS
+
+log = logging.getLogger("dsr.orchestrator")
+
+#: Topic, partition, offset, stage, reason: where a record was and why it was refused.
+_DEAD_LETTERED = "dead-lettered %s[%s]@%s (%s): %s"
+
+
+class OutputProducer:
+    """A batching aiokafka producer for our output events, started on first use.
+
+    Faust's own producer keeps writing the table changelog (single-record batches on the
+    embedded broker, which loses table updates on recovery otherwise); outputs go through
+    this one, which batches freely and skips Faust's per-message machinery.
+    """
+
+    def __init__(self, options: dict[str, Any], partitions: int) -> None:
+        self._options = options
+        self.partitions = partitions
+        self.producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaProducer:
+        # Started on first use: Faust starts extra services after the agents.
+        if self.producer is None:
+            async with self._lock:
+                if self.producer is None:
+                    producer = AIOKafkaProducer(
+                        **self._options, acks="all", linger_ms=1, enable_idempotence=False
+                    )
+                    await producer.start()
+                    self.producer = producer
+        return self.producer
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def send(
+        self, topic: str, message: KafkaMessage, partition: int | None = None
+    ) -> Awaitable[Any]:
+        """Queue one message; the returned future resolves when the broker has it."""
+        producer = await self._started()
+        if partition is None and message.key is not None:
+            partition = partition_for(message.key.decode(), self.partitions)
+        return await producer.send(
+            topic,
+            key=message.key,
+            value=message.value,
+            headers=message.headers,
+            partition=partition,
+        )
+
+
+class Sender:
+    """Queues the outputs of decisions on an `OutputProducer`, and waits for the broker."""
+
+    def __init__(self, output: OutputProducer, keys: DataKeys, source: str) -> None:
+        self.output = output
+        self.keys = keys
+        self.source = source
+
+    def effects(self, all_effects: Iterable[Effects], pending: list[Awaitable[Any]]) -> None:
+        """Queue the tasks and status events of decisions (after their documents are written)."""
+        for effects in all_effects:
+            for task in effects.tasks:
+                # The subject travels sealed; only the connector workers can open it.
+                message = encode(
+                    seal_task(task, self.keys.get(task.request_id)),
+                    source=self.source,
+                    event_id=f"{task.task_id}#{task.attempt}",
+                )
+                pending.append(self.output.send(TASKS.name, message))
+            for status in effects.statuses:
+                event_id = f"{status.request_id}#{status.sequence}"
+                message = encode(status, source=self.source, event_id=event_id)
+                pending.append(self.output.send(STATUS.name, message))
+
+    def turned_away(self, records: Iterable[Refused | Misrouted]) -> list[Awaitable[Any]]:
+        """Dead letters for refused input, and misrouted events moved to their partition."""
+        return [
+            self.dead_letter(r.record, r.stage, r.reason, r.ce_type)
+            if isinstance(r, Refused)
+            else self._reroute(r.record, r.request_id)
+            for r in records
+        ]
+
+    async def dead_letter(
+        self, record: KafkaRecord, stage: Stage, reason: str, ce_type: str | None = None
+    ) -> Awaitable[Any]:
+        """Keep a refused record on the dead-letter topic, with why (no personal data)."""
+        log.warning(_DEAD_LETTERED, record.topic, record.partition, record.offset, stage, reason)
+        letter = dead_letter_for(record, stage=stage, reason=reason, ce_type=ce_type)
+        message = encode(letter, source=self.source, key=letter.key)
+        return await self.output.send(DEAD_LETTER.name, message)
+
+    async def _reroute(self, record: KafkaRecord, request_id: str) -> Awaitable[Any]:
+        raw = record.headers or []
+        headers = list(raw.items()) if isinstance(raw, Mapping) else list(raw)
+        moved = KafkaMessage(request_id.encode(), record.value or b"", headers)
+        partition = partition_for(request_id, self.output.partitions)
+        return await self.output.send(record.topic, moved, partition=partition)
+
+    @staticmethod
+    async def wait(pending: list[Awaitable[Any]]) -> None:
+        """Wait until the broker has taken every queued output."""
+        if pending:
+            futures = await asyncio.gather(*pending)
+            await asyncio.gather(*(f for f in futures if f is not None))
+
+
+__all__ = ["OutputProducer", "Sender"]

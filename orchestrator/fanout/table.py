@@ -1,0 +1,65 @@
+"""The requests table: each request's state, sealed with its data key, one entry per request.
+
+The table is Faust's (its changelog is a Kafka topic, see `orchestrator.lifecycle.state` for
+how a value is sealed); every write also updates the deadline timer's watchlist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from datetime import UTC, datetime
+
+from orchestrator.intake.decode import partition_for
+from orchestrator.lifecycle import reducer as lifecycle
+from orchestrator.lifecycle.reducer import RequestState
+from orchestrator.lifecycle.state import decode_state, encode_state, watch_view
+from orchestrator.lifecycle.watch import Watchlist
+from schemas.primitives.sealing import DataKeys, SealingError
+
+log = logging.getLogger("dsr.orchestrator")
+
+
+class RequestTable:
+    """Loads and stores request states; keeps the watchlist in step with what is stored."""
+
+    def __init__(
+        self,
+        table: MutableMapping[str, str],
+        keys: DataKeys,
+        watchlist: Watchlist,
+        partitions: int,
+    ) -> None:
+        self.table = table
+        self.keys = keys
+        self.watchlist = watchlist
+        self.partitions = partitions
+
+    def load(self, request_id: str) -> RequestState | None:
+        """The request's state; raises a `SealingError` when it cannot be opened."""
+        raw = self.table.get(request_id)
+        if raw:
+            return decode_state(raw, self.keys)
+        if self.keys.destroyed(request_id):
+            # Shredded, and the table entry is gone too (a new changelog): never start over.
+            return lifecycle.shredded(RequestState(request_id=request_id), datetime.now(UTC))
+        return None
+
+    def store(self, request_id: str, state: RequestState) -> None:
+        """Write the state (sealed) and note when the deadline timer must look at it next."""
+        self.table[request_id] = encode_state(state, self.keys)
+        self.watchlist.update(request_id, state)
+
+    def views(self, owned: set[int]) -> Iterator[tuple[str, RequestState]]:
+        """Every stored request of the `owned` partitions, as much as the timer needs of it."""
+        for request_id, raw in list(self.table.items()):
+            if raw and partition_for(request_id, self.partitions) in owned:
+                try:
+                    view = watch_view(raw, self.keys)
+                except SealingError as exc:
+                    log.error("state of request %s cannot be opened: %s", request_id, exc)
+                    continue
+                yield request_id, view
+
+
+__all__ = ["RequestTable"]

@@ -1,0 +1,153 @@
+"""What the orchestrator does on its timer: deadlines, crypto-shredding, recovery after a restart.
+
+Every tick the deadline rules (`lifecycle.tick`) look at the open requests whose time has come
+(the watchlist says which), final requests past their retention window are shredded, the index
+of open requests on disk is brought up to date (`orchestrator.lifecycle.recovery`), and the
+record files of exported requests go once their grace period is over.
+
+When this worker's partitions change, the watchlist is rebuilt from the table, and requests
+finished recently get their final status event again: the worker before may have died before
+sending it, or before writing their documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from orchestrator.fanout.finish import Finisher
+from orchestrator.fanout.table import RequestTable
+from orchestrator.intake.decode import partition_for
+from orchestrator.lifecycle import recovery
+from orchestrator.lifecycle import reducer as lifecycle
+from orchestrator.lifecycle.reducer import Context, Effects, RequestState
+from schemas.primitives.sealing import SealingError
+
+log = logging.getLogger("dsr.orchestrator")
+
+#: After a worker (re)starts, requests finished this recently get their final status again.
+RESEND_WINDOW = timedelta(hours=1)
+
+#: Carries out decided effects: (all effects, the finished requests among them).
+CarryOut = Callable[[list[Effects], list[tuple[RequestState, Effects]]], Awaitable[None]]
+
+
+class Timers:
+    """The orchestrator's periodic work; `tick` runs on Faust's timer."""
+
+    def __init__(
+        self,
+        requests: RequestTable,
+        finisher: Finisher,
+        *,
+        context: Callable[[], Context],
+        carry_out: CarryOut,
+        owned_partitions: Callable[[], set[int]],
+        data_dir: Path,
+    ) -> None:
+        self.requests = requests
+        self.watchlist = requests.watchlist
+        self.finisher = finisher
+        self._context = context
+        self._carry_out = carry_out
+        self._owned_partitions = owned_partitions
+        self._data_dir = data_dir
+        self._watched_partitions: set[int] | None = None
+        # Finished requests whose final status is sent again after a (re)assignment.
+        self._resend: set[str] = set()
+
+    async def tick(self) -> None:
+        """Let the deadline rules look at every open request whose time has come."""
+        owned = self._owned_partitions()
+        if owned != self._watched_partitions:
+            self._rebuild(owned)
+        all_effects: list[Effects] = []
+        finished: list[tuple[RequestState, Effects]] = []
+        for request_id in self.watchlist.due(self._context().now):
+            try:
+                state = self.requests.load(request_id)
+            except SealingError as exc:
+                log.error("state of request %s cannot be opened: %s", request_id, exc)
+                state = None
+            if state is None:
+                self.watchlist.drop(request_id)
+                continue
+            state, effects = lifecycle.tick(state, self._context())
+            if effects.shred:
+                self._shred(request_id, effects)
+            elif not effects.changed:
+                self.watchlist.update(request_id, state)  # nothing to write back
+                continue
+            self.requests.store(request_id, state)  # after shredding: the stub, nothing personal
+            all_effects.append(effects)
+            if effects.finished and not effects.shred:
+                finished.append((state, effects))
+        if all_effects:
+            await self._carry_out(all_effects, finished)
+        if self._resend:
+            await self._resend_finished()
+        if self.watchlist.dirty:
+            self._write_open_index()
+        self.finisher.discard_records()
+
+    def _shred(self, request_id: str, effects: Effects) -> None:
+        """Destroy a request's data key, and with it every copy of its personal data: in the
+        tasks and the table's changelog (sealed with it), and the files sealed with it."""
+        self.requests.keys.destroy(request_id)
+        self.finisher.shred(request_id, effects)
+        log.info("request %s shredded: its data key was destroyed", request_id)
+
+    def _write_open_index(self) -> None:
+        """The open requests per owned partition on disk (see `orchestrator.lifecycle.recovery`)."""
+        partitions = self.requests.partitions
+        by_partition: dict[int, dict[str, str]] = {p: {} for p in self._watched_partitions or ()}
+        for request_id, status in self.watchlist.open.items():
+            by_partition.setdefault(partition_for(request_id, partitions), {})[request_id] = status
+        for partition, requests in by_partition.items():
+            recovery.write_open(self._data_dir, partition, requests)
+        self.watchlist.dirty = False
+
+    def _rebuild(self, owned: set[int]) -> None:
+        """The watchlist of the partitions this worker owns now, from the table."""
+        self.watchlist.clear()
+        recent = self._context().now - RESEND_WINDOW
+        for request_id, view in self.requests.views(owned):
+            self.watchlist.update(request_id, view)
+            if view.is_final and view.finished_at is not None and view.finished_at > recent:
+                self._resend.add(request_id)
+        self._watched_partitions = owned
+
+    async def _resend_finished(self) -> None:
+        """Send recently finished requests' final status events again (see `resend_final`).
+
+        A request whose result file is missing (the worker died after saving the finished
+        state, before writing its documents) gets its documents written first, at the same
+        paths, exactly as when it finished.
+        """
+        resent: list[Effects] = []
+        unwritten: list[tuple[RequestState, Effects]] = []
+        ctx = self._context()
+        for request_id in sorted(self._resend):
+            try:
+                state = self.requests.load(request_id)
+            except SealingError:
+                continue
+            event = lifecycle.resend_final(state, ctx) if state is not None else None
+            if state is None or event is None:
+                continue
+            result = self.finisher.artifacts.result_path(request_id)
+            effects = Effects(statuses=[event], finished=True)
+            if result.exists():
+                effects.statuses = [event.model_copy(update={"artifact": str(result)})]
+            else:
+                unwritten.append((state, effects))
+            resent.append(effects)
+        self._resend.clear()
+        if resent:
+            await self._carry_out(resent, unwritten)
+            log.info("sent the final status of %d recently finished requests again", len(resent))
+
+
+__all__ = ["RESEND_WINDOW", "Timers"]

@@ -1,0 +1,93 @@
+"""What comes in on the input topics: decode it, check its signature, route it, or turn it away.
+
+Each record of the requests and outcomes topics is decoded once, straight into its model
+(`schemas.envelope.decode`). Request events must be signed by a known publisher, checked before
+the body is even parsed; outcomes come from our connector workers. A record that is not a valid
+event is turned away as a dead letter; one on the wrong partition is rerouted to the partition
+that holds its request's state, so one worker sees all of a request's events.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+from aiokafka.partitioner import murmur2
+
+from orchestrator.lifecycle.reducer import InputEvent
+from schemas.envelope import EnvelopeError, KafkaRecord, RawEvent, decode
+from schemas.topics import OUTCOMES, REQUESTS
+
+#: Where a dead letter was refused (`schemas.events.DeadLetter.stage`).
+Stage = Literal["envelope", "signature", "body", "process"]
+
+
+@functools.lru_cache(maxsize=65536)
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner picks for a key (cached: it is
+    computed in pure Python, and every event of a request asks for the same key)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record to dead-letter, with the stage that refused it and why (no personal data)."""
+
+    record: KafkaRecord
+    stage: Stage
+    reason: str
+    ce_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Misrouted:
+    """A valid event on another partition than its request's: it moves there."""
+
+    record: KafkaRecord
+    request_id: str
+
+
+@dataclass(slots=True)
+class Intake:
+    """One batch sorted: valid events per request (in arrival order), and what was turned away."""
+
+    by_request: dict[str, list[tuple[KafkaRecord, InputEvent]]] = field(default_factory=dict)
+    #: In arrival order, so reroutes keep the order their events came in.
+    turned_away: list[Refused | Misrouted] = field(default_factory=list)
+
+
+def sort_batch(
+    records: Iterable[KafkaRecord],
+    verify: Callable[[RawEvent], None],
+    partitions: int,
+) -> Intake:
+    """Decode a batch of input records; request events must pass `verify` (their signature)."""
+    intake = Intake()
+    by_request = intake.by_request
+    for record in records:
+        is_request = record.topic == REQUESTS.name
+        try:
+            envelope = decode(
+                record.value,
+                record.headers,
+                key=record.key,
+                expect=REQUESTS.events if is_request else OUTCOMES.events,
+                verify=verify if is_request else None,
+            )
+        except EnvelopeError as exc:
+            stage = cast(Stage, exc.stage)  # EnvelopeError uses no other
+            intake.turned_away.append(Refused(record, stage, str(exc), exc.ce_type))
+            continue
+        body: InputEvent = envelope.body  # type: ignore[assignment]
+        request_id = body.request_id
+        if record.partition != partition_for(request_id, partitions):
+            # Produced with another partitioner (or no key).
+            intake.turned_away.append(Misrouted(record, request_id))
+            continue
+        by_request.setdefault(request_id, []).append((record, body))
+    return intake
+
+
+__all__ = ["Intake", "Misrouted", "Refused", "Stage", "partition_for", "sort_batch"]

@@ -1,0 +1,367 @@
+"""The Faust agent's collaborators, without a broker: intake, decisions per batch, the table,
+the sender, the finisher and the timers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.fanout.finish import Finisher
+from orchestrator.fanout.output import Sender
+from orchestrator.fanout.table import RequestTable
+from orchestrator.fanout.timers import Timers
+from orchestrator.intake.decode import Misrouted, Refused, partition_for, sort_batch
+from orchestrator.lifecycle import recovery
+from orchestrator.lifecycle.deadlines import Period
+from orchestrator.lifecycle.reducer import (
+    Context,
+    Effects,
+    Policy,
+    RequestState,
+    decide,
+    record_outcome,
+    submit,
+)
+from orchestrator.lifecycle.watch import Watchlist
+from orchestrator.runtime import demo
+from orchestrator.runtime.config import load_settings
+from schemas.envelope import EnvelopeError, RawEvent, decode, encode
+from schemas.events import (
+    DeadLetter,
+    DeadlineExtended,
+    Record,
+    RequestStatus,
+    StatusTrigger,
+    TaskDispatched,
+)
+from schemas.primitives.sealing import DataKeys, open_task
+from schemas.register import load_register
+from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
+from tests.orchestrator.test_lifecycle import EMAIL, LONG, NOW, SYSTEMS, outcome, request
+
+PARTITIONS = 4
+POLICY = Policy(task_timeout=LONG, shred_after=Period.parse("30 days"))
+
+
+@dataclass
+class FakeRecord:
+    """What the agent reads: a Kafka record as Faust's message has it."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    offset: int = 7
+
+
+def record(body: Any, topic: str = REQUESTS.name, partition: int | None = None) -> FakeRecord:
+    message = encode(body, source="tests")
+    if partition is None:
+        partition = partition_for(body.request_id, PARTITIONS)
+    return FakeRecord(topic, partition, message.key, message.value, message.headers)
+
+
+def accept(event: RawEvent) -> None:
+    """A signature check every event passes."""
+
+
+def refuse(event: RawEvent) -> None:
+    raise EnvelopeError("signature", "not signed by a known publisher")
+
+
+def ctx(now: datetime = NOW) -> Context:
+    return Context(systems=SYSTEMS, policy=POLICY, now=now)
+
+
+def finished(kind: str = "erasure") -> tuple[RequestState, Effects]:
+    """A request that just finished, and the effects of its last decision."""
+    state, effects = submit(None, request(type=kind), ctx())
+    for system in SYSTEMS:
+        records = [Record(collection="contacts", data={"email": EMAIL})]
+        done = outcome(system, action=kind, records=records)
+        state, effects = record_outcome(state, done, ctx())
+    assert state is not None and effects.finished
+    return state, effects
+
+
+# -- intake --------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_sorted_per_request_and_bad_input_is_turned_away() -> None:
+    good, crm = record(request()), record(outcome("crm"), topic=OUTCOMES.name)
+    other = request(request_id="req-2")
+    misplaced = record(other, partition=(partition_for("req-2", PARTITIONS) + 1) % PARTITIONS)
+    garbage = FakeRecord(REQUESTS.name, 0, None, b"not an event", [])
+    astray = record(outcome("chat"))  # an outcome on the requests topic
+    intake = sort_batch([good, garbage, crm, misplaced, astray], accept, PARTITIONS)
+    assert intake.by_request == {"req-1": [(good, request()), (crm, outcome("crm"))]}
+    first, moved, second = intake.turned_away
+    assert isinstance(first, Refused) and first.record is garbage and first.stage == "envelope"
+    assert moved == Misrouted(misplaced, "req-2")
+    assert isinstance(second, Refused) and second.record is astray
+    assert "does not belong on this topic" in second.reason and second.ce_type is not None
+
+
+def test_request_events_need_a_signature_and_outcomes_do_not() -> None:
+    good, crm = record(request()), record(outcome("crm"), topic=OUTCOMES.name)
+    intake = sort_batch([good, crm], refuse, PARTITIONS)
+    assert intake.by_request == {"req-1": [(crm, outcome("crm"))]}
+    [refused] = intake.turned_away
+    assert refused == Refused(good, "signature", "not signed by a known publisher", None)
+
+
+# -- decisions per batch -------------------------------------------------------------------------
+
+
+def test_a_request_s_events_of_one_batch_give_one_status_event() -> None:
+    items = [("a", request()), ("b", request(scope=["crm"])), ("c", outcome("crm"))]
+    decision = decide(None, items, ctx)
+    assert decision.state is not None and not decision.extended
+    [(item, reason, error)] = decision.refused
+    assert item == "b" and "already used for a different request" in reason and error is None
+    assert len(decision.effects.tasks) == len(SYSTEMS)
+    [status] = decision.effects.statuses
+    assert status.sequence == decision.state.sequence == 1 and status.systems_done == 1
+
+
+def test_an_event_that_breaks_a_decision_is_refused_and_the_rest_goes_on() -> None:
+    _, effects = submit(None, request(), ctx())
+    task = effects.tasks[0]  # not an input event: no decision takes it
+    decision = decide(None, [("a", request()), ("x", task), ("c", outcome("crm"))], ctx)
+    [(item, reason, error)] = decision.refused
+    assert item == "x" and reason == "processing failed: TypeError"
+    assert isinstance(error, TypeError)
+    assert decision.state is not None and decision.state.systems_done == 1
+
+
+def test_an_extension_is_flagged_so_the_subject_is_told() -> None:
+    started, _ = submit(None, request(), ctx())
+    extension = DeadlineExtended(
+        request_id="req-1", months=1, reason="many systems", extended_at=NOW
+    )
+    decision = decide(started, [("e", extension)], ctx)
+    assert decision.extended and decision.effects.statuses[-1].deadline_extended
+    assert not decide(decision.state, [("e", extension)], ctx).extended  # a re-delivery
+
+
+# -- the table and its watchlist ----------------------------------------------------------------
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> DataKeys:
+    return DataKeys(tmp_path / "dek", os.urandom(32))
+
+
+@pytest.fixture
+def table(keys: DataKeys) -> RequestTable:
+    return RequestTable({}, keys, Watchlist(POLICY), PARTITIONS)
+
+
+def test_a_state_is_stored_sealed_and_watched(table: RequestTable) -> None:
+    state, _ = submit(None, request(), ctx())
+    assert state is not None
+    table.store("req-1", state)
+    assert EMAIL not in table.table["req-1"]
+    assert table.load("req-1") == state and table.load("req-none") is None
+    assert table.watchlist.open == {"req-1": "in_progress"} and table.watchlist.dirty
+    assert table.watchlist.due(NOW) == [] and table.watchlist.due(NOW + LONG) == ["req-1"]
+    owned = {partition_for("req-1", PARTITIONS)}
+    assert [r for r, _ in table.views(owned)] == ["req-1"]
+    assert list(table.views(set(range(PARTITIONS)) - owned)) == []
+    done, _ = finished()
+    table.store("req-1", done)
+    assert table.watchlist.open == {}  # final: no longer open, watched until shredding
+
+
+def test_a_shredded_request_without_its_entry_loads_as_a_stub(table: RequestTable) -> None:
+    state, _ = finished()
+    table.store("req-1", state)
+    table.keys.destroy("req-1")
+    del table.table["req-1"]  # e.g. a new changelog
+    stub = table.load("req-1")
+    assert stub is not None and stub.shredded_at is not None and stub.request is None
+
+
+# -- the sender -----------------------------------------------------------------------------------
+
+
+class FakeOutput:
+    """Takes every send at once, as the broker would."""
+
+    partitions = PARTITIONS
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, int | None]] = []
+
+    async def send(self, topic: str, message: Any, partition: int | None = None) -> None:
+        self.sent.append((topic, message, partition))
+
+
+def test_tasks_leave_sealed_and_statuses_follow(keys: DataKeys) -> None:
+    output = FakeOutput()
+    sender = Sender(output, keys, "tests")  # type: ignore[arg-type]
+    keys.create("req-1")  # as when its state is first stored
+    _, effects = submit(None, request(), ctx())
+    pending: list[Awaitable[Any]] = []
+    sender.effects([effects], pending)
+    asyncio.run(sender.wait(pending))
+    topics = [topic for topic, _, _ in output.sent]
+    assert topics == [TASKS.name] * len(SYSTEMS) + [STATUS.name]
+    for _, message, _ in output.sent:
+        assert EMAIL.encode() not in message.value
+    task = decode(output.sent[0][1].value, output.sent[0][1].headers).body
+    assert isinstance(task, TaskDispatched)
+    assert open_task(task, keys.get("req-1")).subject == request().subject
+
+
+def test_refused_input_is_dead_lettered_and_misrouted_input_moved(keys: DataKeys) -> None:
+    output = FakeOutput()
+    sender = Sender(output, keys, "tests")  # type: ignore[arg-type]
+    garbage = FakeRecord(REQUESTS.name, 0, None, b"not an event", [("h", b"v")])
+    misplaced = record(request(request_id="req-2"), partition=0)
+    refused = Refused(garbage, "envelope", "not a CloudEvent")
+    asyncio.run(sender.wait(sender.turned_away([refused, Misrouted(misplaced, "req-2")])))
+    (topic, letter, _), (moved_to, moved, partition) = output.sent
+    body = decode(letter.value, letter.headers).body
+    assert topic == DEAD_LETTER.name and isinstance(body, DeadLetter)
+    assert body.stage == "envelope" and body.offset == 7 and body.reason == "not a CloudEvent"
+    assert (moved_to, partition) == (REQUESTS.name, partition_for("req-2", PARTITIONS))
+    assert moved.key == b"req-2" and moved.value == misplaced.value
+
+
+# -- the finisher ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def finisher(tmp_path: Path, keys: DataKeys) -> Finisher:
+    settings = load_settings(data_dir=tmp_path / "data", record_grace_seconds=60)
+    register = load_register(demo.sql_register_path(), env={"DSR_DEMO_DIR": str(tmp_path)})
+    return Finisher(settings, register, keys)
+
+
+def test_a_finished_access_request_gets_export_letters_and_result(finisher: Finisher) -> None:
+    state, effects = finished("access")
+    finisher.keys.create("req-1")
+    finisher.save_outcomes([effects])
+    asyncio.run(finisher.finish(state, effects))
+    result = finisher.artifacts.result_path("req-1")
+    assert effects.statuses[-1].artifact == str(result)
+    written = json.loads(result.read_text())
+    assert written["export"] == str(finisher.artifacts.export_path("req-1"))
+    assert written["export_error"] is None
+    assert list(finisher.exported) == ["req-1"]  # its records go after the grace period
+    finisher.discard_records()
+    assert list(finisher.exported) == ["req-1"]
+    finisher.discard_records(everything=True)
+    assert finisher.exported == {}
+    finisher.shred("req-1", effects)
+    assert not finisher.artifacts.export_path("req-1").exists() and result.exists()
+
+
+def test_a_finished_erasure_request_gets_a_certificate(finisher: Finisher) -> None:
+    state, effects = finished("erasure")
+    asyncio.run(finisher.finish(state, effects))
+    assert finisher.artifacts.certificate_path("req-1").exists()
+    assert finisher.exported == {}
+
+
+def test_an_extension_notice_is_written_and_announced(finisher: Finisher) -> None:
+    started, _ = submit(None, request(), ctx())
+    extension = DeadlineExtended(
+        request_id="req-1", months=1, reason="many systems", extended_at=NOW
+    )
+    decision = decide(started, [("e", extension)], ctx)
+    assert decision.state is not None
+    finisher.extension_notice(decision.state, decision.effects)
+    notice = Path(decision.effects.statuses[-1].artifact or "")
+    assert notice.name == "extension.nl.html" and notice.exists()
+
+
+# -- the timers -----------------------------------------------------------------------------------
+
+
+class Clock:
+    """The timers' context, at a moment the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.carried_out: list[tuple[list[Effects], list[tuple[RequestState, Effects]]]] = []
+
+    def context(self) -> Context:
+        return ctx(self.now)
+
+    async def carry_out(
+        self, effects: list[Effects], finished: list[tuple[RequestState, Effects]]
+    ) -> None:
+        self.carried_out.append((effects, finished))
+
+
+def timers(table: RequestTable, finisher: Finisher, clock: Clock) -> Timers:
+    return Timers(
+        table,
+        finisher,
+        context=clock.context,
+        carry_out=clock.carry_out,
+        owned_partitions=lambda: set(range(PARTITIONS)),
+        data_dir=finisher.settings.data_dir,
+    )
+
+
+def tick_once(table: RequestTable, finisher: Finisher, state: RequestState, now: datetime) -> Clock:
+    """Store `state`, then let new timers (as after a restart) tick once at `now`."""
+    table.store(state.request_id, state)
+    clock = Clock(now)
+    asyncio.run(timers(table, finisher, clock).tick())
+    return clock
+
+
+def test_a_tick_flags_due_requests_and_writes_the_open_index(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    state, _ = submit(None, request(), ctx())
+    assert state is not None
+    table.store("req-1", state)
+    clock = Clock(NOW + timedelta(days=1))
+    ticking = timers(table, finisher, clock)
+    asyncio.run(ticking.tick())
+    assert clock.carried_out == []  # nothing due yet
+    assert recovery.open_requests(finisher.settings.data_dir) == {"req-1": "in_progress"}
+    clock.now = NOW + timedelta(days=25)
+    asyncio.run(ticking.tick())
+    [([effects], [])] = clock.carried_out
+    assert [s.trigger for s in effects.statuses] == [StatusTrigger.DUE_SOON]
+    stored = table.load("req-1")
+    assert stored is not None and stored.due_soon_sent
+
+
+def test_a_tick_shreds_a_request_past_its_retention(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    clock = tick_once(table, finisher, finished()[0], NOW + timedelta(days=31))
+    [([effects], [])] = clock.carried_out
+    assert [s.trigger for s in effects.statuses] == [StatusTrigger.SHREDDED]
+    assert table.keys.destroyed("req-1")
+    assert json.loads(table.table["req-1"])["shredded"] is True
+    assert table.watchlist.due(clock.now + timedelta(days=365)) == []
+
+
+def test_after_a_restart_recent_final_statuses_are_sent_again(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    state, _ = finished()
+    clock = tick_once(table, finisher, state, NOW + timedelta(minutes=5))
+    [([effects], [(unwritten, again)])] = clock.carried_out
+    assert again is effects and unwritten == state  # no result file: documents first
+    [status] = effects.statuses
+    assert status.status == RequestStatus.COMPLETED and status.sequence == state.sequence
+    later = tick_once(table, finisher, state, NOW + timedelta(hours=2))
+    assert later.carried_out == []  # finished too long ago
