@@ -3,25 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from schemas.events import RequestStatus, RequestType
+from orchestrator.cli.options import (
+    REQUEST_TYPES,
+    DsrCommand,
+    LazyChoice,
+    bootstrap_option,
+    client_kafka,
+    command_settings,
+    data_dir_option,
+    setup_logging,
+)
 
-_STATUS_CHOICES = ["open", "finished", *(s.value for s in RequestStatus)]
+if TYPE_CHECKING:
+    from orchestrator.dashboard.server import Dashboard
 
 
-@click.command("dashboard")
-@click.option("--bootstrap", envvar="DSR_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+def _status_choices() -> list[str]:
+    from schemas.events import RequestStatus
+
+    return ["open", "finished", *(s.value for s in RequestStatus)]
+
+
+#: A status, or a group of them (as the dashboard's status filter takes them).
+_STATUSES = LazyChoice(_status_choices)
+
+
+@click.command("dashboard", cls=DsrCommand)
+@bootstrap_option
 @click.option("--host", help="Listen address (default DSR_DASHBOARD_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default DSR_DASHBOARD_PORT).")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    help="Where the results are, for the export and certificate links (default DSR_DATA_DIR).",
-)
+@data_dir_option
 def dashboard(
     bootstrap: str | None, host: str | None, port: int | None, data_dir: Path | None
 ) -> None:
@@ -29,57 +47,50 @@ def dashboard(
 
     Needs DSR_DASHBOARD_TOKEN (sign in with it; scripts send it as a Bearer token).
     """
-    # Imported here: `orchestrator.cli` registers this command when it is imported.
-    from orchestrator.cli import _client_kafka, _settings, _setup_logging
     from orchestrator.dashboard.server import Dashboard
-    from orchestrator.runtime.config import ConfigError
 
-    _setup_logging()
-    settings = _settings(None, dashboard_host=host, dashboard_port=port, data_dir=data_dir)
-    kafka = (
-        settings.kafka if settings.kafka.bootstrap and not bootstrap else _client_kafka(bootstrap)
-    )
+    setup_logging()
+    settings = command_settings(dashboard_host=host, dashboard_port=port, data_dir=data_dir)
+    asyncio.run(_serve(Dashboard(settings, client_kafka(bootstrap))))
+
+
+async def _serve(server: Dashboard) -> None:
+    """Serve until SIGINT or SIGTERM; a port that is taken is a CommandError naming the fix."""
+    from orchestrator.cli.errors import CommandError
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        server = Dashboard(settings, kafka)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-    async def _serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await server.start()
-        except OSError as exc:
-            await server.stop()
-            raise click.ClickException(
-                f"the dashboard cannot listen on {server.host}:{server.port} ({exc.strerror}); "
-                "set DSR_DASHBOARD_PORT (or --port) to a free port"
-            ) from None
-        click.echo(f"Dashboard on {server.url}; Ctrl-C stops.", err=True)
-        try:
-            await stop.wait()
-        finally:
-            await server.stop()
-
-    asyncio.run(_serve())
+        await server.start()
+    except OSError as exc:
+        await server.stop()
+        raise CommandError(
+            f"the dashboard cannot listen on {server.host}:{server.port} ({exc.strerror}); "
+            "set DSR_DASHBOARD_PORT (or --port) to a free port"
+        ) from None
+    click.echo(f"Dashboard on {server.url}; Ctrl-C stops.", err=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
 
 
-@click.command("watch")
-@click.option("--bootstrap", envvar="DSR_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.command("watch", cls=DsrCommand)
+@bootstrap_option
 @click.option(
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(_STATUS_CHOICES),
+    type=_STATUSES,
     help="Only these statuses ('open', 'finished' or a status; repeatable).",
 )
 @click.option(
     "--type",
     "types",
     multiple=True,
-    type=click.Choice([t.value for t in RequestType]),
+    type=REQUEST_TYPES,
     help="Only these request types (repeatable).",
 )
 @click.option("--overdue", is_flag=True, help="Only overdue requests.")
@@ -94,27 +105,16 @@ def watch(
     once: bool,
 ) -> None:
     """Live table of requests: status, systems done, how long under way, days left."""
-    from orchestrator.cli import _client_kafka, _settings
     from orchestrator.dashboard.model import RequestFilter
-    from orchestrator.dashboard.watch import WatchError
     from orchestrator.dashboard.watch import watch as run_watch
 
-    settings = _settings()
+    settings = command_settings()
     flt = RequestFilter.parse(statuses, types, "true" if overdue else None)
-    try:
+    kafka = client_kafka(bootstrap)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a live watch ends
         asyncio.run(
-            run_watch(
-                _client_kafka(bootstrap),
-                flt,
-                due_soon_days=settings.due_soon_days,
-                limit=limit,
-                once=once,
-            )
+            run_watch(kafka, flt, due_soon_days=settings.due_soon_days, limit=limit, once=once)
         )
-    except WatchError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass
 
 
 __all__ = ["dashboard", "watch"]

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import click
 
-from orchestrator.artifacts.export import open_export
-from orchestrator.artifacts.store import ArtifactStore
-from orchestrator.runtime.config import ConfigError, load_settings
-from schemas.events import REQUEST_ID_PATTERN
-from schemas.primitives.sealing import DataKeyDestroyed, SealingError
+from orchestrator.cli.options import FILE, DsrGroup, command_settings, data_dir_option
 
 
-@click.group("export")
+@click.group("export", cls=DsrGroup)
 def export() -> None:
     """Exports of access and portability requests (sealed at rest)."""
 
@@ -25,27 +21,26 @@ def export() -> None:
 @click.argument("request_id")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="Where to write the ZIP. It holds the subject's personal data: delete it once sent.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The orchestrator's data dir (default: DSR_DATA_DIR).",
-)
+@data_dir_option
 def export_open(request_id: str, out: Path, data_dir: Path | None) -> None:
     """Decrypt the export of REQUEST_ID into a ZIP file (mode 0600)."""
+    from orchestrator.artifacts.export import open_export
+    from orchestrator.artifacts.store import ArtifactStore
+    from orchestrator.cli.errors import CommandError
+    from schemas.events import REQUEST_ID_PATTERN
+    from schemas.primitives.sealing import DataKeyDestroyed, SealingError
+
     if not re.fullmatch(REQUEST_ID_PATTERN, request_id):
         raise click.BadParameter("not a request id", param_hint="REQUEST_ID")
-    try:
-        settings = load_settings(data_dir=data_dir)
-        data_keys = settings.data_keys()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = command_settings(data_dir=data_dir)
+    data_keys = settings.data_keys()
     path = ArtifactStore(settings.data_dir).export_path(request_id)
     if not path.is_file():
-        raise click.ClickException(
+        raise CommandError(
             f"no export of request {request_id!r} in {path.parent}: is it a finished access or "
             "portability request, and is --data-dir (DSR_DATA_DIR) the orchestrator's?"
         )
@@ -60,13 +55,11 @@ def export_open(request_id: str, out: Path, data_dir: Path | None) -> None:
                 size += len(piece)
         os.replace(tmp, out)  # only a complete, authentic archive gets the name
     except DataKeyDestroyed as exc:
-        raise click.ClickException(
+        raise CommandError(
             f"the export of request {request_id!r} can no longer be opened: {exc}"
         ) from None
     except SealingError as exc:
-        raise click.ClickException(
-            f"the export of request {request_id!r} does not open: {exc}"
-        ) from None
+        raise CommandError(f"the export of request {request_id!r} does not open: {exc}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     click.echo(f"wrote {out} ({size} bytes); it holds personal data: delete it once sent")

@@ -4,23 +4,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from orchestrator.artifacts.certificate import CertificateError, verify_certificate
-from orchestrator.artifacts.keys import KeyStore, KeyStoreError, load_public_keys
+from orchestrator.cli.options import DIRECTORY, FILE, DsrCommand, DsrGroup
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from orchestrator.artifacts.keys import KeyStore
 
 _dir_option = click.option(
     "--dir",
     "keys_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
+    type=DIRECTORY,
     help="Key store directory (default: DSR_KEYS_DIR, else <DSR_DATA_DIR>/keys).",
 )
 
 
-@click.group("keys")
+def _store(keys_dir: Path | None) -> KeyStore:
+    from orchestrator.artifacts.keys import KeyStore
+
+    return KeyStore(keys_dir)
+
+
+@click.group("keys", cls=DsrGroup)
 def keys() -> None:
     """Signing keys for deletion certificates."""
 
@@ -29,23 +38,15 @@ def keys() -> None:
 @_dir_option
 def keys_create(keys_dir: Path | None) -> None:
     """Create the first signing key."""
-    store = KeyStore(keys_dir)
-    try:
-        info = store.create()
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"created signing key {info.kid} in {store.root}")
+    store = _store(keys_dir)
+    click.echo(f"created signing key {store.create().kid} in {store.root}")
 
 
 @keys.command("rotate")
 @_dir_option
 def keys_rotate(keys_dir: Path | None) -> None:
     """Make a new active signing key; older keys still verify earlier certificates."""
-    store = KeyStore(keys_dir)
-    try:
-        info = store.rotate()
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    info = _store(keys_dir).rotate()
     click.echo(f"active signing key is now {info.kid}; export the JWKS again for verifiers")
 
 
@@ -53,11 +54,8 @@ def keys_rotate(keys_dir: Path | None) -> None:
 @_dir_option
 def keys_list(keys_dir: Path | None) -> None:
     """The keys in the store, oldest first."""
-    store = KeyStore(keys_dir)
-    try:
-        infos = store.list()
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    store = _store(keys_dir)
+    infos = store.list()
     if not infos:
         click.echo(f"no keys in {store.root}; create one with `dsr keys create`")
         return
@@ -68,13 +66,10 @@ def keys_list(keys_dir: Path | None) -> None:
 
 @keys.command("export-jwks")
 @_dir_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--out", type=FILE)
 def keys_export_jwks(keys_dir: Path | None, out: Path | None) -> None:
     """All public keys as JWKS (to stdout, or --out FILE), for anyone who verifies."""
-    try:
-        document = KeyStore(keys_dir).export_jwks()
-    except KeyStoreError as exc:
-        raise click.ClickException(str(exc)) from None
+    document = _store(keys_dir).export_jwks()
     text = json.dumps(document, indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
@@ -83,38 +78,53 @@ def keys_export_jwks(keys_dir: Path | None, out: Path | None) -> None:
         click.echo(f"wrote {len(document['keys'])} public key(s) to {out}")
 
 
-@click.command("verify")
-@click.argument("certificate", type=click.Path(dir_okay=False, path_type=Path))
+@click.command("verify", cls=DsrCommand)
+@click.argument("certificate", type=FILE)
 @click.option(
     "--key",
     "key_files",
     multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="JWKS or PEM public key file (repeatable; default: the local key store).",
 )
 @_dir_option
 def verify(certificate: Path, key_files: tuple[Path, ...], keys_dir: Path | None) -> None:
     """Verify a signed deletion certificate offline."""
+    from orchestrator.artifacts.certificate import CertificateError, verify_certificate
+    from orchestrator.artifacts.keys import KeyStoreError
+    from orchestrator.cli.errors import CommandError
+
     try:
-        public_keys: dict[str, Ed25519PublicKey] = {}
-        if key_files:
-            for path in key_files:
-                public_keys.update(load_public_keys(path))
-        else:
-            public_keys = KeyStore(keys_dir).public_keys()
-            if not public_keys:
-                raise click.ClickException(
-                    "no public keys: the local key store is empty; pass the issuer's JWKS "
-                    "with --key FILE"
-                )
+        public_keys = _public_keys(key_files, keys_dir)
         try:
             data = certificate.read_bytes()
         except OSError as exc:
-            raise click.ClickException(f"cannot read {certificate}: {exc.strerror}") from None
+            raise CommandError(f"cannot read {certificate}: {exc.strerror}") from None
         result = verify_certificate(data, public_keys)
     except (KeyStoreError, CertificateError) as exc:
-        raise click.ClickException(f"{certificate}: invalid: {exc}") from None
+        raise CommandError(f"{certificate}: invalid: {exc}") from None
     click.echo(
         f"valid: certificate for request {result.request_id} signed by key {result.kid} "
         f"on {result.issued_at}"
     )
+
+
+def _public_keys(key_files: tuple[Path, ...], keys_dir: Path | None) -> dict[str, Ed25519PublicKey]:
+    """The keys given with --key, else those of the local key store (which must have some)."""
+    from orchestrator.artifacts.keys import load_public_keys
+    from orchestrator.cli.errors import CommandError
+
+    public_keys: dict[str, Ed25519PublicKey] = {}
+    for path in key_files:
+        public_keys.update(load_public_keys(path))
+    if key_files:
+        return public_keys
+    public_keys = _store(keys_dir).public_keys()
+    if not public_keys:
+        raise CommandError(
+            "no public keys: the local key store is empty; pass the issuer's JWKS with --key FILE"
+        )
+    return public_keys
+
+
+__all__ = ["keys", "verify"]

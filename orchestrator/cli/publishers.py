@@ -4,30 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from orchestrator.intake.publishers import (
-    DEFAULT_KEYS_FILE,
-    IssuedKey,
-    create_publisher,
-    retire_key,
-    rotate_publisher,
-)
-from schemas.primitives.signing import (
-    ED25519,
-    HMAC_SHA256,
-    REQUEST_EVENT_TYPES,
-    PublisherKeyError,
-    load_publisher_keys,
-)
+from orchestrator.cli.options import DIRECTORY, FILE, DsrGroup, LazyChoice
+
+if TYPE_CHECKING:
+    from orchestrator.intake.publishers import IssuedKey
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+#: The keys file `--keys-file` means when neither it nor DSR_PUBLISHER_KEYS is given.
+DEFAULT_KEYS_FILE = Path("publisher-keys.yaml")
+
 _keys_file_option = click.option(
     "--keys-file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     envvar="DSR_PUBLISHER_KEYS",
     default=DEFAULT_KEYS_FILE,
     show_default=True,
@@ -36,26 +29,31 @@ _keys_file_option = click.option(
 _out_option = click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
+    type=DIRECTORY,
     help="Where the private key or secret is written (default: next to the keys file).",
 )
 
 
+def _request_event_types() -> tuple[str, ...]:
+    from schemas.topics import REQUEST_EVENT_TYPES
+
+    return REQUEST_EVENT_TYPES
+
+
 def _algorithm_options(default: bool) -> Callable[[_F], _F]:
-    """--ed25519 / --hmac, into `algorithm`; with `default`, Ed25519 unless --hmac is given."""
+    """--ed25519 / --hmac, into `algorithm` (see `_algorithm`); with `default`, --ed25519."""
 
     def decorate(command: _F) -> _F:
         command = click.option(
             "--hmac",
             "algorithm",
-            flag_value=HMAC_SHA256,
+            flag_value="hmac",
             help="HMAC-SHA256: a secret shared by the publisher and the orchestrator.",
         )(command)
         return click.option(
             "--ed25519",
             "algorithm",
-            flag_value=ED25519,
+            flag_value="ed25519",
             default=default or None,
             help="Ed25519: the publisher holds the private key, the orchestrator the public "
             "key" + (" (default)." if default else "."),
@@ -64,12 +62,22 @@ def _algorithm_options(default: bool) -> Callable[[_F], _F]:
     return decorate
 
 
-@click.group("publishers")
+def _algorithm(flag: str) -> str:
+    """The signing algorithm an --ed25519 / --hmac flag stands for."""
+    # The flags' values are their names, so `dsr --help` need not load the signing module.
+    from schemas.primitives.signing import ED25519, HMAC_SHA256
+
+    return {"ed25519": ED25519, "hmac": HMAC_SHA256}[flag]
+
+
+@click.group("publishers", cls=DsrGroup)
 def publishers() -> None:
     """Publishers of request events and their signing keys."""
 
 
 def _report(issued: IssuedKey, what: str) -> None:
+    from schemas.primitives.signing import HMAC_SHA256
+
     click.echo(f"{what} {issued.key_id} ({issued.algorithm}) in {issued.keys_file}")
     if issued.algorithm == HMAC_SHA256:
         click.echo(
@@ -94,7 +102,7 @@ def _report(issued: IssuedKey, what: str) -> None:
     "--event",
     "events",
     multiple=True,
-    type=click.Choice(REQUEST_EVENT_TYPES),
+    type=LazyChoice(_request_event_types),
     help="Only these event types (repeatable), e.g. a web form that may only submit.",
 )
 @_keys_file_option
@@ -103,10 +111,11 @@ def publishers_create(
     name: str, algorithm: str, events: tuple[str, ...], keys_file: Path, out_dir: Path | None
 ) -> None:
     """Add publisher NAME with a new key; writes the private part for the publisher."""
-    try:
-        issued = create_publisher(keys_file, name, algorithm, out_dir=out_dir, events=list(events))
-    except PublisherKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+    from orchestrator.intake.publishers import create_publisher
+
+    issued = create_publisher(
+        keys_file, name, _algorithm(algorithm), out_dir=out_dir, events=list(events)
+    )
     _report(issued, f"Created publisher {name} with key")
     click.echo(f"Point the orchestrator at the keys file: DSR_PUBLISHER_KEYS={keys_file}")
 
@@ -120,10 +129,11 @@ def publishers_rotate(
     name: str, algorithm: str | None, keys_file: Path, out_dir: Path | None
 ) -> None:
     """Give publisher NAME a new key; the old ones stay valid until retired."""
-    try:
-        issued = rotate_publisher(keys_file, name, algorithm, out_dir=out_dir)
-    except PublisherKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+    from orchestrator.intake.publishers import rotate_publisher
+
+    issued = rotate_publisher(
+        keys_file, name, _algorithm(algorithm) if algorithm else None, out_dir=out_dir
+    )
     _report(issued, f"New key for publisher {name}:")
     click.echo(
         f"Once the publisher signs with it, retire the old key: "
@@ -137,10 +147,9 @@ def publishers_rotate(
 @_keys_file_option
 def publishers_retire(name: str, key_id: str, keys_file: Path) -> None:
     """Remove key KEY_ID of publisher NAME: events signed with it are refused from now on."""
-    try:
-        retire_key(keys_file, name, key_id)
-    except PublisherKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+    from orchestrator.intake.publishers import retire_key
+
+    retire_key(keys_file, name, key_id)
     click.echo(f"Retired key {key_id} of publisher {name}; running orchestrators pick this up")
 
 
@@ -148,10 +157,10 @@ def publishers_retire(name: str, key_id: str, keys_file: Path) -> None:
 @_keys_file_option
 def publishers_list(keys_file: Path) -> None:
     """Publishers, their keys and what they may publish (checks the file as the orchestrator)."""
-    try:
-        keys = load_publisher_keys(keys_file)
-    except PublisherKeyError as exc:
-        raise click.ClickException(str(exc)) from None
+    from schemas.primitives.signing import load_publisher_keys
+    from schemas.topics import REQUEST_EVENT_TYPES
+
+    keys = load_publisher_keys(keys_file)
     if not keys.events:
         click.echo(f"no publishers in {keys_file}; add one with `dsr publishers create NAME`")
     for publisher, events in keys.events.items():

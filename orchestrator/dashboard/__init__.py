@@ -27,8 +27,8 @@ _EXPORTS = {
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: every `dsr` command loads this package (for its CLI commands),
-    # and aiohttp with its friends would add most of a second to each of them.
+    # Imported on first use: `dsr watch` and the tests of the model load this package too, and
+    # the server's aiohttp with its friends would add most of a second to each of them.
     if name in _EXPORTS:
         import importlib
 

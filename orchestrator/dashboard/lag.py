@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,8 +27,7 @@ log = logging.getLogger("dsr.dashboard.lag")
 CONNECTOR_GROUP_PREFIX = "dsr-connectors-"
 
 
-@dataclass(frozen=True, slots=True)
-class GroupLag:
+class GroupLag(NamedTuple):
     """Messages a consumer group has yet to process on one topic."""
 
     group: str

@@ -83,10 +83,10 @@ class SystemOutcome(_Model):
     retryable: bool
     updated_at: AwareDatetime | None = None
     latency_seconds: float | None = Field(
-        default=None, description="From the first dispatch to the final outcome, retries included."
+        None, description="From the first dispatch to the final outcome, retries included."
     )
     task_id: str | None = Field(
-        default=None, description="Set while a person must act: complete it with this id."
+        None, description="Set while a person must act: complete it with this id."
     )
 
 
@@ -153,7 +153,7 @@ class TaskCompletion(_Model):
         max_length=EVIDENCE_MAX_LENGTH,
         description="What was done, e.g. 'archive box 12 shredded'. No personal data.",
     )
-    by: str | None = Field(default=None, max_length=128, description="Staff id.")
+    by: str | None = Field(None, max_length=128, description="Staff id.")
     outcome: ManualOutcome = "completed"
 
 
@@ -229,6 +229,20 @@ def _mask(text: str | None) -> str | None:
     return None if text is None else mask_identifiers(text)
 
 
+#: What a summary shows as the status event has it.
+_AS_IN_STATUS = (
+    "request_id",
+    "status",
+    "received_at",
+    "deadline",
+    "deadline_extended",
+    "systems_done",
+    "systems_total",
+    "finished_at",
+    "sequence",
+)
+
+
 def summarise(status: RequestStatusChanged, *, now: datetime, due_soon_days: int) -> RequestSummary:
     """The list row of a request's latest status, with deadline flags as of `now`."""
     is_open = not status.status.is_final
@@ -236,26 +250,18 @@ def summarise(status: RequestStatusChanged, *, now: datetime, due_soon_days: int
     overdue = is_open and (status.overdue or is_overdue(status.deadline, now))
     systems = status.systems.values()
     return RequestSummary(
-        request_id=status.request_id,
+        **{name: getattr(status, name) for name in _AS_IN_STATUS},
         type=status.request_type,
-        status=status.status,
         open=is_open,
-        received_at=status.received_at,
-        deadline=status.deadline,
-        deadline_extended=status.deadline_extended,
         days_left=left,
         overdue=overdue,
         due_soon=is_open and not overdue and left <= due_soon_days,
         finished_late=status.finished_at is not None and status.finished_at > status.deadline,
-        systems_done=status.systems_done,
-        systems_total=status.systems_total,
         manual_tasks=sum(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in systems)
         if is_open
         else 0,
         failed_systems=sum(p.status == OutcomeStatus.FAILED for p in systems),
-        finished_at=status.finished_at,
         updated_at=status.occurred_at,
-        sequence=status.sequence,
         reason=_mask(status.reason),
         href=f"/requests/{status.request_id}",
     )

@@ -33,24 +33,232 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _content(
+    description: str, media_type: str, schema: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {media_type: {} if schema is None else {"schema": schema}},
+    }
+
+
 def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+    return _content(description, "application/json", _ref(model))
 
 
 def _problem(description: str) -> dict[str, Any]:
     return _json(Problem, description)
 
 
+def _path(
+    name: str, *, pattern: str | None = None, description: str | None = None
+) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"name": name, "in": "path", "required": True}
+    if description:
+        parameter["description"] = description
+    parameter["schema"] = (
+        {"type": "string"} if pattern is None else {"type": "string", "pattern": pattern}
+    )
+    return parameter
+
+
+def _query(name: str, schema: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    parameter: dict[str, Any] = {"name": name, "in": "query"}
+    if description:
+        parameter["description"] = description
+    parameter["schema"] = schema
+    if schema.get("type") == "array":  # repeated (?type=a&type=b), as forms send them
+        parameter.update(style="form", explode=True)
+    return parameter
+
+
+def _operation(
+    summary: str,
+    operation_id: str,
+    responses: dict[str, Any],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: type[BaseModel] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    """One operation; `public` ones need no token."""
+    operation: dict[str, Any] = {"summary": summary, "operationId": operation_id}
+    if public:
+        operation["security"] = []
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    operation["responses"] = responses
+    return operation
+
+
 _UNAUTHORISED = _problem("No or a wrong token.")
-_REQUEST_ID = {
-    "name": "request_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
-}
+_REQUEST_ID = _path("request_id", pattern=REQUEST_ID_PATTERN)
 _NOT_READY = _problem(
     "The dashboard is still reading the status topic after a start; retry after Retry-After."
 )
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "DSR_DASHBOARD_TOKEN"},
+    "session": {"type": "apiKey", "in": "cookie", "name": "dsr_dashboard"},
+}
+
+
+def _enums(values: list[str]) -> dict[str, Any]:
+    return {"type": "array", "items": {"enum": values}}
+
+
+def _list_requests() -> dict[str, Any]:
+    statuses = [*STATUS_GROUPS, *(s.value for s in RequestStatus)]
+    parameters = [
+        _query(
+            "status",
+            _enums(statuses),
+            "Statuses, comma-separated or repeated; "
+            "'open' and 'finished' stand for groups of them.",
+        ),
+        _query(
+            "type",
+            _enums([t.value for t in RequestType]),
+            "Request types, comma-separated or repeated.",
+        ),
+        _query(
+            "overdue",
+            {"type": "boolean"},
+            "true: only overdue requests; false: none of them.",
+        ),
+        _query("q", {"type": "string"}, "Part of the request id."),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}),
+    ]
+    responses = {
+        "200": _json(RequestPage, "The filtered list with totals."),
+        "400": _problem("A filter value is not understood."),
+        "401": _UNAUTHORISED,
+        "503": _NOT_READY,
+    }
+    return _operation(
+        "Requests, most urgent first (overdue, then by deadline).",
+        "listRequests",
+        responses,
+        parameters=parameters,
+    )
+
+
+def _request_paths() -> dict[str, Any]:
+    """The request list, one request, and completing its manual task."""
+    get_request = _operation(
+        "One request: each system's outcome, the timeline, documents.",
+        "getRequest",
+        {
+            "200": _json(RequestDetail, "The request."),
+            "401": _UNAUTHORISED,
+            "404": _problem("The status topic never mentioned this request."),
+            "503": _NOT_READY,
+        },
+        parameters=[_REQUEST_ID],
+    )
+    complete_task = _operation(
+        "Record that a person carried out a manual task (as `dsr tasks complete`).",
+        "completeTask",
+        {
+            "202": _json(
+                TaskRecorded, "Published; the status changes once the orchestrator processed it."
+            ),
+            "400": _problem("The evidence is missing, too long or personal."),
+            "401": _UNAUTHORISED,
+            "404": _problem("No such request or system."),
+            "409": _problem("The task is not waiting for a person."),
+            "415": _problem("The body is not JSON."),
+            "503": _NOT_READY,
+        },
+        parameters=[_REQUEST_ID, _path("system", pattern=SYSTEM_NAME_PATTERN)],
+        body=TaskCompletion,
+    )
+    return {
+        "/api/requests": {"get": _list_requests()},
+        "/api/requests/{request_id}": {"get": get_request},
+        "/api/requests/{request_id}/tasks/{system}/complete": {"post": complete_task},
+    }
+
+
+def _download_paths() -> dict[str, Any]:
+    """A finished request's documents, and the expiring links that stream its export."""
+    download_file = _operation(
+        "A document of a finished request, as a download.",
+        "downloadFile",
+        {
+            "200": _content(
+                "The file (Content-Disposition: attachment).", "application/octet-stream"
+            ),
+            "302": {
+                "description": "The export: a link that expires in five minutes "
+                "(exports are encrypted at rest; the link decrypts as it streams)."
+            },
+            "401": _UNAUTHORISED,
+            "404": _problem("No such document."),
+        },
+        parameters=[
+            _REQUEST_ID,
+            _path("name", description="A `name` from the request's `files`."),
+        ],
+    )
+    download_export = _operation(
+        "An export, decrypted as it streams, through an expiring link.",
+        "downloadExport",
+        {
+            "200": _content("The export ZIP (Content-Disposition: attachment).", "application/zip"),
+            "401": _UNAUTHORISED,
+            "404": _problem("The link is not valid, or the export is gone."),
+            "410": _problem("The link has expired; ask for a new one."),
+        },
+        parameters=[_path("token", description="From the redirect of the export's file link.")],
+    )
+    return {
+        "/api/requests/{request_id}/files/{name}": {"get": download_file},
+        "/api/downloads/{token}": {"get": download_export},
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    """Live updates, metrics and the probes."""
+    events = _operation(
+        "Server-sent events: `request` (data: a RequestSummary) for every change, `reload` "
+        "when the client should fetch the list again.",
+        "streamEvents",
+        {
+            "200": _content("An event stream.", "text/event-stream", _ref(RequestSummary)),
+            "401": _UNAUTHORISED,
+        },
+    )
+    metrics = _operation(
+        "Prometheus metrics.",
+        "metrics",
+        {"200": _content("Prometheus text format.", "text/plain"), "401": _UNAUTHORISED},
+    )
+    probes = {
+        name: _operation(
+            summary,
+            name,
+            {"200": {"description": good}, "503": {"description": "Not."}},
+            public=True,
+        )
+        for name, summary, good in [
+            ("healthz", "Liveness (no token needed).", "Alive."),
+            (
+                "readyz",
+                "Readiness: the status topic was read to its end (no token needed).",
+                "Ready.",
+            ),
+        ]
+    }
+    return {
+        "/api/events": {"get": events},
+        "/metrics": {"get": metrics},
+        **{f"/{name}": {"get": probe} for name, probe in probes.items()},
+    }
 
 
 @cache
@@ -60,7 +268,6 @@ def openapi_document(version: str) -> dict[str, Any]:
         [(m, "serialization" if m is not TaskCompletion else "validation") for m in _MODELS],
         ref_template="#/components/schemas/{model}",
     )
-    statuses = [*STATUS_GROUPS, *(s.value for s in RequestStatus)]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -71,215 +278,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             "No personal data: requests are known by their id.",
         },
         "security": [{"bearer": []}, {"session": []}],
-        "paths": {
-            "/api/requests": {
-                "get": {
-                    "summary": "Requests, most urgent first (overdue, then by deadline).",
-                    "operationId": "listRequests",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "description": "Statuses, comma-separated or repeated; "
-                            "'open' and 'finished' stand for groups of them.",
-                            "schema": {"type": "array", "items": {"enum": statuses}},
-                            "style": "form",
-                            "explode": True,
-                        },
-                        {
-                            "name": "type",
-                            "in": "query",
-                            "description": "Request types, comma-separated or repeated.",
-                            "schema": {
-                                "type": "array",
-                                "items": {"enum": [t.value for t in RequestType]},
-                            },
-                            "style": "form",
-                            "explode": True,
-                        },
-                        {
-                            "name": "overdue",
-                            "in": "query",
-                            "description": "true: only overdue requests; false: none of them.",
-                            "schema": {"type": "boolean"},
-                        },
-                        {
-                            "name": "q",
-                            "in": "query",
-                            "description": "Part of the request id.",
-                            "schema": {"type": "string"},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": 10000,
-                                "default": 1000,
-                            },
-                        },
-                    ],
-                    "responses": {
-                        "200": _json(RequestPage, "The filtered list with totals."),
-                        "400": _problem("A filter value is not understood."),
-                        "401": _UNAUTHORISED,
-                        "503": _NOT_READY,
-                    },
-                }
-            },
-            "/api/requests/{request_id}": {
-                "get": {
-                    "summary": "One request: each system's outcome, the timeline, documents.",
-                    "operationId": "getRequest",
-                    "parameters": [_REQUEST_ID],
-                    "responses": {
-                        "200": _json(RequestDetail, "The request."),
-                        "401": _UNAUTHORISED,
-                        "404": _problem("The status topic never mentioned this request."),
-                        "503": _NOT_READY,
-                    },
-                }
-            },
-            "/api/requests/{request_id}/tasks/{system}/complete": {
-                "post": {
-                    "summary": "Record that a person carried out a manual task "
-                    "(as `dsr tasks complete`).",
-                    "operationId": "completeTask",
-                    "parameters": [
-                        _REQUEST_ID,
-                        {
-                            "name": "system",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string", "pattern": SYSTEM_NAME_PATTERN},
-                        },
-                    ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref(TaskCompletion)}},
-                    },
-                    "responses": {
-                        "202": _json(
-                            TaskRecorded,
-                            "Published; the status changes once the orchestrator processed it.",
-                        ),
-                        "400": _problem("The evidence is missing, too long or personal."),
-                        "401": _UNAUTHORISED,
-                        "404": _problem("No such request or system."),
-                        "409": _problem("The task is not waiting for a person."),
-                        "415": _problem("The body is not JSON."),
-                        "503": _NOT_READY,
-                    },
-                }
-            },
-            "/api/requests/{request_id}/files/{name}": {
-                "get": {
-                    "summary": "A document of a finished request, as a download.",
-                    "operationId": "downloadFile",
-                    "parameters": [
-                        _REQUEST_ID,
-                        {
-                            "name": "name",
-                            "in": "path",
-                            "required": True,
-                            "description": "A `name` from the request's `files`.",
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The file (Content-Disposition: attachment).",
-                            "content": {"application/octet-stream": {}},
-                        },
-                        "302": {
-                            "description": "The export: a link that expires in five minutes "
-                            "(exports are encrypted at rest; the link decrypts as it streams)."
-                        },
-                        "401": _UNAUTHORISED,
-                        "404": _problem("No such document."),
-                    },
-                }
-            },
-            "/api/downloads/{token}": {
-                "get": {
-                    "summary": "An export, decrypted as it streams, through an expiring link.",
-                    "operationId": "downloadExport",
-                    "parameters": [
-                        {
-                            "name": "token",
-                            "in": "path",
-                            "required": True,
-                            "description": "From the redirect of the export's file link.",
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "The export ZIP (Content-Disposition: attachment).",
-                            "content": {"application/zip": {}},
-                        },
-                        "401": _UNAUTHORISED,
-                        "404": _problem("The link is not valid, or the export is gone."),
-                        "410": _problem("The link has expired; ask for a new one."),
-                    },
-                }
-            },
-            "/api/events": {
-                "get": {
-                    "summary": "Server-sent events: `request` (data: a RequestSummary) for every "
-                    "change, `reload` when the client should fetch the list again.",
-                    "operationId": "streamEvents",
-                    "responses": {
-                        "200": {
-                            "description": "An event stream.",
-                            "content": {"text/event-stream": {"schema": _ref(RequestSummary)}},
-                        },
-                        "401": _UNAUTHORISED,
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics.",
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text format.",
-                            "content": {"text/plain": {}},
-                        },
-                        "401": _UNAUTHORISED,
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness (no token needed).",
-                    "operationId": "healthz",
-                    "security": [],
-                    "responses": {"200": {"description": "Alive."}, "503": {"description": "Not."}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Readiness: the status topic was read to its end (no token needed).",
-                    "operationId": "readyz",
-                    "security": [],
-                    "responses": {"200": {"description": "Ready."}, "503": {"description": "Not."}},
-                }
-            },
-        },
-        "components": {
-            "schemas": schemas["$defs"],
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "DSR_DASHBOARD_TOKEN",
-                },
-                "session": {"type": "apiKey", "in": "cookie", "name": "dsr_dashboard"},
-            },
-        },
+        "paths": {**_request_paths(), **_download_paths(), **_service_paths()},
+        "components": {"schemas": schemas["$defs"], "securitySchemes": _SECURITY_SCHEMES},
     }
 
 

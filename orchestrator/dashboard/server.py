@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import importlib.metadata
 import json
 import logging
 import re
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from aiohttp import web
 from aiohttp_sse import sse_response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -230,11 +231,7 @@ class Dashboard:
         return response
 
     def _login_page(self, target: str | None, error: str | None, *, status: int) -> web.Response:
-        page = (STATIC / "login.html").read_text(encoding="utf-8")
-        page = page.replace("{{next}}", html.escape(local_path(target), quote=True))
-        page = page.replace(
-            "{{error}}", f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-        )
+        page = _login_template().render(next=local_path(target), error=error)
         headers = {"WWW-Authenticate": 'Bearer realm="dsr-dashboard"'} if status == 401 else {}
         return web.Response(text=page, status=status, content_type="text/html", headers=headers)
 
@@ -312,9 +309,9 @@ class Dashboard:
             found = detail(
                 self.live.view,
                 request_id,
+                files=files,
                 now=datetime.now(UTC),
                 due_soon_days=self.settings.due_soon_days,
-                files=files,
             )
         if found is None:
             return _problem(404, f"no status events for request {request_id!r}")
@@ -442,6 +439,15 @@ class Dashboard:
                 await stream.send(
                     summary.model_dump_json(), event="request", id=f"{request_id}@{status.sequence}"
                 )
+
+
+@cache
+def _login_template() -> jinja2.Template:
+    """The sign-in page; autoescaped, as `next` comes from the request."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(STATIC), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    return env.get_template("login.html")
 
 
 def _secure(request: web.Request, headers: Any) -> None:

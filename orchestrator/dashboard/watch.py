@@ -14,6 +14,7 @@ from rich.text import Text
 
 from orchestrator.dashboard.live import LiveView
 from orchestrator.dashboard.model import RequestFilter, RequestPage, RequestSummary, list_requests
+from schemas.errors import DsrError
 from schemas.kafka import KafkaSettings
 from schemas.topics import STATUS
 
@@ -28,7 +29,7 @@ _STATUS_STYLE = {
 }
 
 
-class WatchError(RuntimeError):
+class WatchError(DsrError, RuntimeError):
     """The status topic could not be read in time."""
 
 

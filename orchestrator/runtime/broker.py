@@ -15,10 +15,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from schemas.errors import DsrError
 
 
-class BrokerError(RuntimeError):
+class BrokerError(DsrError, RuntimeError):
     """The embedded broker could not be started."""
 
 
@@ -130,12 +131,7 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.lifecycle.deadlines import DeadlinePolicy, Period
 from orchestrator.lifecycle.reducer import Policy
+from schemas.errors import DsrError
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeys, SealingError, bus_key
 from schemas.primitives.signing import PublisherKeyError, RequestVerifier
@@ -22,96 +23,96 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSR_", extra="ignore", populate_by_name=True)
 
     register_file: Path = Field(
-        default=Path("register.yaml"),
+        Path("register.yaml"),
         validation_alias=AliasChoices("DSR_REGISTER", "register_file"),
         description="The register YAML file (DSR_REGISTER).",
     )
-    data_dir: Path = Field(default=Path("dsr-data"), description="Where results are written.")
+    data_dir: Path = Field(Path("dsr-data"), description="Where results are written.")
     record_dir: Path | None = Field(
-        default=None,
+        None,
         description="Record store shared by connector workers and the orchestrator: where "
         "access results wait for the export (default: DATA_DIR/records).",
     )
     record_grace_seconds: float = Field(
-        default=30.0,
+        30.0,
         ge=0,
         description="How long an exported request's record files stay in the record store "
         "(a worker that dies before its state is saved exports again from them).",
     )
     keys_dir: Path | None = Field(
-        default=None, description="Certificate signing keys and salt (default: DATA_DIR/keys)."
+        None, description="Certificate signing keys and salt (default: DATA_DIR/keys)."
     )
     bus_key_file: Path | None = Field(
-        default=None,
+        None,
         description="The bus key (32 random bytes or their base64, mode 0600) that wraps each "
         "request's data key; the same file for the orchestrator and every connector worker (in "
         "Kubernetes a Secret). Default: KEYS_DIR/bus.key, created on first use.",
     )
     dek_dir: Path | None = Field(
-        default=None,
+        None,
         description="The data-key store, one wrapped key per request, shared like the record "
         "store (default: DATA_DIR/dek).",
     )
     shred_after: str = Field(
-        default="30 days",
+        "30 days",
         description="How long after a request is final its personal data is kept; then its data "
         "key is destroyed (crypto-shredding): '30 days', '6 months', '0 seconds', or 'never'.",
     )
     publisher_keys: Path | None = Field(
-        default=None,
+        None,
         description="The publisher keys file: who may publish request events, with their "
         "keys (`dsr publishers create`). Required, except on the embedded broker.",
     )
     allow_unsigned_requests: bool = Field(
-        default=False,
+        False,
         description="Accept request events without a signature (migration, trusted tests); "
         "logged as a warning. Signed events are verified all the same.",
     )
-    deadline_policy: str = Field(default="1 month", description="'1 month', '4 weeks', '30 days'.")
-    due_soon_days: int = Field(default=7, ge=0)
-    max_attempts: int = Field(default=3, ge=1, description="Tries per system before failing.")
-    retry_delay_seconds: float = Field(default=5.0, ge=0)
+    deadline_policy: str = Field("1 month", description="'1 month', '4 weeks', '30 days'.")
+    due_soon_days: int = Field(7, ge=0)
+    max_attempts: int = Field(3, ge=1, description="Tries per system before failing.")
+    retry_delay_seconds: float = Field(5.0, ge=0)
     task_timeout_seconds: float = Field(
-        default=900.0,
+        900.0,
         gt=0,
         description="A task without an outcome after this long is dispatched again; after "
         "MAX_ATTEMPTS dispatches the system fails with the reason.",
     )
-    tick_interval_seconds: float = Field(default=30.0, gt=0, description="Deadline check period.")
-    batch_size: int = Field(default=500, ge=1)
-    batch_within_seconds: float = Field(default=0.01, gt=0)
-    producer_max_batch_size: int = Field(default=16384, ge=1)
+    tick_interval_seconds: float = Field(30.0, gt=0, description="Deadline check period.")
+    batch_size: int = Field(500, ge=1)
+    batch_within_seconds: float = Field(0.01, gt=0)
+    producer_max_batch_size: int = Field(16384, ge=1)
     orchestrator_workers: int = Field(
-        default=1, ge=1, description="Orchestrator processes 'dsr up' starts (<= partitions)."
+        1, ge=1, description="Orchestrator processes 'dsr up' starts (<= partitions)."
     )
-    source: str = Field(default="dsr-orchestrator", description="CloudEvents source of our events.")
+    source: str = Field("dsr-orchestrator", description="CloudEvents source of our events.")
     app_id: str = "dsr-orchestrator"
     health_port: int | None = Field(
-        default=None,
+        None,
         ge=1,
         le=65535,
         description="Serve /healthz, /readyz and /metrics of a worker on this port (containers); "
         "unset: no health server, so many local workers never clash on a port.",
     )
     dashboard_host: str = Field(
-        default="127.0.0.1", description="Address the dashboard listens on (0.0.0.0 in a pod)."
+        "127.0.0.1", description="Address the dashboard listens on (0.0.0.0 in a pod)."
     )
     dashboard_port: int = Field(
-        default=8080, ge=0, le=65535, description="The dashboard's port; 0: any free port."
+        8080, ge=0, le=65535, description="The dashboard's port; 0: any free port."
     )
     dashboard_token: SecretStr | None = Field(
-        default=None,
+        None,
         description="Opens the dashboard, its API and /metrics (Bearer header or sign-in form); "
         "at least 16 characters, e.g. from `openssl rand -hex 32`. Required unless "
         "DASHBOARD_ALLOW_ANONYMOUS; `dsr up` makes one up for the session when unset.",
     )
     dashboard_allow_anonymous: bool = Field(
-        default=False,
+        False,
         description="Serve the dashboard without a token: only behind a proxy that "
         "authenticates, or on loopback (`dsr demo` does).",
     )
     dashboard_lag_interval_seconds: float = Field(
-        default=15.0, gt=0, description="How often the dashboard measures consumer lag."
+        15.0, gt=0, description="How often the dashboard measures consumer lag."
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
@@ -181,7 +182,7 @@ class Settings(BaseSettings):
         )
 
 
-class ConfigError(ValueError):
+class ConfigError(DsrError, ValueError):
     """Configuration is missing or wrong; the message names each variable and the fix."""
 
 

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from pydantic import SecretStr
@@ -24,6 +23,7 @@ from orchestrator.intake.publishers import IssuedKey, local_publisher
 from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.topics import ensure_topics
+from schemas.errors import DsrError
 from schemas.register import Register, load_register
 
 log = logging.getLogger("dsr.stack")
@@ -57,7 +57,7 @@ def _env_name(field: str) -> str:
     return f"DSR_{field.upper()}"
 
 
-class StackError(RuntimeError):
+class StackError(DsrError, RuntimeError):
     """A part of the stack failed to start or died."""
 
 
@@ -209,12 +209,7 @@ class Stack:
             self.stop()
             raise
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

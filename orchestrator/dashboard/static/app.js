@@ -92,6 +92,23 @@ async function problem(response) {
   }
 }
 
+// The JSON the API answers, or null after showing why not. While a restarted dashboard still
+// reads the status topic (503), `retry` runs again a second later.
+async function fetchJson(path, retry) {
+  const response = await api(path);
+  if (response.status === 503) {
+    notice("Reading the status topic after a restart…");
+    setTimeout(retry, 1000);
+    return null;
+  }
+  if (!response.ok) {
+    notice(await problem(response));
+    return null;
+  }
+  notice("");
+  return response.json();
+}
+
 // -- live updates ---------------------------------------------------------------------------
 
 function follow(onRequest, onReload) {
@@ -172,18 +189,8 @@ async function loadList() {
   const params = query(list.filter);
   history.replaceState(null, "", params.toString() ? `/?${params}` : "/");
   params.set("limit", String(list.limit));
-  const response = await api(`/api/requests?${params}`);
-  if (response.status === 503) {
-    notice("Reading the status topic after a restart…");
-    setTimeout(loadList, 1000);
-    return;
-  }
-  if (!response.ok) {
-    notice(await problem(response));
-    return;
-  }
-  notice("");
-  const page = await response.json();
+  const page = await fetchJson(`/api/requests?${params}`, loadList);
+  if (page === null) return;
   list.rows = new Map(page.requests.map((r) => [r.request_id, r]));
   list.totals = page.totals;
   list.matched = page.matched;
@@ -235,15 +242,7 @@ function badge(text, kind) {
 }
 
 function statusCell(row) {
-  return el(
-    "td",
-    { class: "status", "data-status": row.status },
-    badge(words(row.status), `s-${row.status}`),
-    row.overdue ? badge("overdue", "overdue") : null,
-    row.due_soon ? badge("due soon", "due-soon") : null,
-    row.finished_late ? badge("finished late", "late") : null,
-    row.deadline_extended ? badge("extended", "extended") : null,
-  );
+  return statusBadges(row, "td", row.deadline_extended ? badge("extended", "extended") : null);
 }
 
 function systemsCell(row) {
@@ -324,18 +323,9 @@ async function loadDetail() {
   }
   detailState.loading = true;
   try {
-    const response = await api(`/api/requests/${encodeURIComponent(detailState.id)}`);
-    if (response.status === 503) {
-      notice("Reading the status topic after a restart…");
-      setTimeout(loadDetail, 1000);
-      return;
-    }
-    if (!response.ok) {
-      notice(await problem(response));
-      return;
-    }
-    notice("");
-    renderDetail(await response.json());
+    const path = `/api/requests/${encodeURIComponent(detailState.id)}`;
+    const found = await fetchJson(path, loadDetail);
+    if (found !== null) renderDetail(found);
   } finally {
     detailState.loading = false;
     if (detailState.again) {
@@ -382,14 +372,16 @@ function renderDetail(r) {
   );
 }
 
-function statusBadges(r) {
+// A request's status and its deadline flags as badges, in a `tag` element, then `more`.
+function statusBadges(r, tag = "span", ...more) {
   return el(
-    "span",
+    tag,
     { class: "status", "data-status": r.status },
     badge(words(r.status), `s-${r.status}`),
     r.overdue ? badge("overdue", "overdue") : null,
     r.due_soon ? badge("due soon", "due-soon") : null,
     r.finished_late ? badge("finished late", "late") : null,
+    ...more,
   );
 }
 

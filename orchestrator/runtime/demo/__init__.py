@@ -13,14 +13,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from schemas.events import Identifier, Subject
+from schemas.events import (
+    Identifier,
+    IdentityVerification,
+    RequestSubmitted,
+    Subject,
+    VerificationMethod,
+)
 
-if TYPE_CHECKING:  # the fakes (and aiohttp) load only when the demo runs
+if TYPE_CHECKING:  # annotations only: the fakes (and aiohttp) load when the demo runs
     from connectors.fakes.freshdesk import Freshdesk
+    from schemas.events import RequestType
 
 #: The demo subject. Fictitious; used to check that identifiers never reach logs.
 DEMO_EMAIL = "anna.devries@example.nl"
@@ -122,6 +130,31 @@ def _rows(name: str, email: str, phone: str, n: int) -> dict[str, list[tuple[str
     }
 
 
+def verified_request(
+    request_id: str,
+    kind: RequestType,
+    subject: Subject,
+    *,
+    requested_by: str,
+    verified_by: str | None = None,
+) -> RequestSubmitted:
+    """A request received now, its requester's identity already checked with an ID document."""
+    now = datetime.now(UTC)
+    return RequestSubmitted(
+        request_id=request_id,
+        type=kind,
+        subject=subject,
+        received_at=now,
+        verification=IdentityVerification(
+            verified=True,
+            method=VerificationMethod.ID_DOCUMENT,
+            verified_at=now,
+            verified_by=verified_by,
+        ),
+        requested_by=requested_by,
+    )
+
+
 def seed(directory: Path, only: Iterable[str] | None = None) -> Path:
     """Create the demo databases in `directory` (replacing old ones); return it.
 
@@ -204,4 +237,5 @@ __all__ = [
     "seed",
     "sql_register_path",
     "vendor_fakes",
+    "verified_request",
 ]

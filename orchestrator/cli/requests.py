@@ -1,0 +1,335 @@
+"""`dsr submit`, `dsr verify-identity`, `dsr extend` and `dsr status`: requests from a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from orchestrator.cli.options import (
+    BOOTSTRAP_FILE,
+    PUBLISHER_FILE,
+    REQUEST_TYPES,
+    VERIFICATION_METHODS,
+    DsrCommand,
+    bootstrap_option,
+    client_kafka,
+    subject_identifiers,
+    subject_options,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.intake.client import RequestPublisher
+    from schemas.events import (
+        FieldChange,
+        IdentityVerification,
+        RequestStatusChanged,
+        RequestSubmitted,
+    )
+    from schemas.kafka import KafkaSettings
+    from schemas.primitives.signing import RequestSigner
+
+
+def _client_signer(kafka: KafkaSettings) -> RequestSigner | None:
+    """The key a client command signs request events with: the DSR_PUBLISHER_* variables, else
+    the local publisher of the embedded broker that `dsr up` started, when talking to it."""
+    from schemas.primitives.signing import RequestSigner
+
+    signer = RequestSigner.from_env()
+    if (
+        signer is None
+        and PUBLISHER_FILE.exists()
+        and BOOTSTRAP_FILE.exists()
+        and kafka.bootstrap == BOOTSTRAP_FILE.read_text().strip()
+    ):
+        lines = PUBLISHER_FILE.read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if "=" in line)
+        signer = RequestSigner.from_env(env)
+    return signer
+
+
+def _publisher(kafka: KafkaSettings) -> RequestPublisher:
+    from orchestrator.intake.client import RequestPublisher
+
+    return RequestPublisher(kafka, source="dsr-cli", signer=_client_signer(kafka))
+
+
+def _changes(changes: tuple[str, ...]) -> list[FieldChange] | None:
+    """--change FIELD=VALUE items as FieldChanges (None: no rectification asked for)."""
+    from schemas.events import FieldChange
+
+    if not changes:
+        return None
+    parsed = []
+    for change in changes:
+        field, sep, value = change.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{change!r}: use FIELD=VALUE", param_hint="--change")
+        parsed.append(FieldChange(field=field, value=value))
+    return parsed
+
+
+def _verification(verified: str | None, now: datetime) -> IdentityVerification:
+    """--verified METHOD: checked `now`, by the CLI's user; else not (yet) checked."""
+    from schemas.events import IdentityVerification, VerificationMethod
+
+    if not verified:
+        return IdentityVerification()
+    return IdentityVerification(
+        verified=True,
+        method=VerificationMethod(verified),
+        verified_at=now,
+        verified_by="dsr-cli",
+    )
+
+
+def _build_request(
+    request_id: str | None,
+    request_type: str,
+    identifiers: list[tuple[str, str]],
+    verified: str | None,
+    language: str,
+    requested_by: str,
+    scope: str | None,
+    changes: tuple[str, ...],
+) -> RequestSubmitted:
+    from schemas.events import Identifier, RequestSubmitted, RequestType, Subject
+
+    now = datetime.now(UTC)
+    return RequestSubmitted(
+        request_id=request_id or f"cli-{now:%Y%m%d%H%M%S%f}",
+        type=RequestType(request_type),
+        subject=Subject(identifiers=[Identifier(type=t, value=v) for t, v in identifiers]),
+        language=language,  # type: ignore[arg-type]
+        received_at=now,
+        verification=_verification(verified, now),
+        requested_by=requested_by,
+        changes=_changes(changes),
+        scope=[s.strip() for s in scope.split(",")] if scope else None,
+    )
+
+
+@click.command(cls=DsrCommand)
+@bootstrap_option
+@click.option(
+    "--file", "file_", type=click.File("rb"), help="A request body as JSON ('-' = stdin)."
+)
+@click.option("--id", "request_id", help="Request id (idempotency key); generated if omitted.")
+@click.option("--type", "request_type", type=REQUEST_TYPES)
+@subject_options
+@click.option(
+    "--verified",
+    type=VERIFICATION_METHODS,
+    help="Identity already verified, and how; omit to hold it until 'dsr verify-identity'.",
+)
+@click.option("--language", type=click.Choice(["nl", "en"]), default="nl", show_default=True)
+@click.option("--requested-by", default="dsr-cli", show_default=True)
+@click.option("--scope", help="Comma-separated system names (default: all).")
+@click.option("--change", "changes", multiple=True, help="Rectification: FIELD=VALUE.")
+@click.option("--wait", is_flag=True, help="Wait for the final status and print it.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
+def submit(
+    bootstrap: str | None,
+    file_: Any,
+    request_id: str | None,
+    request_type: str | None,
+    email: tuple[str, ...],
+    phone: tuple[str, ...],
+    customer_id: tuple[str, ...],
+    verified: str | None,
+    language: str,
+    requested_by: str,
+    scope: str | None,
+    changes: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Publish a data-subject request (from flags or a JSON file)."""
+    from pydantic import ValidationError
+
+    from orchestrator.cli.errors import CommandError
+    from schemas.envelope import describe_validation_error
+    from schemas.events import RequestStatus, RequestSubmitted
+
+    try:
+        if file_ is not None:
+            request = RequestSubmitted.model_validate_json(file_.read())
+        else:
+            if not request_type:
+                raise click.UsageError("give --type (or --file)")
+            identifiers = subject_identifiers(email, phone, customer_id)
+            request = _build_request(
+                request_id,
+                request_type,
+                identifiers,
+                verified,
+                language,
+                requested_by,
+                scope,
+                changes,
+            )
+    except ValidationError as exc:
+        raise CommandError(f"invalid request: {describe_validation_error(exc)}") from None
+    kafka = client_kafka(bootstrap)
+    with _publisher(kafka) as publisher:
+        publisher.publish(request)
+    click.echo(f"submitted {request.request_id}")
+    if wait:
+        status = asyncio.run(wait_final(kafka, [request.request_id], timeout))[request.request_id]
+        print_status(status)
+        if status is None or status.status != RequestStatus.COMPLETED:
+            sys.exit(1)
+
+
+@click.command("verify-identity", cls=DsrCommand)
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--method", type=VERIFICATION_METHODS, required=True)
+@click.option("--by", "verified_by", help="Who checked (staff id).")
+def verify_identity(
+    bootstrap: str | None, request_id: str, method: str, verified_by: str | None
+) -> None:
+    """Record that the requester's identity was verified; the request is then fanned out."""
+    from schemas.events import IdentityVerified, VerificationMethod
+
+    event = IdentityVerified(
+        request_id=request_id,
+        method=VerificationMethod(method),
+        verified_at=datetime.now(UTC),
+        verified_by=verified_by,
+    )
+    with _publisher(client_kafka(bootstrap)) as publisher:
+        publisher.verify_identity(event)
+    click.echo(f"identity verified for {request_id}")
+
+
+@click.command(cls=DsrCommand)
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--months", type=click.IntRange(1, 2), required=True, help="1 or 2 months.")
+@click.option(
+    "--reason",
+    required=True,
+    help="Why, as the subject will be told (e.g. 'many systems, complex request'). "
+    "No personal data.",
+)
+@click.option("--by", "extended_by", help="Who decided (staff id).")
+def extend(
+    bootstrap: str | None, request_id: str, months: int, reason: str, extended_by: str | None
+) -> None:
+    """Extend a request's deadline once by one or two months (Art. 12(3) GDPR)."""
+    from pydantic import ValidationError
+
+    from orchestrator.cli.errors import CommandError
+    from schemas.envelope import describe_validation_error
+    from schemas.events import DeadlineExtended
+
+    try:
+        event = DeadlineExtended(
+            request_id=request_id,
+            months=months,
+            reason=reason,
+            extended_at=datetime.now(UTC),
+            extended_by=extended_by,
+        )
+    except ValidationError as exc:
+        raise CommandError(f"invalid extension: {describe_validation_error(exc)}") from None
+    with _publisher(client_kafka(bootstrap)) as publisher:
+        publisher.extend_deadline(event)
+    click.echo(
+        f"asked to extend {request_id} by {months} month(s); the subject must be told the reason "
+        "(see 'dsr status' for the new deadline)"
+    )
+
+
+@click.command(cls=DsrCommand)
+@bootstrap_option
+@click.argument("request_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(bootstrap: str | None, request_id: str | None, as_json: bool) -> None:
+    """Show the status of all requests, or one request in detail."""
+    from orchestrator.cli.errors import CommandError
+    from orchestrator.status.view import read_status
+
+    view = asyncio.run(read_status(client_kafka(bootstrap)))
+    if request_id:
+        found = view.get(request_id)
+        if found is None:
+            raise CommandError(f"no status events for request {request_id!r}")
+        if as_json:
+            click.echo(found.model_dump_json(indent=2))
+        else:
+            print_status(found)
+        return
+    if as_json:
+        click.echo(
+            json.dumps([s.model_dump(mode="json") for s in view.requests.values()], indent=2)
+        )
+        return
+    _print_table(list(view.requests.values()))
+
+
+def _print_table(statuses: list[RequestStatusChanged]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("request", "type", "status", "systems", "deadline", "days left")
+    for s in sorted(statuses, key=lambda s: s.received_at):
+        flag = " [red]OVERDUE[/]" if s.overdue else (" [yellow]due soon[/]" if s.due_soon else "")
+        table.add_row(
+            s.request_id,
+            s.request_type.value,
+            s.status.value + flag,
+            f"{s.systems_done}/{s.systems_total}",
+            s.deadline.date().isoformat(),
+            str(s.days_left),
+        )
+    Console().print(table)
+
+
+def print_status(s: RequestStatusChanged | None) -> None:
+    """A request's status with one line per system (no personal data: status events hold none)."""
+    if s is None:
+        click.echo("no final status in time")
+        return
+    click.echo(
+        f"{s.request_id}: {s.request_type.value} {s.status.value} "
+        f"({s.systems_done}/{s.systems_total} systems, deadline {s.deadline.date()})"
+    )
+    if s.reason:
+        click.echo(f"  reason: {s.reason}")
+    width = max((len(name) for name in s.systems), default=0) + 1
+    for name, p in s.systems.items():
+        detail = ", ".join(f"{k} {v}" for k, v in p.counts.model_dump().items() if v)
+        click.echo(
+            f"  {name:<{width}} {p.status:<23} {detail}" + (f"  ({p.reason})" if p.reason else "")
+        )
+    if s.artifact:
+        click.echo(f"  result: {s.artifact}")
+
+
+async def wait_final(
+    kafka: KafkaSettings, request_ids: list[str], timeout: float
+) -> dict[str, RequestStatusChanged | None]:
+    """The final status of each request, or None for those not final within `timeout` seconds."""
+    from orchestrator.status.view import read_status
+
+    def done(view: Any) -> bool:
+        return all((s := view.get(r)) is not None and s.status.is_final for r in request_ids)
+
+    view = await read_status(kafka, until=done, timeout=timeout)
+    return {r: view.get(r) for r in request_ids}
+
+
+__all__ = [
+    "extend",
+    "print_status",
+    "status",
+    "submit",
+    "verify_identity",
+    "wait_final",
+]

@@ -1,0 +1,201 @@
+"""`dsr up`, `dsr worker` and `dsr topics`: running the system and its parts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from orchestrator.cli.options import (
+    BOOTSTRAP_FILE,
+    PUBLISHER_FILE,
+    STATE_DIR,
+    DsrCommand,
+    DsrGroup,
+    bootstrap_option,
+    client_kafka,
+    command_settings,
+    data_dir_option,
+    register_option,
+    setup_logging,
+)
+
+if TYPE_CHECKING:
+    from connectors.runtime import ConnectorWorker
+    from orchestrator.runtime.config import Settings
+    from orchestrator.runtime.stack import Stack
+
+
+@click.command(cls=DsrCommand)
+@bootstrap_option
+@register_option
+@data_dir_option
+def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> None:
+    """Run broker (if embedded), orchestrator and connector workers until Ctrl-C."""
+    from orchestrator.runtime.stack import Stack
+
+    setup_logging()
+    settings = command_settings(bootstrap, register_file=register, data_dir=data_dir)
+    stack = Stack(settings, dashboard=True).start()
+    if stack.embedded:
+        STATE_DIR.mkdir(exist_ok=True)
+        BOOTSTRAP_FILE.write_text(stack.settings.kafka.bootstrap or "")
+        if stack.local_publisher is not None:
+            env = stack.local_publisher.env()
+            PUBLISHER_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    click.echo(
+        f"Kafka: {stack.settings.kafka.bootstrap}" + (" (embedded)" if stack.embedded else "")
+    )
+    signed_in = stack.dashboard_session_token or settings.dashboard_allow_anonymous
+    click.echo(
+        f"Dashboard: {stack.dashboard_url}"
+        + ("" if signed_in else " (sign in with DSR_DASHBOARD_TOKEN)")
+    )
+    click.echo(f"Results in {settings.data_dir.resolve()}; Ctrl-C stops.")
+    try:
+        until_stopped(stack)
+    finally:
+        click.echo("Stopping...")
+        stack.stop()
+        if stack.embedded:
+            BOOTSTRAP_FILE.unlink(missing_ok=True)
+            PUBLISHER_FILE.unlink(missing_ok=True)
+
+
+def until_stopped(stack: Stack) -> None:
+    """Watch the stack's processes until Ctrl-C or SIGTERM; raises StackError if one dies."""
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stopping:
+        stack.check()
+        time.sleep(0.5)
+
+
+@click.group(cls=DsrGroup)
+def worker() -> None:
+    """Run one worker process (used by 'dsr up' and in containers)."""
+
+
+def _worker_settings() -> Settings:
+    """The settings of a worker process, which must name its Kafka."""
+    from orchestrator.runtime.config import ConfigError
+
+    settings = command_settings()
+    try:
+        settings.kafka.require_bootstrap()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return settings
+
+
+@worker.command("orchestrator")
+def worker_orchestrator() -> None:
+    """The orchestrator's Faust worker."""
+    import faust
+
+    from orchestrator.fanout.app import Orchestrator
+    from schemas.register import WatchedRegister
+
+    settings = _worker_settings()
+    orchestrator = Orchestrator(settings, WatchedRegister(settings.register_file))
+    services = []
+    if settings.health_port is not None:
+        from orchestrator.runtime.health import for_faust
+        from schemas.topics import REQUESTS
+
+        services.append(for_faust(orchestrator.app, settings.health_port, REQUESTS.name))
+    faust_worker = faust.Worker(
+        orchestrator.app, *services, loglevel="INFO", quiet=True, redirect_stdouts=False
+    )
+    faust_worker.execute_from_commandline()
+
+
+@worker.command("connectors")
+@click.option("--group", default="default", show_default=True, help="Connector worker group.")
+def worker_connectors(group: str) -> None:
+    """A connector worker for one group of systems."""
+    from connectors.runtime import ConnectorWorker
+    from schemas.primitives.records import RecordStore
+    from schemas.register import WatchedRegister
+
+    setup_logging()
+    settings = _worker_settings()
+    register = WatchedRegister(settings.register_file)
+    data_keys = settings.data_keys()
+    runner = ConnectorWorker(
+        settings.kafka,
+        register,
+        group,
+        records=RecordStore(settings.record_store_dir(), data_keys),
+        data_keys=data_keys,
+    )
+    asyncio.run(_run_connectors(runner, settings, group))
+
+
+async def _run_connectors(runner: ConnectorWorker, settings: Settings, group: str) -> None:
+    """Run the connector worker until SIGINT or SIGTERM, with its health server if configured."""
+    from orchestrator.runtime.health import HealthServer, event_ready
+    from schemas.topics import TASKS
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, runner.stop)
+    ready = asyncio.Event()
+    health = None
+    if settings.health_port is not None:
+        waiting_for = f"partitions of {TASKS.name} (group {group})"
+        health = HealthServer(
+            settings.health_port,
+            ready=event_ready(ready, waiting_for),
+            component=f"connectors-{group}",
+        )
+        await health.start()
+    try:
+        await runner.run(ready)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+@click.group(cls=DsrGroup)
+def topics() -> None:
+    """Manage our Kafka topics."""
+
+
+@topics.command("create")
+@bootstrap_option
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    metavar="[TOPIC:]KEY=VALUE",
+    help="A topic config for new topics, e.g. retention.ms=604800000 (all topics) or "
+    "dsr.status.v1:retention.ms=-1 (one topic). Repeatable.",
+)
+def topics_create(bootstrap: str | None, configs: tuple[str, ...]) -> None:
+    """Create every topic the application uses (idempotent).
+
+    Partitions and replication factor come from DSR_KAFKA_PARTITIONS and
+    DSR_KAFKA_REPLICATION_FACTOR. Existing topics are not changed.
+    """
+    from orchestrator.runtime.topics import ensure_topics, parse_topic_configs, topic_names
+
+    try:
+        per_topic = parse_topic_configs(configs)
+    except ValueError as exc:  # a malformed flag: a usage error, exit code 2
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    created = ensure_topics(client_kafka(bootstrap), configs=per_topic)
+    click.echo(f"created: {', '.join(created) or 'nothing'}; all: {', '.join(topic_names())}")
+
+
+__all__ = ["topics", "until_stopped", "up", "worker"]
