@@ -1,71 +1,65 @@
-"""Contracts of dsr-orchestrator: event bodies, the CloudEvents envelope, topics, the register."""
+"""Contracts of dsr-orchestrator: event bodies, the CloudEvents envelope, topics, the register.
 
-from schemas.envelope import Envelope, EnvelopeError, KafkaMessage, decode, encode
-from schemas.events import (
-    Counts,
-    DeadLetter,
-    Evidence,
-    FieldChange,
-    Identifier,
-    IdentityVerification,
-    IdentityVerified,
-    OutcomeStatus,
-    Record,
-    RequestStatus,
-    RequestStatusChanged,
-    RequestSubmitted,
-    RequestType,
-    RetainedItem,
-    SealedValue,
-    StatusTrigger,
-    Subject,
-    SystemProgress,
-    TaskDispatched,
-    TaskOutcome,
-    VerificationMethod,
-)
-from schemas.kafka import KafkaSettings
-from schemas.register import Register, RegisterError, System, load_register, parse_register
-from schemas.topics import ALL_TOPICS, DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS, Topic
+The names below are imported on first use, so `import schemas.errors` (as the CLI does before
+it knows which command runs) does not pay for pydantic and every model.
+"""
 
-__all__ = [
-    "ALL_TOPICS",
-    "DEAD_LETTER",
-    "OUTCOMES",
-    "REQUESTS",
-    "STATUS",
-    "TASKS",
-    "Counts",
-    "DeadLetter",
-    "Envelope",
-    "EnvelopeError",
-    "Evidence",
-    "FieldChange",
-    "Identifier",
-    "IdentityVerification",
-    "IdentityVerified",
-    "KafkaMessage",
-    "KafkaSettings",
-    "OutcomeStatus",
-    "Record",
-    "Register",
-    "RegisterError",
-    "RequestStatus",
-    "RequestStatusChanged",
-    "RequestSubmitted",
-    "RequestType",
-    "RetainedItem",
-    "SealedValue",
-    "StatusTrigger",
-    "Subject",
-    "System",
-    "SystemProgress",
-    "TaskDispatched",
-    "TaskOutcome",
-    "Topic",
-    "VerificationMethod",
-    "decode",
-    "encode",
-    "load_register",
-    "parse_register",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ALL_TOPICS": "schemas.topics",
+    "Counts": "schemas.events",
+    "DEAD_LETTER": "schemas.topics",
+    "DeadLetter": "schemas.events",
+    "Envelope": "schemas.envelope",
+    "EnvelopeError": "schemas.envelope",
+    "Evidence": "schemas.events",
+    "FieldChange": "schemas.events",
+    "Identifier": "schemas.events",
+    "IdentityVerification": "schemas.events",
+    "IdentityVerified": "schemas.events",
+    "KafkaMessage": "schemas.envelope",
+    "KafkaSettings": "schemas.kafka",
+    "OUTCOMES": "schemas.topics",
+    "OutcomeStatus": "schemas.events",
+    "REQUESTS": "schemas.topics",
+    "Record": "schemas.events",
+    "Register": "schemas.register",
+    "RegisterError": "schemas.register",
+    "RequestStatus": "schemas.events",
+    "RequestStatusChanged": "schemas.events",
+    "RequestSubmitted": "schemas.events",
+    "RequestType": "schemas.events",
+    "RetainedItem": "schemas.events",
+    "STATUS": "schemas.topics",
+    "SealedValue": "schemas.events",
+    "StatusTrigger": "schemas.events",
+    "Subject": "schemas.events",
+    "System": "schemas.register",
+    "SystemProgress": "schemas.events",
+    "TASKS": "schemas.topics",
+    "TaskDispatched": "schemas.events",
+    "TaskOutcome": "schemas.events",
+    "Topic": "schemas.topics",
+    "VerificationMethod": "schemas.events",
+    "decode": "schemas.envelope",
+    "encode": "schemas.envelope",
+    "load_register": "schemas.register",
+    "parse_register": "schemas.register",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load an exported name from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'schemas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)

@@ -7,6 +7,12 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.errors import DsrError
+
+
+class KafkaConfigError(DsrError, ValueError):
+    """The Kafka connection is not configured well enough to connect; says what to set."""
+
 
 class KafkaSettings(BaseSettings):
     """Connection settings shared by the orchestrator, connector workers and the client."""
@@ -67,7 +73,7 @@ class KafkaSettings(BaseSettings):
     def require_bootstrap(self) -> str:
         """The bootstrap address; a clear error if none is configured."""
         if not self.bootstrap:
-            raise ValueError(
+            raise KafkaConfigError(
                 "no Kafka bootstrap address: set DSR_KAFKA_BOOTSTRAP or pass --bootstrap "
                 "(or run 'dsr up', which starts an embedded broker)"
             )
@@ -126,4 +132,4 @@ class KafkaSettings(BaseSettings):
         return options
 
 
-__all__ = ["KafkaSettings"]
+__all__ = ["KafkaConfigError", "KafkaSettings"]

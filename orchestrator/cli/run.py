@@ -88,13 +88,9 @@ def worker() -> None:
 
 def _worker_settings() -> Settings:
     """The settings of a worker process, which must name its Kafka."""
-    from orchestrator.runtime.config import ConfigError
 
     settings = command_settings()
-    try:
-        settings.kafka.require_bootstrap()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    settings.kafka.require_bootstrap()
     return settings
 
 

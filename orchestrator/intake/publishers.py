@@ -35,7 +35,6 @@ from schemas.primitives.signing import (
     parse_publisher_keys,
 )
 
-DEFAULT_KEYS_FILE = Path("publisher-keys.yaml")
 LOCAL_PUBLISHER = "local"
 LOCAL_KEYS_FILE = "publisher-keys.yaml"
 
@@ -269,7 +268,6 @@ def local_publisher(directory: Path) -> IssuedKey:
 
 
 __all__ = [
-    "DEFAULT_KEYS_FILE",
     "LOCAL_PUBLISHER",
     "IssuedKey",
     "create_publisher",
