@@ -1,8 +1,9 @@
 """Benchmark: peak memory of a SQL access over N related rows, for N = 10k and 100k.
 
-One subject with N/10 orders and 9N/10 order lines (customers -> orders -> order_lines) is
-exported with `SQLConnector.iter_access`. Each N is measured in a fresh subprocess, so one
-run's peak cannot hide in the next one's; the database is filled beforehand by this process.
+One subject with N/10 orders and 9N/10 order lines (customers -> orders -> order_lines, the
+shop database of the SQL tests, `connectors.fakes.shop_db`) is exported with
+`SQLConnector.iter_access`. Each N is measured in a fresh subprocess, so one run's peak cannot
+hide in the next one's; the database is filled beforehand by this process.
 The figure is the ratio of the two peaks: flat (about 1) means memory does not grow with
 the number of rows. Prints JSON.
 
@@ -23,52 +24,15 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    ForeignKey,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    create_engine,
-    insert,
-)
+from sqlalchemy import create_engine, insert
 
+from connectors.fakes.shop_db import RELATIONS, customers, metadata, order_lines, orders, products
 from connectors.sql import SQLConnector
 from schemas.events import Identifier, Subject
 
 SUBJECT = Subject(identifiers=[Identifier(type="email", value="bench@example.com")])
 OTHER = Subject(identifiers=[Identifier(type="email", value="other@example.com")])
-TABLES: list[dict[str, Any]] = [
-    {"name": "customers", "identity": {"email": "email"}},
-    {"name": "orders", "parent": {"table": "customers", "columns": {"customer_id": "id"}}},
-    {"name": "order_lines", "parent": {"table": "orders", "columns": {"order_id": "id"}}},
-]
 _BATCH = 5_000
-
-metadata = MetaData()
-customers = Table(
-    "customers",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("email", String(200)),
-)
-orders = Table(
-    "orders",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("customer_id", Integer, ForeignKey("customers.id"), nullable=False),
-    Column("total", Numeric(10, 2)),
-)
-order_lines = Table(
-    "order_lines",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
-    Column("description", String(200)),
-    Column("quantity", Integer),
-)
 
 
 def fill(url: str, rows: int) -> None:
@@ -82,6 +46,7 @@ def fill(url: str, rows: int) -> None:
             insert(customers),
             [{"id": 1, "email": "Bench@Example.com"}, {"id": 2, "email": "other@example.com"}],
         )
+        conn.execute(insert(products), [{"id": 1, "title": "T-shirt"}])
         conn.execute(insert(orders), [{"id": 0, "customer_id": 2, "total": "1.00"}])
         for start in range(1, order_count + 1, _BATCH):
             stop = min(start + _BATCH, order_count + 1)
@@ -97,6 +62,7 @@ def fill(url: str, rows: int) -> None:
                     {
                         "id": i,
                         "order_id": 1 + i % order_count,
+                        "product_id": 1,
                         "description": f"article {i:08d}, size M, colour blue",
                         "quantity": 1 + i % 5,
                     }
@@ -113,7 +79,7 @@ def _max_rss_kib() -> int:
 
 def measure(url: str) -> dict[str, Any]:
     """Export the subject twice: timed (RSS peak growth) and under tracemalloc (Python peak)."""
-    connector = SQLConnector("bench", {"url": url, "tables": TABLES})
+    connector = SQLConnector("bench", {"url": url, "tables": RELATIONS})
     # Warm up: imports, engine, reflection and statement caches are not per-row costs.
     sum(1 for _ in connector.iter_access(OTHER))
     baseline = _max_rss_kib()

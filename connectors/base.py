@@ -1,7 +1,10 @@
 """The connector contract: one class per kind of system, one async method per right.
 
-A connector is built from a register entry (`System`): its name and its `settings`. It
-declares which rights it carries out automatically in `capabilities`; for any other right the
+A connector is built from a register entry (`System`): its name and its `settings`. It names
+the pydantic model of its settings as its type parameter, `class MyCRM(Connector[MySettings])`:
+the base class validates the register's settings into that model once, so `self.settings` is
+typed (no connector casts it) and a wrong setting fails at start-up naming system and field.
+It declares which rights it carries out automatically in `capabilities`; for any other right the
 runtime reports a manual task instead of calling it. Methods return a `Result`; they raise
 `ConnectorError` for a failure they understand (saying whether a retry can help) and may let
 anything else escape: the runtime turns it into a failed, retryable outcome without leaking
@@ -16,11 +19,12 @@ from __future__ import annotations
 from abc import ABC
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import describe_validation_error
+from schemas.errors import DsrError
 from schemas.events import (
     Counts,
     Evidence,
@@ -34,8 +38,10 @@ from schemas.events import (
 from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule
 
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
-class ConnectorError(Exception):
+
+class ConnectorError(DsrError):
     """A failure a connector understands. The message must not contain personal data."""
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
@@ -82,31 +88,53 @@ class Result:
         return cls.completed(Counts(found=len(records)), records=list(records))
 
 
-class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pick what they support
-    """Base class for connectors; override the methods for the rights in `capabilities`."""
+class Connector(ABC, Generic[SettingsT]):
+    """Base class for connectors; override the methods for the rights in `capabilities`.
+
+    `Connector[Model]` validates the register's settings into `Model`; a bare `Connector`
+    keeps them as the plain mapping the register gave.
+    """
 
     #: Rights this connector carries out automatically.
     capabilities: ClassVar[frozenset[RequestType]] = frozenset()
-    #: Optional pydantic model that validates `settings` from the register.
+    #: The pydantic model of `settings`, taken from the type parameter `Connector[Model]`.
     settings_model: ClassVar[type[BaseModel] | None] = None
     #: Shown by `dsr connectors list`.
     description: ClassVar[str] = ""
     #: Applies the register's `retention_rules` when erasing (see `use_retention`).
     supports_retention: ClassVar[bool] = False
 
+    settings: SettingsT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "settings_model" in cls.__dict__:
+            return  # named explicitly
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            model = next(iter(get_args(base)), None)
+            origin = get_origin(base)
+            if (
+                isinstance(origin, type)
+                and issubclass(origin, Connector)
+                and isinstance(model, type)
+                and issubclass(model, BaseModel)
+            ):
+                cls.settings_model = model
+
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         self.system = system
         self.retention_rules: list[RetentionRule] = []
         raw = dict(settings or {})
-        if self.settings_model is not None:
-            try:
-                self.settings: Any = self.settings_model.model_validate(raw)
-            except ValidationError as exc:
-                raise ConnectorConfigError(
-                    f"settings of system {system!r} are invalid: {describe_validation_error(exc)}"
-                ) from None
-        else:
-            self.settings = raw
+        if self.settings_model is None:
+            # A connector without a settings model reads the register's mapping as it is.
+            self.settings = cast(SettingsT, raw)
+            return
+        try:
+            self.settings = cast(SettingsT, self.settings_model.model_validate(raw))
+        except ValidationError as exc:
+            raise ConnectorConfigError(
+                f"settings of system {system!r} are invalid: {describe_validation_error(exc)}"
+            ) from None
 
     def use_retention(self, rules: Sequence[RetentionRule]) -> None:
         """Take the system's retention rules from the register.
@@ -161,8 +189,8 @@ class Connector(ABC):  # noqa: B024 - every method has a default; subclasses pic
         """Stop consent-based processing (Art. 7(3))."""
         raise NotImplementedError
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release connections; called once when the worker stops."""
 
 
-__all__ = ["Connector", "ConnectorConfigError", "ConnectorError", "Result"]
+__all__ = ["Connector", "ConnectorConfigError", "ConnectorError", "Result", "SettingsT"]

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -102,21 +103,25 @@ class Target(ABC):
         return None
 
 
+def dispatched(system: str, action: RequestType, subject: Subject, **fields: Any) -> TaskDispatched:
+    """A task for `subject` as the orchestrator dispatches it, due in 30 days; `fields` add to
+    it or replace its defaults (e.g. `changes`, `attempt`)."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "request_id": "conformance-1",
+        "task_id": f"conformance-1/{system}",
+        "deadline": now + timedelta(days=30),
+        "dispatched_at": now,
+    }
+    values.update(fields)
+    return TaskDispatched(system=system, action=action, subject=subject, **values)
+
+
 def run_task(
     connector: Connector, system: str, action: RequestType, subject: Subject
 ) -> TaskOutcome:
     """Carry out one task exactly as a connector worker would, then close the connector."""
-    now = datetime.now(UTC)
-    task = TaskDispatched(
-        request_id="conformance-1",
-        task_id=f"conformance-1/{system}",
-        system=system,
-        action=action,
-        subject=subject,
-        deadline=now + timedelta(days=30),
-        dispatched_at=now,
-    )
-    return asyncio.run(_perform(connector, task))
+    return asyncio.run(_perform(connector, dispatched(system, action, subject)))
 
 
 async def _perform(connector: Connector, task: TaskDispatched) -> TaskOutcome:
@@ -177,7 +182,7 @@ class ConnectorConformance:
     def test_access_finds_every_seeded_record_with_provenance(
         self, target: Target, seeded: Seeded
     ) -> None:
-        outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        outcome = _run(target, RequestType.ACCESS, seeded)
         assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
         assert outcome.system == target.name
         found = Counter(r.collection for r in outcome.records)
@@ -187,7 +192,7 @@ class ConnectorConformance:
     def test_erasure_removes_records_and_reports_counts(
         self, target: Target, seeded: Seeded
     ) -> None:
-        outcome = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        outcome = _run(target, RequestType.ERASURE, seeded)
         assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
         erased = outcome.counts.deleted + outcome.counts.anonymised
         if seeded.erased is None:
@@ -196,27 +201,25 @@ class ConnectorConformance:
             assert erased == seeded.erased
 
     def test_access_after_erasure_finds_nothing(self, target: Target, seeded: Seeded) -> None:
-        run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
-        outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        _run(target, RequestType.ERASURE, seeded)
+        outcome = _run(target, RequestType.ACCESS, seeded)
         assert outcome.status == OutcomeStatus.NOT_FOUND, outcome.records[:3]
         assert outcome.records == []
 
     def test_second_erasure_is_safe_and_says_not_found(
         self, target: Target, seeded: Seeded
     ) -> None:
-        first = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        first = _run(target, RequestType.ERASURE, seeded)
         assert first.status == OutcomeStatus.COMPLETED, first.reason
-        second = run_task(target.connector(), target.name, RequestType.ERASURE, seeded.subject)
+        second = _run(target, RequestType.ERASURE, seeded)
         assert second.status == OutcomeStatus.NOT_FOUND, second.reason
 
     def test_rate_limit_is_waited_out_within_the_configured_rate(
         self, target: Target, seeded: Seeded
     ) -> None:
-        faults = target.faults()
-        if faults is None:
-            pytest.skip("not applicable: the target has no HTTP API")
+        faults = _http_faults(target)
         with faults.rate_limit(every=3, retry_after=1):
-            outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+            outcome = _run(target, RequestType.ACCESS, seeded)
         assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
         assert dict(Counter(r.collection for r in outcome.records)) == seeded.expected
         requests, per_seconds = faults.configured_rate
@@ -225,11 +228,8 @@ class ConnectorConformance:
     def test_server_errors_are_retried_then_reported_retryable(
         self, target: Target, seeded: Seeded
     ) -> None:
-        faults = target.faults()
-        if faults is None:
-            pytest.skip("not applicable: the target has no HTTP API")
-        with faults.server_errors():
-            outcome = run_task(target.connector(), target.name, RequestType.ACCESS, seeded.subject)
+        with _http_faults(target).server_errors():
+            outcome = _run(target, RequestType.ACCESS, seeded)
         assert outcome.status == OutcomeStatus.FAILED
         assert outcome.retryable, outcome.reason
         assert outcome.reason and target.name in outcome.reason
@@ -240,34 +240,44 @@ class ConnectorConformance:
         connector = target.bad_credentials()
         if connector is None:
             pytest.skip("not applicable: the target takes no credentials")
-        outcome = run_task(connector, target.name, RequestType.ACCESS, seeded.subject)
+        outcome = _run(target, RequestType.ACCESS, seeded, connector)
         assert outcome.status == OutcomeStatus.FAILED
         assert not outcome.retryable
         assert outcome.reason and "credentials" in outcome.reason.lower()
 
     def test_nothing_personal_is_logged(self, target: Target, seeded: Seeded) -> None:
-        texts: list[str] = []
         with capture_all_logs() as logs:
             outcomes = [
-                run_task(target.connector(), target.name, action, seeded.subject)
+                _run(target, action, seeded)
                 for action in (RequestType.ACCESS, RequestType.ERASURE, RequestType.ERASURE)
             ]
             bad = target.bad_credentials()
             if bad is not None:
-                outcomes.append(run_task(bad, target.name, RequestType.ACCESS, seeded.subject))
+                outcomes.append(_run(target, RequestType.ACCESS, seeded, bad))
             faults = target.faults()
             if faults is not None:
                 with faults.server_errors():
-                    outcomes.append(
-                        run_task(
-                            target.connector(), target.name, RequestType.ACCESS, seeded.subject
-                        )
-                    )
-        texts += logs.texts
-        texts += [o.reason or "" for o in outcomes] + [o.instructions or "" for o in outcomes]
+                    outcomes.append(_run(target, RequestType.ACCESS, seeded))
+        texts = logs.texts + [o.reason or "" for o in outcomes]
+        texts += [o.instructions or "" for o in outcomes]
         for value in _values(seeded):
             leaks = [t for t in texts if value.lower() in t.lower()]
             assert not leaks, f"a subject identifier appears in logs or reasons: {leaks[0][:200]}"
+
+
+def _run(
+    target: Target, action: RequestType, seeded: Seeded, connector: Connector | None = None
+) -> TaskOutcome:
+    """One task for the seeded subject, with a new connector of the target unless given one."""
+    return run_task(connector or target.connector(), target.name, action, seeded.subject)
+
+
+def _http_faults(target: Target) -> Faults:
+    """The target's fault controls; a target without HTTP skips the check."""
+    faults = target.faults()
+    if faults is None:
+        pytest.skip("not applicable: the target has no HTTP API")
+    return faults
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -283,4 +293,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.conformance)
 
 
-__all__ = ["ConnectorConformance", "Faults", "Seeded", "Target", "capture_all_logs", "run_task"]
+__all__ = [
+    "ConnectorConformance",
+    "Faults",
+    "Seeded",
+    "Target",
+    "capture_all_logs",
+    "dispatched",
+    "run_task",
+]

@@ -27,13 +27,11 @@ disk fails tasks with a message naming the file and field until it is fixed.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
 import re
-import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +43,7 @@ from connectors.base import Connector, ConnectorConfigError, ConnectorError, Res
 from connectors.http import (
     Auth,
     HttpClient,
+    JobPolling,
     NoPaging,
     Paging,
     RateLimit,
@@ -85,6 +84,19 @@ class Listing(_Spec):
         """Everything that may hold placeholders."""
         return [self.path, self.params, self.body]
 
+    def records(self, client: HttpClient, values: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """Every record of the listing, its templates filled with `values`."""
+        return client.records(
+            self.method,
+            self.path,
+            path_params=values,
+            params=self.params,
+            json=self.body,
+            paging=self.paging,
+            records_path=self.records_path,
+            absent=self.absent,
+        )
+
 
 class FindSpec(Listing):
     """How to find the subject's main records by their identifiers."""
@@ -104,16 +116,11 @@ class RelatedSpec(Listing):
     collection: str
 
 
-class JobSpec(_Spec):
+class JobSpec(JobPolling):
     """An asynchronous vendor job to poll until it is done."""
 
     id_path: str = Field(description="Dotted path of the job id in the step's response.")
-    poll: str = Field(description="Path template of the job's status, with {job_id}.")
-    status_path: str = "status"
-    done: list[str] = Field(default=["completed"])
-    failed: list[str] = Field(default=["failed"])
     interval_seconds: Annotated[float, Field(gt=0)] = 1.0
-    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
 
 
 class EraseStep(_Spec):
@@ -272,11 +279,10 @@ class _Loaded:
     client_key: Any
 
 
-class DeclarativeConnector(Connector):
+class DeclarativeConnector(Connector[DeclarativeSettings]):
     """A REST vendor described by a YAML spec; the HTTP layer owns paging, limits and retries."""
 
     capabilities = _LiveCapabilities()
-    settings_model = DeclarativeSettings
     description = "REST API described by a YAML spec (connectors/declarative.py)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -348,23 +354,14 @@ class DeclarativeConnector(Connector):
     async def access(self, subject: Subject) -> Result:
         """Every record of the subject: the found records and their related collections."""
         loaded = self._current()
-        spec, client = loaded.spec, loaded.client
         found = await self._find(loaded, subject)
-        if found is None:
-            return self._cannot_search(spec)
+        if isinstance(found, Result):
+            return found
+        spec = loaded.spec
         records = [Record(collection=spec.find.collection, data=f.record) for f in found]
         for related in spec.related:
             for item in found:
-                async for data in client.records(
-                    related.method,
-                    related.path,
-                    path_params=item.values,
-                    params=related.params,
-                    json=related.body,
-                    paging=related.paging,
-                    records_path=related.records_path,
-                    absent=related.absent,
-                ):
+                async for data in related.records(loaded.client, item.values):
                     records.append(Record(collection=related.collection, data=_as_dict(data)))
         log.info("%s: access found %d records", self.system, len(records))
         return Result.found(records)
@@ -372,17 +369,17 @@ class DeclarativeConnector(Connector):
     async def erase(self, subject: Subject) -> Result:
         """Run the erase steps for every found id; already gone counts as done."""
         loaded = self._current()
-        spec, client = loaded.spec, loaded.client
         found = await self._find(loaded, subject)
-        if found is None:
-            return self._cannot_search(spec)
+        if isinstance(found, Result):
+            return found
         if not found:
             return Result.not_found()
+        client = loaded.client
         deleted = 0
         evidence: list[Evidence] = []
         for item in found:
             changed = False
-            for step in spec.erase:
+            for step in loaded.spec.erase:
                 response = await client.request(
                     step.method,
                     step.path,
@@ -401,7 +398,8 @@ class DeclarativeConnector(Connector):
                             f"{self.system}: {step.method} {step.path}: no job id at "
                             f"{step.job.id_path!r} in the response; check the spec's erase.job"
                         )
-                    await self._wait_for_job(client, step, item.values, job_id)
+                    values = {**item.values, "job_id": job_id}
+                    await client.wait_for_job(step.job, values, what=f"{step.method} {step.path}")
                     evidence.append(Evidence(kind="vendor_job_id", value=str(job_id)))
             deleted += changed
         if not deleted:
@@ -418,26 +416,18 @@ class DeclarativeConnector(Connector):
 
     # ------------------------------------------------------------------------- helpers
 
-    async def _find(self, loaded: _Loaded, subject: Subject) -> list[_Found] | None:
-        """The subject's main records (deduplicated by id); None if it lacks an identifier."""
-        spec, client = loaded.spec, loaded.client
+    async def _find(self, loaded: _Loaded, subject: Subject) -> list[_Found] | Result:
+        """The subject's main records (deduplicated by id), or a manual task when the subject
+        lacks the identifier the vendor is searched by."""
+        spec = loaded.spec
         types = spec.identifier_types()
         choices = [subject.values(t) for t in types]
         if not all(choices):
-            return None
+            return self._cannot_search(spec)
         found: dict[str, _Found] = {}
         for combination in itertools.product(*choices):
             identifiers = dict(zip(types, combination, strict=True))
-            async for data in client.records(
-                spec.find.method,
-                spec.find.path,
-                path_params=identifiers,
-                params=spec.find.params,
-                json=spec.find.body,
-                paging=spec.find.paging,
-                records_path=spec.find.records_path,
-                absent=spec.find.absent,
-            ):
+            async for data in spec.find.records(loaded.client, identifiers):
                 record = _as_dict(data)
                 if not _matches(record, spec.find.match, subject):
                     continue
@@ -458,34 +448,6 @@ class DeclarativeConnector(Connector):
             f"such identifier. Search it by hand with the identifiers the request has.",
             reason=f"no {types} identifier to search {self.system!r} with",
         )
-
-    async def _wait_for_job(
-        self, client: HttpClient, step: EraseStep, values: dict[str, Any], job_id: Any
-    ) -> None:
-        """Poll the vendor's job until done; a failed or slow job is a retryable failure."""
-        job = step.job
-        assert job is not None
-        deadline = time.monotonic() + job.timeout_seconds
-        while True:
-            response = await client.request(
-                "GET", job.poll, path_params={**values, "job_id": job_id}
-            )
-            status = lookup(json_body(response), job.status_path)
-            if status in job.done:
-                return
-            if status in job.failed:
-                raise ConnectorError(
-                    f"{self.system}: vendor job {job_id} of {step.method} {step.path} "
-                    f"reported {status!r}",
-                    retryable=True,
-                )
-            if time.monotonic() >= deadline:
-                raise ConnectorError(
-                    f"{self.system}: vendor job {job_id} of {step.method} {step.path} not done "
-                    f"after {job.timeout_seconds:g}s (last status {status!r})",
-                    retryable=True,
-                )
-            await asyncio.sleep(job.interval_seconds)
 
 
 def _as_dict(data: Any) -> dict[str, Any]:

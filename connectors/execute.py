@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from connectors.base import Connector, ConnectorError, Result
@@ -29,6 +29,21 @@ _TITLES = {
     RequestType.RESTRICTION: "restriction (Art. 18)",
     RequestType.OBJECTION: "objection (Art. 21)",
     RequestType.CONSENT_WITHDRAWAL: "consent withdrawal (Art. 7(3))",
+}
+
+
+#: What an outcome repeats of its task, and what it reports of the connector's result.
+_FROM_TASK = ("request_id", "task_id", "system", "action", "attempt")
+_FROM_RESULT = ("status", "counts", "records", "retained", "evidence", "reason")
+
+#: The connector method that carries out each right taking only the subject.
+_METHODS = {
+    RequestType.ACCESS: "access",
+    RequestType.PORTABILITY: "portability",
+    RequestType.ERASURE: "erase",
+    RequestType.RESTRICTION: "restrict",
+    RequestType.OBJECTION: "object",
+    RequestType.CONSENT_WITHDRAWAL: "withdraw_consent",
 }
 
 
@@ -77,23 +92,11 @@ async def _call(
 async def _call_inline(connector: Connector, task: TaskDispatched) -> Result:
     subject = task.subject
     assert subject is not None  # `perform` refuses a sealed task
-    match task.action:
-        case RequestType.ACCESS:
-            return await connector.access(subject)
-        case RequestType.PORTABILITY:
-            return await connector.portability(subject)
-        case RequestType.ERASURE:
-            return await connector.erase(subject)
-        case RequestType.RECTIFICATION:
-            changes = [c for c in task.changes or [] if c.system in (None, task.system)]
-            return await connector.rectify(subject, changes)
-        case RequestType.RESTRICTION:
-            return await connector.restrict(subject)
-        case RequestType.OBJECTION:
-            return await connector.object(subject)
-        case RequestType.CONSENT_WITHDRAWAL:
-            return await connector.withdraw_consent(subject)
-    raise AssertionError(task.action)  # pragma: no cover - enum is exhaustive
+    if task.action == RequestType.RECTIFICATION:
+        changes = [c for c in task.changes or [] if c.system in (None, task.system)]
+        return await connector.rectify(subject, changes)
+    method: Callable[[Subject], Awaitable[Result]] = getattr(connector, _METHODS[task.action])
+    return await method(subject)
 
 
 async def perform(
@@ -156,18 +159,9 @@ def outcome_of(
             f" Then record it: dsr tasks complete {task.task_id} --evidence '<what you did>'"
         )
     return TaskOutcome(
-        request_id=task.request_id,
-        task_id=task.task_id,
-        system=task.system,
-        action=task.action,
-        attempt=task.attempt,
-        status=result.status,
-        counts=result.counts,
-        records=result.records,
+        **{name: getattr(task, name) for name in _FROM_TASK},
+        **{name: getattr(result, name) for name in _FROM_RESULT},
         records_ref=records_ref,
-        retained=result.retained,
-        evidence=result.evidence,
-        reason=result.reason,
         instructions=instructions,
         retryable=retryable,
         completed_at=datetime.now(UTC),

@@ -47,10 +47,15 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
+    retry_if_result,
     stop_after_attempt,
+    stop_after_delay,
+    stop_never,
     wait_exponential,
+    wait_fixed,
     wait_random,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from connectors.base import ConnectorError
@@ -613,6 +618,40 @@ def records_at(body: Any, path: str, source: str = "the response") -> list[Any]:
     raise ConnectorError(f"{source}: expected a list of records at {path or '(body)'!r}")
 
 
+# ---------------------------------------------------------------------------- vendor jobs
+
+
+class JobPolling(_Config):
+    """How to wait for a vendor's asynchronous job, e.g. a deletion that finishes later."""
+
+    poll: str = Field(description="Path template of the job's status, with {job_id}.")
+    status_path: str = Field(default="status", description="Dotted path of the job's status.")
+    done: list[str] = Field(default=["completed"])
+    failed: list[str] = Field(default=["failed"])
+    interval_seconds: Annotated[float, Field(ge=0)] = 1.0
+    timeout_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        default=60.0, description="Give up after this long; None: only `attempts` counts."
+    )
+    attempts: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Give up after this many polls; None: only the timeout counts."
+    )
+
+    @model_validator(mode="after")
+    def _ends(self) -> JobPolling:
+        if self.timeout_seconds is None and self.attempts is None:
+            raise ValueError("give timeout_seconds or attempts, or polling never ends")
+        return self
+
+    def stop(self) -> stop_base:
+        """When polling gives up: the timeout or the number of polls, whichever comes first."""
+        stop: stop_base = stop_never
+        if self.attempts is not None:
+            stop = stop_after_attempt(self.attempts)
+        if self.timeout_seconds is not None:
+            stop = stop | stop_after_delay(self.timeout_seconds)
+        return stop
+
+
 # -------------------------------------------------------------------------------- client
 
 
@@ -697,15 +736,16 @@ class HttpClient:
             before_sleep=self._log_retry,
             reraise=True,
         )
+        url = request.url or path
         async for attempt in retrying:
             with attempt:
-                return await self._send_once(method, path, request, template, expected)
+                return await self._send_once(method, url, request, template, expected)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _send_once(
         self,
         method: str,
-        path: str,
+        url: str,
         request: PageRequest,
         template: str,
         expected: Collection[int],
@@ -718,7 +758,7 @@ class HttpClient:
             try:
                 response = await client.request(
                     method,
-                    request.url or path,
+                    url,
                     params=request.params or None,
                     json=request.json,
                 )
@@ -763,11 +803,11 @@ class HttpClient:
         method: str,
         path_template: str,
         *,
+        paging: Paging | None = None,
+        records_path: str = "",
         path_params: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        paging: Paging | None = None,
-        records_path: str = "",
         expected: Collection[int] = (200,),
         absent: Collection[int] = (),
     ) -> AsyncIterator[Page]:
@@ -804,12 +844,51 @@ class HttpClient:
             for record in page.records:
                 yield record
 
+    async def all_records(self, method: str, path_template: str, **kwargs: Any) -> list[Any]:
+        """Every record of every page in one list (same arguments as `paginate`)."""
+        return [record async for record in self.records(method, path_template, **kwargs)]
+
+    async def wait_for_job(
+        self, job: JobPolling, values: Mapping[str, Any], *, what: str, status: Any = None
+    ) -> str:
+        """Poll a vendor's job until it is done and return its final status.
+
+        `values` fill the poll's template and hold the `job_id`; `status` is what the call that
+        started the job said already (no polling when that is final); `what` names that call
+        in messages. A failed job, or one not done in time, is a retryable `ConnectorError`:
+        the vendor may finish it on the next attempt.
+        """
+        final = {*job.done, *job.failed}
+        job_id = values["job_id"]
+        if status not in final:
+            polling = AsyncRetrying(
+                stop=job.stop(),
+                wait=wait_fixed(job.interval_seconds),
+                retry=retry_if_result(lambda found: found not in final),
+                retry_error_callback=_last_status,  # out of time: judged below, not raised
+            )
+            status = await polling(self._job_status, job, values)
+        if status in job.done:
+            return str(status)
+        verdict = "reported" if status in job.failed else "not done in time, last status"
+        raise ConnectorError(
+            f"{self.system}: vendor job {job_id} of {what} {verdict} {status!r}", retryable=True
+        )
+
+    async def _job_status(self, job: JobPolling, values: Mapping[str, Any]) -> Any:
+        response = await self.request("GET", job.poll, path_params=values)
+        return lookup(json_body(response), job.status_path)
+
     async def aclose(self) -> None:
         """Close the connection pools."""
         clients, self._clients = self._clients, {}
         for loop, client in clients.items():
             if loop is asyncio.get_running_loop():
                 await client.aclose()
+
+
+def _last_status(state: RetryCallState) -> Any:
+    return state.outcome.result() if state.outcome is not None else None
 
 
 @cache
@@ -857,6 +936,7 @@ __all__ = [
     "CursorPaging",
     "HttpClient",
     "HttpError",
+    "JobPolling",
     "LinkHeaderPaging",
     "NextUrlPaging",
     "NoPaging",

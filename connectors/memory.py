@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,14 +39,13 @@ class MemorySettings(BaseModel):
     fault_rate: float = Field(default=0.0, ge=0, le=1)
 
 
-class MemoryConnector(Connector):
+class MemoryConnector(Connector[MemorySettings]):
     """Holds records in memory; supports every right."""
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
-    settings_model = MemorySettings
     description = "In-memory records from settings (tests, benchmarks)."
 
-    def __init__(self, system: str, settings: Any = None) -> None:
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
         self.records: list[Record] = list(self.settings.records)
         self.erased: set[str] = set()

@@ -433,17 +433,15 @@ class _DropRowLogs(logging.Filter):
         return record.levelno > logging.DEBUG
 
 
-class SQLConnector(Connector):
+class SQLConnector(Connector[SQLSettings]):
     """Finds, exports, erases or anonymises and corrects a subject's rows in SQL tables."""
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
-    settings_model = SQLSettings
     supports_retention = True
     description = "SQL database via SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
-        self.settings: SQLSettings
         self._engine: Engine | None = None
         self._dataset: _Dataset | None = None
         # Tasks for one system run concurrently in threads; engine and reflection happen once.

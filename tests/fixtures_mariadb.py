@@ -10,18 +10,16 @@ MySQL databases do: the connector must not assume UTF-8 columns.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.fixtures_postgres import free_port, server_directory, unavailable
 
 INSTALL_HINT = (
     "MariaDB server binaries (mariadbd, mariadb-install-db) not found on PATH or in "
@@ -43,20 +41,6 @@ def _find(*names: str) -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _unavailable(message: str) -> NoReturn:
-    # In CI a missing server is a broken image, not a reason to skip the database tests.
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
@@ -67,20 +51,11 @@ def mariadb_url() -> Iterator[str]:
     server = _find("mariadbd", "mysqld")
     install_db = _find("mariadb-install-db", "mysql_install_db")
     if server is None or install_db is None:
-        _unavailable(INSTALL_HINT)
-    as_user: list[str] = []
-    # mkdtemp, not tmp_path_factory: pytest's base directory is 0700 and root-owned.
-    root = Path(tempfile.mkdtemp(prefix="dsr-mariadb-"))
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("mysql")
-        except KeyError:
-            shutil.rmtree(root, ignore_errors=True)
-            _unavailable("running as root needs a 'mysql' user; " + INSTALL_HINT)
-        as_user = ["--user=mysql"]
-        os.chown(root, owner.pw_uid, owner.pw_gid)
+        unavailable(INSTALL_HINT)
+    root, switch = server_directory("dsr-mariadb-", "mysql", INSTALL_HINT)
+    as_user = ["--user=mysql"] if switch else []
     data, sock, server_log = root / "data", root / "mysqld.sock", root / "server.log"
-    port = _free_port()
+    port = free_port()
     process: subprocess.Popen[bytes] | None = None
     try:
         done = subprocess.run(

@@ -46,18 +46,36 @@ def find_postgres_bin() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (the MariaDB fixture uses it too)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def _unavailable(message: str) -> NoReturn:
+def unavailable(message: str) -> NoReturn:
+    """Skip the test for want of a server binary; in CI, fail it instead."""
     # In CI a missing server is a broken image, not a reason to skip the database tests.
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def server_directory(prefix: str, user: str, hint: str) -> tuple[Path, bool]:
+    """A fresh directory for a database server's files, and whether the server must run as
+    `user` (who then owns it): database servers refuse to run as root."""
+    # mkdtemp, not tmp_path_factory: pytest's base directory is 0700 and root-owned.
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.geteuid() != 0:
+        return root, False
+    try:
+        owner = pwd.getpwnam(user)
+    except KeyError:
+        shutil.rmtree(root, ignore_errors=True)
+        unavailable(f"running as root needs a {user!r} user; {hint}")
+    os.chown(root, owner.pw_uid, owner.pw_gid)
+    return root, True
 
 
 @pytest.fixture(scope="session")
@@ -65,18 +83,9 @@ def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL of a fresh database on a PostgreSQL server started for this session."""
     bin_dir = find_postgres_bin()
     if bin_dir is None:
-        _unavailable(INSTALL_HINT)
-    as_user: list[str] = []
-    # mkdtemp, not tmp_path_factory: pytest's base directory is 0700 and root-owned.
-    root = Path(tempfile.mkdtemp(prefix="dsr-pg-"))
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            shutil.rmtree(root, ignore_errors=True)
-            _unavailable("running as root needs a 'postgres' user; " + INSTALL_HINT)
-        as_user = ["runuser", "-u", "postgres", "--"]
-        os.chown(root, owner.pw_uid, owner.pw_gid)
+        unavailable(INSTALL_HINT)
+    root, switch = server_directory("dsr-pg-", "postgres", INSTALL_HINT)
+    as_user = ["runuser", "-u", "postgres", "--"] if switch else []
     data, server_log = root / "data", root / "server.log"
 
     def run(*args: str) -> None:
@@ -87,7 +96,7 @@ def postgres_url() -> Iterator[str]:
             tail = server_log.read_text()[-2000:] if server_log.exists() else ""
             pytest.fail(f"{Path(args[0]).name} failed:\n{done.stdout}\n{done.stderr}\n{tail}")
 
-    port = _free_port()
+    port = free_port()
     started = False
     try:
         run(

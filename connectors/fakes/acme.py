@@ -14,10 +14,9 @@ It reproduces the behaviours the HTTP layer must cope with, as real vendors show
   with `async_delete` a 202 with `{"job": {"id": ...}}` instead, done after `job_polls` polls of
   `GET /jobs/{id}` (or failed, with `job_fails`); deleting removes the contact's notes,
   tickets and activities;
-- fault injection: `rate_limit_every=N` answers 429 on every Nth request (`Retry-After: 1`, or
-  an `X-RateLimit-Reset` epoch / delta header with `rate_limit_style`), `fail_5xx_times=N`
-  answers 503 to the first N requests, `max_rate=(requests, seconds)` answers 429 like a vendor
-  enforcing its own limit, `latency_seconds` slows every answer (to observe concurrency);
+- the fault knobs of every fake (`faults`, see `connectors.fakes.server.Faults`): a 429 says
+  how long to wait in `Retry-After`, or in an `X-RateLimit-Reset` epoch / delta header with
+  `rate_limit_style`; a 5xx is 503 `{"error": "unavailable", ...}`;
 - the request log of `FakeServer` counts requests per time window, so a test can assert the
   client never exceeded its configured rate.
 
@@ -28,14 +27,13 @@ activities across several pages. Other people's data must survive every test.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import RETRY_AFTER, Answer, FakeServer, bearer_token, route
 
 TOKEN = "acme-test-token"  # noqa: S105 - a fake's fixed test credential
 MAX_LIMIT = 100
@@ -77,8 +75,16 @@ def _seed() -> dict[str, Any]:
     return {"contacts": contacts, "notes": notes, "tickets": tickets, "activities": activities}
 
 
-def _error(status: int, body: dict[str, Any], **headers: str) -> web.Response:
-    return web.json_response(body, status=status, headers=headers)
+#: Where a 429 says how long to wait, per `rate_limit_style`.
+_WAIT_HEADERS = {
+    "retry_after": RETRY_AFTER,
+    "reset_epoch": {"X-RateLimit-Reset": "{until}"},
+    "reset_delta": {"X-RateLimit-Reset": "{wait}"},
+}
+
+
+def _error(status: int, body: dict[str, Any]) -> web.Response:
+    return web.json_response(body, status=status)
 
 
 def _int(request: web.Request, name: str, default: int) -> int:
@@ -94,76 +100,36 @@ def _int(request: web.Request, name: str, default: int) -> int:
         ) from None
 
 
+@dataclass(eq=False)
 class AcmeCRM(FakeServer):
     """The fake Acme CRM; see the module docstring for what it reproduces."""
 
-    def __init__(
-        self,
-        *,
-        token: str = TOKEN,
-        async_delete: bool = False,
-        job_polls: int = 2,
-        job_fails: bool = False,
-        rate_limit_every: int | None = None,
-        rate_limit_style: Literal["retry_after", "reset_epoch", "reset_delta"] = "retry_after",
-        fail_5xx_times: int = 0,
-        max_rate: tuple[int, float] | None = None,
-        latency_seconds: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.token = token
-        self.async_delete = async_delete
-        self.job_polls = job_polls
-        self.job_fails = job_fails
-        self.rate_limit_every = rate_limit_every
-        self.rate_limit_style = rate_limit_style
-        self.fail_5xx_times = fail_5xx_times
-        self.max_rate = max_rate
-        self.latency_seconds = latency_seconds
+    token: str = TOKEN
+    async_delete: bool = False
+    job_polls: int = 2
+    job_fails: bool = False
+    rate_limit_style: Literal["retry_after", "reset_epoch", "reset_delta"] = "retry_after"
+
+    prefix = "/api"
+    unauthorised = Answer(401, {"error": "unauthorized", "message": "Invalid bearer token"})
+    server_error = Answer(503, {"error": "unavailable", "message": "try again later"})
+    too_many = Answer(429, {"error": "rate_limited", "message": "Too many requests"})
+
+    def reset(self) -> None:
+        """Fresh seed and no jobs, empty logs, no faults."""
         self.data = _seed()
         self.jobs: dict[str, dict[str, Any]] = {}
-        self._count = 0
-        self._served_5xx = 0
+        self.reset_faults()
 
     # ------------------------------------------------------------------------ plumbing
 
-    def routes(self, app: web.Application) -> None:
-        """The Acme API under /api."""
-        app.router.add_get("/api/contacts", self._search)
-        app.router.add_get("/api/contacts/{id}", self._get_contact)
-        app.router.add_delete("/api/contacts/{id}", self._delete_contact)
-        app.router.add_get("/api/contacts/{id}/notes", self._notes)
-        app.router.add_get("/api/contacts/{id}/tickets", self._tickets)
-        app.router.add_get("/api/contacts/{id}/activities", self._activities)
-        app.router.add_get("/api/jobs/{job_id}", self._job)
+    def authorised(self, request: web.Request) -> bool:
+        """The bearer token."""
+        return bearer_token(request) == self.token
 
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Latency, injected faults, the vendor's own rate limit, then auth."""
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        self._count += 1
-        if self._served_5xx < self.fail_5xx_times:
-            self._served_5xx += 1
-            return _error(503, {"error": "unavailable", "message": "try again later"})
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._too_many()
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            now = time.monotonic()
-            recent = [r for r in self.calls() if now - r.at < seconds and r.status != 429]
-            if len(recent) >= limit:
-                return self._too_many()
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _error(401, {"error": "unauthorized", "message": "Invalid bearer token"})
-        return None
-
-    def _too_many(self) -> web.Response:
-        body = {"error": "rate_limited", "message": "Too many requests"}
-        if self.rate_limit_style == "reset_epoch":
-            return _error(429, body, **{"X-RateLimit-Reset": str(int(time.time()) + 2)})
-        if self.rate_limit_style == "reset_delta":
-            return _error(429, body, **{"X-RateLimit-Reset": "1"})
-        return _error(429, body, **{"Retry-After": "1"})
+    def too_many_answer(self) -> Answer:
+        """429 with the wait in the header `rate_limit_style` names."""
+        return replace(self.too_many, headers=_WAIT_HEADERS[self.rate_limit_style])
 
     def _contact(self, request: web.Request) -> dict[str, Any]:
         wanted = request.match_info["id"]
@@ -177,6 +143,7 @@ class AcmeCRM(FakeServer):
 
     # ------------------------------------------------------------------------- routes
 
+    @route("GET", "/contacts")
     async def _search(self, request: web.Request) -> web.Response:
         limit = _int(request, "limit", 20)
         offset = _int(request, "offset", 0)
@@ -195,9 +162,11 @@ class AcmeCRM(FakeServer):
             {"contacts": page, "meta": {"total": len(found), "limit": limit, "offset": offset}}
         )
 
+    @route("GET", "/contacts/{id}")
     async def _get_contact(self, request: web.Request) -> web.Response:
         return web.json_response({"contact": self._contact(request)})
 
+    @route("DELETE", "/contacts/{id}")
     async def _delete_contact(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         if self.async_delete:
@@ -212,6 +181,7 @@ class AcmeCRM(FakeServer):
         for related in ("notes", "tickets", "activities"):
             self.data[related].pop(contact_id, None)
 
+    @route("GET", "/jobs/{job_id}")
     async def _job(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["job_id"])
         if job is None:
@@ -224,6 +194,7 @@ class AcmeCRM(FakeServer):
                 self._erase(job["contact"])
         return web.json_response({"id": job["id"], "status": status})
 
+    @route("GET", "/contacts/{id}/notes")
     async def _notes(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         limit = _int(request, "limit", 2)
@@ -237,6 +208,7 @@ class AcmeCRM(FakeServer):
             {"notes": notes[start:end], "meta": {"next": f"n{end}" if more else None}}
         )
 
+    @route("GET", "/contacts/{id}/tickets")
     async def _tickets(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         page = _int(request, "page", 1)
@@ -251,6 +223,7 @@ class AcmeCRM(FakeServer):
             headers["Link"] = f'<{following}>; rel="next"'
         return web.json_response(tickets[start : start + per_page], headers=headers)
 
+    @route("GET", "/contacts/{id}/activities")
     async def _activities(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         size = _int(request, "page[size]", 2)

@@ -17,11 +17,11 @@ What it reproduces (everything under `/api/3`):
   `DELETE /notes/{id}` and `DELETE /deals/{id}` likewise;
 - `POST /contactLists {"contactList": {"list", "contact", "status"}}` changes a subscription
   (status 1 active, 2 unsubscribed); every change is kept in `subscription_changes`;
-- the vendor's limit of 5 requests per second (sliding, per account): 429 with
-  `Retry-After`, `RateLimit-Limit`, `RateLimit-Remaining` (`limited_status=503` answers like
-  the old report says instead);
-- fault knobs: `rate_limit_every=N` (every Nth request 429), `fail_5xx=True` (every request
-  500); the request log of `FakeServer` (method, path, time, status).
+- the vendor's limit of 5 requests per second (sliding, per account; `faults.max_rate`): 429
+  with `Retry-After`, `RateLimit-Limit`, `RateLimit-Remaining` (`limited_status=503` answers
+  like the old report says instead);
+- the fault knobs of every fake (`faults`); a 5xx is 500 `{"message": ...}`; the request log
+  of `FakeServer` (method, path, time, status).
 
 Seeded with four contacts; the subject (Anna de Vries) has notes across several pages, two
 deals she is the primary contact of, one deal she is a secondary contact on, three lists.
@@ -30,12 +30,13 @@ deals she is the primary contact of, one deal she is a secondary contact on, thr
 from __future__ import annotations
 
 import copy
-import time
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import RETRY_AFTER, Answer, FakeServer, Faults, route
+from connectors.vendors.activecampaign import RELATED
 
 API_KEY = "ac-test-key-0123456789"  # a fake's fixed test credential
 MAX_LIMIT = 100
@@ -43,19 +44,9 @@ DEFAULT_LIMIT = 20
 
 SUBJECT_EMAIL = "anna.devries@example.nl"
 
-#: Related listings kept per contact (besides notes, deals and contactLists, kept globally).
-PER_CONTACT = (
-    "contactAutomations",
-    "fieldValues",
-    "contactDeals",
-    "contactLogs",
-    "trackingLogs",
-    "bounceLogs",
-    "geoIps",
-    "contactGoals",
-    "scoreValues",
-    "accountContacts",
-)
+#: Related listings kept per contact: the documented ones (as the connector names them, from
+#: vendor-apis.md) besides notes, deals and contactLists, which this fake keeps globally.
+PER_CONTACT = tuple(n for n in RELATED if n not in ("notes", "deals", "contactLists"))
 
 
 def seed() -> dict[str, Any]:
@@ -108,81 +99,42 @@ def seed() -> dict[str, Any]:
     }
 
 
-def _message(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"message": message}, status=status, headers=headers)
+def _message(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
 
 
+@dataclass(eq=False)
 class ActiveCampaign(FakeServer):
     """The fake ActiveCampaign account; see the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str = API_KEY,
-        rate: tuple[int, float] = (5, 1.0),
-        rate_limit_every: int | None = None,
-        fail_5xx: bool = False,
-        limited_status: int = 429,
-        over_limit: Literal["clamp", "error"] = "clamp",
-    ) -> None:
-        super().__init__()
-        self.api_key = api_key
-        self.rate = rate
-        self.rate_limit_every = rate_limit_every
-        self.fail_5xx = fail_5xx
-        self.limited_status = limited_status
-        self.over_limit = over_limit
-        self.data = seed()
-        self.subscription_changes: list[dict[str, str]] = []
-        self._count = 0
+    api_key: str = API_KEY
+    limited_status: int = 429
+    over_limit: Literal["clamp", "error"] = "clamp"
+
+    #: The vendor's own limit: 5 requests per second per account.
+    default_faults: ClassVar[Faults] = Faults(max_rate=(5, 1.0))
+    prefix = "/api/3"
+    unauthorised = Answer(401, {"message": "No Result found for Subscriber with id 0"})
+    server_error = Answer(500, {"message": "Internal Server Error"})
+    too_many = Answer(
+        429,
+        {"message": "Too Many Requests"},
+        {**RETRY_AFTER, "RateLimit-Limit": "{limit}", "RateLimit-Remaining": "0"},
+    )
 
     def reset(self) -> None:
-        """Fresh data, empty logs, no faults."""
+        """Fresh data, empty logs, the vendor's own limit and no injected faults."""
         self.data = seed()
-        self.subscription_changes = []
-        with self._lock:
-            self.requests.clear()
-        self.rate_limit_every = None
-        self.fail_5xx = False
+        self.subscription_changes: list[dict[str, str]] = []
+        self.reset_faults()
 
-    def routes(self, app: web.Application) -> None:
-        """The API under /api/3."""
-        r = app.router
-        r.add_get("/api/3/contacts", self._search)
-        r.add_get("/api/3/contacts/{id}", self._get_contact)
-        r.add_delete("/api/3/contacts/{id}", self._delete_contact)
-        r.add_get("/api/3/contacts/{id}/{related}", self._related)
-        r.add_get("/api/3/activities", self._activities)
-        r.add_delete("/api/3/notes/{id}", self._delete_note)
-        r.add_delete("/api/3/deals/{id}", self._delete_deal)
-        r.add_post("/api/3/contactLists", self._subscription)
+    def authorised(self, request: web.Request) -> bool:
+        """The API key in the `Api-Token` header."""
+        return request.headers.get("Api-Token") == self.api_key
 
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Injected faults, the vendor's rate limit, then auth."""
-        self._count += 1
-        if self.fail_5xx:
-            return _message(500, "Internal Server Error")
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._limited(1)
-        limit, seconds = self.rate
-        now = time.monotonic()
-        recent = [r for r in self.calls() if now - r.at < seconds and r.status != 429]
-        if len(recent) >= limit:
-            return self._limited(1)
-        if request.headers.get("Api-Token") != self.api_key:
-            return _message(401, "No Result found for Subscriber with id 0")
-        return None
-
-    def _limited(self, retry_after: int) -> web.Response:
-        return _message(
-            self.limited_status,
-            "Too Many Requests",
-            **{
-                "Retry-After": str(retry_after),
-                "RateLimit-Limit": str(self.rate[0]),
-                "RateLimit-Remaining": "0",
-            },
-        )
+    def too_many_answer(self) -> Answer:
+        """429, or `limited_status` (503 as an old report says), with the `RateLimit-*` headers."""
+        return replace(self.too_many, status=self.limited_status)
 
     # ------------------------------------------------------------------------ helpers
 
@@ -216,6 +168,7 @@ class ActiveCampaign(FakeServer):
 
     # ------------------------------------------------------------------------- routes
 
+    @route("GET", "/contacts")
     async def _search(self, request: web.Request) -> web.Response:
         found = self.data["contacts"]
         if "email" in request.query:
@@ -223,12 +176,14 @@ class ActiveCampaign(FakeServer):
             found = [c for c in found if c["email"].lower() == wanted]
         return self._page(request, "contacts", found)
 
+    @route("GET", "/contacts/{id}")
     async def _get_contact(self, request: web.Request) -> web.Response:
         contact = self._contact(request.match_info["id"])
         if contact is None:
             return self._gone("contact", request.match_info["id"])
         return web.json_response({"contact": contact})
 
+    @route("GET", "/contacts/{id}/{related}")
     async def _related(self, request: web.Request) -> web.Response:
         contact_id, name = request.match_info["id"], request.match_info["related"]
         if self._contact(contact_id) is None:
@@ -245,11 +200,13 @@ class ActiveCampaign(FakeServer):
             return _message(404, "Not Found")
         return self._page(request, name, items)
 
+    @route("GET", "/activities")
     async def _activities(self, request: web.Request) -> web.Response:
         contact_id = request.query.get("contact")
         items = [a for a in self.data["activities"] if a["contact"] == contact_id]
         return self._page(request, "activities", items)
 
+    @route("DELETE", "/contacts/{id}")
     async def _delete_contact(self, request: web.Request) -> web.Response:
         contact_id = request.match_info["id"]
         if self._contact(contact_id) is None:
@@ -263,20 +220,17 @@ class ActiveCampaign(FakeServer):
             self.data[key] = [s for s in self.data[key] if s["contact"] != contact_id]
         return web.json_response({})
 
-    async def _delete_note(self, request: web.Request) -> web.Response:
-        note_id = request.match_info["id"]
-        if not any(n["id"] == note_id for n in self.data["notes"]):
-            return self._gone("note", note_id)
-        self.data["notes"] = [n for n in self.data["notes"] if n["id"] != note_id]
+    @route("DELETE", "/notes/{id}")
+    @route("DELETE", "/deals/{id}")
+    async def _delete(self, request: web.Request) -> web.Response:
+        kind = request.path.removeprefix(self.prefix).split("/")[1]
+        object_id = request.match_info["id"]
+        if not any(item["id"] == object_id for item in self.data[kind]):
+            return self._gone(kind[:-1], object_id)
+        self.data[kind] = [item for item in self.data[kind] if item["id"] != object_id]
         return web.json_response({})
 
-    async def _delete_deal(self, request: web.Request) -> web.Response:
-        deal_id = request.match_info["id"]
-        if not any(d["id"] == deal_id for d in self.data["deals"]):
-            return self._gone("deal", deal_id)
-        self.data["deals"] = [d for d in self.data["deals"] if d["id"] != deal_id]
-        return web.json_response({})
-
+    @route("POST", "/contactLists")
     async def _subscription(self, request: web.Request) -> web.Response:
         try:
             body = (await request.json())["contactList"]

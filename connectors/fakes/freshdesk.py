@@ -15,23 +15,29 @@ reproduced the way the connector must cope with them, not relied on):
 - `DELETE /contacts/{id}`: a restorable soft delete (`PUT /contacts/{id}/restore`), recorded;
   `DELETE /contacts/{id}/hard_delete`: 400 unless `force=true` or soft-deleted first, then 204
   and the contact's tickets and conversations are gone; 404 for an unknown contact;
-- a per-account rate limit (`max_rate=(requests, seconds)`, a minute at the vendor) answering
-  429 with `Retry-After`; every answer carries `X-RateLimit-Total`, `X-RateLimit-Remaining`
-  and `X-RateLimit-Used-CurrentRequest`;
-- fault knobs: `rate_limit_every=N` (every Nth request 429), `fail_5xx=N` (first N answer 503).
+- a per-account rate limit (`faults.max_rate=(requests, seconds)`, a minute at the vendor)
+  answering 429 with `Retry-After`; while it is set every answer carries `X-RateLimit-Total`,
+  `X-RateLimit-Remaining` and `X-RateLimit-Used-CurrentRequest`;
+- the fault knobs of every fake (`faults`); a 5xx is 503 `{"code": "service_unavailable"}`.
 """
 
 from __future__ import annotations
 
-import base64
-import math
-import time
+import itertools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import (
+    RETRY_AFTER,
+    Answer,
+    FakeServer,
+    basic_credentials,
+    person,
+    route,
+)
 
 API_KEY = "fd-test-key"
 MAX_PER_PAGE = 100
@@ -44,6 +50,15 @@ SUBJECT_PHONE = "+31611122233"
 SUBJECT_NAME = "Femke Smit"
 
 
+#: The values of `state` on contacts and `filter` on tickets; "deleted" shows the deleted ones.
+_STATES = ("blocked", "deleted", "unverified", "verified")
+_FILTERS = ("new_and_my_open", "watching", "spam", "deleted")
+
+
+def _has_email(contact: dict[str, Any], email: str) -> bool:
+    return (contact["email"] or "").lower() == email.lower()
+
+
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -52,73 +67,65 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _validation(field: str, message: str, code: str = "invalid_value") -> web.Response:
+def _invalid(field: str, message: str, code: str = "invalid_value") -> Answer:
     body = {
         "description": "Validation failed",
         "errors": [{"field": field, "message": message, "code": code}],
     }
-    return web.json_response(body, status=400)
+    return Answer(400, body)
+
+
+def _validation(field: str, message: str, code: str = "invalid_value") -> web.Response:
+    return _invalid(field, message, code).response()
 
 
 def _not_found() -> web.Response:
     return web.json_response({"code": "not_found", "message": "Record not found"}, status=404)
 
 
+@dataclass(eq=False)
 class Freshdesk(FakeServer):
     """The fake Freshdesk account; see the module docstring for what it enforces."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str = API_KEY,
-        max_rate: tuple[int, float] | None = None,
-        rate_limit_every: int | None = None,
-        retry_after: int = 1,
-        fail_5xx: int = 0,
-        link_header: bool = True,
-    ) -> None:
-        super().__init__()
-        self.api_key = api_key
-        self.max_rate = max_rate
-        self.rate_limit_every = rate_limit_every
-        self.retry_after = retry_after
-        self.fail_5xx = fail_5xx
-        self.link_header = link_header
+    api_key: str = API_KEY
+    link_header: bool = True
+
+    prefix = "/api/v2"
+    unauthorised = Answer(
+        401,
+        {
+            "code": "invalid_credentials",
+            "message": "You have to be logged in to perform this action.",
+        },
+    )
+    server_error = Answer(503, {"code": "service_unavailable"})
+    too_many = Answer(
+        429,
+        {"code": "rate_limit_exceeded", "message": "You have exceeded the limit."},
+        RETRY_AFTER,
+    )
+
+    # ------------------------------------------------------------------------- seeding
+
+    def reset(self) -> None:
+        """Forget all data and history of deletions; empty logs, no faults."""
         self.contacts: dict[int, dict[str, Any]] = {}
         self.tickets: dict[int, dict[str, Any]] = {}
         self.conversations: dict[int, list[dict[str, Any]]] = {}
         self.soft_deleted: list[int] = []  # contact ids, in order of soft deletion
         self.hard_deleted: list[int] = []
-        self._count = 0
-        self._served_5xx = 0
-        self._next_id = 1000
-
-    # ------------------------------------------------------------------------- seeding
-
-    def reset(self) -> None:
-        """Forget all data and history of deletions (not the request log)."""
-        self.contacts, self.tickets, self.conversations = {}, {}, {}
-        self.soft_deleted, self.hard_deleted = [], []
-
-    def _id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        self._ids = itertools.count(1001)  # ids of seeded records
+        self.reset_faults()
 
     def add_contact(
         self, name: str, email: str | None, phone: str | None = None, *, deleted: bool = False
     ) -> int:
         """Add a contact; returns its id."""
-        cid = self._id()
-        self.contacts[cid] = {
-            "id": cid,
-            "name": name,
-            "email": email,
-            "phone": phone,
-            "mobile": None,
-            "active": True,
-            "deleted": deleted,
-            "created_at": _iso(datetime.now(UTC)),
-        }
+        cid = next(self._ids)
+        created = _iso(datetime.now(UTC))
+        self.contacts[cid] = person(
+            cid, name, email, phone, mobile=None, active=True, deleted=deleted, created_at=created
+        )
         return cid
 
     def add_ticket(
@@ -131,7 +138,7 @@ class Freshdesk(FakeServer):
         conversations: int = 0,
     ) -> int:
         """Add a ticket created (and last updated) `age_days` ago; returns its id."""
-        tid = self._id()
+        tid = next(self._ids)
         when = _iso(datetime.now(UTC) - timedelta(days=age_days))
         self.tickets[tid] = {
             "id": tid,
@@ -143,69 +150,34 @@ class Freshdesk(FakeServer):
             "updated_at": when,
         }
         self.conversations[tid] = [
-            {"id": self._id(), "ticket_id": tid, "body_text": f"Reply {n}", "incoming": n % 2 == 0}
+            {
+                "id": next(self._ids),
+                "ticket_id": tid,
+                "body_text": f"Reply {n}",
+                "incoming": n % 2 == 0,
+            }
             for n in range(conversations)
         ]
         return tid
 
     # ------------------------------------------------------------------------ plumbing
 
-    def routes(self, app: web.Application) -> None:
-        """The Freshdesk API under /api/v2."""
-        app.router.add_get("/api/v2/contacts", self._list_contacts)
-        app.router.add_delete("/api/v2/contacts/{id}", self._soft_delete)
-        app.router.add_put("/api/v2/contacts/{id}/restore", self._restore)
-        app.router.add_delete("/api/v2/contacts/{id}/hard_delete", self._hard_delete)
-        app.router.add_get("/api/v2/tickets", self._list_tickets)
-        app.router.add_get("/api/v2/tickets/{id}/conversations", self._conversations)
-        app.on_response_prepare.append(self._rate_headers)
+    def rate_headers(self) -> dict[str, str]:
+        """Under the account's rate limit: `X-RateLimit-Total`, `-Remaining`, `-Used-...`."""
+        window = self.window()
+        if window is None:
+            return {}
+        limit, left = window
+        return {
+            "X-RateLimit-Total": str(limit),
+            "X-RateLimit-Remaining": str(left),
+            "X-RateLimit-Used-CurrentRequest": "1",
+        }
 
-    def _recent(self, seconds: float) -> int:
-        now = time.monotonic()
-        return sum(1 for r in self.calls() if now - r.at < seconds and r.status != 429)
-
-    async def _rate_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            response.headers["X-RateLimit-Total"] = str(limit)
-            response.headers["X-RateLimit-Remaining"] = str(max(0, limit - self._recent(seconds)))
-            response.headers["X-RateLimit-Used-CurrentRequest"] = "1"
-
-    def _too_many(self, wait: int) -> web.Response:
-        body = {"code": "rate_limit_exceeded", "message": "You have exceeded the limit."}
-        return web.json_response(body, status=429, headers={"Retry-After": str(wait)})
-
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Injected faults, the account's rate limit, then auth."""
-        self._count += 1
-        if self._served_5xx < self.fail_5xx:
-            self._served_5xx += 1
-            return web.json_response({"code": "service_unavailable"}, status=503)
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._too_many(self.retry_after)
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            now = time.monotonic()
-            recent = sorted(r.at for r in self.calls() if now - r.at < seconds and r.status != 429)
-            if len(recent) >= limit:
-                return self._too_many(max(1, math.ceil(recent[0] + seconds - now)))
-        if not self._authorised(request.headers.get("Authorization", "")):
-            body = {
-                "code": "invalid_credentials",
-                "message": "You have to be logged in to perform this action.",
-            }
-            return web.json_response(body, status=401)
-        return None
-
-    def _authorised(self, header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        if scheme != "Basic":
-            return False
-        try:
-            user, _, _password = base64.b64decode(encoded).decode().partition(":")
-        except ValueError:
-            return False
-        return user == self.api_key
+    def authorised(self, request: web.Request) -> bool:
+        """Basic auth with the API key as user (any password)."""
+        credentials = basic_credentials(request)
+        return credentials is not None and credentials[0] == self.api_key
 
     def _paged(
         self,
@@ -233,33 +205,33 @@ class Freshdesk(FakeServer):
 
     # -------------------------------------------------------------------------- routes
 
+    @staticmethod
+    def _view(request: web.Request, param: str, views: tuple[str, ...], items: Any) -> list[Any]:
+        """The items a listing's `param` shows: the deleted ones only with `param=deleted`."""
+        view = request.query.get(param)
+        if view not in (None, *views):
+            raise _invalid(param, "It should be one of these values: ...").refusal()
+        return [item for item in items if item["deleted"] == (view == "deleted")]
+
+    @route("GET", "/contacts")
     async def _list_contacts(self, request: web.Request) -> web.Response:
+        found = self._view(request, "state", _STATES, self.contacts.values())
         q = request.query
-        state = q.get("state")
-        if state not in (None, "blocked", "deleted", "unverified", "verified"):
-            return _validation("state", "It should be one of these values: ...")
-        found = [c for c in self.contacts.values() if c["deleted"] == (state == "deleted")]
         if "email" in q:
-            found = [c for c in found if (c["email"] or "").lower() == q["email"].lower()]
+            found = [c for c in found if _has_email(c, q["email"])]
         for key in ("phone", "mobile"):
             if key in q:
                 found = [c for c in found if c[key] == q[key]]
         return self._paged(request, found, DEFAULT_PER_PAGE)
 
+    @route("GET", "/tickets")
     async def _list_tickets(self, request: web.Request) -> web.Response:
+        found = self._view(request, "filter", _FILTERS, self.tickets.values())
         q = request.query
-        filter_ = q.get("filter")
-        if filter_ not in (None, "new_and_my_open", "watching", "spam", "deleted"):
-            return _validation("filter", "It should be one of these values: ...")
-        found = [t for t in self.tickets.values() if t["deleted"] == (filter_ == "deleted")]
         if "requester_id" in q:
             found = [t for t in found if str(t["requester_id"]) == q["requester_id"]]
         if "email" in q:
-            ids = {
-                c["id"]
-                for c in self.contacts.values()
-                if (c["email"] or "").lower() == q["email"].lower()
-            }
+            ids = {c["id"] for c in self.contacts.values() if _has_email(c, q["email"])}
             found = [t for t in found if t["requester_id"] in ids]
         if "updated_since" in q:
             try:
@@ -274,6 +246,7 @@ class Freshdesk(FakeServer):
         found.sort(key=lambda t: t["id"])
         return self._paged(request, found, DEFAULT_PER_PAGE)
 
+    @route("GET", "/tickets/{id}/conversations")
     async def _conversations(self, request: web.Request) -> web.Response:
         tid = int(request.match_info["id"])
         if tid not in self.tickets:
@@ -288,6 +261,7 @@ class Freshdesk(FakeServer):
         except ValueError:
             return None
 
+    @route("DELETE", "/contacts/{id}")
     async def _soft_delete(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         if contact is None or contact["deleted"]:
@@ -296,6 +270,7 @@ class Freshdesk(FakeServer):
         self.soft_deleted.append(contact["id"])
         return web.Response(status=204)
 
+    @route("PUT", "/contacts/{id}/restore")
     async def _restore(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         if contact is None or not contact["deleted"]:
@@ -303,6 +278,7 @@ class Freshdesk(FakeServer):
         contact["deleted"] = False
         return web.Response(status=204)
 
+    @route("DELETE", "/contacts/{id}/hard_delete")
     async def _hard_delete(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         if contact is None:

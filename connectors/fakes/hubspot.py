@@ -23,24 +23,24 @@ UNCONFIRMED, so the fake takes the strict side:
 
 - whether gdpr-delete removes associated deals, tickets and engagements: here it does not
   (only the associations go), so a connector must handle them itself;
-- `Retry-After` on 429: sent only when `retry_after` is set;
+- `Retry-After` on 429: never sent, so a client must back off by itself;
 - the batch read/archive limit: 100 inputs (more answers 400);
 - `POST /crm/v4/associations/{from}/{to}/batch/read`: all associations of each input at once.
 
-Fault injection like the Acme fake: `rate_limit_every=N`, `fail_5xx_times=N`, `max_rate`
-(the vendor's own SECONDLY policy). `endpoints` lists `(method, route)` of every answered call.
+The fault knobs of every fake (`faults`; `max_rate` is the vendor's own SECONDLY policy); a 5xx
+is 502 `category:"INTERNAL_ERROR"`. `endpoints` lists `(method, route)` of every answered call.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import Answer, FakeServer, bearer_token, json_object, route
 
 TOKEN = "pat-eu1-fake-hubspot-token"  # noqa: S105 - a fake's fixed test credential
 MAX_SEARCH_LIMIT = 200
@@ -111,136 +111,78 @@ SUBJECT_EXPECTED = {
 SUBJECT_ERASED = sum(SUBJECT_EXPECTED.values()) - 1
 
 
-def _error(status: int, message: str, category: str, **extra: Any) -> web.Response:
-    body = {
+#: The correlation id of canned answers (a real one is a fresh UUID per answer).
+CORRELATION_ID = "2f6c1c6e-4b3a-4f6e-9d3c-000000000000"
+
+
+def _error_body(message: str, category: str, correlation_id: str = CORRELATION_ID) -> Any:
+    return {
         "status": "error",
         "message": message,
-        "correlationId": str(uuid.uuid4()),
+        "correlationId": correlation_id,
         "category": category,
-        **extra,
     }
-    return web.json_response(body, status=status)
 
 
+def _invalid(message: str) -> Answer:
+    return Answer(400, _error_body(message, "VALIDATION_ERROR"))
+
+
+def _error(status: int, message: str, category: str) -> web.Response:
+    return web.json_response(_error_body(message, category, str(uuid.uuid4())), status=status)
+
+
+@dataclass(eq=False)
 class FakeHubSpot(FakeServer):
     """The fake HubSpot; see the module docstring for what it reproduces."""
 
-    def __init__(
-        self,
-        *,
-        token: str = TOKEN,
-        rate_limit_every: int | None = None,
-        retry_after: int | None = None,
-        fail_5xx_times: int = 0,
-        max_rate: tuple[int, float] | None = None,
-    ) -> None:
-        super().__init__()
-        self.token = token
-        self.rate_limit_every = rate_limit_every
-        self.retry_after = retry_after
-        self.fail_5xx_times = fail_5xx_times
-        self.max_rate = max_rate
-        self.data, self.links = seed()
-        self.blocklist: list[str] = []
-        self.plain_deletes: list[tuple[str, str]] = []
-        self.gdpr_deleted: list[str] = []
-        self.endpoints: list[tuple[str, str]] = []
-        self._count = 0
-        self._served_5xx = 0
+    token: str = TOKEN
 
-    def reset(self) -> None:
-        """Fresh seed, empty blocklist and logs, no faults."""
-        self.data, self.links = seed()
-        self.blocklist.clear()
-        self.plain_deletes.clear()
-        self.gdpr_deleted.clear()
-        self.endpoints.clear()
-        with self._lock:
-            self.requests.clear()
-        self._count = 0
-        self.rate_limit_every = self.retry_after = self.max_rate = None
-        self.fail_5xx_times = self._served_5xx = 0
-
-    # ------------------------------------------------------------------------ plumbing
-
-    def routes(self, app: web.Application) -> None:
-        """The HubSpot CRM routes the connector uses."""
-        r = app.router
-        r.add_post("/crm/v3/objects/contacts/search", self._search)
-        r.add_post("/crm/v3/objects/contacts/gdpr-delete", self._gdpr_delete)
-        r.add_get("/crm/v3/properties/{type}", self._properties)
-        r.add_post("/crm/v3/objects/{type}/batch/read", self._batch_read)
-        r.add_post("/crm/v3/objects/{type}/batch/archive", self._batch_archive)
-        r.add_delete("/crm/v3/objects/{type}/{id}", self._delete)
-        r.add_get("/crm/v4/objects/{from}/{id}/associations/{to}", self._associations)
-        r.add_post("/crm/v4/associations/{from}/{to}/batch/read", self._associations_batch)
-
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Injected faults, the vendor's own rate limit, then auth."""
-        self._count += 1
-        if self._served_5xx < self.fail_5xx_times:
-            self._served_5xx += 1
-            return _error(502, "Bad gateway", "INTERNAL_ERROR")
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._too_many()
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            now = time.monotonic()
-            recent = [r for r in self.calls() if now - r.at < seconds and r.status != 429]
-            if len(recent) >= limit:
-                return self._too_many()
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _error(
-                401,
-                "Authentication credentials not found.",
-                "INVALID_AUTHENTICATION",
-            )
-        route = request.match_info.route.resource
-        self.endpoints.append((request.method, route.canonical if route else request.path))
-        return None
-
-    def _too_many(self) -> web.Response:
-        body = {
+    unauthorised = Answer(
+        401,
+        _error_body("Authentication credentials not found.", "INVALID_AUTHENTICATION"),
+    )
+    server_error = Answer(502, _error_body("Bad gateway", "INTERNAL_ERROR"))
+    #: No Retry-After: whether HubSpot sends one is UNCONFIRMED, so the client must back off.
+    too_many = Answer(
+        429,
+        {
             "status": "error",
             "message": "You have reached your secondly limit.",
             "errorType": "RATE_LIMIT",
-            "correlationId": str(uuid.uuid4()),
+            "correlationId": CORRELATION_ID,
             "policyName": "SECONDLY",
-            "requestId": str(uuid.uuid4()),
-        }
-        headers = {
+            "requestId": CORRELATION_ID,
+        },
+        {
             "X-HubSpot-RateLimit-Daily": "250000",
             "X-HubSpot-RateLimit-Daily-Remaining": "249000",
             "X-HubSpot-RateLimit-Secondly": "10",
             "X-HubSpot-RateLimit-Secondly-Remaining": "0",
-        }
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
-        return web.json_response(body, status=429, headers=headers)
+        },
+    )
+
+    def reset(self) -> None:
+        """Fresh seed, empty blocklist and logs, no faults."""
+        self.data, self.links = seed()
+        self.blocklist: list[str] = []
+        self.plain_deletes: list[tuple[str, str]] = []
+        self.gdpr_deleted: list[str] = []
+        self.reset_faults()
+
+    # ------------------------------------------------------------------------ plumbing
+
+    def authorised(self, request: web.Request) -> bool:
+        """The bearer token."""
+        return bearer_token(request) == self.token
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPBadRequest(
-                text='{"status":"error","message":"Invalid JSON","category":"VALIDATION_ERROR"}',
-                content_type="application/json",
-            ) from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(
-                text='{"status":"error","message":"Expected object","category":"VALIDATION_ERROR"}',
-                content_type="application/json",
-            )
-        return body
+        return await json_object(request, _invalid("Invalid JSON: expected an object"))
 
     def _type(self, request: web.Request, key: str = "type") -> str:
         object_type = request.match_info[key]
         if object_type not in OBJECT_TYPES:
-            raise web.HTTPBadRequest(
-                text='{"status":"error","message":"Unknown object type",'
-                '"category":"VALIDATION_ERROR"}',
-                content_type="application/json",
-            )
+            raise _invalid("Unknown object type").refusal()
         return object_type
 
     def _live(self, object_type: str, object_id: str) -> dict[str, Any] | None:
@@ -256,6 +198,7 @@ class FakeHubSpot(FakeServer):
 
     # ------------------------------------------------------------------------- routes
 
+    @route("POST", "/crm/v3/objects/contacts/search")
     async def _search(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         limit = body.get("limit", 10)
@@ -287,19 +230,17 @@ class FakeHubSpot(FakeServer):
     @staticmethod
     def _matches(record: dict[str, Any], condition: dict[str, Any]) -> bool:
         if condition.get("operator") != "EQ":
-            raise web.HTTPBadRequest(
-                text='{"status":"error","message":"operator not supported by the fake",'
-                '"category":"VALIDATION_ERROR"}',
-                content_type="application/json",
-            )
+            raise _invalid("operator not supported by the fake").refusal()
         value = record["properties"].get(condition.get("propertyName"))
         return str(value or "").lower() == str(condition.get("value", "")).lower()
 
+    @route("GET", "/crm/v3/properties/{type}")
     async def _properties(self, request: web.Request) -> web.Response:
         object_type = self._type(request)
         names = sorted({k for r in self.data[object_type].values() for k in r["properties"]})
         return web.json_response({"results": [{"name": n, "type": "string"} for n in names]})
 
+    @route("POST", "/crm/v3/objects/{type}/batch/read")
     async def _batch_read(self, request: web.Request) -> web.Response:
         object_type = self._type(request)
         body = await self._body(request)
@@ -330,11 +271,13 @@ class FakeHubSpot(FakeServer):
         self.plain_deletes.append((object_type, object_id))
         return True
 
+    @route("DELETE", "/crm/v3/objects/{type}/{id}")
     async def _delete(self, request: web.Request) -> web.Response:
         object_type = self._type(request)
         self._archive(object_type, request.match_info["id"])
         return web.Response(status=204)  # HubSpot answers 204 even for an unknown id
 
+    @route("POST", "/crm/v3/objects/{type}/batch/archive")
     async def _batch_archive(self, request: web.Request) -> web.Response:
         object_type = self._type(request)
         inputs = (await self._body(request)).get("inputs") or []
@@ -344,6 +287,7 @@ class FakeHubSpot(FakeServer):
             self._archive(object_type, str(item.get("id")))
         return web.Response(status=204)
 
+    @route("POST", "/crm/v3/objects/contacts/gdpr-delete")
     async def _gdpr_delete(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         object_id = str(body.get("objectId") or "")
@@ -382,6 +326,7 @@ class FakeHubSpot(FakeServer):
         kind = {"category": "HUBSPOT_DEFINED", "typeId": 1, "label": None}
         return {"toObjectId": int(to_id), "associationTypes": [kind]}
 
+    @route("GET", "/crm/v4/objects/{from}/{id}/associations/{to}")
     async def _associations(self, request: web.Request) -> web.Response:
         from_type, to_type = self._type(request, "from"), self._type(request, "to")
         object_id = request.match_info["id"]
@@ -401,6 +346,7 @@ class FakeHubSpot(FakeServer):
             result["paging"] = {"next": {"after": str(after + limit), "link": "?after="}}
         return web.json_response(result)
 
+    @route("POST", "/crm/v4/associations/{from}/{to}/batch/read")
     async def _associations_batch(self, request: web.Request) -> web.Response:
         from_type, to_type = self._type(request, "from"), self._type(request, "to")
         inputs = (await self._body(request)).get("inputs") or []

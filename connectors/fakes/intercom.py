@@ -23,20 +23,20 @@ UNCONFIRMED, recorded rather than enforced: whether `Intercom-Version` is requir
 without it are answered; `versions` lists what each request sent); the page size of notes
 (all are returned on one page).
 
-Fault injection like the Acme fake: `rate_limit_every=N`, `fail_5xx_times=N`, `max_rate`.
+The fault knobs of every fake (`faults`); a 5xx is 503 error.list `service_unavailable`.
 `endpoints` lists `(method, route)` of every authenticated call.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import Answer, FakeServer, bearer_token, json_object, route
 
 TOKEN = "dG9rOmZha2UtaW50ZXJjb20tdG9rZW4="  # noqa: S105 - a fake's fixed test credential
 MAX_PER_PAGE = 150
@@ -48,38 +48,47 @@ SUBJECT_NAME = "Anna de Vries"
 SUBJECT_ID = "6650a1b2c3d4e5f601"
 
 
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {
+#: The request id of canned answers (a real one is fresh per answer).
+REQUEST_ID = "000f1f2e3d4c5b6a7988"
+
+
+def _error_list(code: str, message: str, request_id: str = REQUEST_ID) -> dict[str, Any]:
+    return {
         "type": "error.list",
-        "request_id": uuid.uuid4().hex,
+        "request_id": request_id,
         "errors": [{"code": code, "message": message}],
     }
-    return web.json_response(body, status=status, headers=headers)
 
 
+def _invalid(message: str) -> Answer:
+    return Answer(400, _error_list("parameter_invalid", message))
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response(_error_list(code, message, uuid.uuid4().hex), status=status)
+
+
+#: The 404 message of a delete, per kind of object.
+_NOT_FOUND = {"conversations": "Resource Not Found", "tickets": "Ticket Not Found"}
+
+
+@dataclass(eq=False)
 class FakeIntercom(FakeServer):
     """The fake Intercom; see the module docstring for what it reproduces."""
 
-    def __init__(
-        self,
-        *,
-        token: str = TOKEN,
-        rate_limit_every: int | None = None,
-        fail_5xx_times: int = 0,
-        max_rate: tuple[int, float] | None = None,
-    ) -> None:
-        super().__init__()
-        self.endpoints: list[tuple[str, str]] = []
-        self.versions: list[str | None] = []
-        self.archived: list[str] = []
-        self.reset()
-        self.token = token
-        self.rate_limit_every = rate_limit_every
-        self.fail_5xx_times = fail_5xx_times
-        self.max_rate = max_rate
+    token: str = TOKEN
+
+    unauthorised = Answer(401, _error_list("unauthorized", "Access Token Invalid"))
+    server_error = Answer(503, _error_list("service_unavailable", "Service Unavailable"))
+    too_many = Answer(
+        429,
+        _error_list("rate_limit_exceeded", "Exceeded rate limit"),
+        {"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "{until}"},
+    )
 
     def reset(self, conversations: int = 4) -> None:
-        """Seed the subject (with `conversations` own conversations) and two other people."""
+        """Seed the subject (with `conversations` own conversations) and two other people; empty
+        logs, no faults."""
         self.contacts: dict[str, dict[str, Any]] = {}
         self.conversations: dict[str, dict[str, Any]] = {}
         self.tickets: dict[str, dict[str, Any]] = {}
@@ -113,15 +122,9 @@ class FakeIntercom(FakeServer):
             SUBJECT_ID: [{"type": "tag", "id": "17", "name": "vip"},
                          {"type": "tag", "id": "18", "name": "webshop"}],
         }  # fmt: skip
-        self.endpoints = []
-        self.versions = []
-        self.archived = []
-        with self._lock:
-            self.requests.clear()
-        self._count = self._served_5xx = 0
-        self.rate_limit_every = None
-        self.max_rate = None
-        self.fail_5xx_times = 0
+        self.versions: list[str | None] = []
+        self.archived: list[str] = []
+        self.reset_faults()
 
     def add_conversation(self, cid: str, contacts: list[str], parts: int = 1) -> None:
         """Add a conversation between the given contacts and an admin."""
@@ -143,71 +146,25 @@ class FakeIntercom(FakeServer):
 
     # ------------------------------------------------------------------------ plumbing
 
-    def routes(self, app: web.Application) -> None:
-        """The Intercom routes the connector uses, plus archive."""
-        r = app.router
-        r.add_post("/contacts/search", self._search_contacts)
-        r.add_delete("/contacts/{id}", self._delete_contact)
-        r.add_post("/contacts/{id}/archive", self._archive)
-        r.add_get("/contacts/{id}/notes", self._notes)
-        r.add_get("/contacts/{id}/tags", self._tags)
-        r.add_post("/conversations/search", self._search_conversations)
-        r.add_get("/conversations/{id}", self._conversation)
-        r.add_delete("/conversations/{id}", self._delete_conversation)
-        r.add_post("/tickets/search", self._search_tickets)
-        r.add_delete("/tickets/{id}", self._delete_ticket)
-
     async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Injected faults, the vendor's own rate limit, then auth."""
-        self._count += 1
-        if self._served_5xx < self.fail_5xx_times:
-            self._served_5xx += 1
-            return _error(503, "service_unavailable", "Service Unavailable")
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._too_many()
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            now = time.monotonic()
-            recent = [r for r in self.calls() if now - r.at < seconds and r.status != 429]
-            if len(recent) >= limit:
-                return self._too_many()
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _error(401, "unauthorized", "Access Token Invalid")
-        self.versions.append(request.headers.get("Intercom-Version"))
-        route = request.match_info.route.resource
-        self.endpoints.append((request.method, route.canonical if route else request.path))
-        return None
+        """Faults, limits and auth as every fake; then note the `Intercom-Version` sent."""
+        answer = await super().before(request)
+        if answer is None:
+            self.versions.append(request.headers.get("Intercom-Version"))
+        return answer
 
-    def _too_many(self) -> web.Response:
-        headers = {
-            "X-RateLimit-Limit": "1000",
-            "X-RateLimit-Remaining": "0",
-            "X-RateLimit-Reset": str(int(time.time()) + 1),
-        }
-        return _error(429, "rate_limit_exceeded", "Exceeded rate limit", **headers)
+    def authorised(self, request: web.Request) -> bool:
+        """The bearer token."""
+        return bearer_token(request) == self.token
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(
-                text='{"type":"error.list","errors":[{"code":"parameter_invalid",'
-                '"message":"Invalid JSON body"}]}',
-                content_type="application/json",
-            )
-        return body
+        return await json_object(request, _invalid("Invalid JSON body"))
 
     @staticmethod
     def _query_value(body: dict[str, Any], field: str) -> str:
         query = body.get("query") or {}
         if query.get("field") != field or query.get("operator") != "=":
-            raise web.HTTPBadRequest(
-                text='{"type":"error.list","errors":[{"code":"parameter_invalid",'
-                '"message":"query not supported by the fake"}]}',
-                content_type="application/json",
-            )
+            raise _invalid("query not supported by the fake").refusal()
         return str(query.get("value", ""))
 
     @staticmethod
@@ -242,21 +199,19 @@ class FakeIntercom(FakeServer):
     def _contact(self, request: web.Request) -> dict[str, Any]:
         contact = self.contacts.get(request.match_info["id"])
         if contact is None:
-            raise web.HTTPNotFound(
-                text='{"type":"error.list","errors":[{"code":"not_found",'
-                '"message":"Contact Not Found"}]}',
-                content_type="application/json",
-            )
+            raise Answer(404, _error_list("not_found", "Contact Not Found")).refusal()
         return contact
 
     # ------------------------------------------------------------------------- routes
 
+    @route("POST", "/contacts/search")
     async def _search_contacts(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         email = self._query_value(body, "email").lower()
         found = [c for c in self.contacts.values() if (c["email"] or "").lower() == email]
         return self._page(body, found, "data", "list")
 
+    @route("POST", "/conversations/search")
     async def _search_conversations(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         contact = self._query_value(body, "contact_ids")
@@ -267,6 +222,7 @@ class FakeIntercom(FakeServer):
                 found.append(brief)  # search results carry no parts
         return self._page(body, found, "conversations", "conversation.list")
 
+    @route("POST", "/tickets/search")
     async def _search_tickets(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         contact = self._query_value(body, "contact_ids")
@@ -277,6 +233,7 @@ class FakeIntercom(FakeServer):
         ]
         return self._page(body, found, "tickets", "ticket.list")
 
+    @route("GET", "/conversations/{id}")
     async def _conversation(self, request: web.Request) -> web.Response:
         conversation = self.conversations.get(request.match_info["id"])
         if conversation is None:
@@ -286,18 +243,18 @@ class FakeIntercom(FakeServer):
         parts["conversation_parts"] = parts["conversation_parts"][-MAX_PARTS:]
         return web.json_response(full)
 
-    async def _delete_conversation(self, request: web.Request) -> web.Response:
-        cid = request.match_info["id"]
-        if self.conversations.pop(cid, None) is None:
-            return _error(404, "not_found", "Resource Not Found")
-        return web.json_response({"id": cid, "object": "conversation", "deleted": True})
+    @route("DELETE", "/conversations/{id}")
+    @route("DELETE", "/tickets/{id}")
+    async def _delete(self, request: web.Request) -> web.Response:
+        kind, object_id = request.path.split("/")[1], request.match_info["id"]
+        found = (self.conversations if kind == "conversations" else self.tickets).pop(
+            object_id, None
+        )
+        if found is None:
+            return _error(404, "not_found", _NOT_FOUND[kind])
+        return web.json_response({"id": object_id, "object": kind[:-1], "deleted": True})
 
-    async def _delete_ticket(self, request: web.Request) -> web.Response:
-        tid = request.match_info["id"]
-        if self.tickets.pop(tid, None) is None:
-            return _error(404, "not_found", "Ticket Not Found")
-        return web.json_response({"id": tid, "object": "ticket", "deleted": True})
-
+    @route("GET", "/contacts/{id}/notes")
     async def _notes(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         notes = copy.deepcopy(self.notes.get(contact["id"], []))
@@ -306,12 +263,14 @@ class FakeIntercom(FakeServer):
             {"type": "list", "data": notes, "total_count": len(notes), "pages": pages}
         )
 
+    @route("GET", "/contacts/{id}/tags")
     async def _tags(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         return web.json_response(
             {"type": "list", "data": copy.deepcopy(self.tags.get(contact["id"], []))}
         )
 
+    @route("DELETE", "/contacts/{id}")
     async def _delete_contact(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         del self.contacts[contact["id"]]
@@ -326,6 +285,7 @@ class FakeIntercom(FakeServer):
             }
         )
 
+    @route("POST", "/contacts/{id}/archive")
     async def _archive(self, request: web.Request) -> web.Response:
         contact = self._contact(request)
         contact["archived"] = True  # not deletion: it stays, and stays findable

@@ -16,10 +16,11 @@ What it reproduces (everything under `/3.0`):
   Email Not Subscribed"; `DELETE .../members/{hash}` only archives (status `archived`, the
   member and its data stay), and is recorded in `archived`;
 - `PATCH .../members/{hash}` changes the status; every change is kept in `status_changes`;
-- the vendor's limit of 10 concurrent connections: the 11th request in flight answers 429
-  with an empty body and no rate-limit headers (`latency_seconds` makes requests overlap);
-- fault knobs: `rate_limit_every=N` (every Nth request the same bare 429), `fail_5xx=True`
-  (every request 500), and the request log of `FakeServer`.
+- the vendor's limit of 10 concurrent connections (`faults.max_connections`): the 11th
+  request in flight answers 429 with an empty body and no rate-limit headers
+  (`faults.latency_seconds` makes requests overlap);
+- the fault knobs of every fake (`faults`; every 429 is that bare one, a 5xx is a 500
+  problem), and the request log of `FakeServer`.
 
 Documented (vendor-apis.md, from Mailchimp's OpenAPI spec and docs): auth, MD5 member ids,
 `count`/`offset` paging and its maximum, `delete-permanent` and its after-effects, DELETE as
@@ -33,20 +34,20 @@ is a member of audiences a1 and a3, with activity across several pages.
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import copy
 import hashlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import Answer, FakeServer, Faults, basic_credentials, route
 
 API_KEY = "0123456789abcdef0123456789abcdef-us6"  # a fake's fixed test credential
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
 MAX_CONNECTIONS = 10
+PROBLEM = "application/problem+json"
 SUBJECT_EMAIL = "anna.devries@example.nl"
 RELATED = {"activity-feed": "activity", "events": "events", "notes": "notes", "tags": "tags"}
 RELATED_KEYS = {**RELATED, "goals": "goals"}
@@ -104,106 +105,63 @@ def seed(extra_audiences: int = 0) -> dict[str, Any]:
     return {"lists": lists}
 
 
+def _problem_body(status: int, title: str, detail: str, instance: str = "") -> dict[str, Any]:
+    return {
+        "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+
+
 def _problem(status: int, title: str, detail: str, instance: str = "") -> web.Response:
-    return web.json_response(
-        {
-            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": instance,
-        },
-        status=status,
-        content_type="application/problem+json",
-    )
+    body = _problem_body(status, title, detail, instance)
+    return Answer(status, body, content_type=PROBLEM).response()
 
 
 def _public(member: dict[str, Any]) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in member.items() if k != "related"}
 
 
+@dataclass(eq=False)
 class Mailchimp(FakeServer):
     """The fake Mailchimp account; see the module docstring."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str = API_KEY,
-        max_connections: int = MAX_CONNECTIONS,
-        latency_seconds: float = 0.0,
-        rate_limit_every: int | None = None,
-        fail_5xx: bool = False,
-        extra_audiences: int = 0,
-    ) -> None:
-        super().__init__()
-        self.api_key = api_key
-        self.max_connections = max_connections
-        self.latency_seconds = latency_seconds
-        self.rate_limit_every = rate_limit_every
-        self.fail_5xx = fail_5xx
-        self.extra_audiences = extra_audiences
+    api_key: str = API_KEY
+
+    #: The vendor's own limit: 10 connections at once per API key.
+    default_faults: ClassVar[Faults] = Faults(max_connections=MAX_CONNECTIONS)
+    prefix = "/3.0"
+    unauthorised = Answer(
+        401,
+        _problem_body(
+            401,
+            "API Key Invalid",
+            "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+        ),
+        content_type=PROBLEM,
+    )
+    server_error = Answer(
+        500,
+        _problem_body(500, "Internal Server Error", "An unexpected error occurred."),
+        content_type=PROBLEM,
+    )
+    too_many = Answer(429)  # no headers, empty body, as the vendor answers
+
+    def reset(self, extra_audiences: int = 0) -> None:
+        """Fresh data (with `extra_audiences` empty audiences), empty logs, the vendor's own
+        limit and no injected faults."""
         self.data = seed(extra_audiences)
         self.forgotten: set[tuple[str, str]] = set()
         self.archived: list[tuple[str, str]] = []
         self.status_changes: list[tuple[str, str, str]] = []
-        self._count = 0
+        self.reset_faults()
 
-    def reset(self, extra_audiences: int | None = None) -> None:
-        """Fresh data, empty logs, no faults."""
-        if extra_audiences is not None:
-            self.extra_audiences = extra_audiences
-        self.data = seed(self.extra_audiences)
-        self.forgotten, self.archived, self.status_changes = set(), [], []
-        with self._lock:
-            self.requests.clear()
-            self._max_in_flight = 0
-        self.rate_limit_every, self.fail_5xx, self.latency_seconds = None, False, 0.0
-
-    def routes(self, app: web.Application) -> None:
-        """The API under /3.0."""
-        r = app.router
-        m = "/3.0/lists/{list_id}/members"
-        r.add_get("/3.0/lists", self._lists)
-        r.add_get("/3.0/search-members", self._search)
-        r.add_post(m, self._add)
-        r.add_get(m + "/{hash}", self._get)
-        r.add_put(m + "/{hash}", self._put)
-        r.add_patch(m + "/{hash}", self._patch)
-        r.add_delete(m + "/{hash}", self._archive)
-        r.add_post(m + "/{hash}/actions/delete-permanent", self._forget)
-        r.add_get(m + "/{hash}/{related}", self._related)
-
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Concurrency limit, injected faults, then auth."""
-        with self._lock:
-            in_flight = self._in_flight
-        self._count += 1
-        if self.latency_seconds:
-            await asyncio.sleep(self.latency_seconds)
-        if in_flight > self.max_connections:
-            return web.Response(status=429)  # the vendor: no headers, empty body
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return web.Response(status=429)
-        if self.fail_5xx:
-            return _problem(500, "Internal Server Error", "An unexpected error occurred.")
-        if not self._authorised(request.headers.get("Authorization", "")):
-            return _problem(
-                401,
-                "API Key Invalid",
-                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
-                request.path,
-            )
-        return None
-
-    def _authorised(self, header: str) -> bool:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            _user, _, password = base64.b64decode(value).decode().partition(":")
-        except ValueError:
-            return False
-        return password == self.api_key
+    def authorised(self, request: web.Request) -> bool:
+        """Basic auth with the API key as password (any user name)."""
+        credentials = basic_credentials(request)
+        return credentials is not None and credentials[1] == self.api_key
 
     # ------------------------------------------------------------------------ helpers
 
@@ -243,10 +201,12 @@ class Mailchimp(FakeServer):
 
     # ------------------------------------------------------------------------- routes
 
+    @route("GET", "/lists")
     async def _lists(self, request: web.Request) -> web.Response:
         lists = [{"id": a["id"], "name": a["name"]} for a in self.data["lists"].values()]
         return self._page(request, "lists", lists)
 
+    @route("GET", "/search-members")
     async def _search(self, request: web.Request) -> web.Response:
         query = request.query.get("query", "").lower()
         found = [
@@ -262,10 +222,12 @@ class Mailchimp(FakeServer):
             }
         )
 
+    @route("GET", "/lists/{list_id}/members/{hash}")
     async def _get(self, request: web.Request) -> web.Response:
         member, missing = self._find(request)
         return missing or web.json_response(_public(member or {}))
 
+    @route("GET", "/lists/{list_id}/members/{hash}/{related}")
     async def _related(self, request: web.Request) -> web.Response:
         member, missing = self._find(request)
         if missing is not None or member is None:
@@ -275,6 +237,7 @@ class Mailchimp(FakeServer):
             return _problem(404, "Resource Not Found", "The requested resource could not be found.")
         return self._page(request, key, member["related"][key])
 
+    @route("POST", "/lists/{list_id}/members")
     async def _add(self, request: web.Request) -> web.Response:
         list_id = request.match_info["list_id"]
         audience = self.data["lists"].get(list_id)
@@ -290,12 +253,14 @@ class Mailchimp(FakeServer):
         audience["members"][member["id"]] = member
         return web.json_response(_public(member))
 
+    @route("PUT", "/lists/{list_id}/members/{hash}")
     async def _put(self, request: web.Request) -> web.Response:
         key = (request.match_info["list_id"], request.match_info["hash"])
         if key in self.forgotten:
             return self._forgotten_answer(request)
         return _problem(400, "Invalid Resource", "Not supported by this fake.")
 
+    @route("PATCH", "/lists/{list_id}/members/{hash}")
     async def _patch(self, request: web.Request) -> web.Response:
         member, missing = self._find(request)
         if missing is not None or member is None:
@@ -309,6 +274,7 @@ class Mailchimp(FakeServer):
         self.status_changes.append((member["list_id"], member["id"], status))
         return web.json_response(_public(member))
 
+    @route("DELETE", "/lists/{list_id}/members/{hash}")
     async def _archive(self, request: web.Request) -> web.Response:
         member, missing = self._find(request)
         if missing is not None or member is None:
@@ -317,6 +283,7 @@ class Mailchimp(FakeServer):
         self.archived.append((member["list_id"], member["id"]))
         return web.Response(status=204)
 
+    @route("POST", "/lists/{list_id}/members/{hash}/actions/delete-permanent")
     async def _forget(self, request: web.Request) -> web.Response:
         member, missing = self._find(request)
         if missing is not None or member is None:

@@ -18,9 +18,10 @@ What it enforces:
   "Permanently Deleted User" without email, phone or identities, and gets a compliance
   deletion status (`GET /users/{id}/compliance_deletion_statuses`);
 - 404 `{"error": "RecordNotFound", "description": "Not found"}` for anything unknown;
-- rate limit `max_rate=(requests, seconds)`: 429 with `Retry-After`; every answer carries
-  `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
-- fault knobs `rate_limit_every=N`, `fail_5xx=N`; the request log of `FakeServer`.
+- rate limit `faults.max_rate=(requests, seconds)`: 429 with `Retry-After`; while it is set
+  every answer carries `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
+- the fault knobs of every fake (`faults`; a 5xx is 503 `{"error": "ServiceUnavailable"}`);
+  the request log of `FakeServer`.
 
 Documented (vendor-apis.md, from Zendesk's API reference): auth schemes, user search,
 identities, cursor paging and its limits, the 10,000-record offset limit, soft then permanent
@@ -33,13 +34,21 @@ partial-match rules of search are this fake's choices.
 from __future__ import annotations
 
 import base64
-import math
-import time
+import itertools
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from connectors.fakes.server import FakeServer
+from connectors.fakes.server import (
+    RETRY_AFTER,
+    Answer,
+    FakeServer,
+    basic_credentials,
+    bearer_token,
+    person,
+    route,
+)
 
 EMAIL = "agent@shop.example"
 API_TOKEN = "zd-test-token"  # noqa: S105 - a fake's fixed test credential
@@ -61,37 +70,26 @@ def _bad(error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "description": description}, status=400)
 
 
+@dataclass(eq=False)
 class Zendesk(FakeServer):
     """The fake Zendesk account; see the module docstring for what it enforces."""
 
-    def __init__(
-        self,
-        *,
-        email: str = EMAIL,
-        api_token: str = API_TOKEN,
-        oauth_token: str = OAUTH_TOKEN,
-        job_polls: int = 2,
-        max_rate: tuple[int, float] | None = None,
-        rate_limit_every: int | None = None,
-        retry_after: int = 1,
-        fail_5xx: int = 0,
-    ) -> None:
-        super().__init__()
-        self.email, self.api_token, self.oauth_token = email, api_token, oauth_token
-        self.job_polls = job_polls
-        self.max_rate = max_rate
-        self.rate_limit_every = rate_limit_every
-        self.retry_after = retry_after
-        self.fail_5xx = fail_5xx
-        self._count = 0
-        self._served_5xx = 0
-        self._next_id = 5000
-        self.reset()
+    email: str = EMAIL
+    api_token: str = API_TOKEN
+    oauth_token: str = OAUTH_TOKEN
+    job_polls: int = 2
+
+    prefix = "/api/v2"
+    unauthorised = Answer(401, {"error": "Couldn't authenticate you"})
+    server_error = Answer(503, {"error": "ServiceUnavailable"})
+    too_many = Answer(
+        429, {"error": "TooManyRequests", "description": "Rate limit exceeded"}, RETRY_AFTER
+    )
 
     # ------------------------------------------------------------------------- seeding
 
     def reset(self) -> None:
-        """Forget all data (not the request log)."""
+        """Forget all data; empty logs, no faults."""
         self.users: dict[int, dict[str, Any]] = {}
         self.user_state: dict[int, str] = {}  # active | soft_deleted | permanently_deleted
         self.identities: dict[int, list[dict[str, Any]]] = {}
@@ -100,29 +98,20 @@ class Zendesk(FakeServer):
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.compliance: dict[int, list[dict[str, Any]]] = {}
-
-    def _id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+        self._ids = itertools.count(5001)  # ids of seeded records
+        self.reset_faults()
 
     def add_user(
         self, name: str, email: str | None, phone: str | None = None, *, extra_emails: int = 0
     ) -> int:
         """Add an end user with an identity per email and phone; returns its id."""
-        uid = self._id()
-        self.users[uid] = {
-            "id": uid,
-            "name": name,
-            "email": email,
-            "phone": phone,
-            "role": "end-user",
-            "active": True,
-        }
+        uid = next(self._ids)
+        self.users[uid] = person(uid, name, email, phone, role="end-user", active=True)
         self.user_state[uid] = "active"
         values = [("email", email), ("phone_number", phone)]
         values += [("email", f"alias{n}.{uid}@mail.example") for n in range(extra_emails)]
         self.identities[uid] = [
-            {"id": self._id(), "user_id": uid, "type": kind, "value": value}
+            {"id": next(self._ids), "user_id": uid, "type": kind, "value": value}
             for kind, value in values
             if value
         ]
@@ -130,7 +119,7 @@ class Zendesk(FakeServer):
 
     def add_ticket(self, requester_id: int, subject: str, *, comments: int = 1) -> int:
         """Add a ticket requested by `requester_id` with `comments` comments; returns its id."""
-        tid = self._id()
+        tid = next(self._ids)
         self.tickets[tid] = {
             "id": tid,
             "requester_id": requester_id,
@@ -138,7 +127,12 @@ class Zendesk(FakeServer):
             "status": "open",
         }
         self.comments[tid] = [
-            {"id": self._id(), "author_id": requester_id, "body": f"Message {n}", "public": True}
+            {
+                "id": next(self._ids),
+                "author_id": requester_id,
+                "body": f"Message {n}",
+                "public": True,
+            }
             for n in range(comments)
         ]
         return tid
@@ -152,71 +146,19 @@ class Zendesk(FakeServer):
 
     # ------------------------------------------------------------------------ plumbing
 
-    def routes(self, app: web.Application) -> None:
-        """The Zendesk API under /api/v2."""
-        r = app.router
-        r.add_get("/api/v2/users/search", self._search)
-        r.add_get("/api/v2/users/{id}", self._user)
-        r.add_delete("/api/v2/users/{id}", self._soft_delete_user)
-        r.add_get("/api/v2/users/{id}/identities", self._identities)
-        r.add_get("/api/v2/users/{id}/tickets/requested", self._requested)
-        r.add_get("/api/v2/users/{id}/compliance_deletion_statuses", self._compliance)
-        r.add_get("/api/v2/deleted_users", self._deleted_users)
-        r.add_delete("/api/v2/deleted_users/{id}", self._destroy_user)
-        r.add_get("/api/v2/tickets/{id}/comments", self._comments)
-        r.add_delete("/api/v2/tickets/{id}", self._soft_delete_ticket)
-        r.add_get("/api/v2/deleted_tickets", self._deleted_ticket_list)
-        r.add_put("/api/v2/deleted_tickets/{id}/restore", self._restore_ticket)
-        r.add_delete("/api/v2/deleted_tickets/{id}", self._destroy_ticket)
-        r.add_get("/api/v2/job_statuses/{id}", self._job)
-        app.on_response_prepare.append(self._rate_headers)
+    def rate_headers(self) -> dict[str, str]:
+        """Under the account's rate limit: `X-Rate-Limit` and `X-Rate-Limit-Remaining`."""
+        window = self.window()
+        if window is None:
+            return {}
+        return {"X-Rate-Limit": str(window[0]), "X-Rate-Limit-Remaining": str(window[1])}
 
-    def _recent(self, seconds: float) -> list[float]:
-        now = time.monotonic()
-        return sorted(r.at for r in self.calls() if now - r.at < seconds and r.status != 429)
-
-    async def _rate_headers(self, request: web.Request, response: web.StreamResponse) -> None:
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            response.headers["X-Rate-Limit"] = str(limit)
-            remaining = max(0, limit - len(self._recent(seconds)))
-            response.headers["X-Rate-Limit-Remaining"] = str(remaining)
-
-    def _too_many(self, wait: int) -> web.Response:
-        return web.json_response(
-            {"error": "TooManyRequests", "description": "Rate limit exceeded"},
-            status=429,
-            headers={"Retry-After": str(wait)},
-        )
-
-    async def before(self, request: web.Request) -> web.StreamResponse | None:
-        """Injected faults, the account's rate limit, then auth."""
-        self._count += 1
-        if self._served_5xx < self.fail_5xx:
-            self._served_5xx += 1
-            return web.json_response({"error": "ServiceUnavailable"}, status=503)
-        if self.rate_limit_every and self._count % self.rate_limit_every == 0:
-            return self._too_many(self.retry_after)
-        if self.max_rate is not None:
-            limit, seconds = self.max_rate
-            recent = self._recent(seconds)
-            if len(recent) >= limit:
-                return self._too_many(max(1, math.ceil(recent[0] + seconds - time.monotonic())))
-        if not self._authorised(request.headers.get("Authorization", "")):
-            return web.json_response({"error": "Couldn't authenticate you"}, status=401)
-        return None
-
-    def _authorised(self, header: str) -> bool:
-        scheme, _, value = header.partition(" ")
-        if scheme == "Bearer":
-            return value == self.oauth_token
-        if scheme != "Basic":
-            return False
-        try:
-            decoded = base64.b64decode(value).decode()
-        except ValueError:
-            return False
-        return decoded == f"{self.email}/token:{self.api_token}"
+    def authorised(self, request: web.Request) -> bool:
+        """Basic `{email}/token:{api_token}`, or the OAuth token as Bearer."""
+        token = bearer_token(request)
+        if token is not None:
+            return token == self.oauth_token
+        return basic_credentials(request) == (f"{self.email}/token", self.api_token)
 
     def _list(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
         q = request.query
@@ -274,6 +216,7 @@ class Zendesk(FakeServer):
 
     # -------------------------------------------------------------------------- routes
 
+    @route("GET", "/users/search")
     async def _search(self, request: web.Request) -> web.Response:
         query = request.query.get("query", "").lower()
         if not query:
@@ -288,18 +231,21 @@ class Zendesk(FakeServer):
             {"users": found, "next_page": None, "previous_page": None, "count": len(found)}
         )
 
+    @route("GET", "/users/{id}")
     async def _user(self, request: web.Request) -> web.Response:
         uid = int(request.match_info["id"])
         if uid not in self.users:
             return _not_found()
         return web.json_response({"user": self.users[uid]})
 
+    @route("GET", "/users/{id}/identities")
     async def _identities(self, request: web.Request) -> web.Response:
         uid = self._active_user(request)
         if uid is None:
             return _not_found()
         return self._list(request, "identities", self.identities.get(uid, []))
 
+    @route("GET", "/users/{id}/tickets/requested")
     async def _requested(self, request: web.Request) -> web.Response:
         uid = self._active_user(request)
         if uid is None:
@@ -307,12 +253,14 @@ class Zendesk(FakeServer):
         tickets = [t for t in self.tickets.values() if t["requester_id"] == uid]
         return self._list(request, "tickets", sorted(tickets, key=lambda t: t["id"]))
 
+    @route("GET", "/tickets/{id}/comments")
     async def _comments(self, request: web.Request) -> web.Response:
         tid = int(request.match_info["id"])
         if tid not in self.tickets:
             return _not_found()
         return self._list(request, "comments", self.comments.get(tid, []))
 
+    @route("DELETE", "/tickets/{id}")
     async def _soft_delete_ticket(self, request: web.Request) -> web.Response:
         tid = int(request.match_info["id"])
         ticket = self.tickets.pop(tid, None)
@@ -321,6 +269,7 @@ class Zendesk(FakeServer):
         self.deleted_tickets[tid] = ticket
         return web.Response(status=204)
 
+    @route("GET", "/deleted_tickets")
     async def _deleted_ticket_list(self, request: web.Request) -> web.Response:
         listed = [
             {"id": t["id"], "subject": t["subject"], "previous_state": t["status"]}
@@ -328,6 +277,7 @@ class Zendesk(FakeServer):
         ]
         return self._list(request, "deleted_tickets", listed)
 
+    @route("PUT", "/deleted_tickets/{id}/restore")
     async def _restore_ticket(self, request: web.Request) -> web.Response:
         tid = int(request.match_info["id"])
         ticket = self.deleted_tickets.pop(tid, None)
@@ -338,11 +288,12 @@ class Zendesk(FakeServer):
         self.tickets[tid] = ticket
         return web.Response(status=200)
 
+    @route("DELETE", "/deleted_tickets/{id}")
     async def _destroy_ticket(self, request: web.Request) -> web.Response:
         tid = int(request.match_info["id"])
         if tid not in self.deleted_tickets:
             return _not_found()  # never soft-deleted, or already gone for good
-        job_id = f"job{self._id()}"
+        job_id = f"job{next(self._ids)}"
         self.jobs[job_id] = {"ticket_id": tid, "polls": 0, "status": "queued"}
         return web.json_response({"job_status": self._job_body(request, job_id)})
 
@@ -357,6 +308,7 @@ class Zendesk(FakeServer):
             "progress": 1 if job["status"] == "completed" else 0,
         }
 
+    @route("GET", "/job_statuses/{id}")
     async def _job(self, request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
         job = self.jobs.get(job_id)
@@ -372,6 +324,7 @@ class Zendesk(FakeServer):
                 job["status"] = "working"
         return web.json_response({"job_status": self._job_body(request, job_id)})
 
+    @route("DELETE", "/users/{id}")
     async def _soft_delete_user(self, request: web.Request) -> web.Response:
         uid = self._active_user(request)
         if uid is None:
@@ -380,10 +333,12 @@ class Zendesk(FakeServer):
         self.users[uid]["active"] = False
         return web.json_response({"user": self.users[uid]})
 
+    @route("GET", "/deleted_users")
     async def _deleted_users(self, request: web.Request) -> web.Response:
         listed = [u for uid, u in self.users.items() if self.user_state[uid] == "soft_deleted"]
         return self._list(request, "deleted_users", listed)
 
+    @route("DELETE", "/deleted_users/{id}")
     async def _destroy_user(self, request: web.Request) -> web.Response:
         uid = int(request.match_info["id"])
         if self.user_state.get(uid) != "soft_deleted":
@@ -397,6 +352,7 @@ class Zendesk(FakeServer):
         ]
         return web.json_response({"deleted_user": self.users[uid]})
 
+    @route("GET", "/users/{id}/compliance_deletion_statuses")
     async def _compliance(self, request: web.Request) -> web.Response:
         uid = int(request.match_info["id"])
         if uid not in self.users:

@@ -26,14 +26,15 @@ waited out, and so is a 503 (an old report says the vendor limits with 503).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any, ClassVar
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from connectors.base import Connector, Result
-from connectors.http import Auth, HttpClient, OffsetPaging, RateLimit, RetryPolicy
-from schemas.events import Counts, Evidence, Record, RequestType, Subject
+from connectors.base import Result
+from connectors.http import Auth, OffsetPaging, RateLimit
+from connectors.vendors.base import HttpSettings, MailingConnector
+from schemas.events import Counts, Evidence, Record, Subject
 
 #: Related listings under /contacts/{id}/, each a collection of the same name.
 RELATED = (
@@ -55,50 +56,36 @@ MAX_PAGE_SIZE = 100
 UNSUBSCRIBED = 2
 
 
-class ActiveCampaignSettings(BaseModel):
+class ActiveCampaignSettings(HttpSettings):
     """Register settings of an ActiveCampaign account."""
 
-    model_config = ConfigDict(extra="forbid")
     api_url: Annotated[str, Field(min_length=1, description="e.g. https://acme.api-us1.com/api/3")]
     api_key: Annotated[str, Field(min_length=1, repr=False)]
     rate_limit: RateLimit = RateLimit(requests=5, per_seconds=1.0)
-    retry: RetryPolicy = RetryPolicy()
     page_size: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)] = MAX_PAGE_SIZE
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    def url(self) -> str:
+        """The account's API URL."""
+        return self.api_url.rstrip("/")
+
+    def auth(self) -> Auth:
+        """The API key in the `Api-Token` header."""
+        return Auth(type="api_key", header="Api-Token", key=self.api_key)
 
 
-class ActiveCampaignConnector(Connector):
+class ActiveCampaignConnector(MailingConnector[ActiveCampaignSettings]):
     """ActiveCampaign contacts with their lists, deals, notes, logs and activities."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {
-            RequestType.ACCESS,
-            RequestType.PORTABILITY,
-            RequestType.ERASURE,
-            RequestType.OBJECTION,
-            RequestType.CONSENT_WITHDRAWAL,
-        }
-    )
-    settings_model = ActiveCampaignSettings
     description = "ActiveCampaign (API v3): contacts and related records; unsubscribe all lists"
 
-    def __init__(self, system: str, settings: Any = None) -> None:
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
-        s: ActiveCampaignSettings = self.settings
-        self._paging = OffsetPaging(page_size=s.page_size, total_path="meta.total")
-        self.client = HttpClient(
-            system,
-            s.api_url.rstrip("/"),
-            Auth(type="api_key", header="Api-Token", key=s.api_key),
-            s.rate_limit,
-            s.retry,
-            s.timeout_seconds,
-        )
+        self._paging = OffsetPaging(page_size=self.settings.page_size, total_path="meta.total")
 
     async def _list(
         self, path: str, key: str, *, params: dict[str, Any] | None = None, **values: Any
     ) -> AsyncIterator[dict[str, Any]]:
-        async for record in self.client.records(
+        async for record in self.http.records(
             "GET",
             path,
             path_params=values,
@@ -136,7 +123,7 @@ class ActiveCampaignConnector(Connector):
 
     async def _delete(self, path: str, object_id: Any) -> bool:
         """Delete one object; False when it was already gone (404)."""
-        response = await self.client.request(
+        response = await self.http.request(
             "DELETE", path, path_params={"id": object_id}, expected=(200, 204, 404)
         )
         return response.status_code != 404
@@ -176,15 +163,8 @@ class ActiveCampaignConnector(Connector):
             ],
         )
 
-    async def object(self, subject: Subject) -> Result:
-        """Unsubscribe the subject from every list; nothing is deleted."""
-        return await self._unsubscribe_everywhere(subject)
-
-    async def withdraw_consent(self, subject: Subject) -> Result:
-        """Unsubscribe the subject from every list (consent to mailings); nothing is deleted."""
-        return await self._unsubscribe_everywhere(subject)
-
-    async def _unsubscribe_everywhere(self, subject: Subject) -> Result:
+    async def unsubscribe_everywhere(self, subject: Subject) -> Result:
+        """Unsubscribe the subject from every list it is on; nothing is deleted."""
         contacts = await self._contacts(subject)
         if not contacts:
             return Result.not_found("no contact with the subject's email address")
@@ -197,7 +177,7 @@ class ActiveCampaignConnector(Connector):
             for sub in subscriptions:
                 if str(sub.get("status")) == str(UNSUBSCRIBED):
                     continue  # idempotent: a repeated task changes nothing
-                await self.client.request(
+                await self.http.request(
                     "POST",
                     "/contactLists",
                     path_params={"list": sub.get("list"), "contact": cid},
@@ -215,10 +195,6 @@ class ActiveCampaignConnector(Connector):
             Counts(found=len(contacts), suppressed=changed),
             evidence=[Evidence(kind="lists_unsubscribed", value=str(changed))],
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
 
 
 __all__ = ["ActiveCampaignConnector", "ActiveCampaignSettings"]

@@ -18,56 +18,44 @@ plain `DELETE /contacts/{id}`: that is a restorable soft delete. A 404 means alr
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from connectors.base import Connector, Result
-from connectors.http import (
-    Auth,
-    HttpClient,
-    Page,
-    PageNumberPaging,
-    PageRequest,
-    RateLimit,
-    RetryPolicy,
-)
-from schemas.events import Counts, Evidence, Record, RequestType, Subject
+from connectors.base import Result
+from connectors.http import Auth, Page, PageNumberPaging, PageRequest, RateLimit
+from connectors.vendors.base import RECORD_RIGHTS, HttpConnector, HttpSettings, check_account
+from schemas.events import Counts, Evidence, Record, Subject
 
 COLLECTIONS = ("contacts", "tickets", "conversations")
 
 #: Long before any Freshdesk account existed: lists every ticket, not only the last 30 days'.
 UPDATED_SINCE = "2000-01-01T00:00:00Z"
 _CONVERSATIONS_PER_PAGE = 30  # fixed by Freshdesk; `per_page` is not documented there
-_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-class FreshdeskSettings(BaseModel):
+class FreshdeskSettings(HttpSettings):
     """Register settings of a Freshdesk system."""
 
-    model_config = ConfigDict(extra="forbid")
     domain: str | None = Field(default=None, description="'acme' for acme.freshdesk.com")
     base_url: str | None = Field(default=None, description="Overrides domain (tests, proxies).")
     api_key: str = Field(repr=False, min_length=1)
     # The smallest plan allows 50 requests per minute per account; a bigger plan may raise it.
     rate_limit: RateLimit = RateLimit(requests=50, per_seconds=60.0, concurrency=4)
-    retry: RetryPolicy = RetryPolicy()
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
 
     @model_validator(mode="after")
     def _where(self) -> FreshdeskSettings:
-        if (self.domain is None) == (self.base_url is None):
-            raise ValueError("give exactly one of domain and base_url")
-        if self.domain is not None and not _DOMAIN.match(self.domain):
-            raise ValueError("domain must be the account's subdomain, e.g. 'acme'")
+        check_account("domain", self.domain, self.base_url)
         return self
 
-    @property
     def url(self) -> str:
         """The API base URL."""
         return self.base_url or f"https://{self.domain}.freshdesk.com/api/v2"
+
+    def auth(self) -> Auth:
+        """The API key as the basic-auth user (Freshdesk style)."""
+        return Auth(type="key_as_basic_user", key=self.api_key)
 
 
 class _FullPageOrLink(PageNumberPaging):
@@ -84,30 +72,11 @@ class _FullPageOrLink(PageNumberPaging):
         return self._set(request, **{self.page_param: number})
 
 
-class FreshdeskConnector(Connector):
+class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
     """Freshdesk support desk: contacts, tickets (also old and trashed), conversations."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE}
-    )
-    settings_model = FreshdeskSettings
+    capabilities = RECORD_RIGHTS
     description = "Freshdesk: contacts, tickets, conversations; permanent hard delete"
-
-    def __init__(self, system: str, settings: Any = None) -> None:
-        super().__init__(system, settings)
-        s: FreshdeskSettings = self.settings
-        self.http = HttpClient(
-            system,
-            s.url,
-            Auth(type="key_as_basic_user", key=s.api_key),
-            s.rate_limit,
-            s.retry,
-            s.timeout_seconds,
-        )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.http.aclose()
 
     # ------------------------------------------------------------------------- reading
 
@@ -143,16 +112,13 @@ class FreshdeskConnector(Connector):
 
     async def _conversations(self, ticket_id: int) -> list[dict[str, Any]]:
         paging = _FullPageOrLink(page_size=_CONVERSATIONS_PER_PAGE, size_param=None)
-        return [
-            c
-            async for c in self.http.records(
-                "GET",
-                "/tickets/{id}/conversations",
-                path_params={"id": ticket_id},
-                paging=paging,
-                absent=(404,),  # the ticket went between listing and reading
-            )
-        ]
+        return await self.http.all_records(
+            "GET",
+            "/tickets/{id}/conversations",
+            path_params={"id": ticket_id},
+            paging=paging,
+            absent=(404,),  # the ticket went between listing and reading
+        )
 
     async def access(self, subject: Subject) -> Result:
         """Every contact, ticket (old and trashed too) and conversation of the subject."""

@@ -27,14 +27,15 @@ Batch limits are UNCONFIRMED; 100 inputs per batch is assumed (`batch_size`). Hu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from connectors.base import Connector, Result
-from connectors.http import Auth, CursorPaging, HttpClient, RateLimit, RetryPolicy
-from schemas.events import Counts, Evidence, Record, RequestType, RetainedItem, Subject
+from connectors.base import Result
+from connectors.http import Auth, CursorPaging, RateLimit
+from connectors.vendors.base import RECORD_RIGHTS, Erasure, HttpConnector, HttpSettings
+from schemas.events import Evidence, Record, Subject
 
 #: Objects associated with a contact that access exports and erasure handles.
 RELATED_TYPES = ("deals", "tickets", "notes", "emails", "calls", "meetings")
@@ -44,19 +45,24 @@ _SEARCH = "/crm/v3/objects/contacts/search"
 _SEARCH_LIMIT = 200  # the documented maximum
 
 
-class HubSpotSettings(BaseModel):
+class HubSpotSettings(HttpSettings):
     """Register settings of a HubSpot system."""
 
-    model_config = ConfigDict(extra="forbid")
     token: str = Field(repr=False, min_length=1, description="Private app or OAuth token.")
     base_url: str = "https://api.hubapi.com"
     # Search allows 4 requests per second per token, the lowest tier 100 per 10 s: 4/s keeps
     # within both without a second limiter.
     rate_limit: RateLimit = RateLimit(requests=4, per_seconds=1.0, concurrency=4)
-    retry: RetryPolicy = RetryPolicy()
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     associations_page_size: Annotated[int, Field(ge=1, le=500)] = 500
     batch_size: Annotated[int, Field(ge=1, le=100)] = 100
+
+    def url(self) -> str:
+        """The API base URL."""
+        return self.base_url
+
+    def auth(self) -> Auth:
+        """A bearer token."""
+        return Auth(type="bearer", token=self.token)
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
@@ -64,45 +70,26 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-class HubSpotConnector(Connector):
+class HubSpotConnector(HttpConnector[HubSpotSettings]):
     """HubSpot CRM: contacts with their associated records; erasure by GDPR delete."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE}
-    )
-    settings_model = HubSpotSettings
+    capabilities = RECORD_RIGHTS
     description = "HubSpot CRM: contacts, deals, tickets, engagements; GDPR delete"
 
-    def __init__(self, system: str, settings: Any = None) -> None:
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
-        s: HubSpotSettings = self.settings
-        self.http = HttpClient(
-            system,
-            s.base_url,
-            Auth(type="bearer", token=s.token),
-            s.rate_limit,
-            s.retry,
-            s.timeout_seconds,
-        )
         self._properties: dict[str, list[str]] = {}
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.http.aclose()
 
     # ------------------------------------------------------------------------- reading
 
     async def _property_names(self, object_type: str) -> list[str]:
         # Search and batch read return a few default properties unless asked for each by name.
         if object_type not in self._properties:
-            names = [
-                str(p["name"])
-                async for p in self.http.records(
-                    "GET", "/crm/v3/properties/{type}", path_params={"type": object_type},
-                    records_path="results",
-                )
-            ]  # fmt: skip
-            self._properties[object_type] = names
+            found = await self.http.all_records(
+                "GET", "/crm/v3/properties/{type}", path_params={"type": object_type},
+                records_path="results",
+            )  # fmt: skip
+            self._properties[object_type] = [str(p["name"]) for p in found]
         return self._properties[object_type]
 
     async def _contacts(self, subject: Subject) -> list[dict[str, Any]]:
@@ -140,17 +127,15 @@ class HubSpotConnector(Connector):
             limit_param="limit",
             page_size=self.settings.associations_page_size,
         )
-        return [
-            str(link["toObjectId"])
-            async for link in self.http.records(
-                "GET",
-                "/crm/v4/objects/contacts/{id}/associations/{type}",
-                path_params={"id": contact_id, "type": object_type},
-                paging=paging,
-                records_path="results",
-                absent=(404,),  # the contact went meanwhile
-            )
-        ]
+        links = await self.http.all_records(
+            "GET",
+            "/crm/v4/objects/contacts/{id}/associations/{type}",
+            path_params={"id": contact_id, "type": object_type},
+            paging=paging,
+            records_path="results",
+            absent=(404,),  # the contact went meanwhile
+        )
+        return [str(link["toObjectId"]) for link in links]
 
     async def _related_ids(self, contacts: list[dict[str, Any]]) -> dict[str, list[str]]:
         related: dict[str, list[str]] = {}
@@ -166,15 +151,14 @@ class HubSpotConnector(Connector):
         properties = await self._property_names(object_type)
         out: list[dict[str, Any]] = []
         for chunk in _chunks(ids, self.settings.batch_size):
-            async for record in self.http.records(
+            out += await self.http.all_records(
                 "POST",
                 "/crm/v3/objects/{type}/batch/read",
                 path_params={"type": object_type},
                 json={"inputs": [{"id": i} for i in chunk], "properties": properties},
                 records_path="results",
                 expected=(200, 207),  # 207: some ids went meanwhile
-            ):
-                out.append(record)
+            )
         return out
 
     async def access(self, subject: Subject) -> Result:
@@ -212,15 +196,17 @@ class HubSpotConnector(Connector):
         if not contacts:
             # Deliberately no gdpr-delete by email: it would blocklist an unknown address.
             return Result.not_found()
-        mine = {str(c["id"]) for c in contacts}
-        deleted = 0
-        retained: list[RetainedItem] = []
+        erasure = Erasure({str(c["id"]) for c in contacts})
         for object_type, ids in (await self._related_ids(contacts)).items():
             if not ids:
                 continue
             linked = await self._other_contacts(object_type, ids)
-            owned = [i for i in ids if linked.get(i, set()) <= mine]
-            shared = len(ids) - len(owned)
+            owned = erasure.split(
+                object_type,
+                {i: linked.get(i, set()) for i in ids},
+                "also associated with other contacts; the subject's association is removed by "
+                "the GDPR delete",
+            )
             for chunk in _chunks(owned, self.settings.batch_size):
                 await self.http.request(
                     "POST",
@@ -229,32 +215,18 @@ class HubSpotConnector(Connector):
                     json={"inputs": [{"id": i} for i in chunk]},
                     expected=(204,),
                 )
-            deleted += len(owned)
-            if shared:
-                retained.append(
-                    RetainedItem(
-                        collection=object_type,
-                        count=shared,
-                        legal_basis="Art. 17(1) GDPR does not extend to other data subjects",
-                        reason="also associated with other contacts; the subject's "
-                        "association is removed by the GDPR delete",
-                    )
-                )
-        for contact_id in sorted(mine):
+            erasure.deleted += len(owned)
+        mine = sorted(erasure.mine)
+        for contact_id in mine:
             response = await self.http.request(
                 "POST",
                 "/crm/v3/objects/contacts/gdpr-delete",
                 json={"objectId": contact_id},
                 expected=(204, 404),  # 404: deleted meanwhile (a concurrent attempt)
             )
-            if response.status_code == 204:
-                deleted += 1
-        if deleted == 0 and not retained:
-            return Result.not_found()  # every contact went meanwhile
-        return Result.completed(
-            Counts(deleted=deleted, retained=sum(r.count for r in retained)),
-            retained=retained,
-            evidence=[
+            erasure.deleted += response.status_code == 204
+        return erasure.result(
+            [
                 Evidence(
                     kind="vendor_note",
                     value=f"HubSpot GDPR delete of {len(mine)} contact(s) accepted (204); "
@@ -262,10 +234,10 @@ class HubSpotConnector(Connector):
                 ),
                 Evidence(
                     kind="vendor_note",
-                    value=f"{deleted - len(mine)} associated record(s) archived; HubSpot "
+                    value=f"{erasure.deleted - len(mine)} associated record(s) archived; HubSpot "
                     "purges archived records from its recycle bin after 90 days",
                 ),
-            ],
+            ]
         )
 
 

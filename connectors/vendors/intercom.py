@@ -17,13 +17,14 @@ someone else's too: it is kept and reported as retained. A 404 means already gon
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from connectors.base import Connector, Result
-from connectors.http import Auth, CursorPaging, HttpClient, RateLimit, RetryPolicy, json_body
-from schemas.events import Counts, Evidence, Record, RequestType, RetainedItem, Subject
+from connectors.base import Result
+from connectors.http import Auth, CursorPaging, RateLimit, json_body
+from connectors.vendors.base import RECORD_RIGHTS, Erasure, HttpConnector, HttpSettings
+from schemas.events import Evidence, Record, Subject
 
 REGIONS = {
     "us": "https://api.intercom.io",
@@ -34,18 +35,23 @@ API_VERSION = "2.14"
 _PER_PAGE = 150  # the documented maximum of the search endpoints
 
 
-class IntercomSettings(BaseModel):
+class IntercomSettings(HttpSettings):
     """Register settings of an Intercom workspace."""
 
-    model_config = ConfigDict(extra="forbid")
     token: str = Field(repr=False, min_length=1, description="Access token of the app.")
     region: Literal["us", "eu", "au"] = "us"
     base_url: str | None = Field(default=None, description="Overrides the region's URL.")
     # Intercom allows about 10,000 calls per minute per app, counted in 10-second windows;
     # 50/s stays well below it and leaves room for the workspace's other integrations.
     rate_limit: RateLimit = RateLimit(requests=50, per_seconds=1.0, concurrency=5)
-    retry: RetryPolicy = RetryPolicy()
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    def url(self) -> str:
+        """The region's API URL, unless `base_url` overrides it."""
+        return self.base_url or REGIONS[self.region]
+
+    def auth(self) -> Auth:
+        """The app's access token as a bearer token."""
+        return Auth(type="bearer", token=self.token)
 
 
 def _search_paging() -> CursorPaging:
@@ -62,44 +68,22 @@ def _query(field: str) -> dict[str, Any]:
     return {"query": {"field": field, "operator": "=", "value": "{value}"}}
 
 
-class IntercomConnector(Connector):
+class IntercomConnector(HttpConnector[IntercomSettings]):
     """Intercom: contacts, conversations, tickets, notes, tags; permanent deletes."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE}
-    )
-    settings_model = IntercomSettings
+    capabilities = RECORD_RIGHTS
     description = "Intercom chat: contacts, conversations, tickets, notes, tags; deletion"
-
-    def __init__(self, system: str, settings: Any = None) -> None:
-        super().__init__(system, settings)
-        s: IntercomSettings = self.settings
-        self.http = HttpClient(
-            system,
-            s.base_url or REGIONS[s.region],
-            Auth(type="bearer", token=s.token),
-            s.rate_limit,
-            s.retry,
-            s.timeout_seconds,
-            headers={"Intercom-Version": API_VERSION, "Accept": "application/json"},
-        )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.http.aclose()
+    headers = {"Intercom-Version": API_VERSION, "Accept": "application/json"}
 
     async def _search(self, path: str, field: str, value: str, key: str) -> list[dict[str, Any]]:
-        return [
-            item
-            async for item in self.http.records(
-                "POST",
-                path,
-                path_params={"value": value},
-                json=_query(field),
-                paging=_search_paging(),
-                records_path=key,
-            )
-        ]
+        return await self.http.all_records(
+            "POST",
+            path,
+            path_params={"value": value},
+            json=_query(field),
+            paging=_search_paging(),
+            records_path=key,
+        )
 
     async def _contacts(self, subject: Subject) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -129,16 +113,13 @@ class IntercomConnector(Connector):
         return body if response.status_code == 200 and isinstance(body, dict) else None
 
     async def _list(self, contact_id: str, what: str) -> list[dict[str, Any]]:
-        return [
-            item
-            async for item in self.http.records(
-                "GET",
-                f"/contacts/{{id}}/{what}",
-                path_params={"id": contact_id},
-                records_path="data",
-                absent=(404,),
-            )
-        ]
+        return await self.http.all_records(
+            "GET",
+            f"/contacts/{{id}}/{what}",
+            path_params={"id": contact_id},
+            records_path="data",
+            absent=(404,),
+        )
 
     async def access(self, subject: Subject) -> Result:
         """Every contact of the subject with its conversations, tickets, notes and tags."""
@@ -173,50 +154,32 @@ class IntercomConnector(Connector):
         contacts = await self._contacts(subject)
         if not contacts:
             return Result.not_found()
-        mine = {str(c["id"]) for c in contacts}
-        deleted = 0
-        retained: list[RetainedItem] = []
+        erasure = Erasure({str(c["id"]) for c in contacts})
         for path, kind in (
             ("/conversations/search", "conversations"),
             ("/tickets/search", "tickets"),
         ):
             items = await self._related(contacts, path, kind)
-            owned, shared = [], 0
-            for object_id, item in items.items():
-                people = {str(c["id"]) for c in (item.get("contacts") or {}).get("contacts", [])}
-                if people <= mine:
-                    owned.append(object_id)
-                else:
-                    shared += 1
+            people = {
+                object_id: [str(c["id"]) for c in (item.get("contacts") or {}).get("contacts", [])]
+                for object_id, item in items.items()
+            }
+            reason = "also involves other contacts; delete by hand if the subject's part must go"
+            owned = erasure.split(kind, people, reason)
             done = await asyncio.gather(*(self._delete(kind, i) for i in owned))
-            deleted += sum(done)
-            if shared:
-                retained.append(
-                    RetainedItem(
-                        collection=kind,
-                        count=shared,
-                        legal_basis="Art. 17(1) GDPR does not extend to other data subjects",
-                        reason="also involves other contacts; delete by hand if the "
-                        "subject's part must go",
-                    )
-                )
+            erasure.deleted += sum(done)
         contacts_deleted = 0
-        for contact_id in sorted(mine):
-            if await self._delete("contacts", contact_id):
-                contacts_deleted += 1
-        deleted += contacts_deleted
-        if deleted == 0 and not retained:
-            return Result.not_found()  # everything went meanwhile
-        return Result.completed(
-            Counts(deleted=deleted, retained=sum(r.count for r in retained)),
-            retained=retained,
-            evidence=[
+        for contact_id in sorted(erasure.mine):
+            contacts_deleted += await self._delete("contacts", contact_id)
+        erasure.deleted += contacts_deleted
+        return erasure.result(
+            [
                 Evidence(
                     kind="vendor_note",
                     value=f"Intercom confirmed deletion of {contacts_deleted} contact(s); "
                     "they are destroyed with their notes after a 7-day grace period",
                 )
-            ],
+            ]
         )
 
 

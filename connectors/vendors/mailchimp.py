@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Annotated, Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from connectors.base import Connector, Result
-from connectors.http import Auth, HttpClient, OffsetPaging, RateLimit, RetryPolicy
-from schemas.events import Counts, Evidence, Record, RequestType, Subject
+from connectors.base import Result
+from connectors.http import Auth, OffsetPaging, RateLimit
+from connectors.vendors.base import HttpSettings, MailingConnector
+from schemas.events import Counts, Evidence, Record, Subject
 
 MAX_COUNT = 1000
 #: Member listings: endpoint -> (key in the response, collection).
@@ -49,18 +51,15 @@ MEMBER = "/lists/{list_id}/members/{hash}"
 MAILABLE = frozenset({"subscribed", "pending", "transactional"})
 
 
-class MailchimpSettings(BaseModel):
+class MailchimpSettings(HttpSettings):
     """Register settings of a Mailchimp account."""
 
-    model_config = ConfigDict(extra="forbid")
     api_key: Annotated[str, Field(min_length=1, repr=False, description="e.g. abc123...-us6")]
     base_url: str | None = Field(
         default=None, description="Override of https://{dc}.api.mailchimp.com/3.0 (tests)"
     )
     rate_limit: RateLimit = RateLimit(concurrency=5)
-    retry: RetryPolicy = RetryPolicy()
     page_size: Annotated[int, Field(ge=1, le=MAX_COUNT)] = MAX_COUNT
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     @model_validator(mode="after")
     def _datacenter(self) -> MailchimpSettings:
@@ -76,58 +75,35 @@ class MailchimpSettings(BaseModel):
             return self.base_url.rstrip("/")
         return f"https://{self.api_key.rpartition('-')[2]}.api.mailchimp.com/3.0"
 
+    def auth(self) -> Auth:
+        """Basic auth with the API key as password (any user name)."""
+        return Auth(type="basic", username="dsr", password=self.api_key)
+
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: MD5 of the lower-cased address (personal data: never log it)."""
     return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
 
 
-class MailchimpConnector(Connector):
+class MailchimpConnector(MailingConnector[MailchimpSettings]):
     """Mailchimp audience members with their activity, events, notes, tags and goals."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {
-            RequestType.ACCESS,
-            RequestType.PORTABILITY,
-            RequestType.ERASURE,
-            RequestType.OBJECTION,
-            RequestType.CONSENT_WITHDRAWAL,
-        }
-    )
-    settings_model = MailchimpSettings
     description = "Mailchimp (API 3.0): members in every audience; delete-permanent; unsubscribe"
 
-    def __init__(self, system: str, settings: Any = None) -> None:
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
-        s: MailchimpSettings = self.settings
         self._paging = OffsetPaging(
-            limit_param="count", page_size=s.page_size, total_path="total_items"
-        )
-        self.client = HttpClient(
-            system,
-            s.url(),
-            Auth(type="basic", username="dsr", password=s.api_key),
-            s.rate_limit,
-            s.retry,
-            s.timeout_seconds,
+            limit_param="count", page_size=self.settings.page_size, total_path="total_items"
         )
 
     async def _list(self, path: str, key: str, **values: Any) -> list[dict[str, Any]]:
-        return [
-            r
-            async for r in self.client.records(
-                "GET",
-                path,
-                path_params=values,
-                paging=self._paging,
-                records_path=key,
-                absent=(404,),
-            )
-            if isinstance(r, dict)
-        ]
+        found = await self.http.all_records(
+            "GET", path, path_params=values, paging=self._paging, records_path=key, absent=(404,)
+        )
+        return [r for r in found if isinstance(r, dict)]
 
     async def _member(self, list_id: str, member_hash: str) -> dict[str, Any] | None:
-        response = await self.client.request(
+        response = await self.http.request(
             "GET",
             MEMBER,
             path_params={"list_id": list_id, "hash": member_hash},
@@ -170,7 +146,7 @@ class MailchimpConnector(Connector):
         memberships = await self._memberships(subject)
         deleted = 0
         for list_id, member_hash, _ in memberships:
-            response = await self.client.request(
+            response = await self.http.request(
                 "POST",
                 MEMBER + "/actions/delete-permanent",
                 path_params={"list_id": list_id, "hash": member_hash},
@@ -187,15 +163,8 @@ class MailchimpConnector(Connector):
             ],
         )
 
-    async def object(self, subject: Subject) -> Result:
-        """Unsubscribe the subject in every audience; nothing is deleted."""
-        return await self._unsubscribe_everywhere(subject)
-
-    async def withdraw_consent(self, subject: Subject) -> Result:
-        """Unsubscribe the subject in every audience (consent to mailings); nothing is deleted."""
-        return await self._unsubscribe_everywhere(subject)
-
-    async def _unsubscribe_everywhere(self, subject: Subject) -> Result:
+    async def unsubscribe_everywhere(self, subject: Subject) -> Result:
+        """Unsubscribe the subject in every audience where mail still goes; nothing is deleted."""
         memberships = await self._memberships(subject)
         if not memberships:
             return Result.not_found("not a member of any audience")
@@ -203,7 +172,7 @@ class MailchimpConnector(Connector):
         for list_id, member_hash, member in memberships:
             if member.get("status") not in MAILABLE:
                 continue  # already unsubscribed, cleaned or archived: no mail goes out
-            await self.client.request(
+            await self.http.request(
                 "PATCH",
                 MEMBER,
                 path_params={"list_id": list_id, "hash": member_hash},
@@ -214,10 +183,6 @@ class MailchimpConnector(Connector):
             Counts(found=len(memberships), suppressed=changed),
             evidence=[Evidence(kind="audiences_unsubscribed", value=str(changed))],
         )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.client.aclose()
 
 
 __all__ = ["MailchimpConnector", "MailchimpSettings", "subscriber_hash"]

@@ -34,15 +34,14 @@ _FIND = (
 )
 
 
-class TawkToConnector(Connector):
+class TawkToConnector(Connector[TawkToSettings]):
     """Chat history in Tawk.to, handled by a person in the Tawk.to dashboard."""
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
-    settings_model = TawkToSettings
     description = "Tawk.to live chat: manual tasks with dashboard instructions (no public API)"
 
     def _steps(self, *steps: str) -> Result:
-        settings: TawkToSettings = self.settings
+        settings = self.settings
         where = f" (property {settings.property_name!r})" if settings.property_name else ""
         first = _FIND.format(dashboard=settings.dashboard_url, property=where)
         numbered = [f"{n}. {step}" for n, step in enumerate((first, *steps), start=1)]

@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated, Any, ClassVar
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from connectors.base import Connector, ConnectorError, Result
-from connectors.http import Auth, HttpClient, NextUrlPaging, RateLimit, RetryPolicy, json_body
-from schemas.events import Counts, Evidence, Record, RequestType, Subject
+from connectors.base import ConnectorError, Result
+from connectors.http import Auth, JobPolling, NextUrlPaging, RateLimit, json_body
+from connectors.vendors.base import RECORD_RIGHTS, HttpConnector, HttpSettings, check_account
+from schemas.events import Counts, Evidence, Record, Subject
 
 COLLECTIONS = ("users", "identities", "tickets", "comments")
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _PHONE_STRIP = re.compile(r"[\s().\-]")
 _CURSOR = NextUrlPaging(next_path="links.next", has_more_path="meta.has_more")
-_JOB_FAILED = ("failed", "killed")
 
 
-class ZendeskSettings(BaseModel):
+class ZendeskSettings(HttpSettings):
     """Register settings of a Zendesk system."""
 
-    model_config = ConfigDict(extra="forbid")
     subdomain: str | None = Field(default=None, description="'acme' for acme.zendesk.com")
     base_url: str | None = Field(default=None, description="Overrides subdomain (tests).")
     email: str | None = Field(default=None, description="Agent email, with api_token.")
@@ -51,24 +50,18 @@ class ZendeskSettings(BaseModel):
     oauth_token: str | None = Field(default=None, repr=False, description="Instead of a token.")
     # Zendesk's smallest plan allows 200 requests per minute per account.
     rate_limit: RateLimit = RateLimit(requests=200, per_seconds=60.0, concurrency=4)
-    retry: RetryPolicy = RetryPolicy()
-    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
     job_poll_seconds: Annotated[float, Field(ge=0)] = 1.0
     job_poll_attempts: Annotated[int, Field(ge=1)] = 120
 
     @model_validator(mode="after")
     def _check(self) -> ZendeskSettings:
-        if (self.subdomain is None) == (self.base_url is None):
-            raise ValueError("give exactly one of subdomain and base_url")
-        if self.subdomain is not None and not _SUBDOMAIN.match(self.subdomain):
-            raise ValueError("subdomain must be the account's subdomain, e.g. 'acme'")
+        check_account("subdomain", self.subdomain, self.base_url)
         token_auth = self.email is not None and self.api_token is not None
         if token_auth == (self.oauth_token is not None):
             raise ValueError("give either email and api_token, or oauth_token")
         return self
 
-    @property
     def url(self) -> str:
         """The API base URL."""
         return self.base_url or f"https://{self.subdomain}.zendesk.com/api/v2"
@@ -84,39 +77,35 @@ def _phone(value: Any) -> str:
     return _PHONE_STRIP.sub("", str(value or ""))
 
 
-class ZendeskConnector(Connector):
+class ZendeskConnector(HttpConnector[ZendeskSettings]):
     """Zendesk Support: users, identities, requested tickets, comments; permanent deletion."""
 
-    capabilities: ClassVar[frozenset[RequestType]] = frozenset(
-        {RequestType.ACCESS, RequestType.PORTABILITY, RequestType.ERASURE}
-    )
-    settings_model = ZendeskSettings
+    capabilities = RECORD_RIGHTS
     description = "Zendesk Support: users, tickets, comments; permanent delete with job polling"
 
-    def __init__(self, system: str, settings: Any = None) -> None:
+    def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
-        s: ZendeskSettings = self.settings
-        self.http = HttpClient(system, s.url, s.auth(), s.rate_limit, s.retry, s.timeout_seconds)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self.http.aclose()
+        self._job = JobPolling(
+            poll="/job_statuses/{job_id}",
+            status_path="job_status.status",
+            failed=["failed", "killed"],
+            interval_seconds=self.settings.job_poll_seconds,
+            timeout_seconds=None,
+            attempts=self.settings.job_poll_attempts,
+        )
 
     # ------------------------------------------------------------------------- reading
 
     async def _list(self, template: str, key: str, **path_params: Any) -> list[dict[str, Any]]:
-        return [
-            r
-            async for r in self.http.records(
-                "GET",
-                template,
-                path_params=path_params,
-                params={"page[size]": self.settings.page_size},
-                paging=_CURSOR,
-                records_path=key,
-                absent=(404,),  # deleted meanwhile: nothing there
-            )
-        ]
+        return await self.http.all_records(
+            "GET",
+            template,
+            path_params=path_params,
+            params={"page[size]": self.settings.page_size},
+            paging=_CURSOR,
+            records_path=key,
+            absent=(404,),  # deleted meanwhile: nothing there
+        )
 
     async def _users(self, subject: Subject) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """The subject's users, each with its identities, matched exactly."""
@@ -183,28 +172,13 @@ class ZendeskConnector(Connector):
                 f"{self.system}: DELETE /deleted_tickets/{{id}} answered no job status",
                 retryable=True,
             )
-        status = await self._wait_for_job(str(job_id), str(job.get("status") or ""))
-        return Evidence(kind="vendor_job_id", value=f"{job_id} (ticket {ticket_id}): {status}")
-
-    async def _wait_for_job(self, job_id: str, status: str) -> str:
-        for _ in range(self.settings.job_poll_attempts):
-            if status == "completed":
-                return status
-            if status in _JOB_FAILED:
-                raise ConnectorError(
-                    f"{self.system}: ticket deletion job {job_id} {status}", retryable=True
-                )
-            await asyncio.sleep(self.settings.job_poll_seconds)
-            response = await self.http.request(
-                "GET", "/job_statuses/{id}", path_params={"id": job_id}
-            )
-            status = str(((json_body(response) or {}).get("job_status") or {}).get("status"))
-        if status == "completed":
-            return status
-        raise ConnectorError(
-            f"{self.system}: ticket deletion job {job_id} not completed in time ({status})",
-            retryable=True,
+        status = await self.http.wait_for_job(
+            self._job,
+            {"job_id": job_id},
+            what="DELETE /deleted_tickets/{id}",
+            status=job.get("status"),
         )
+        return Evidence(kind="vendor_job_id", value=f"{job_id} (ticket {ticket_id}): {status}")
 
     async def _destroy_user(self, user_id: int) -> list[Evidence]:
         ids = {"id": user_id}

@@ -7,116 +7,68 @@ the vendor, which enforces auth, paging limits and rate limits like a real one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from connectors import registry
 from connectors.base import Connector
-from connectors.conformance import ConnectorConformance, Faults, Seeded, Target
+from connectors.conformance import Seeded, run_task
 from connectors.declarative import load_spec
 from connectors.fakes import acme
-from schemas.events import Identifier, Subject
+from schemas.events import Identifier, OutcomeStatus, RequestType, Subject
 from schemas.register import System
+from tests.connectors.targets import conformance_suite
 
+FAKE = acme.AcmeCRM
 SPEC = Path(__file__).parents[2] / "examples" / "connectors" / "acme.yaml"
 
 
-class AcmeFaults(Faults):
-    """Fault controls on the Acme fake."""
-
-    def __init__(self, fake: acme.AcmeCRM) -> None:
-        self.fake = fake
-
-    @contextmanager
-    def rate_limit(self, every: int, retry_after: int) -> Iterator[None]:
-        self.fake.rate_limit_every = every
-        try:
-            yield
-        finally:
-            self.fake.rate_limit_every = None
-
-    @contextmanager
-    def server_errors(self) -> Iterator[None]:
-        self.fake.fail_5xx_times = 10**9
-        try:
-            yield
-        finally:
-            self.fake.fail_5xx_times = 0
-            self.fake._served_5xx = 0
-
-    def max_rate_seen(self, window_seconds: float) -> int:
-        return self.fake.max_in_window(window_seconds)
-
-    @property
-    def configured_rate(self) -> tuple[int, float]:
-        limit = load_spec(SPEC).rate_limit
-        assert limit is not None
-        return limit.requests, limit.per_seconds
+def system(fake: acme.AcmeCRM, connector: str, **settings: str) -> System:
+    """A register entry for Acme CRM on the fake."""
+    return System(
+        name="acme",
+        kind="crm",
+        connector=connector,
+        settings={
+            "base_url": f"{fake.url}/api",
+            "credentials": {"token": settings.pop("token", acme.TOKEN)},
+            **settings,
+        },
+        data_categories=["contact details"],
+        purposes=["sales"],
+        legal_basis=["contract"],
+        retention="2 years",
+    )
 
 
-class AcmeTarget(Target):
-    """Acme CRM via the declarative spec, against its fake, seeded with six people."""
-
-    name = "acme"
-
-    def __init__(self, fake: acme.AcmeCRM) -> None:
-        self.fake = fake
-
-    def _build(self, token: str) -> Connector:
-        system = System(
-            name=self.name,
-            kind="crm",
-            connector="rest",
-            settings={
-                "spec": str(SPEC),
-                "base_url": f"{self.fake.url}/api",
-                "credentials": {"token": token},
-            },
-            data_categories=["contact details"],
-            purposes=["sales"],
-            legal_basis=["contract"],
-            retention="2 years",
-        )
-        return registry.build(system)
-
-    def connector(self) -> Connector:
-        return self._build(acme.TOKEN)
-
-    def bad_credentials(self) -> Connector:
-        return self._build("not-the-token")
-
-    def faults(self) -> Faults:
-        return AcmeFaults(self.fake)
-
-    def seed(self) -> Seeded:
-        self.fake.data = acme._seed()
-        subject = Subject(
-            identifiers=[
-                Identifier(type="email", value=acme.SUBJECT_EMAIL),
-                Identifier(type="phone", value=acme.SUBJECT_PHONE),
-            ]
-        )
-        return Seeded(
-            subject,
-            expected={"contacts": 2, "notes": 6, "tickets": 3, "activities": 3},
-            erased=2,
-            personal_values=["de Vries"],
-        )
+def build(fake: acme.AcmeCRM, **settings: str) -> Connector:
+    """The connector a worker builds for the register entry naming the spec file."""
+    return registry.build(system(fake, "rest", spec=str(SPEC), **settings))
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[acme.AcmeCRM]:
-    with acme.AcmeCRM() as server:
-        yield server
+def seed(fake: acme.AcmeCRM) -> Seeded:
+    """Six people; the subject has two contact records."""
+    fake.reset()
+    subject = Subject(
+        identifiers=[
+            Identifier(type="email", value=acme.SUBJECT_EMAIL),
+            Identifier(type="phone", value=acme.SUBJECT_PHONE),
+        ]
+    )
+    return Seeded(
+        subject,
+        expected={"contacts": 2, "notes": 6, "tickets": 3, "activities": 3},
+        erased=2,
+        personal_values=["de Vries"],
+    )
 
 
-class TestDeclarativeAcmeConformance(ConnectorConformance):
-    @pytest.fixture
-    def target(self, fake: acme.AcmeCRM) -> Target:
-        return AcmeTarget(fake)
+#: The rate the example spec configures.
+LIMIT = load_spec(SPEC).rate_limit
+TestDeclarativeAcmeConformance = conformance_suite(
+    "acme", build, seed, {"token": "not-the-token"}, (LIMIT.requests or 0, LIMIT.per_seconds)
+)
 
 
 def test_spec_in_the_connector_directory_is_named_directly_and_listed(
@@ -129,21 +81,7 @@ def test_spec_in_the_connector_directory_is_named_directly_and_listed(
     assert listed["acme"].kind == "declarative" and listed["acme"].rights == ("access", "erasure")
     assert "broken.yaml" in listed["broken"].description  # the error names the file
     assert listed["sql"].kind == "built-in"
-    system = System(
-        name="crm",
-        kind="crm",
-        connector="acme",
-        settings={"base_url": f"{fake.url}/api", "credentials": {"token": acme.TOKEN}},
-        data_categories=["contact details"],
-        purposes=["sales"],
-        legal_basis=["contract"],
-        retention="2 years",
-    )
-    fake.data = acme._seed()
-    target = AcmeTarget(fake)
-    seeded = target.seed()
-    from connectors.conformance import run_task
-    from schemas.events import OutcomeStatus, RequestType
-
-    outcome = run_task(registry.build(system), "crm", RequestType.ACCESS, seeded.subject)
+    seeded = seed(fake)
+    connector = registry.build(system(fake, "acme"))  # the spec named directly
+    outcome = run_task(connector, "acme", RequestType.ACCESS, seeded.subject)
     assert outcome.status == OutcomeStatus.COMPLETED and outcome.counts.found == 14

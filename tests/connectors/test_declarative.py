@@ -8,7 +8,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from connectors.base import ConnectorConfigError, ConnectorError
+from connectors.conformance import dispatched
 from connectors.declarative import DeclarativeConnector, find_spec, load_spec
 from connectors.execute import perform
 from connectors.fakes.acme import SUBJECT_EMAIL, SUBJECT_PHONE, TOKEN, AcmeCRM
@@ -26,7 +26,6 @@ from schemas.events import (
     OutcomeStatus,
     RequestType,
     Subject,
-    TaskDispatched,
 )
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "connectors" / "acme.yaml"
@@ -66,20 +65,6 @@ def connector(acme: AcmeCRM, spec: Path, token: str = TOKEN) -> DeclarativeConne
     )
 
 
-def task(action: RequestType, system: str, subject: Subject = SUBJECT) -> TaskDispatched:
-    """A dispatched task as the runtime receives it."""
-    now = datetime.now(UTC)
-    return TaskDispatched(
-        request_id="req-1",
-        task_id=f"req-1/{system}/{action}",
-        system=system,
-        action=action,
-        subject=subject,
-        deadline=now + timedelta(days=30),
-        dispatched_at=now,
-    )
-
-
 def remaining_emails(acme: AcmeCRM) -> list[str]:
     """Email addresses of the contacts still in the fake."""
     return sorted(c["email"].lower() for c in acme.data["contacts"])
@@ -113,7 +98,7 @@ def test_find_pages_with_offset_and_deduplicates(acme: AcmeCRM, tmp_path: Path) 
 
 def test_example_spec_rate_limit_is_honoured(acme: AcmeCRM) -> None:
     crm = connector(acme, EXAMPLE)  # 5 requests per second, 2 at once
-    acme.latency_seconds = 0.02
+    acme.faults.latency_seconds = 0.02
     result = asyncio.run(crm.access(SUBJECT))
     assert result.counts.found == 14
     assert acme.max_in_window(1.0) <= 5
@@ -191,9 +176,9 @@ def test_erasure_polls_the_vendor_job_and_keeps_its_id(tmp_path: Path) -> None:
 def test_through_the_runtime_rights_come_from_the_spec(acme: AcmeCRM, tmp_path: Path) -> None:
     crm = connector(acme, write_spec(tmp_path / "acme.yaml"))
     assert crm.capabilities == {RequestType.ACCESS, RequestType.ERASURE}
-    access = asyncio.run(perform(crm, task(RequestType.ACCESS, crm.system)))
+    access = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ACCESS, SUBJECT)))
     assert access.status == OutcomeStatus.COMPLETED and access.counts.found == 14
-    objection = asyncio.run(perform(crm, task(RequestType.OBJECTION, crm.system)))
+    objection = asyncio.run(perform(crm, dispatched(crm.system, RequestType.OBJECTION, SUBJECT)))
     assert objection.status == OutcomeStatus.MANUAL_ACTION_REQUIRED
 
 
@@ -203,7 +188,7 @@ def test_rejected_credentials_fail_the_task_without_retry(acme: AcmeCRM, tmp_pat
         asyncio.run(crm.access(SUBJECT))
     assert caught.value.status == 401 and not caught.value.retryable
     assert f"check the API key/token for system {crm.system!r}" in str(caught.value)
-    outcome = asyncio.run(perform(crm, task(RequestType.ERASURE, crm.system)))
+    outcome = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ERASURE, SUBJECT)))
     assert outcome.status == OutcomeStatus.FAILED and not outcome.retryable
     assert "credentials rejected (401)" in (outcome.reason or "")
 
@@ -228,7 +213,7 @@ def test_a_changed_spec_takes_effect_on_the_next_task(acme: AcmeCRM, tmp_path: P
     _touch_later(spec)
     records = asyncio.run(crm.access(SUBJECT)).records
     assert Counter(r.collection for r in records) == {"contacts": 2, "crm_notes": 6}
-    erasure = asyncio.run(perform(crm, task(RequestType.ERASURE, crm.system)))
+    erasure = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ERASURE, SUBJECT)))
     assert erasure.status == OutcomeStatus.MANUAL_ACTION_REQUIRED  # erasure was taken out
     assert len(acme.calls("DELETE")) == 0
 
@@ -239,7 +224,7 @@ def test_a_spec_broken_on_disk_fails_tasks_until_fixed(acme: AcmeCRM, tmp_path: 
     good = spec.read_text()
     spec.write_text(good.replace("records_path: contacts", "records_pth: contacts"))
     _touch_later(spec)
-    outcome = asyncio.run(perform(crm, task(RequestType.ACCESS, crm.system)))
+    outcome = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ACCESS, SUBJECT)))
     assert outcome.status == OutcomeStatus.FAILED and outcome.retryable
     assert "acme.yaml: find.records_path: Field required" in (outcome.reason or "")
     spec.write_text(good)
@@ -301,8 +286,8 @@ def test_no_personal_data_in_logs_or_errors(
 ) -> None:
     for name in (None, "httpx", "httpcore", "httpcore.http11", "httpcore.connection"):
         caplog.set_level(logging.DEBUG, logger=name)
-    acme.rate_limit_every = 4
-    acme.fail_5xx_times = 1
+    acme.faults.rate_limit_every = 4
+    acme.faults.fail_5xx = 1
     find = yaml.safe_load(EXAMPLE.read_text())["find"]
     find["params"] = {"email": "{email}", "phone": "{phone}"}
     find["match"] = {"email": "email"}
@@ -311,7 +296,7 @@ def test_no_personal_data_in_logs_or_errors(
     asyncio.run(crm.erase(SUBJECT))
     asyncio.run(crm.erase(SUBJECT))
     bad = connector(acme, write_spec(tmp_path / "bad.yaml", find=find), token="nope")
-    failed = asyncio.run(perform(bad, task(RequestType.ACCESS, bad.system)))
+    failed = asyncio.run(perform(bad, dispatched(bad.system, RequestType.ACCESS, SUBJECT)))
     assert failed.status == OutcomeStatus.FAILED
     text = caplog.text + "".join(str(r.args) for r in caplog.records) + (failed.reason or "")
     for secret in PERSONAL:

@@ -163,19 +163,37 @@ def test_a_page_size_above_the_vendor_maximum_is_a_fatal_400(acme: AcmeCRM) -> N
     assert "-> 400 (expected 200)" in str(caught.value)
 
 
-def test_cursor_paging_follows_the_cursor_in_the_body(acme: AcmeCRM) -> None:
-    paging = CursorPaging(cursor_path="meta.next", cursor_param="after")
+@pytest.mark.parametrize(
+    ("path", "records_path", "paging", "ids", "pages"),
+    [
+        (
+            "/contacts/{id}/notes",
+            "notes",
+            CursorPaging(cursor_path="meta.next", cursor_param="after"),
+            [1001, 1002, 1003, 1004, 1005],
+            3,
+        ),
+        ("/contacts/{id}/tickets", "", LinkHeaderPaging(), [2001, 2002, 2003], 2),
+        (
+            "/contacts/{id}/activities",
+            "activities",
+            NextUrlPaging(next_path="links.next", has_more_path="meta.has_more"),
+            [3001, 3002, 3003],
+            2,
+        ),
+    ],
+    ids=["cursor in the body", "Link rel=next", "links.next until has_more is false"],
+)
+def test_paging_follows_the_vendors_next_page(
+    acme: AcmeCRM, path: str, records_path: str, paging: Any, ids: list[int], pages: int
+) -> None:
     found = asyncio.run(
         collect(
-            client(acme),
-            "/contacts/{id}/notes",
-            path_params={"id": 101},
-            records_path="notes",
-            paging=paging,
+            client(acme), path, path_params={"id": 101}, records_path=records_path, paging=paging
         )
     )
-    assert [n["id"] for n in found] == [1001, 1002, 1003, 1004, 1005]
-    assert len(acme.calls()) == 3
+    assert [r["id"] for r in found] == ids
+    assert len(acme.calls()) == pages
 
 
 def test_page_number_paging_stops_on_a_short_page(acme: AcmeCRM) -> None:
@@ -185,34 +203,6 @@ def test_page_number_paging_stops_on_a_short_page(acme: AcmeCRM) -> None:
     )
     assert [t["id"] for t in found] == [2001, 2002, 2003]
     assert [c.query for c in acme.calls()] == ["page=1&per_page=2", "page=2&per_page=2"]
-
-
-def test_link_header_paging_follows_rel_next(acme: AcmeCRM) -> None:
-    found = asyncio.run(
-        collect(
-            client(acme),
-            "/contacts/{id}/tickets",
-            path_params={"id": 101},
-            paging=LinkHeaderPaging(),
-        )
-    )
-    assert [t["id"] for t in found] == [2001, 2002, 2003]
-    assert len(acme.calls()) == 2
-
-
-def test_next_url_paging_follows_links_next_until_has_more_is_false(acme: AcmeCRM) -> None:
-    paging = NextUrlPaging(next_path="links.next", has_more_path="meta.has_more")
-    found = asyncio.run(
-        collect(
-            client(acme),
-            "/contacts/{id}/activities",
-            path_params={"id": 101},
-            records_path="activities",
-            paging=paging,
-        )
-    )
-    assert [a["id"] for a in found] == [3001, 3002, 3003]
-    assert len(acme.calls()) == 2
 
 
 def test_absent_status_means_no_records(acme: AcmeCRM) -> None:
@@ -257,7 +247,7 @@ def test_a_next_page_on_another_host_is_refused(acme: AcmeCRM) -> None:
 
 
 def test_429_with_retry_after_is_waited_out(acme: AcmeCRM) -> None:
-    acme.rate_limit_every = 2
+    acme.faults.rate_limit_every = 2
     http = client(acme)
 
     async def two_calls() -> float:
@@ -273,7 +263,7 @@ def test_429_with_retry_after_is_waited_out(acme: AcmeCRM) -> None:
 
 
 def test_429_that_never_ends_is_reported_retryable(acme: AcmeCRM) -> None:
-    acme.rate_limit_every = 1
+    acme.faults.rate_limit_every = 1
     http = client(acme, retry=RetryPolicy(attempts=2, max_wait_seconds=0.05))
     with pytest.raises(HttpError) as caught:
         asyncio.run(http.request("GET", "/contacts"))
@@ -282,14 +272,14 @@ def test_429_that_never_ends_is_reported_retryable(acme: AcmeCRM) -> None:
 
 
 def test_5xx_is_retried_then_succeeds(acme: AcmeCRM) -> None:
-    acme.fail_5xx_times = 2
+    acme.faults.fail_5xx = 2
     response = asyncio.run(client(acme).request("GET", "/contacts"))
     assert response.status_code == 200
     assert [c.status for c in acme.calls()] == [503, 503, 200]
 
 
 def test_5xx_that_persists_is_reported_retryable(acme: AcmeCRM) -> None:
-    acme.fail_5xx_times = 100
+    acme.faults.fail_5xx = 100
     with pytest.raises(HttpError) as caught:
         asyncio.run(client(acme).request("GET", "/contacts/{id}", path_params={"id": 7}))
     assert caught.value.status == 503 and caught.value.retryable
@@ -333,7 +323,7 @@ def test_server_wait_reads_retry_after_and_reset_headers() -> None:
 
 
 def test_a_reset_header_429_is_waited_out(acme: AcmeCRM) -> None:
-    acme.rate_limit_every = 2
+    acme.faults.rate_limit_every = 2
     acme.rate_limit_style = "reset_delta"
     http = client(acme)
 
@@ -350,7 +340,7 @@ def test_a_reset_header_429_is_waited_out(acme: AcmeCRM) -> None:
 
 
 def test_limiter_keeps_rate_and_concurrency(acme: AcmeCRM) -> None:
-    acme.latency_seconds = 0.05
+    acme.faults.latency_seconds = 0.05
     limits = RateLimit(requests=5, per_seconds=1, concurrency=2)
     http = client(acme, limits=limits)
 
@@ -366,7 +356,7 @@ def test_limiter_keeps_rate_and_concurrency(acme: AcmeCRM) -> None:
 
 def test_without_a_limiter_the_burst_is_concurrent(acme: AcmeCRM) -> None:
     # Shows the previous test measures something: the fake sees concurrency when we allow it.
-    acme.latency_seconds = 0.1
+    acme.faults.latency_seconds = 0.1
 
     async def burst() -> None:
         http = client(acme)
@@ -414,7 +404,7 @@ def test_no_identifier_reaches_a_log_line_even_at_debug(
 ) -> None:
     for name in ("", "httpx", "httpcore", "httpcore.http11", "httpcore.connection"):
         caplog.set_level(logging.DEBUG, logger=name or None)
-    acme.rate_limit_every = 3
+    acme.faults.rate_limit_every = 3
     acme.rate_limit_style = "reset_delta"
     http = client(acme)
     values = {"email": SUBJECT_EMAIL, "phone": SUBJECT_PHONE}

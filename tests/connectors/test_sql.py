@@ -5,47 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Coroutine, Iterator
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
-from uuid import uuid4
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    create_engine,
-    insert,
-    select,
-    text,
-)
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, Table, insert, select, text
 
 from connectors.base import ConnectorConfigError, ConnectorError
+from connectors.conformance import dispatched
 from connectors.execute import perform
+from connectors.fakes.shop_db import customers, metadata, newsletter, orders
 from connectors.registry import connector_class
 from connectors.sql import SQLConnector
-from schemas.events import (
-    FieldChange,
-    Identifier,
-    OutcomeStatus,
-    RequestType,
-    Subject,
-    TaskDispatched,
-)
-
-T = TypeVar("T")
+from schemas.events import FieldChange, Identifier, OutcomeStatus, RequestType, Subject
+from tests.connectors.databases import empty_database, fail_on_delete_from_customers, run
 
 SYSTEM = "crm"
 # Stored with other capitals than the request uses: matching must ignore case.
@@ -58,36 +34,6 @@ SUBJECT = Subject(
 )
 #: Everything about the subject that must never reach a log line or an error message.
 PERSONAL = ["jan.jansen@example.com", "8675309", "Jansen", "+31612345678", "1980-05-17"]
-
-metadata = MetaData()
-customers = Table(
-    "customers",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(100)),
-    Column("email", String(200)),
-    Column("phone", String(30)),
-    Column("birth_date", Date),
-    Column("balance", Numeric(10, 2)),
-    Column("created_at", DateTime),
-    Column("avatar", LargeBinary),
-    Column("marketing_opt_in", Boolean),
-    Column("processing_restricted", Boolean),
-)
-newsletter = Table(
-    "newsletter_subscriptions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("email", String(200)),
-    Column("newsletter", Boolean),
-)
-orders = Table(
-    "orders",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("customer_id", Integer, ForeignKey("customers.id")),
-    Column("total", Numeric(10, 2)),
-)
 
 
 def _customer(id_: int, name: str, email: str, phone: str | None) -> dict[str, Any]:
@@ -135,29 +81,9 @@ def seed(engine: Engine) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh database on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crm.db'}"
-        return
-    server = make_url(request.getfixturevalue("postgres_url"))
-    name = f"t_{uuid4().hex[:12]}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Engine]:
-    """The seeded database, for checking what the connector did."""
-    engine = create_engine(db_url)
-    seed(engine)
-    yield engine
-    engine.dispose()
+    yield from empty_database(request, tmp_path / "crm.db")
 
 
 def tables(**customers_settings: Any) -> list[dict[str, Any]]:
@@ -180,11 +106,6 @@ def tables(**customers_settings: Any) -> list[dict[str, Any]]:
     ]
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to the end (no pytest-asyncio in this project)."""
-    return asyncio.run(coroutine)
-
-
 @pytest.fixture
 def crm(db: Engine, db_url: str) -> Iterator[SQLConnector]:
     """The connector on the seeded database with the default tables."""
@@ -197,46 +118,6 @@ def ids(engine: Engine, table: Table) -> list[int]:
     """Primary keys left in a table, read directly."""
     with engine.connect() as conn:
         return sorted(conn.scalars(select(table.c.id)))
-
-
-def task(action: RequestType, **kwargs: Any) -> TaskDispatched:
-    """A task for the subject, as the orchestrator dispatches it."""
-    now = datetime.now(UTC)
-    return TaskDispatched(
-        request_id="web-2026-000123",
-        task_id=f"web-2026-000123/{SYSTEM}/{action}",
-        system=SYSTEM,
-        action=action,
-        subject=SUBJECT,
-        deadline=now + timedelta(days=30),
-        dispatched_at=now,
-        **kwargs,
-    )
-
-
-def fail_on_delete_from_customers(engine: Engine) -> None:
-    """A trigger that makes deleting a customer fail, after other tables were changed."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.execute(
-                text(
-                    "CREATE TRIGGER keep_customers BEFORE DELETE ON customers "
-                    "BEGIN SELECT RAISE(ABORT, 'customers are kept'); END"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'customers are kept'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER keep_customers BEFORE DELETE ON customers "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse()"
-                )
-            )
 
 
 # -- access ---------------------------------------------------------------------------------
@@ -427,9 +308,9 @@ def test_tasks_run_through_perform_to_outcomes(db: Engine, db_url: str) -> None:
 
     async def scenario() -> list[Any]:
         outcomes = [
-            await perform(connector, task(RequestType.ACCESS)),
-            await perform(connector, task(RequestType.ERASURE)),
-            await perform(connector, task(RequestType.ERASURE, attempt=2)),
+            await perform(connector, dispatched(SYSTEM, RequestType.ACCESS, SUBJECT)),
+            await perform(connector, dispatched(SYSTEM, RequestType.ERASURE, SUBJECT)),
+            await perform(connector, dispatched(SYSTEM, RequestType.ERASURE, SUBJECT, attempt=2)),
         ]
         await connector.aclose()
         return outcomes
@@ -446,7 +327,7 @@ def test_tasks_run_through_perform_to_outcomes(db: Engine, db_url: str) -> None:
 def test_a_failed_erasure_becomes_a_retryable_outcome(crm: SQLConnector, db: Engine) -> None:
     fail_on_delete_from_customers(db)
 
-    outcome = run(perform(crm, task(RequestType.ERASURE)))
+    outcome = run(perform(crm, dispatched(SYSTEM, RequestType.ERASURE, SUBJECT)))
 
     assert outcome.status == OutcomeStatus.FAILED and outcome.retryable
     assert outcome.reason is not None and "customers" in outcome.reason
@@ -539,7 +420,7 @@ def test_no_personal_data_in_logs_or_error_messages(
         run(crm.rectify(SUBJECT, [FieldChange(field="birth_date", value="1980-05-17x")]))
     messages.append(str(raised.value))
     fail_on_delete_from_customers(db)
-    outcome = run(perform(crm, task(RequestType.ERASURE)))
+    outcome = run(perform(crm, dispatched(SYSTEM, RequestType.ERASURE, SUBJECT)))
     messages.append(outcome.reason or "")
     on_table = " ON customers" if db.dialect.name == "postgresql" else ""
     with db.begin() as conn:

@@ -6,35 +6,28 @@ another customer that must survive every erasure.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, TypeVar
-from uuid import uuid4
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import (
-    Column,
-    Engine,
-    ForeignKey,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    create_engine,
-    insert,
-    select,
-    text,
-)
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, insert, select, text
 
 from connectors.base import ConnectorConfigError, ConnectorError
+from connectors.fakes.shop_db import (
+    RELATIONS,
+    TABLES,
+    customers,
+    metadata,
+    order_lines,
+    orders,
+    products,
+)
 from connectors.sql import SQLConnector
 from schemas.events import Identifier, OutcomeStatus, Subject
-
-T = TypeVar("T")
+from tests.connectors.databases import empty_database, fail_on_delete_from_customers, run
 
 SYSTEM = "shop"
 SALT = "pepper-for-tests-only"
@@ -47,39 +40,6 @@ SUBJECT = Subject(
 )
 BY_EMAIL = Subject(identifiers=[Identifier(type="email", value="jan.jansen@example.com")])
 
-metadata = MetaData()
-customers = Table(
-    "customers",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("name", String(100)),
-    Column("email", String(200)),
-    Column("city", String(100)),
-    # Another person's row may name the subject: following it would erase that person.
-    Column("referred_by", Integer, ForeignKey("customers.id", ondelete="SET NULL")),
-)
-products = Table(
-    "products",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("title", String(100)),
-)
-orders = Table(
-    "orders",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("customer_id", Integer, ForeignKey("customers.id"), nullable=False),
-    Column("total", Numeric(10, 2)),
-)
-order_lines = Table(
-    "order_lines",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("order_id", Integer, ForeignKey("orders.id"), nullable=False),
-    Column("product_id", Integer, ForeignKey("products.id"), nullable=False),
-    Column("quantity", Integer),
-)
-ALL = (customers, products, orders, order_lines)
 #: The primary keys in each table before anything is erased; the subject's are 1, 10-11, 100-102.
 SEEDED = {
     "customers": [1, 2],
@@ -87,13 +47,6 @@ SEEDED = {
     "orders": [10, 11, 12],
     "order_lines": [100, 101, 102, 103],
 }
-
-#: Declared relations, listed parents first: the connector must order the erasure itself.
-DECLARED: list[dict[str, Any]] = [
-    {"name": "customers", "identity": {"email": "email", "customer_id": "id"}},
-    {"name": "orders", "parent": {"table": "customers", "columns": {"customer_id": "id"}}},
-    {"name": "order_lines", "parent": {"table": "orders", "columns": {"order_id": "id"}}},
-]
 
 
 def seed(engine: Engine) -> None:
@@ -128,44 +81,10 @@ def seed(engine: Engine) -> None:
         )
 
 
-def _server_database(server_url: str, quote: str) -> Iterator[str]:
-    """A fresh database on a shared server, dropped afterwards."""
-    server = make_url(server_url)
-    name = f"t_{uuid4().hex[:12]}"
-    admin_db = "postgres" if server.get_backend_name() == "postgresql" else server.database
-    admin = create_engine(server.set(database=admin_db), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {quote}{name}{quote}"))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    force = " WITH (FORCE)" if server.get_backend_name() == "postgresql" else ""
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {quote}{name}{quote}{force}"))
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "mariadb"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each kind of server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shop.db'}"
-    elif request.param == "postgres":
-        yield from _server_database(request.getfixturevalue("postgres_url"), '"')
-    else:
-        yield from _server_database(request.getfixturevalue("mariadb_url"), "`")
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Engine]:
-    """The seeded database, for checking what the connector did."""
-    engine = create_engine(db_url)
-    seed(engine)
-    yield engine
-    engine.dispose()
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run one coroutine to the end (no pytest-asyncio in this project)."""
-    return asyncio.run(coroutine)
+    yield from empty_database(request, tmp_path / "shop.db")
 
 
 def connector(url: str, tables: list[dict[str, Any]], **settings: Any) -> SQLConnector:
@@ -176,7 +95,7 @@ def connector(url: str, tables: list[dict[str, Any]], **settings: Any) -> SQLCon
 def left(engine: Engine) -> dict[str, list[int]]:
     """Primary keys left in every table, read directly."""
     with engine.connect() as conn:
-        return {t.name: sorted(conn.scalars(select(t.c.id))) for t in ALL}
+        return {t.name: sorted(conn.scalars(select(t.c.id))) for t in TABLES}
 
 
 def found(records: list[Any]) -> dict[str, list[int]]:
@@ -187,34 +106,11 @@ def found(records: list[Any]) -> dict[str, list[int]]:
     return by_collection
 
 
-def fail_on_delete_from_customers(engine: Engine) -> None:
-    """A trigger that fails deleting a customer: after orders and lines were deleted."""
-    statements = {
-        "sqlite": [
-            "CREATE TRIGGER keep_customers BEFORE DELETE ON customers "
-            "BEGIN SELECT RAISE(ABORT, 'customers are kept'); END"
-        ],
-        "postgresql": [
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'customers are kept'; END $$",
-            "CREATE TRIGGER keep_customers BEFORE DELETE ON customers "
-            "FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ],
-        "mysql": [
-            "CREATE TRIGGER keep_customers BEFORE DELETE ON customers FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'customers are kept'"
-        ],
-    }
-    with engine.begin() as conn:
-        for statement in statements[engine.dialect.name]:
-            conn.execute(text(statement))
-
-
 # -- access ---------------------------------------------------------------------------------
 
 
 def test_access_returns_the_subjects_linked_rows_and_nobody_elses(db: Engine, db_url: str) -> None:
-    shop = connector(db_url, DECLARED)
+    shop = connector(db_url, RELATIONS)
 
     result = run(shop.access(BY_EMAIL))
     streamed = list(shop.iter_access(BY_EMAIL))
@@ -234,7 +130,7 @@ def test_access_returns_the_subjects_linked_rows_and_nobody_elses(db: Engine, db
 
 
 def test_following_foreign_keys_finds_the_declared_tables(db: Engine, db_url: str) -> None:
-    tables = [{**DECLARED[0], "collection": "klanten"}]
+    tables = [{**RELATIONS[0], "collection": "klanten"}]
     shop = connector(db_url, tables, follow_foreign_keys=True)
 
     records = run(shop.access(SUBJECT)).records
@@ -249,12 +145,12 @@ def test_following_foreign_keys_finds_the_declared_tables(db: Engine, db_url: st
 
 def test_erasure_deletes_children_first_and_leaves_others_intact(db: Engine, db_url: str) -> None:
     # The foreign keys are real: without the linked tables, deleting the customer fails.
-    customers_only = connector(db_url, DECLARED[:1])
+    customers_only = connector(db_url, RELATIONS[:1])
     with pytest.raises(ConnectorError, match="'customers'"):
         run(customers_only.erase(SUBJECT))
     run(customers_only.aclose())
     assert left(db) == SEEDED
-    shop = connector(db_url, DECLARED)
+    shop = connector(db_url, RELATIONS)
 
     result = run(shop.erase(SUBJECT))
 
@@ -274,7 +170,7 @@ def test_erasure_deletes_children_first_and_leaves_others_intact(db: Engine, db_
 
 
 def test_discovered_tables_are_erased_too(db: Engine, db_url: str) -> None:
-    shop = connector(db_url, DECLARED[:1], follow_foreign_keys=True)
+    shop = connector(db_url, RELATIONS[:1], follow_foreign_keys=True)
 
     result = run(shop.erase(BY_EMAIL))
     run(shop.aclose())
@@ -285,11 +181,11 @@ def test_discovered_tables_are_erased_too(db: Engine, db_url: str) -> None:
 
 def test_masking_strategies_null_fixed_and_salted_hash(db: Engine, db_url: str) -> None:
     masked = {
-        **DECLARED[0],
+        **RELATIONS[0],
         "erasure": "anonymise",
         "mask": {"email": "hash", "name": None, "city": {"value": "erased"}},
     }
-    shop = connector(db_url, [masked, *DECLARED[1:]], hash_salt=SALT)
+    shop = connector(db_url, [masked, *RELATIONS[1:]], hash_salt=SALT)
 
     result = run(shop.erase(SUBJECT))
 
@@ -309,7 +205,7 @@ def test_masking_strategies_null_fixed_and_salted_hash(db: Engine, db_url: str) 
 
 
 def test_a_failure_mid_erasure_leaves_all_data_untouched(db: Engine, db_url: str) -> None:
-    shop = connector(db_url, DECLARED)
+    shop = connector(db_url, RELATIONS)
     fail_on_delete_from_customers(db)
 
     with pytest.raises(ConnectorError) as raised:
@@ -351,7 +247,7 @@ def test_a_failure_mid_erasure_leaves_all_data_untouched(db: Engine, db_url: str
             ["'mask' or 'anonymise'"],
         ),
         (
-            [{**DECLARED[0], "erasure": "anonymise", "mask": {"email": "hash"}}],
+            [{**RELATIONS[0], "erasure": "anonymise", "mask": {"email": "hash"}}],
             {"hash_salt": "short"},
             ["hash_salt"],
         ),

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 
-from connectors.base import Connector, ConnectorConfigError
-from connectors.conformance import ConnectorConformance, Faults, Seeded, Target, run_task
+from connectors.base import ConnectorConfigError
+from connectors.conformance import Seeded, run_task
 from connectors.fakes import activecampaign as ac
+from connectors.fakes.server import Faults
 from connectors.vendors.activecampaign import ActiveCampaignConnector
 from schemas.events import Identifier, OutcomeStatus, RequestType, Subject
+from tests.connectors.targets import builder, completed, conformance_suite, per_second, subject
 
 #: Faster than the vendor's 5/s so the suite stays quick; the vendor rate is tested below.
 SUITE_RATE = (20, 1.0)
-FAST_RETRY = {
-    "attempts": 4,
-    "backoff_seconds": 0.05,
-    "max_backoff_seconds": 0.2,
-    "max_wait_seconds": 1.5,
-}
 EXPECTED = {
     "contacts": 1,
     "contactLists": 3,
@@ -35,100 +29,43 @@ EXPECTED = {
     "scoreValues": 1,
     "activities": 2,
 }
-SUBJECT = Subject(identifiers=[Identifier(type="email", value=ac.SUBJECT_EMAIL)])
+SUBJECT = subject(ac.SUBJECT_EMAIL)
 
 
-def build(fake: ac.ActiveCampaign, key: str = ac.API_KEY, **settings: Any) -> Connector:
-    """A connector for the fake; `settings` override the suite's defaults."""
-    values: dict[str, Any] = {
-        "api_url": f"{fake.url}/api/3",
-        "api_key": key,
-        "retry": FAST_RETRY,
-        "rate_limit": {"requests": SUITE_RATE[0], "per_seconds": SUITE_RATE[1]},
-    }
-    return ActiveCampaignConnector("activecampaign", {**values, **settings})
+build = builder(
+    ActiveCampaignConnector,
+    "activecampaign",
+    lambda fake: {"api_url": f"{fake.url}/api/3", "api_key": ac.API_KEY},
+    rate_limit=per_second(SUITE_RATE[0]),
+)
 
 
-class ACFaults(Faults):
-    """Fault controls on the ActiveCampaign fake."""
-
-    def __init__(self, fake: ac.ActiveCampaign) -> None:
-        self.fake = fake
-
-    @contextmanager
-    def rate_limit(self, every: int, retry_after: int) -> Iterator[None]:
-        self.fake.rate_limit_every = every
-        try:
-            yield
-        finally:
-            self.fake.rate_limit_every = None
-
-    @contextmanager
-    def server_errors(self) -> Iterator[None]:
-        self.fake.fail_5xx = True
-        try:
-            yield
-        finally:
-            self.fake.fail_5xx = False
-
-    def max_rate_seen(self, window_seconds: float) -> int:
-        return self.fake.max_in_window(window_seconds)
-
-    @property
-    def configured_rate(self) -> tuple[int, float]:
-        return SUITE_RATE
+#: Four contacts; erasure deletes the subject's contact, its 2 own deals and 5 notes.
+SEEDED = Seeded(
+    SUBJECT,
+    expected=EXPECTED,
+    erased=8,
+    personal_values=["de Vries", "+31612345678", "192.0.2.10"],
+)
 
 
-class ACTarget(Target):
-    """The fake ActiveCampaign account, seeded with four contacts."""
+@dataclass(eq=False)
+class SuiteActiveCampaign(ac.ActiveCampaign):
+    """The fake with its own limit raised to the suite's rate."""
 
-    name = "activecampaign"
-
-    def __init__(self, fake: ac.ActiveCampaign) -> None:
-        self.fake = fake
-
-    def connector(self) -> Connector:
-        return build(self.fake)
-
-    def bad_credentials(self) -> Connector:
-        return build(self.fake, key="not-the-key")
-
-    def faults(self) -> Faults:
-        return ACFaults(self.fake)
-
-    def seed(self) -> Seeded:
-        self.fake.reset()
-        self.fake.rate = SUITE_RATE
-        return Seeded(
-            SUBJECT,
-            expected=EXPECTED,
-            erased=8,  # the contact, its 2 own deals and 5 notes
-            personal_values=["de Vries", "+31612345678", "192.0.2.10"],
-        )
+    default_faults = Faults(max_rate=SUITE_RATE)
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[ac.ActiveCampaign]:
-    with ac.ActiveCampaign(rate=SUITE_RATE) as server:
-        yield server
+FAKE = SuiteActiveCampaign
 
 
-@pytest.fixture
-def fresh(fake: ac.ActiveCampaign) -> ac.ActiveCampaign:
-    fake.reset()
-    fake.rate = SUITE_RATE
-    return fake
-
-
-class TestActiveCampaignConformance(ConnectorConformance):
-    @pytest.fixture
-    def target(self, fake: ac.ActiveCampaign) -> Target:
-        return ACTarget(fake)
+TestActiveCampaignConformance = conformance_suite(
+    "activecampaign", build, SEEDED, {"api_key": "wrong"}, SUITE_RATE
+)
 
 
 def test_paging_reads_every_page(fresh: ac.ActiveCampaign) -> None:
-    outcome = run_task(build(fresh, page_size=2), "activecampaign", RequestType.ACCESS, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED
+    outcome = completed(fresh, build(fresh, page_size=2), SUBJECT)
     assert dict(Counter(r.collection for r in outcome.records)) == EXPECTED
     note_pages = fresh.calls("GET", "/api/3/contacts/11/notes")
     assert [c.query for c in note_pages] == [
@@ -149,10 +86,10 @@ def test_page_size_above_the_vendor_maximum_is_refused(fresh: ac.ActiveCampaign)
 def test_vendor_rate_is_kept_and_its_limit_answers_are_waited_out(
     fresh: ac.ActiveCampaign, limited_status: int
 ) -> None:
-    fresh.rate = (5, 1.0)  # the vendor's own limit, enforced by the fake
+    fresh.faults.max_rate = (5, 1.0)  # the vendor's own limit, enforced by the fake
     fresh.limited_status = limited_status
-    fresh.rate_limit_every = 7
-    connector = build(fresh, rate_limit={"requests": 5, "per_seconds": 1.0})
+    fresh.faults.rate_limit_every = 7
+    connector = build(fresh, rate_limit=per_second(5))
     try:
         outcome = run_task(connector, "activecampaign", RequestType.ACCESS, SUBJECT)
     finally:
@@ -170,8 +107,7 @@ def test_default_rate_is_the_vendors(fresh: ac.ActiveCampaign) -> None:
 
 
 def test_erasure_deletes_own_deals_notes_and_the_contact_only(fresh: ac.ActiveCampaign) -> None:
-    outcome = run_task(build(fresh), "activecampaign", RequestType.ERASURE, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    outcome = completed(fresh, build(fresh), SUBJECT, RequestType.ERASURE)
     deletes = {c.path for c in fresh.calls("DELETE")}
     notes = {f"/api/3/notes/{300 + n}" for n in range(5)}
     assert deletes == {"/api/3/contacts/11", "/api/3/deals/701", "/api/3/deals/702"} | notes
@@ -186,8 +122,7 @@ def test_erasure_deletes_own_deals_notes_and_the_contact_only(fresh: ac.ActiveCa
 def test_objection_and_withdrawal_unsubscribe_everywhere_and_delete_nothing(
     fresh: ac.ActiveCampaign, action: RequestType
 ) -> None:
-    outcome = run_task(build(fresh), "activecampaign", action, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    outcome = completed(fresh, build(fresh), SUBJECT, action)
     assert outcome.counts.suppressed == 3 and outcome.counts.deleted == 0
     assert fresh.subscription_changes == [
         {"contact": "11", "list": lst, "status": "2"} for lst in ("1", "2", "3")

@@ -4,111 +4,50 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import httpx
 import pytest
 
-from connectors.base import Connector, ConnectorConfigError
-from connectors.conformance import ConnectorConformance, Faults, Seeded, Target, run_task
+from connectors.base import ConnectorConfigError
+from connectors.conformance import Seeded, run_task
 from connectors.fakes import mailchimp as mc
 from connectors.vendors.mailchimp import MailchimpConnector
-from schemas.events import Identifier, OutcomeStatus, RequestType, Subject
+from schemas.events import OutcomeStatus, RequestType
+from tests.connectors.targets import (
+    FAST_RETRY,
+    builder,
+    completed,
+    conformance_suite,
+    per_second,
+    subject,
+)
 
+FAKE = mc.Mailchimp
 #: Mailchimp limits connections, not requests per second; the suite needs a rate to check.
 SUITE_RATE = (50, 1.0)
-FAST_RETRY = {
-    "attempts": 6,
-    "backoff_seconds": 0.05,
-    "max_backoff_seconds": 0.3,
-    "max_wait_seconds": 1.5,
-}
 EXPECTED = {"members": 2, "activity": 7, "notes": 2, "tags": 4, "events": 1}
-SUBJECT = Subject(identifiers=[Identifier(type="email", value=mc.SUBJECT_EMAIL)])
+SUBJECT = subject(mc.SUBJECT_EMAIL)
 HASH = mc.member_id(mc.SUBJECT_EMAIL)
+#: A bare 429 says nothing about the wait: back off more often.
+RETRY = {**FAST_RETRY, "attempts": 6}
 
 
-def build(fake: mc.Mailchimp, key: str = mc.API_KEY, **settings: Any) -> Connector:
-    """A connector for the fake; `settings` override the suite's defaults."""
-    values: dict[str, Any] = {
-        "api_key": key,
-        "base_url": f"{fake.url}/3.0",
-        "retry": FAST_RETRY,
-        "rate_limit": {"concurrency": 5, "requests": SUITE_RATE[0], "per_seconds": SUITE_RATE[1]},
-    }
-    return MailchimpConnector("mailchimp", {**values, **settings})
+build = builder(
+    MailchimpConnector,
+    "mailchimp",
+    lambda fake: {"api_key": mc.API_KEY, "base_url": f"{fake.url}/3.0"},
+    retry=RETRY,
+    rate_limit=per_second(SUITE_RATE[0], concurrency=5),
+)
 
 
-class MCFaults(Faults):
-    """Fault controls on the Mailchimp fake (its 429 carries no Retry-After, like the vendor)."""
-
-    def __init__(self, fake: mc.Mailchimp) -> None:
-        self.fake = fake
-
-    @contextmanager
-    def rate_limit(self, every: int, retry_after: int) -> Iterator[None]:
-        self.fake.rate_limit_every = every
-        try:
-            yield
-        finally:
-            self.fake.rate_limit_every = None
-
-    @contextmanager
-    def server_errors(self) -> Iterator[None]:
-        self.fake.fail_5xx = True
-        try:
-            yield
-        finally:
-            self.fake.fail_5xx = False
-
-    def max_rate_seen(self, window_seconds: float) -> int:
-        return self.fake.max_in_window(window_seconds)
-
-    @property
-    def configured_rate(self) -> tuple[int, float]:
-        return SUITE_RATE
+#: Three audiences, the subject in two; the fake's 429 carries no Retry-After, as the vendor's.
+SEEDED = Seeded(SUBJECT, expected=EXPECTED, erased=2, personal_values=["de Vries", HASH])
 
 
-class MCTarget(Target):
-    """The fake Mailchimp account: three audiences, the subject in two."""
-
-    name = "mailchimp"
-
-    def __init__(self, fake: mc.Mailchimp) -> None:
-        self.fake = fake
-
-    def connector(self) -> Connector:
-        return build(self.fake)
-
-    def bad_credentials(self) -> Connector:
-        return build(self.fake, key="not-the-key-us6")
-
-    def faults(self) -> Faults:
-        return MCFaults(self.fake)
-
-    def seed(self) -> Seeded:
-        self.fake.reset(extra_audiences=0)
-        return Seeded(SUBJECT, expected=EXPECTED, erased=2, personal_values=["de Vries", HASH])
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[mc.Mailchimp]:
-    with mc.Mailchimp() as server:
-        yield server
-
-
-@pytest.fixture
-def fresh(fake: mc.Mailchimp) -> mc.Mailchimp:
-    fake.reset(extra_audiences=0)
-    return fake
-
-
-class TestMailchimpConformance(ConnectorConformance):
-    @pytest.fixture
-    def target(self, fake: mc.Mailchimp) -> Target:
-        return MCTarget(fake)
+TestMailchimpConformance = conformance_suite(
+    "mailchimp", build, SEEDED, {"api_key": "not-the-key-us6"}, SUITE_RATE
+)
 
 
 def test_settings_derive_the_datacenter_and_refuse_bad_keys() -> None:
@@ -122,8 +61,7 @@ def test_settings_derive_the_datacenter_and_refuse_bad_keys() -> None:
 
 
 def test_paging_reads_every_page(fresh: mc.Mailchimp) -> None:
-    outcome = run_task(build(fresh, page_size=2), "mailchimp", RequestType.ACCESS, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    outcome = completed(fresh, build(fresh, page_size=2), SUBJECT)
     assert dict(Counter(r.collection for r in outcome.records)) == EXPECTED
     assert [c.query for c in fresh.calls("GET", "/3.0/lists/a1/members/" + HASH + "/activity")] == [
         "count=2&offset=0",
@@ -135,19 +73,16 @@ def test_paging_reads_every_page(fresh: mc.Mailchimp) -> None:
 
 def test_connection_cap_keeps_under_the_vendor_limit(fresh: mc.Mailchimp) -> None:
     fresh.reset(extra_audiences=20)
-    fresh.latency_seconds = 0.1
-    outcome = run_task(
-        build(fresh, rate_limit={"concurrency": 10}), "mailchimp", RequestType.ACCESS, SUBJECT
-    )
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    fresh.faults.latency_seconds = 0.1
+    completed(fresh, build(fresh, rate_limit={"concurrency": 10}), SUBJECT)
     assert fresh.max_concurrent() <= mc.MAX_CONNECTIONS
     assert not [r for r in fresh.requests if r.status == 429]
 
 
 def test_bare_429_from_too_many_connections_is_backed_off(fresh: mc.Mailchimp) -> None:
     fresh.reset(extra_audiences=20)
-    fresh.latency_seconds = 0.1
-    too_many = build(fresh, rate_limit={"concurrency": 16}, retry={**FAST_RETRY, "attempts": 10})
+    fresh.faults.latency_seconds = 0.1
+    too_many = build(fresh, rate_limit={"concurrency": 16}, retry={**RETRY, "attempts": 10})
     outcome = run_task(too_many, "mailchimp", RequestType.ACCESS, SUBJECT)
     assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
     assert dict(Counter(r.collection for r in outcome.records)) == EXPECTED
@@ -155,8 +90,7 @@ def test_bare_429_from_too_many_connections_is_backed_off(fresh: mc.Mailchimp) -
 
 
 def test_erasure_is_permanent_in_every_audience(fresh: mc.Mailchimp) -> None:
-    outcome = run_task(build(fresh), "mailchimp", RequestType.ERASURE, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    completed(fresh, build(fresh), SUBJECT, RequestType.ERASURE)
     forget = {c.path for c in fresh.calls("POST") if c.path.endswith("/delete-permanent")}
     assert forget == {
         f"/3.0/lists/{a}/members/{HASH}/actions/delete-permanent" for a in ("a1", "a3")
@@ -176,8 +110,7 @@ def test_erasure_is_permanent_in_every_audience(fresh: mc.Mailchimp) -> None:
 def test_objection_and_withdrawal_unsubscribe_everywhere_and_delete_nothing(
     fresh: mc.Mailchimp, action: RequestType
 ) -> None:
-    outcome = run_task(build(fresh), "mailchimp", action, SUBJECT)
-    assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+    outcome = completed(fresh, build(fresh), SUBJECT, action)
     assert outcome.counts.suppressed == 2 and outcome.counts.deleted == 0
     assert fresh.status_changes == [("a1", HASH, "unsubscribed"), ("a3", HASH, "unsubscribed")]
     assert fresh.calls("DELETE") == [] and fresh.forgotten == set()
