@@ -1,4 +1,4 @@
-"""The README's plain-kcat example publishes a request the orchestrator accepts."""
+"""The plain-kcat example of docs/publishing.md publishes a request the orchestrator accepts."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ Results = dict[str, "RequestStatusChanged | None"]
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait per request.")
 @click.option(
-    "--sql", "use_sql", is_flag=True, help="Four SQLite databases instead of the vendor fakes."
+    "--sql", "use_sql", is_flag=True, help="SQLite databases instead of the vendor fakes."
 )
 @click.option(
     "--dashboard",
@@ -44,7 +44,7 @@ Results = dict[str, "RequestStatusChanged | None"]
     "after the requests until Ctrl-C, to look around.",
 )
 def demo(out: Path, timeout: float, use_sql: bool, with_dashboard: bool) -> None:
-    """Run everything embedded: an access and an erasure request through four systems."""
+    """Run everything embedded: an access and an erasure request through five systems."""
     from contextlib import ExitStack
 
     from orchestrator.runtime import demo as demo_data

@@ -1,6 +1,6 @@
 """The soak's short CI variant: faults and kill -9 restarts lose, duplicate and strand nothing.
 
-`python bench/soak.py` runs the full 10,000 requests; figures in the README's benchmark section.
+`python bench/soak.py` runs the full 10,000 requests; figures in docs/operators.md (Benchmark).
 """
 
 from __future__ import annotations
