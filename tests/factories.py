@@ -55,3 +55,17 @@ def paper_archive(name: str) -> dict[str, Any]:
         "legal_basis": ["contract"],
         "retention": "7 years",
     }
+
+
+def failing_ledger(name: str) -> dict[str, Any]:
+    """A register entry for a system whose connector always fails fatally."""
+    return {
+        "name": name,
+        "kind": "database",
+        "connector": "memory",
+        "settings": {"fail": "fatal"},
+        "data_categories": ["invoices"],
+        "purposes": ["bookkeeping"],
+        "legal_basis": ["legal_obligation"],
+        "retention": "7 years",
+    }

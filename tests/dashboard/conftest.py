@@ -58,16 +58,7 @@ SYSTEMS = [
         "retention": "until unsubscribed",
     },
     factories.paper_archive("archive"),
-    {
-        "name": "broken",
-        "kind": "database",
-        "connector": "memory",
-        "settings": {"fail": "fatal"},
-        "data_categories": ["invoices"],
-        "purposes": ["bookkeeping"],
-        "legal_basis": ["legal_obligation"],
-        "retention": "7 years",
-    },
+    factories.failing_ledger("broken"),
 ]
 
 

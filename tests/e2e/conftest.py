@@ -25,16 +25,7 @@ from tests import factories
 
 #: Systems besides the four demo ones: a broken one and a flaky one.
 EXTRA_SYSTEMS = [
-    {
-        "name": "ledger",
-        "kind": "database",
-        "connector": "memory",
-        "settings": {"fail": "fatal"},
-        "data_categories": ["invoices"],
-        "purposes": ["bookkeeping"],
-        "legal_basis": ["legal_obligation"],
-        "retention": "7 years",
-    },
+    factories.failing_ledger("ledger"),
     {
         "name": "flaky",
         "kind": "other",
