@@ -141,7 +141,10 @@ class ConnectorWorker:
             try:
                 envelope = decode(record.value, record.headers, key=record.key, expect=TASKS.events)
             except EnvelopeError as exc:
-                jobs.append(self._dead_letter(producer, record, exc.stage, str(exc), exc.ce_type))
+                letter = self._dead_letter(
+                    producer, record, exc.stage, str(exc), exc.ce_type, withhold=exc.withhold
+                )
+                jobs.append(letter)
                 continue
             task = envelope.body
             assert isinstance(task, TaskDispatched)
@@ -211,6 +214,8 @@ class ConnectorWorker:
         stage: str,
         reason: str,
         ce_type: str | None,
+        *,
+        withhold: bool = False,
     ) -> asyncio.Future[object]:
         log.warning(
             "dead-lettered %s[%s]@%s (%s): %s",
@@ -225,6 +230,7 @@ class ConnectorWorker:
             stage=stage,  # type: ignore[arg-type]
             reason=reason,
             ce_type=ce_type,
+            withhold=withhold,
         )
         message = encode(letter, source=self.source, key=letter.key)
         return await producer.send(

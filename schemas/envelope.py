@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.errors import DsrError
 from schemas.events import (
+    BSN_REFUSED,
     DeadLetter,
     DeadlineExtended,
     IdentityVerified,
@@ -63,10 +64,14 @@ TYPE_OF: dict[type[BaseModel], str] = {model: name for name, model in EVENT_TYPE
 class EnvelopeError(DsrError, ValueError):
     """A message is not a valid event; `stage` says whether the envelope or the body is wrong."""
 
-    def __init__(self, stage: str, message: str, ce_type: str | None = None) -> None:
+    def __init__(
+        self, stage: str, message: str, ce_type: str | None = None, *, withhold: bool = False
+    ) -> None:
         super().__init__(message)
         self.stage = stage
         self.ce_type = ce_type
+        #: The message holds data we may not keep (a BSN): its dead letter leaves the value out.
+        self.withhold = withhold
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +179,12 @@ def dead_letter_for(
     stage: Literal["envelope", "signature", "body", "process"],
     reason: str,
     ce_type: str | None = None,
+    withhold: bool = False,
 ) -> DeadLetter:
     """A dead letter keeping the original record (value base64-encoded).
+
+    `withhold` leaves the value out (`value_withheld`): it holds data we may not store, such as
+    a BSN (Art. 46 UAVG); the reason and the source offset still say what and where it was.
 
     Bounded whatever was sent, so it always fits in a Kafka message: a value over
     `DEAD_LETTER_VALUE_LIMIT` is kept in part (`value_truncated`), long header values and
@@ -195,8 +204,9 @@ def dead_letter_for(
         offset=record.offset,
         key=key if key and len(key) <= 256 else None,
         ce_type=ce_type if ce_type is None or len(ce_type) <= 256 else ce_type[:256],
-        value_base64=base64.b64encode(value[:DEAD_LETTER_VALUE_LIMIT]).decode(),
-        value_truncated=len(value) > DEAD_LETTER_VALUE_LIMIT,
+        value_base64="" if withhold else base64.b64encode(value[:DEAD_LETTER_VALUE_LIMIT]).decode(),
+        value_truncated=not withhold and len(value) > DEAD_LETTER_VALUE_LIMIT,
+        value_withheld=withhold,
         headers=headers,
         failed_at=datetime.now(UTC),
     )
@@ -232,8 +242,9 @@ def decode(
             else model.model_validate(data)
         )
     except ValidationError as exc:
+        withhold = any(error["type"] == BSN_REFUSED for error in exc.errors())
         raise EnvelopeError(
-            "body", f"{ce_type}: {describe_validation_error(exc)}", ce_type
+            "body", f"{ce_type}: {describe_validation_error(exc)}", ce_type, withhold=withhold
         ) from None
 
     body_key = getattr(body, "request_id", None)

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
 SYSTEM_NAME_PATTERN = r"^[a-z][a-z0-9_\-]{0,62}$"
@@ -73,12 +74,111 @@ _PHONE_STRIP = re.compile(r"[\s().\-]")
 _PHONE_VALID = re.compile(r"^\+?[0-9]{6,15}$")
 _EMAIL_VALID = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
+# --- the BSN (burgerservicenummer) ---------------------------------------------------------
+# Art. 87 GDPR lets a member state set the conditions for processing a national identification
+# number. The Netherlands did so in Art. 46(1) UAVG (wetten.overheid.nl, BWBR0040940): a number
+# the law prescribes to identify a person is used, when personal data is processed, only to
+# carry out that law or for purposes the law sets. The BSN is such a number (Wet algemene
+# bepalingen burgerservicenummer); a request to a webshop, CRM or mailing tool is neither, so
+# no event of ours carries one. Messages name the rule, never the number.
+BSN_RULE = (
+    "Art. 46 UAVG (with Art. 87 GDPR) allows the BSN (burgerservicenummer) only where a law "
+    "prescribes it; identify the subject by e-mail address, phone number or customer number"
+)
+#: The pydantic error type of every BSN refusal: a dead letter of such an event withholds the
+#: original value, which holds the BSN (`schemas.envelope.dead_letter_for`).
+BSN_REFUSED = "bsn_refused"
+_BSN_WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+_BSN_SEPARATORS = re.compile(r"[\s.\-]")
+_BSN_WORDS = ("burgerservicenummer", "citizenservicenumber", "sofinummer", "sofinumber")
+
+
+def passes_bsn_check(digits: str) -> bool:
+    """True if `digits` is nine digits passing the BSN 11-proef (elfproef).
+
+    A BSN is nine digits (early eight-digit numbers got a leading zero) and
+    9*d1 + 8*d2 + 7*d3 + 6*d4 + 5*d5 + 4*d6 + 3*d7 + 2*d8 - 1*d9 is divisible by 11: the old
+    bank-account 11-proef with weight -1 instead of 1 for the last digit, so that a bank
+    account number typed by mistake fails. Worked example: 123456782 gives 154 = 14 * 11
+    (calaris.nl, "BSN 11-proef valideren"; privacynieuws.nl, "Wie gebruiken uw
+    burgerservicenummer"). All zeros passes the sum but is nobody's number.
+    """
+    if len(digits) != 9 or not digits.isascii() or not digits.isdigit() or digits == "0" * 9:
+        return False
+    return sum(w * int(d) for w, d in zip(_BSN_WEIGHTS, digits, strict=True)) % 11 == 0
+
+
+def looks_like_bsn(value: str) -> bool:
+    """True if `value`, without spaces, dots and hyphens, is a number passing the 11-proef."""
+    return passes_bsn_check(_BSN_SEPARATORS.sub("", value))
+
+
+def names_bsn(name: str) -> bool:
+    """True if an identifier type or field name means the BSN, in any spelling.
+
+    `bsn`, `BSN`, `bsn_nummer`, `patientBsn`, `burgerservicenummer`, `Citizen-Service-Number`,
+    `sofinummer` (the BSN's predecessor: the same number since 2007).
+    """
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    squashed = "".join(words)
+    return (
+        "bsn" in words
+        or squashed.startswith("bsn")
+        or squashed.endswith("bsn")
+        or any(word in squashed for word in _BSN_WORDS)
+    )
+
+
+def _holds_bsn(value: JsonValue) -> bool:
+    """True if a JSON value holds a BSN anywhere: a key naming it or a number passing the check.
+
+    Walked with a stack, not recursion: a deeply nested value must give a validation error,
+    never a crash.
+    """
+    stack: list[JsonValue] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if looks_like_bsn(item):
+                return True
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if 10**8 <= item < 10**9 and passes_bsn_check(str(item)):
+                return True
+        elif isinstance(item, dict):
+            if any(names_bsn(key) for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
 
 class Identifier(_Model):
-    """One identifier of the data subject, e.g. an email address or a customer number."""
+    """One identifier of the data subject, e.g. an email address or a customer number.
 
-    type: Annotated[str, Field(pattern=IDENTIFIER_TYPE_PATTERN, examples=["email"])]
+    Never a BSN (Art. 46 UAVG): neither as the type nor as a value that passes its 11-proef.
+    """
+
+    type: Annotated[
+        str,
+        Field(
+            pattern=IDENTIFIER_TYPE_PATTERN,
+            examples=["email"],
+            description="lower_snake_case. Never the BSN (`bsn`, `burgerservicenummer`, ...): "
+            "refused under Art. 46 UAVG, as is any value of nine digits passing its 11-proef.",
+        ),
+    ]
     value: Annotated[str, Field(min_length=1, max_length=320)]
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _not_bsn_type(cls, identifier_type: object) -> object:
+        # Before the pattern, so `BSN` is refused for the law, not for its upper case.
+        if isinstance(identifier_type, str) and names_bsn(identifier_type):
+            raise PydanticCustomError(
+                BSN_REFUSED, "a BSN is refused as an identifier type. " + BSN_RULE
+            )
+        return identifier_type
 
     @model_validator(mode="after")
     def _normalise(self) -> Identifier:
@@ -96,6 +196,18 @@ class Identifier(_Model):
                 )
         if not value:
             raise ValueError(f"identifier of type {self.type!r} is empty")
+        if looks_like_bsn(value):
+            hint = (
+                "; give a phone number in international form (+31...)"
+                if self.type == "phone"
+                else ""
+            )
+            raise PydanticCustomError(
+                BSN_REFUSED,
+                "identifier of type {type} is refused: it is nine digits passing the BSN "
+                "11-proef. " + BSN_RULE + hint,
+                {"type": repr(self.type)},
+            )
         object.__setattr__(self, "value", value)
         return self
 
@@ -150,6 +262,21 @@ class FieldChange(_Model):
     system: SystemName | None = Field(
         default=None, description="Only this system; all systems holding the field if omitted."
     )
+
+    @model_validator(mode="after")
+    def _not_bsn(self) -> FieldChange:
+        # Art. 46 UAVG: a correction may not bring a BSN in either. Name the field, not the value.
+        if names_bsn(self.field):
+            raise PydanticCustomError(
+                BSN_REFUSED, "a change to a BSN field is refused. " + BSN_RULE
+            )
+        if _holds_bsn(self.value):
+            raise PydanticCustomError(
+                BSN_REFUSED,
+                "the new value is refused: it holds a BSN (nine digits passing its 11-proef, "
+                "or a key naming it). " + BSN_RULE,
+            )
+        return self
 
 
 class RequestSubmitted(_Model):
@@ -482,6 +609,12 @@ class DeadLetter(_Model):
         description="The value was larger than 256 KiB; the whole record stays on the source "
         "topic at this offset.",
     )
+    value_withheld: bool = Field(
+        default=False,
+        description="The value is not kept here (`value_base64` is empty) because it holds data "
+        "we may not store, such as a BSN (Art. 46 UAVG); the record stays on the source topic "
+        "at this offset until that topic's retention removes it.",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     failed_at: AwareDatetime
 
@@ -498,6 +631,7 @@ EventBody = (
 
 
 __all__ = [
+    "BSN_RULE",
     "Counts",
     "DeadLetter",
     "DeadlineExtended",
@@ -524,4 +658,7 @@ __all__ = [
     "TaskDispatched",
     "TaskOutcome",
     "VerificationMethod",
+    "looks_like_bsn",
+    "names_bsn",
+    "passes_bsn_check",
 ]

@@ -100,18 +100,26 @@ class Sender:
     def turned_away(self, records: Iterable[Refused | Misrouted]) -> list[Awaitable[Any]]:
         """Dead letters for refused input, and misrouted events moved to their partition."""
         return [
-            self.dead_letter(r.record, r.stage, r.reason, r.ce_type)
+            self.dead_letter(r.record, r.stage, r.reason, r.ce_type, withhold=r.withhold)
             if isinstance(r, Refused)
             else self._reroute(r.record, r.request_id)
             for r in records
         ]
 
     async def dead_letter(
-        self, record: KafkaRecord, stage: Stage, reason: str, ce_type: str | None = None
+        self,
+        record: KafkaRecord,
+        stage: Stage,
+        reason: str,
+        ce_type: str | None = None,
+        *,
+        withhold: bool = False,
     ) -> Awaitable[Any]:
         """Keep a refused record on the dead-letter topic, with why (no personal data)."""
         log.warning(_DEAD_LETTERED, record.topic, record.partition, record.offset, stage, reason)
-        letter = dead_letter_for(record, stage=stage, reason=reason, ce_type=ce_type)
+        letter = dead_letter_for(
+            record, stage=stage, reason=reason, ce_type=ce_type, withhold=withhold
+        )
         message = encode(letter, source=self.source, key=letter.key)
         return await self.output.send(DEAD_LETTER.name, message)
 

@@ -39,6 +39,8 @@ class Refused:
     stage: Stage
     reason: str
     ce_type: str | None = None
+    #: The record holds data we may not keep (a BSN): the dead letter leaves its value out.
+    withhold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ def sort_batch(
             )
         except EnvelopeError as exc:
             stage = cast(Stage, exc.stage)  # EnvelopeError uses no other
-            intake.turned_away.append(Refused(record, stage, str(exc), exc.ce_type))
+            refused = Refused(record, stage, str(exc), exc.ce_type, exc.withhold)
+            intake.turned_away.append(refused)
             continue
         body: InputEvent = envelope.body  # type: ignore[assignment]
         request_id = body.request_id

@@ -15,12 +15,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from orchestrator.lifecycle.reducer import RequestState
+from schemas.envelope import describe_validation_error
 from schemas.events import RequestStatus, RequestType
 from schemas.primitives.sealing import (
     DataKeyDestroyed,
     DataKeys,
     SealedValue,
+    SealingError,
     context,
     open_sealed,
     seal,
@@ -48,12 +52,29 @@ def encode_state(state: RequestState, keys: DataKeys) -> str:
     return json.dumps(envelope)
 
 
+class StateInvalid(SealingError):
+    """A stored state opens but no longer validates (written by an older version whose rules
+    were looser, e.g. before BSN identifiers were refused); the request cannot go on."""
+
+
 def decode_state(raw: str, keys: DataKeys) -> RequestState:
     """The state in a table value; raises a `SealingError` when it cannot be opened.
 
     A sealed value whose key was destroyed (the orchestrator stopped half-way through
-    shredding) reads as the stub of a shredded request.
+    shredding) reads as the stub of a shredded request. A state that opens but no longer
+    validates raises `StateInvalid` (a `SealingError`), so the agent dead-letters the
+    request's events and the timer skips it instead of stopping the worker.
     """
+    try:
+        return _decode_state(raw, keys)
+    except ValidationError as exc:
+        # describe_validation_error names fields and rules, never the values.
+        raise StateInvalid(
+            f"the stored state no longer validates: {describe_validation_error(exc)}"
+        ) from None
+
+
+def _decode_state(raw: str, keys: DataKeys) -> RequestState:
     data = json.loads(raw)
     if data.get("shredded"):
         return RequestState.model_validate({k: v for k, v in data.items() if k != "shredded"})
@@ -94,4 +115,4 @@ def _stub(data: dict[str, Any]) -> RequestState:
     )
 
 
-__all__ = ["decode_state", "encode_state", "watch_view"]
+__all__ = ["StateInvalid", "decode_state", "encode_state", "watch_view"]

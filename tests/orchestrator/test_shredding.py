@@ -22,7 +22,7 @@ from orchestrator.lifecycle.reducer import (
     tick,
     verify,
 )
-from orchestrator.lifecycle.state import decode_state, encode_state, watch_view
+from orchestrator.lifecycle.state import StateInvalid, decode_state, encode_state, watch_view
 from orchestrator.runtime.config import ConfigError, load_settings
 from schemas.events import (
     DeadlineExtended,
@@ -33,7 +33,7 @@ from schemas.events import (
     TaskOutcome,
     VerificationMethod,
 )
-from schemas.primitives.sealing import BusKeyError, DataKeys
+from schemas.primitives.sealing import BusKeyError, DataKeys, SealingError, context, seal
 from tests.orchestrator import test_lifecycle as lifecycle
 
 NOW = lifecycle.NOW
@@ -176,3 +176,26 @@ def test_the_shred_setting_is_parsed_and_explained(tmp_path: Path) -> None:
         load_settings(shred_after="soon")
     with pytest.raises(ConfigError, match="DSR_BUS_KEY_FILE: no such file"):
         load_settings(data_dir=tmp_path, bus_key_file=tmp_path / "absent").data_keys()
+
+
+def test_art_46_uavg_a_stored_state_with_a_bsn_is_refused_not_a_crash(tmp_path: Path) -> None:
+    """A state written before BSNs were refused opens but no longer validates: it raises
+    `StateInvalid` (a SealingError, which the agent and the timer handle) naming no value."""
+    keys = DataKeys(tmp_path / "deks", b"k" * 32)
+    state = RequestState(request_id="old-bsn-1")
+    raw = json.loads(encode_state(state, keys))
+    bsn = "123456782"
+    plain = state.model_dump(mode="json")
+    plain["request"] = {
+        "request_id": "old-bsn-1",
+        "type": "access",
+        "subject": {"identifiers": [{"type": "customer_id", "value": bsn}]},
+        "received_at": "2026-01-05T10:00:00+00:00",
+        "requested_by": "old-version",
+    }
+    sealed = seal(keys.get("old-bsn-1"), json.dumps(plain).encode(), context("state", "old-bsn-1"))
+    raw["sealed"] = sealed.model_dump()
+    with pytest.raises(StateInvalid) as caught:
+        decode_state(json.dumps(raw), keys)
+    assert isinstance(caught.value, SealingError)
+    assert bsn not in str(caught.value)
