@@ -17,11 +17,12 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.lifecycle.deadlines import (
+    ART_12_3,
     DeadlinePolicy,
     Period,
-    add_months,
     days_left,
     is_overdue,
+    statutory_deadline,
 )
 from schemas.events import (
     DeadlineExtended,
@@ -103,6 +104,8 @@ class RequestState(BaseModel):
     systems: dict[str, SystemProgress] = Field(default_factory=dict)
     original_deadline: datetime | None = None
     extension: DeadlineExtended | None = None
+    #: An extension refused because it came after the deadline (shown once, on the request).
+    late_extension: DeadlineExtended | None = None
     due_soon_sent: bool = False
     overdue_sent: bool = False
     finished_at: datetime | None = None
@@ -214,7 +217,9 @@ def decide(
             continue
         if effects.dead_letter:
             refused.append((item, effects.dead_letter, None))
-        extended = extended or (isinstance(event, DeadlineExtended) and effects.changed)
+        extended = extended or (
+            isinstance(event, DeadlineExtended) and effects.changed and not effects.dead_letter
+        )
         merged.absorb(effects)
     decision = Decision(state, merged, refused, False)
     if state is not None and merged.changed:
@@ -298,7 +303,16 @@ def verify(
 def extend(
     state: RequestState | None, event: DeadlineExtended, ctx: Context
 ) -> tuple[RequestState | None, Effects]:
-    """Move the deadline once by one or two months (Art. 12(3)); the subject must be told."""
+    """Extend the deadline once, before it passes, by one or two further months (Art. 12(3)).
+
+    Art. 12(3) GDPR: the one-month period "may be extended by two further months where
+    necessary, taking into account the complexity and number of the requests", and the subject
+    is told of the extension, with the reasons, "within one month of receipt of the request".
+    So an extension decided or received after the deadline is refused (dead-lettered, and shown
+    on the request as an overdue status event): the request stays overdue, the breach stays
+    visible. The new deadline is counted from receipt (`statutory_deadline`): at most three
+    months in all.
+    """
     effects = Effects()
     if state is not None and state.is_final:
         effects.dead_letter = f"cannot extend request {event.request_id!r}: it is already final"
@@ -314,8 +328,14 @@ def extend(
             "extension of at most two months"
         )
         return state, effects
+    # The subject cannot have been told before the extension reached us, nor before it was made.
+    if is_overdue(state.deadline, max(event.extended_at, ctx.now)):
+        _refuse_late_extension(state, event, ctx, effects)
+        return state, effects
     state.original_deadline = state.deadline
-    state.deadline = add_months(state.deadline, event.months)
+    state.deadline = statutory_deadline(
+        state.request.received_at, ctx.policy.deadline.zone, event.months
+    )
     state.extension = event
     # The new deadline gets its own warnings.
     state.due_soon_sent = False
@@ -330,6 +350,30 @@ def extend(
     )
     _check_deadline(state, ctx, effects)
     return state, effects
+
+
+def _refuse_late_extension(
+    state: RequestState, event: DeadlineExtended, ctx: Context, effects: Effects
+) -> None:
+    """Dead-letter an extension that came after the deadline, and show it on the request."""
+    assert state.deadline is not None
+    passed = state.deadline.strftime("%Y-%m-%d %H:%M %Z")
+    why = (
+        f"the deadline passed on {passed}; {ART_12_3}, extendable only within that month, "
+        "with the subject told the reasons before it ends"
+    )
+    effects.dead_letter = f"extension of request {event.request_id!r} refused: {why}"
+    if state.late_extension == event:
+        return  # a re-delivery: dead-lettered again, shown on the request once
+    state.late_extension = event
+    state.due_soon_sent = state.overdue_sent = True
+    _emit(
+        state,
+        StatusTrigger.OVERDUE,
+        ctx,
+        effects,
+        reason=f"deadline extension refused: {why}; the request stays overdue: answer it now",
+    )
 
 
 def record_outcome(

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.lifecycle.deadlines import DeadlinePolicy, Period
+from orchestrator.lifecycle.deadlines import DEFAULT_ZONE, DeadlinePolicy, Period, time_zone
 from orchestrator.lifecycle.reducer import Policy
 from schemas.errors import DsrError
 from schemas.kafka import KafkaSettings
@@ -68,7 +68,15 @@ class Settings(BaseSettings):
         description="Accept request events without a signature (migration, trusted tests); "
         "logged as a warning. Signed events are verified all the same.",
     )
-    deadline_policy: str = Field("1 month", description="'1 month', '4 weeks', '30 days'.")
+    deadline_policy: str = Field(
+        "1 month",
+        description="How long the controller takes to answer: '1 month', '4 weeks', '30 days' "
+        "or shorter; never longer than one month (Art. 12(3) GDPR), refused at start-up.",
+    )
+    deadline_timezone: str = Field(
+        DEFAULT_ZONE,
+        description="The time zone whose calendar days deadlines are counted in (IANA name).",
+    )
     due_soon_days: int = Field(7, ge=0)
     max_attempts: int = Field(3, ge=1, description="Tries per system before failing.")
     retry_delay_seconds: float = Field(5.0, ge=0)
@@ -122,6 +130,12 @@ class Settings(BaseSettings):
         DeadlinePolicy.parse(value)
         return value
 
+    @field_validator("deadline_timezone")
+    @classmethod
+    def _zone_known(cls, value: str) -> str:
+        time_zone(value)
+        return value
+
     @field_validator("shred_after")
     @classmethod
     def _shred_after_parses(cls, value: str) -> str:
@@ -164,7 +178,7 @@ class Settings(BaseSettings):
     def policy(self) -> Policy:
         """The lifecycle policy these settings describe."""
         return Policy(
-            deadline=DeadlinePolicy.parse(self.deadline_policy),
+            deadline=DeadlinePolicy.parse(self.deadline_policy, self.deadline_timezone),
             due_soon_days=self.due_soon_days,
             max_attempts=self.max_attempts,
             retry_delay=timedelta(seconds=self.retry_delay_seconds),

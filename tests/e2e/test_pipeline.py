@@ -19,6 +19,7 @@ from orchestrator.runtime import demo
 from schemas.envelope import KafkaMessage, encode
 from schemas.events import (
     DeadLetter,
+    DeadlineExtended,
     IdentityVerified,
     RequestStatus,
     RequestStatusChanged,
@@ -275,6 +276,42 @@ def test_request_received_long_ago_is_flagged_overdue(running: System) -> None:
     letter = Path(result["documents"]["refusal"]).read_text()
     assert "Uw verzoek is geweigerd" in letter and final.reason in letter
     assert "autoriteitpersoonsgegevens.nl" in letter
+
+
+def test_art_12_3_extension_after_deadline_refused(running: System) -> None:
+    """An extension published after the deadline is dead-lettered with the rule, shows on the
+    request, and the request stays overdue (Art. 12(3) GDPR)."""
+    request = new_request(
+        "access", ANNA, scope=["paper_archive"], received_at=datetime.now(UTC) - timedelta(days=40)
+    )
+    with running.publisher() as publisher:
+        publisher.publish(request)
+        running.wait_for(
+            request.request_id, lambda s: s.status == RequestStatus.ACTION_REQUIRED and s.overdue
+        )
+        publisher.extend_deadline(
+            DeadlineExtended(
+                request_id=request.request_id,
+                months=2,
+                reason="the paper archive has to be searched by hand",
+                extended_at=datetime.now(UTC),
+            )
+        )
+    refused = running.wait_for(
+        request.request_id,
+        lambda s: bool(s.reason and s.reason.startswith("deadline extension refused")),
+    )
+    latest = refused.history[request.request_id][-1]
+    assert latest.overdue and not latest.deadline_extended
+    assert latest.deadline < datetime.now(UTC)
+    letters = [
+        e.body
+        for _, e in read_topic(running.kafka, DEAD_LETTER.name)
+        if e is not None and isinstance(e.body, DeadLetter) and e.body.key == request.request_id
+    ]
+    assert any("refused" in d.reason and "Art. 12(3) GDPR" in d.reason for d in letters)
+    assert not (running.data_dir / "documents" / request.request_id / "extension.nl.html").exists()
+    running.stack.check()
 
 
 def test_system_added_to_the_register_is_served_without_a_restart(running: System) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.lifecycle.deadlines import DeadlinePolicy
 from orchestrator.runtime.config import ConfigError, load_settings
 
 
@@ -79,3 +80,26 @@ def test_a_complete_sasl_ssl_configuration_loads(
     assert kafka.security_protocol == "SASL_SSL"
     assert kafka.sasl_password is not None
     assert "from-a-secret" not in repr(kafka)
+
+
+@pytest.mark.parametrize("value", ["3 months", "2 months", "5 weeks", "31 days"])
+def test_art_12_3_deadline_policy_over_one_month_refused_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = _problems(monkeypatch, DSR_DEADLINE_POLICY=value)
+    assert f"DSR_DEADLINE_POLICY: deadline policy {value!r} is longer than one month" in message
+    assert "Art. 12(3) GDPR" in message and "within one month of receipt" in message
+
+
+@pytest.mark.parametrize("value", ["1 month", "4 weeks", "30 days", "2 weeks", "14 days"])
+def test_art_12_3_deadline_policy_of_one_month_or_shorter_accepted(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DSR_DEADLINE_POLICY", value)
+    assert load_settings().policy().deadline == DeadlinePolicy.parse(value)
+
+
+def test_the_deadline_time_zone_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert str(load_settings().policy().deadline.zone) == "Europe/Amsterdam"
+    message = _problems(monkeypatch, DSR_DEADLINE_TIMEZONE="Mars/Olympus")
+    assert "DSR_DEADLINE_TIMEZONE: unknown time zone 'Mars/Olympus'" in message

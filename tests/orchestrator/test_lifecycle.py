@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,6 +12,8 @@ from orchestrator.lifecycle.reducer import (
     Policy,
     RequestState,
     coalesce,
+    decide,
+    extend,
     final_status,
     next_check,
     record_outcome,
@@ -21,6 +24,7 @@ from orchestrator.lifecycle.reducer import (
 )
 from schemas.events import (
     Counts,
+    DeadlineExtended,
     Identifier,
     IdentityVerification,
     IdentityVerified,
@@ -37,6 +41,7 @@ from schemas.events import (
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 EMAIL = "p@example.nl"
 SYSTEMS = ("crm", "mailing", "chat", "support")
+AMS = ZoneInfo("Europe/Amsterdam")
 #: Deadline tests look months ahead; their tasks must not time out meanwhile.
 LONG = timedelta(days=365)
 
@@ -80,6 +85,11 @@ def outcome(
             **extra,
         }
     )
+
+
+def end_of(y: int, m: int, d: int) -> datetime:
+    """The last moment of a day in Amsterdam: where a deadline ends (Reg. 1182/71 Art. 3(2))."""
+    return datetime.combine(datetime(y, m, d).date(), time.max, tzinfo=AMS)
 
 
 def started(**kw: object) -> RequestState:
@@ -248,15 +258,20 @@ def test_final_status(statuses: list[str], expected: RequestStatus) -> None:
 
 
 def test_deadline_is_one_calendar_month_by_default_and_policy_configurable() -> None:
+    """Art. 12(3) counted by Regulation 1182/71 Art. 3(2)(c): the end of the month's last day."""
     jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
     state = started(received_at=jan31)
-    assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
+    assert state.deadline == end_of(2026, 2, 28)
     from orchestrator.lifecycle.deadlines import DeadlinePolicy
 
     state, _ = submit(
         None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("4 weeks"))
     )
-    assert state is not None and state.deadline == jan31 + timedelta(weeks=4)
+    assert state is not None and state.deadline == end_of(2026, 2, 28)  # 31 Jan + 28 days
+    state, _ = submit(
+        None, request(received_at=jan31), ctx(deadline=DeadlinePolicy.parse("30 days"))
+    )
+    assert state is not None and state.deadline == end_of(2026, 2, 28)  # capped at the month
 
 
 def test_tick_flags_due_soon_then_overdue_once_each() -> None:
@@ -366,56 +381,121 @@ def test_next_check_is_none_for_final_requests_and_keeps_unverified_ones() -> No
     assert when is not None and when <= NOW  # refusal is due now
 
 
-def extension(months: int = 2, reason: str = "complex request across many systems") -> object:
-    from schemas.events import DeadlineExtended
+def extension(
+    months: int = 2,
+    reason: str = "complex request across many systems",
+    extended_at: datetime = NOW,
+) -> DeadlineExtended:
+    return DeadlineExtended(
+        request_id="req-1", months=months, reason=reason, extended_at=extended_at
+    )
 
-    return DeadlineExtended(request_id="req-1", months=months, reason=reason, extended_at=NOW)
 
-
-def test_deadline_is_extended_once_by_calendar_months_and_the_subject_must_be_told() -> None:
-    from orchestrator.lifecycle.reducer import extend
-
+def test_art_12_3_extension_before_the_deadline_by_two_further_months_once() -> None:
     jan31 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
+    feb10 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
     state = started(received_at=jan31)
-    assert state.deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
-    state, effects = extend(state, extension(2), ctx(now=jan31))  # type: ignore[arg-type]
+    assert state.deadline == end_of(2026, 2, 28)
+    state, effects = extend(state, extension(2, extended_at=feb10), ctx(now=feb10))
     assert state is not None
-    # one month from 31 January, then two more: 28 February -> 28 April
-    assert state.deadline == datetime(2026, 4, 28, 9, 0, tzinfo=UTC)
-    assert state.original_deadline == datetime(2026, 2, 28, 9, 0, tzinfo=UTC)
+    # one month from 31 January plus two further months, counted from receipt: 30 April
+    assert state.deadline == end_of(2026, 4, 30)
+    assert state.original_deadline == end_of(2026, 2, 28)
     [status] = effects.statuses
     assert status.trigger == StatusTrigger.EXTENDED and status.deadline_extended
     assert (
         status.reason and "tell the subject" in status.reason and "complex request" in status.reason
     )
     # a re-delivery changes nothing; a second extension is refused with the reason
-    _, again = extend(state, extension(2), ctx(now=jan31))  # type: ignore[arg-type]
+    _, again = extend(state, extension(2, extended_at=feb10), ctx(now=feb10))
     assert not again.changed and again.dead_letter is None
-    _, second = extend(state, extension(1, "another reason, asked later"), ctx(now=jan31))  # type: ignore[arg-type]
+    later = extension(1, "another reason, asked later", extended_at=feb10)
+    _, second = extend(state, later, ctx(now=feb10))
     assert second.dead_letter and "one extension" in second.dead_letter
 
 
-def test_extension_gives_the_new_deadline_its_own_warnings() -> None:
-    from orchestrator.lifecycle.reducer import extend
+def test_art_12_3_extension_by_one_month_counts_from_receipt() -> None:
+    state = started()  # received 10 March: deadline the end of 10 April
+    state, _ = extend(state, extension(1), ctx())
+    assert state is not None and state.deadline == end_of(2026, 5, 10)
 
+
+def test_extension_gives_the_new_deadline_its_own_warnings() -> None:
     state = started()
     assert state.deadline is not None
-    state, _ = tick(state, ctx(now=state.deadline + timedelta(hours=1)))  # overdue
+    soon = state.deadline - timedelta(days=3)
+    state, _ = tick(state, ctx(task_timeout=LONG, now=soon))  # due soon
+    assert state.due_soon_sent
+    state, effects = extend(state, extension(1, extended_at=soon), ctx(now=soon))
+    assert state is not None and not state.due_soon_sent and not state.overdue_sent
+    assert not effects.statuses[-1].due_soon and not effects.statuses[-1].overdue
+
+
+def test_art_12_3_extension_after_deadline_refused() -> None:
+    """Art. 12(3): the subject is told of an extension within one month of receipt; an
+    extension after the deadline would hide a breach. It is refused, the request stays overdue,
+    and the refusal shows on the request."""
+    state = started()
+    assert state.deadline is not None
+    late = state.deadline + timedelta(hours=1)
+    state, _ = tick(state, ctx(task_timeout=LONG, now=late))  # overdue
     assert state.overdue_sent
-    state, effects = extend(state, extension(1), ctx(now=NOW + timedelta(days=31)))  # type: ignore[arg-type]
-    assert state is not None and not state.overdue_sent
-    assert not effects.statuses[-1].overdue
+    deadline = state.deadline
+    state, effects = extend(state, extension(1, extended_at=late), ctx(now=late))
+    assert state is not None
+    assert effects.dead_letter and "refused" in effects.dead_letter
+    assert "the deadline passed on 2026-04-10" in effects.dead_letter
+    assert "Art. 12(3) GDPR" in effects.dead_letter
+    assert state.deadline == deadline and state.extension is None and state.overdue_sent
+    [status] = effects.statuses
+    assert status.trigger == StatusTrigger.OVERDUE and status.overdue
+    assert not status.deadline_extended
+    assert status.reason and status.reason.startswith("deadline extension refused")
+    assert "complex request" not in status.reason  # the officer's text is not repeated
+    # a re-delivery is dead-lettered again, but shown on the request only once
+    _, again = extend(state, extension(1, extended_at=late), ctx(now=late))
+    assert again.dead_letter and not again.statuses
+    # still overdue: nothing cleared the flag
+    _, effects = tick(state, ctx(task_timeout=LONG, now=late + timedelta(days=1)))
+    assert not effects.statuses
+
+
+def test_art_12_3_extension_backdated_but_received_after_deadline_refused() -> None:
+    """The subject cannot have been told before the extension reached the orchestrator."""
+    state = started()
+    assert state.deadline is not None
+    late = state.deadline + timedelta(minutes=5)
+    state, effects = extend(state, extension(1, extended_at=NOW), ctx(now=late))
+    assert effects.dead_letter and "refused" in effects.dead_letter
+    assert state is not None and state.extension is None
+
+
+def test_art_12_3_extension_dated_after_deadline_refused() -> None:
+    state = started()
+    assert state.deadline is not None
+    late = state.deadline + timedelta(days=2)
+    _, effects = extend(state, extension(1, extended_at=late), ctx())
+    assert effects.dead_letter and "refused" in effects.dead_letter
+
+
+def test_a_refused_extension_sends_no_extension_notice() -> None:
+    state = started()
+    assert state.deadline is not None
+    late = state.deadline + timedelta(hours=1)
+    decision = decide(state, [("e", extension(1, extended_at=late))], lambda: ctx(now=late))
+    assert not decision.extended
+    [(item, reason, error)] = decision.refused
+    assert item == "e" and "refused" in reason and error is None
+    assert decision.effects.statuses[-1].trigger == StatusTrigger.OVERDUE
 
 
 def test_final_or_unknown_requests_cannot_be_extended() -> None:
-    from orchestrator.lifecycle.reducer import extend
-
-    _, effects = extend(None, extension(), ctx())  # type: ignore[arg-type]
+    _, effects = extend(None, extension(), ctx())
     assert effects.dead_letter and "no such request" in effects.dead_letter
     state = started()
     for system in SYSTEMS:
         state, _ = record_outcome(state, outcome(system), ctx())
-    _, effects = extend(state, extension(), ctx())  # type: ignore[arg-type]
+    _, effects = extend(state, extension(), ctx())
     assert effects.dead_letter and "already final" in effects.dead_letter
 
 
