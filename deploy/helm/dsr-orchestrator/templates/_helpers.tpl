@@ -146,6 +146,8 @@ Call with (dict "root" $ "component" "orchestrator").
   value: {{ $paths.data | quote }}
 - name: DSR_DEADLINE_POLICY
   value: {{ $c.deadlinePolicy | quote }}
+- name: DSR_DEADLINE_TIMEZONE
+  value: {{ $c.deadlineTimezone | quote }}
 - name: DSR_DUE_SOON_DAYS
   value: {{ $c.dueSoonDays | quote }}
 - name: DSR_MAX_ATTEMPTS
