@@ -237,6 +237,13 @@ class VerificationMethod(StrEnum):
     OTHER = "other"
 
 
+#: The evidence of an ID check is the record of it, never the copy of the document.
+_COPY_DESTROYED = (
+    "When the copy of an ID document used for the check was destroyed (none is kept: the "
+    "evidence is this record of method, checker and time, never the copy)."
+)
+
+
 class IdentityVerification(_Model):
     """The state of the identity check at the time an event was published."""
 
@@ -246,6 +253,7 @@ class IdentityVerification(_Model):
     verified_by: Annotated[str | None, Field(max_length=128)] = Field(
         default=None, description="Staff member or service that checked; not the subject."
     )
+    copy_destroyed_at: AwareDatetime | None = Field(default=None, description=_COPY_DESTROYED)
 
     @model_validator(mode="after")
     def _consistent(self) -> IdentityVerification:
@@ -320,6 +328,7 @@ class IdentityVerified(_Model):
     method: VerificationMethod
     verified_at: AwareDatetime
     verified_by: Annotated[str | None, Field(max_length=128)] = None
+    copy_destroyed_at: AwareDatetime | None = Field(default=None, description=_COPY_DESTROYED)
 
 
 class DeadlineExtended(_Model):
@@ -337,6 +346,96 @@ class DeadlineExtended(_Model):
     ]
     extended_at: AwareDatetime
     extended_by: Annotated[str | None, Field(max_length=128)] = None
+
+
+class DecisionKind(StrEnum):
+    """What an officer decided about a request (`DecisionRecorded`)."""
+
+    APPROVE = "approve"  # where the policy requires approval before the request is carried out
+    REFUSE = "refuse"  # the whole request (Art. 12(4): with the reasons and the remedies)
+    REFUSE_SYSTEM = "refuse_system"  # one system's part only; the answer is partial
+    LEGAL_HOLD = "legal_hold"  # erasure: one system's data is kept (Art. 17(3)(e))
+    FEE = "fee"  # Art. 12(5)(a): a reasonable fee; the request waits for payment
+    FEE_PAID = "fee_paid"
+
+
+class RefusalReason(StrEnum):
+    """Why a request (or one system's part) is refused; the letter words it per code."""
+
+    MANIFESTLY_UNFOUNDED = "manifestly_unfounded"  # Art. 12(5)(b) GDPR
+    EXCESSIVE = "excessive"  # Art. 12(5)(b) GDPR, in particular repetitive
+    IDENTITY_NOT_ESTABLISHED = "identity_not_established"  # Art. 12(6), Art. 11(2) GDPR
+    STATUTORY_EXEMPTION = "statutory_exemption"  # Art. 23 GDPR, Art. 41 UAVG
+    OTHER = "other"  # free text (`explanation`) required
+
+
+class HoldReason(StrEnum):
+    """Why a system's data is kept despite an erasure request: Art. 17(3)(e) GDPR, "for the
+    establishment, exercise or defence of legal claims"."""
+
+    DISPUTE = "dispute"  # a dispute with the subject, pending or reasonably expected
+    DEBT_COLLECTION = "debt_collection"  # an unpaid claim being collected
+    OTHER_LEGAL_CLAIM = "other_legal_claim"  # free text (`explanation`) required
+
+
+class DecisionRecorded(_Model):
+    """An officer's decision on a request, published (signed) on the requests topic.
+
+    Only publishers whose `events` allow-list in the publisher keys file names this event type
+    may publish it; the default allow-list leaves it out. `explanation` is for the subject (in
+    the letter); status events carry the decision, its code and who decided, never the text.
+    """
+
+    request_id: RequestId
+    decision: DecisionKind
+    reason_code: RefusalReason | None = Field(
+        default=None, description="refuse and refuse_system: why (the letter words it)."
+    )
+    hold_reason: HoldReason | None = Field(
+        default=None, description="legal_hold: which legal claim (Art. 17(3)(e) GDPR)."
+    )
+    system: SystemName | None = Field(
+        default=None, description="refuse_system and legal_hold: the system concerned."
+    )
+    review_date: date | None = Field(
+        default=None, description="legal_hold: when the hold is reviewed (the data kept until)."
+    )
+    fee_eur: Annotated[int | None, Field(ge=1, le=10_000)] = Field(
+        default=None, description="fee: the amount in whole euros (Art. 12(5)(a))."
+    )
+    explanation: Annotated[str | None, Field(min_length=1, max_length=2000)] = Field(
+        default=None,
+        description="Shown to the subject in the letter; never in status events. Required for "
+        "reason 'other' and hold reason 'other_legal_claim'.",
+    )
+    decided_by: Annotated[
+        str, Field(min_length=1, max_length=128, description="Staff id of the officer.")
+    ]
+    decided_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _fields_match_decision(self) -> DecisionRecorded:
+        kind = self.decision
+        needs = {
+            "reason_code": kind in (DecisionKind.REFUSE, DecisionKind.REFUSE_SYSTEM),
+            "system": kind in (DecisionKind.REFUSE_SYSTEM, DecisionKind.LEGAL_HOLD),
+            "hold_reason": kind == DecisionKind.LEGAL_HOLD,
+            "review_date": kind == DecisionKind.LEGAL_HOLD,
+            "fee_eur": kind == DecisionKind.FEE,
+        }
+        for name, needed in needs.items():
+            given = getattr(self, name) is not None
+            if needed and not given:
+                raise ValueError(f"a '{kind}' decision needs '{name}'")
+            if given and not needed:
+                raise ValueError(f"'{name}' is not allowed on a '{kind}' decision")
+        free_text = (
+            self.reason_code == RefusalReason.OTHER
+            or self.hold_reason == HoldReason.OTHER_LEGAL_CLAIM
+        )
+        if free_text and not (self.explanation and self.explanation.strip()):
+            raise ValueError("reason 'other' needs an 'explanation' (shown to the subject)")
+        return self
 
 
 _B64URL = r"^[A-Za-z0-9_-]*$"
@@ -504,6 +603,8 @@ class RequestStatus(StrEnum):
     """Where a request is in its lifecycle."""
 
     AWAITING_VERIFICATION = "awaiting_verification"
+    AWAITING_APPROVAL = "awaiting_approval"  # an officer must approve it first
+    AWAITING_FEE = "awaiting_fee"  # a fee was charged (Art. 12(5)(a)); waiting for payment
     IN_PROGRESS = "in_progress"
     ACTION_REQUIRED = "action_required"
     STALLED = "stalled"  # a system gave no outcome in time; it was dispatched again
@@ -543,6 +644,11 @@ class SystemProgress(_Model):
         default=False, description="No outcome came in time; the task was dispatched again."
     )
     updated_at: AwareDatetime | None = None
+    decision: Literal["refuse_system", "legal_hold"] | None = Field(
+        default=None,
+        description="An officer refused this system's part or put its data on legal hold; "
+        "`reason` then holds the code, never the officer's free text.",
+    )
 
 
 class StatusTrigger(StrEnum):
@@ -559,6 +665,9 @@ class StatusTrigger(StrEnum):
     OVERDUE = "overdue"
     FINISHED = "finished"
     SHREDDED = "shredded"  # the retention window passed; the personal data was destroyed
+    #: A verification by a method the policy does not accept for the right; still waiting.
+    VERIFICATION_REJECTED = "verification_rejected"
+    DECIDED = "decided"  # an officer's decision (`DecisionRecorded`)
 
 
 class RequestStatusChanged(_Model):
@@ -623,6 +732,7 @@ EventBody = (
     RequestSubmitted
     | IdentityVerified
     | DeadlineExtended
+    | DecisionRecorded
     | TaskDispatched
     | TaskOutcome
     | RequestStatusChanged
@@ -635,9 +745,12 @@ __all__ = [
     "Counts",
     "DeadLetter",
     "DeadlineExtended",
+    "DecisionKind",
+    "DecisionRecorded",
     "EventBody",
     "Evidence",
     "FieldChange",
+    "HoldReason",
     "Identifier",
     "IdentifierType",
     "IdentityVerification",
@@ -645,6 +758,7 @@ __all__ = [
     "OutcomeStatus",
     "Record",
     "RecordsRef",
+    "RefusalReason",
     "RequestId",
     "RequestStatus",
     "RequestStatusChanged",

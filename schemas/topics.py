@@ -21,8 +21,14 @@ class Topic:
 
 REQUESTS = Topic(
     "dsr.requests.v1",
-    (events.RequestSubmitted, events.IdentityVerified, events.DeadlineExtended),
-    "Requests, identity verifications and deadline extensions, published by intake services.",
+    (
+        events.RequestSubmitted,
+        events.IdentityVerified,
+        events.DeadlineExtended,
+        events.DecisionRecorded,
+    ),
+    "Requests, identity verifications, deadline extensions and officers' decisions, published "
+    "by intake services, the dashboard and the CLI.",
 )
 TASKS = Topic(
     "dsr.tasks.v1",
@@ -46,5 +52,21 @@ DEAD_LETTER = Topic(
 ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)
 #: Event types a signature is required for: everything on the requests topic.
 REQUEST_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[model] for model in REQUESTS.events)
+#: Request event types a publisher may send only when its `events` allow-list names them.
+DECISION_EVENT_TYPES: tuple[str, ...] = (TYPE_OF[events.DecisionRecorded],)
+#: What a publisher may send when the publisher keys file gives no `events` for it.
+DEFAULT_PUBLISHER_EVENTS: tuple[str, ...] = tuple(
+    t for t in REQUEST_EVENT_TYPES if t not in DECISION_EVENT_TYPES
+)
 
-__all__ = ["ALL_TOPICS", "DEAD_LETTER", "OUTCOMES", "REQUESTS", "STATUS", "TASKS", "Topic"]
+__all__ = [
+    "ALL_TOPICS",
+    "DEAD_LETTER",
+    "DECISION_EVENT_TYPES",
+    "DEFAULT_PUBLISHER_EVENTS",
+    "OUTCOMES",
+    "REQUESTS",
+    "STATUS",
+    "TASKS",
+    "Topic",
+]

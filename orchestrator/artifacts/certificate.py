@@ -160,8 +160,8 @@ def _scrubber(subject: Subject) -> Callable[[str | None], str | None]:
 def _system_entry(
     progress: SystemProgress, title: str, scrub: Callable[[str | None], str | None]
 ) -> dict[str, Any]:
-    """What one system did, as the certificate states it."""
-    return {
+    """What one system did, as the certificate states it; a system on legal hold says so."""
+    entry = {
         "title": title,
         "status": str(progress.status),
         "deleted": progress.counts.deleted,
@@ -181,6 +181,16 @@ def _system_entry(
         "evidence": [{"kind": e.kind, "value": scrub(e.value)} for e in progress.evidence],
         "reason": scrub(progress.reason),
     }
+    if progress.decision == "legal_hold" and progress.retained:
+        # Art. 17(3)(e) GDPR: kept for legal claims; `orchestrator.lifecycle.decisions`.
+        hold = progress.retained[0]
+        entry["legal_hold"] = {
+            "held": True,
+            "legal_basis": hold.legal_basis,
+            "reason": hold.reason,
+            "review_date": _iso(hold.until),
+        }
+    return entry
 
 
 def canonical(certificate: dict[str, Any]) -> bytes:

@@ -8,7 +8,11 @@ Besides the export (access, portability) and the certificate (erasure), a reques
   per system what was done, what is missing and why;
 - a **confirmation** for rectification, restriction, objection and consent withdrawal: per
   system what it did;
-- an **extension notice** (Art. 12(3)) when the deadline is moved: the new deadline and why.
+- an **extension notice** (Art. 12(3)) when the deadline is moved: the new deadline and why;
+- an **ID request** (Art. 12(6)) at once when the right needs an identity check the request has
+  not had (`orchestrator.lifecycle.verification`): the accepted ways, what to black out on a
+  copy (photo, MRZ, document number, BSN), the KopieID app, and that the copy is destroyed after
+  the check. From its own template, `templates/id_request.html`.
 
 Every letter is a standalone HTML page from `templates/letter.html` (texts beside it in
 `letter.texts.yaml`), with everything escaped. Letters carry no identifier of the subject (they
@@ -20,16 +24,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from orchestrator.artifacts.export import AP_URL
-from orchestrator.artifacts.render import render_document
+from orchestrator.artifacts.render import render_document, texts
+from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.reducer import RequestState
+from orchestrator.lifecycle.verification import VerificationPolicy
 from schemas.events import OutcomeStatus, RequestStatus, RequestType, SystemProgress
 from schemas.primitives.files import atomic_write
 from schemas.register import Register
 
-DocumentKind = Literal["refusal", "missing", "confirmation", "extension"]
+#: The Autoriteit Persoonsgegevens' complaint page (Art. 77 GDPR), linked in every letter that
+#: names the remedies (Art. 12(4) GDPR).
+AP_COMPLAINT_URL = f"{AP_URL}/nl/zelf-doen/gebruik-uw-privacyrechten/klacht-indienen-bij-de-ap"
+
+DocumentKind = Literal["refusal", "missing", "confirmation", "extension", "id_request"]
 
 #: Requests whose completion is confirmed by letter (access has its export, erasure its
 #: certificate).
@@ -41,6 +51,14 @@ CONFIRMED = frozenset(
         RequestType.CONSENT_WITHDRAWAL,
     }
 )
+
+
+def document_kind(name: str) -> DocumentKind:
+    """`name` (e.g. from `Effects.notices`) as a letter kind; ValueError if no letter has it."""
+    kinds = get_args(DocumentKind)
+    if name not in kinds:
+        raise ValueError(f"no letter of kind {name!r}; known: {', '.join(kinds)}")
+    return cast(DocumentKind, name)
 
 
 def documents_for(state: RequestState) -> list[DocumentKind]:
@@ -57,10 +75,20 @@ def documents_for(state: RequestState) -> list[DocumentKind]:
     return []
 
 
-def render(kind: DocumentKind, state: RequestState, register: Register, *, now: datetime) -> str:
-    """One letter in the request's language, as a standalone HTML page (`templates/letter.html`)."""
+def render(
+    kind: DocumentKind,
+    state: RequestState,
+    register: Register,
+    *,
+    now: datetime,
+    policy: VerificationPolicy | None = None,
+) -> str:
+    """One letter in the request's language, as a standalone HTML page (`templates/letter.html`;
+    the ID request from `templates/id_request.html`, with the methods `policy` accepts)."""
     request = state.request
     assert request is not None
+    if kind == "id_request":
+        return _render_id_request(state, register, policy or VerificationPolicy(), now=now)
     titles = {s.name: s.display_name for s in register.systems}
     return render_document(
         "letter",
@@ -71,19 +99,47 @@ def render(kind: DocumentKind, state: RequestState, register: Register, *, now: 
         controller=register.controller,
         partial=state.status != RequestStatus.COMPLETED,
         systems=[_system(n, titles.get(n, n), state.systems[n]) for n in sorted(state.systems)],
-        ap_url=AP_URL,
+        ap_url=AP_COMPLAINT_URL,
+        # Officers' decisions: the refusal's code and explanation, and per system a refusal
+        # or a legal hold (`orchestrator.lifecycle.decisions`).
+        refusal=decisions.refusal(state.decisions),
+        decided={n: decisions.system_decision(n, state.decisions) for n in state.systems},
         now=now,
     )
 
 
 def write(
-    kind: DocumentKind, state: RequestState, register: Register, directory: Path, *, now: datetime
+    kind: DocumentKind,
+    state: RequestState,
+    register: Register,
+    directory: Path,
+    *,
+    now: datetime,
+    policy: VerificationPolicy | None = None,
 ) -> Path:
     """Render one letter in the request's language and write it atomically."""
     assert state.request is not None
     path = directory / state.request_id / f"{kind}.{state.request.language}.html"
-    atomic_write(path, render(kind, state, register, now=now).encode())
+    atomic_write(path, render(kind, state, register, now=now, policy=policy).encode())
     return path
+
+
+def _render_id_request(
+    state: RequestState, register: Register, policy: VerificationPolicy, *, now: datetime
+) -> str:
+    """The ID request: the methods the policy accepts for the right, the rules for a copy."""
+    request = state.request
+    assert request is not None
+    return render_document(
+        "id_request",
+        request.language,
+        state=state,
+        request=request,
+        controller=register.controller,
+        methods=[m.value for m in policy.accepted(request.type)],
+        rights=texts("letter")[request.language]["rights"],
+        now=now,
+    )
 
 
 def _system(name: str, title: str, progress: SystemProgress) -> dict[str, Any]:
@@ -115,4 +171,12 @@ def _system(name: str, title: str, progress: SystemProgress) -> dict[str, Any]:
     }
 
 
-__all__ = ["CONFIRMED", "DocumentKind", "documents_for", "render", "write"]
+__all__ = [
+    "AP_COMPLAINT_URL",
+    "CONFIRMED",
+    "DocumentKind",
+    "document_kind",
+    "documents_for",
+    "render",
+    "write",
+]

@@ -158,17 +158,17 @@ def publishers_retire(name: str, key_id: str, keys_file: Path) -> None:
 def publishers_list(keys_file: Path) -> None:
     """Publishers, their keys and what they may publish (checks the file as the orchestrator)."""
     from schemas.primitives.signing import load_publisher_keys
-    from schemas.topics import REQUEST_EVENT_TYPES
+    from schemas.topics import DEFAULT_PUBLISHER_EVENTS, REQUEST_EVENT_TYPES
 
     keys = load_publisher_keys(keys_file)
     if not keys.events:
         click.echo(f"no publishers in {keys_file}; add one with `dsr publishers create NAME`")
+    named = {
+        frozenset(REQUEST_EVENT_TYPES): "all request events, decisions included",
+        frozenset(DEFAULT_PUBLISHER_EVENTS): "all request events except officers' decisions",
+    }
     for publisher, events in keys.events.items():
-        allowed = (
-            "all request events"
-            if set(events) == set(REQUEST_EVENT_TYPES)
-            else ", ".join(sorted(events))
-        )
+        allowed = named.get(frozenset(events)) or ", ".join(sorted(events))
         click.echo(f"{publisher}: {allowed}")
         for (owner, kid), key in keys.keys.items():
             if owner == publisher:

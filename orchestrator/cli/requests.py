@@ -1,4 +1,5 @@
-"""`dsr submit`, `dsr verify-identity`, `dsr extend` and `dsr status`: requests from a terminal."""
+"""`dsr submit`, `dsr verify-identity`, `dsr extend`, `dsr decide` and `dsr status`: requests from
+a terminal."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from orchestrator.cli.options import (
     REQUEST_TYPES,
     VERIFICATION_METHODS,
     DsrCommand,
+    DsrGroup,
     bootstrap_option,
     client_kafka,
     subject_identifiers,
@@ -246,6 +248,155 @@ def extend(
     )
 
 
+@click.group(cls=DsrGroup)
+def decide() -> None:
+    """An officer's decision on a request, published signed (`dsr.request.decision_recorded.v1`).
+
+    The publisher key must be allowed to decide: its `events` in the publisher keys file list
+    dsr.request.decision_recorded.v1. Status events show the decision, its code and --by; the
+    --explanation is shown only to the subject, in the letter.
+    """
+
+
+_REFUSAL_CODES = click.Choice(
+    [
+        "manifestly_unfounded",
+        "excessive",
+        "identity_not_established",
+        "statutory_exemption",
+        "other",
+    ]
+)
+_by_option = click.option("--by", "decided_by", required=True, help="Who decided (staff id).")
+_explanation_option = click.option(
+    "--explanation", help="Shown to the subject in the letter; required with reason 'other'."
+)
+
+
+def _publish_decision(bootstrap: str | None, fields: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from orchestrator.cli.errors import CommandError
+    from schemas.envelope import describe_validation_error
+    from schemas.events import DecisionRecorded
+
+    given = {k: v for k, v in fields.items() if v is not None}
+    try:
+        event = DecisionRecorded.model_validate({**given, "decided_at": datetime.now(UTC)})
+    except ValidationError as exc:
+        raise CommandError(f"invalid decision: {describe_validation_error(exc)}") from None
+    with _publisher(client_kafka(bootstrap)) as publisher:
+        publisher.publish_decision(event)
+    click.echo(f"{event.decision} published for {event.request_id} (see 'dsr status')")
+
+
+def _plain_decision(name: str, kind: str, help_text: str) -> click.Command:
+    """A decision command with nothing but the request and who decided."""
+
+    @decide.command(name, help=help_text)
+    @bootstrap_option
+    @click.argument("request_id")
+    @_by_option
+    def command(bootstrap: str | None, request_id: str, decided_by: str) -> None:
+        fields = {"request_id": request_id, "decision": kind, "decided_by": decided_by}
+        _publish_decision(bootstrap, fields)
+
+    return command
+
+
+decide_approve = _plain_decision("approve", "approve", "Approve a request that waits for approval.")
+decide_fee_paid = _plain_decision(
+    "fee-paid", "fee_paid", "Confirm the fee is paid: the request goes on."
+)
+
+
+@decide.command("refuse", short_help="Refuse the whole request; the letter is written at once.")
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--reason", "reason_code", type=_REFUSAL_CODES, required=True, help="Why.")
+@_explanation_option
+@_by_option
+def decide_refuse(
+    bootstrap: str | None,
+    request_id: str,
+    reason_code: str,
+    explanation: str | None,
+    decided_by: str,
+) -> None:
+    """Refuse the whole request at once; the refusal letter (Art. 12(4) GDPR) is written now.
+
+    Reasons: manifestly_unfounded or excessive (Art. 12(5)(b)), identity_not_established
+    (Art. 12(6), 11(2)), statutory_exemption (Art. 23 GDPR, Art. 41 UAVG), other.
+    """
+    fields = {"request_id": request_id, "decision": "refuse", "reason_code": reason_code}
+    _publish_decision(bootstrap, {**fields, "explanation": explanation, "decided_by": decided_by})
+
+
+@decide.command("refuse-system", short_help="Refuse one system's part; the answer is partial.")
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--system", required=True, help="The system whose part is refused.")
+@click.option("--reason", "reason_code", type=_REFUSAL_CODES, required=True, help="Why.")
+@_explanation_option
+@_by_option
+def decide_refuse_system(
+    bootstrap: str | None,
+    request_id: str,
+    system: str,
+    reason_code: str,
+    explanation: str | None,
+    decided_by: str,
+) -> None:
+    """Refuse one system's part: it is not carried out there, the answer is partial."""
+    fields: dict[str, Any] = {"request_id": request_id, "decision": "refuse_system"}
+    fields["system"] = system
+    fields |= {"reason_code": reason_code, "explanation": explanation, "decided_by": decided_by}
+    _publish_decision(bootstrap, fields)
+
+
+@decide.command("hold", short_help="Put one system on legal hold (erasure).")
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--system", required=True, help="The system whose data is kept.")
+@click.option(
+    "--reason",
+    "hold_reason",
+    type=click.Choice(["dispute", "debt_collection", "other_legal_claim"]),
+    required=True,
+    help="The legal claim (Art. 17(3)(e) GDPR).",
+)
+@click.option("--review-date", type=click.DateTime(["%Y-%m-%d"]), required=True, help="YYYY-MM-DD.")
+@_explanation_option
+@_by_option
+def decide_hold(
+    bootstrap: str | None,
+    request_id: str,
+    system: str,
+    hold_reason: str,
+    review_date: datetime,
+    explanation: str | None,
+    decided_by: str,
+) -> None:
+    """Put one system on legal hold for an erasure request: its data is kept and reported as
+    held, with the reason and review date (Art. 17(3)(e) GDPR). Before the system's task is sent.
+    """
+    fields: dict[str, Any] = {"request_id": request_id, "decision": "legal_hold"}
+    fields["system"] = system
+    fields |= {"hold_reason": hold_reason, "review_date": review_date.date()}
+    _publish_decision(bootstrap, {**fields, "explanation": explanation, "decided_by": decided_by})
+
+
+@decide.command("fee", short_help="Charge a reasonable fee; the request waits for payment.")
+@bootstrap_option
+@click.argument("request_id")
+@click.option("--eur", "fee_eur", type=click.IntRange(1, 10_000), required=True, help="Amount.")
+@_by_option
+def decide_fee(bootstrap: str | None, request_id: str, fee_eur: int, decided_by: str) -> None:
+    """Charge a reasonable fee (Art. 12(5)(a) GDPR): the request waits until `fee-paid`."""
+    fields = {"request_id": request_id, "decision": "fee", "fee_eur": fee_eur}
+    _publish_decision(bootstrap, {**fields, "decided_by": decided_by})
+
+
 @click.command(cls=DsrCommand)
 @bootstrap_option
 @click.argument("request_id", required=False)
@@ -326,6 +477,7 @@ async def wait_final(
 
 
 __all__ = [
+    "decide",
     "extend",
     "print_status",
     "status",

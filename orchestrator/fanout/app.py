@@ -125,6 +125,8 @@ class Orchestrator:
                 continue
             if decision.extended:
                 self.finisher.extension_notice(decision.state, decision.effects)
+            if decision.effects.notices:
+                self.finisher.notices(decision.state, decision.effects)
             self.requests.store(request_id, decision.state)
             all_effects.append(decision.effects)
             if decision.effects.finished:

@@ -41,6 +41,7 @@ class Finisher:
         self.keys = keys
         self.records = RecordStore(settings.record_store_dir(), keys)
         self.artifacts = ArtifactStore(settings.data_dir)
+        self.verification = settings.policy().verification
         self._certificates: CertificateIssuer | None = None
         #: Exported requests -> when their record files may go (see `discard_records`).
         self.exported: dict[str, float] = {}
@@ -91,6 +92,12 @@ class Finisher:
         points at it."""
         _point_at(effects, self._write_letter("extension", state))
 
+    def notices(self, state: RequestState, effects: Effects) -> None:
+        """Write the letters the lifecycle asks for at once (`Effects.notices`, e.g. the ID
+        request); the last status event points at the last one."""
+        for kind in effects.notices:
+            _point_at(effects, self._write_letter(letters.document_kind(kind), state))
+
     def discard_records(self, *, everything: bool = False) -> None:
         """Remove the record files of exported requests once their grace period is over (all of
         them after a clean stop, which has saved the table)."""
@@ -132,7 +139,14 @@ class Finisher:
     def _write_letter(self, kind: letters.DocumentKind, state: RequestState) -> Path:
         """A letter to the subject in the request's language (`orchestrator.artifacts.letters`)."""
         directory = self.artifacts.root / "documents"
-        return letters.write(kind, state, self.register(), directory, now=datetime.now(UTC))
+        return letters.write(
+            kind,
+            state,
+            self.register(),
+            directory,
+            now=datetime.now(UTC),
+            policy=self.verification,
+        )
 
     def _certificate_issuer(self) -> CertificateIssuer:
         if self._certificates is None:

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.envelope import TYPE_OF, describe_validation_error, encode
 from schemas.errors import DsrError
-from schemas.events import DeadlineExtended, IdentityVerified, RequestSubmitted, TaskOutcome
+from schemas.events import (
+    DeadlineExtended,
+    DecisionRecorded,
+    IdentityVerified,
+    RequestSubmitted,
+    TaskOutcome,
+)
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import PublisherKeyError, RequestSigner
 from schemas.topics import OUTCOMES, REQUESTS
@@ -94,13 +100,22 @@ class RequestPublisher:
         """Publish a deadline extension (Art. 12(3)); the orchestrator allows one per request."""
         self._send(_validated(event, DeadlineExtended))
 
+    def publish_decision(self, event: DecisionRecorded) -> None:
+        """Publish an officer's decision (refuse, refuse_system, legal_hold, fee, approve); the
+        orchestrator accepts it only from a publisher whose keys file `events` lists it."""
+        self._send(_validated(event, DecisionRecorded))
+
     def report_outcome(self, outcome: TaskOutcome) -> None:
         """Publish a task's outcome, e.g. a manual task completed by a person."""
         self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
 
     def _send(
         self,
-        body: RequestSubmitted | IdentityVerified | DeadlineExtended | TaskOutcome,
+        body: RequestSubmitted
+        | IdentityVerified
+        | DeadlineExtended
+        | DecisionRecorded
+        | TaskOutcome,
         topic: str = REQUESTS.name,
     ) -> None:
         if self._producer is None:

@@ -34,6 +34,7 @@ from schemas.primitives.signing import (
     hmac_key_id,
     parse_publisher_keys,
 )
+from schemas.topics import REQUEST_EVENT_TYPES
 
 LOCAL_PUBLISHER = "local"
 LOCAL_KEYS_FILE = "publisher-keys.yaml"
@@ -262,8 +263,15 @@ def local_publisher(directory: Path) -> IssuedKey:
     # Missing or half-written (e.g. interrupted): start over; it only ever signed local tests.
     keys_file.unlink(missing_ok=True)
     key_file.unlink(missing_ok=True)
+    # The local publisher is the officer's own (`dsr up`, the demo, the dashboard on one
+    # machine): it may publish decisions too, which no publisher may by default.
     return create_publisher(
-        keys_file, LOCAL_PUBLISHER, ED25519, key_file_name=key_file.name, out_dir=directory
+        keys_file,
+        LOCAL_PUBLISHER,
+        ED25519,
+        key_file_name=key_file.name,
+        out_dir=directory,
+        events=list(REQUEST_EVENT_TYPES),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.deadlines import (
     ART_12_3,
     DeadlinePolicy,
@@ -24,8 +25,10 @@ from orchestrator.lifecycle.deadlines import (
     is_overdue,
     statutory_deadline,
 )
+from orchestrator.lifecycle.verification import VerificationPolicy
 from schemas.events import (
     DeadlineExtended,
+    DecisionRecorded,
     IdentityVerified,
     OutcomeStatus,
     RequestStatus,
@@ -58,7 +61,7 @@ _KEPT_OF_OUTCOME = (
 _CARRIED_TO_TASKS = ("subject", "changes", "language")
 
 #: The events a request's lifecycle is decided on (the requests and outcomes topics).
-InputEvent = RequestSubmitted | IdentityVerified | DeadlineExtended | TaskOutcome
+InputEvent = RequestSubmitted | IdentityVerified | DeadlineExtended | DecisionRecorded | TaskOutcome
 #: Whatever the shell keeps beside an event to refer to it again (its Kafka record).
 _Item = TypeVar("_Item")
 
@@ -77,6 +80,10 @@ class Policy:
     #: How long after a request is final its personal data is kept; then its data key is
     #: destroyed (crypto-shredding). None: never.
     shred_after: Period | None = None
+    #: Rights whose requests wait for an officer's `approve` before they are carried out.
+    approval_required: frozenset[RequestType] = frozenset()
+    #: Which identity check each right needs (`orchestrator.lifecycle.verification`).
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,15 @@ class RequestState(BaseModel):
     #: Set when the personal data was destroyed: what is left is a stub (see `shredded`).
     shredded_at: datetime | None = None
     request_type: RequestType | None = Field(default=None, description="Kept in the stub.")
+    #: Officers' decisions, in order (`orchestrator.lifecycle.decisions`): who decided what.
+    decisions: list[DecisionRecorded] = Field(default_factory=list)
+    #: The evidence of the identity check that counted: method, who checked, when, when the
+    #: copy was destroyed. Never the copy itself.
+    verification: IdentityVerified | None = None
+    #: The last verification the policy did not accept for this right (shown once).
+    rejected_verification: IdentityVerified | None = None
+    #: When the subject was asked to verify their identity (the `id_request` letter).
+    id_requested_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -137,6 +153,9 @@ class Effects:
     save: bool = False
     #: Destroy the request's data key and files, keep only the stub (see `shredded`).
     shred: bool = False
+    #: Letters to write at once, before the status events go (`orchestrator.artifacts.letters`
+    #: kinds, e.g. `id_request`); the last status event points at the last one written.
+    notices: list[str] = field(default_factory=list)
 
     def absorb(self, other: Effects) -> None:
         """Add another decision's effects (for the same request) to these."""
@@ -146,6 +165,7 @@ class Effects:
         self.finished = self.finished or other.finished
         self.save = self.save or other.changed
         self.shred = self.shred or other.shred
+        self.notices += other.notices
 
     @property
     def changed(self) -> bool:
@@ -181,6 +201,8 @@ def apply(
         return extend(state, event, ctx)
     if isinstance(event, TaskOutcome):
         return record_outcome(state, event, ctx)
+    if isinstance(event, DecisionRecorded):
+        return record_decision(state, event, ctx)
     raise TypeError(type(event).__name__)
 
 
@@ -221,6 +243,9 @@ def decide(
             isinstance(event, DeadlineExtended) and effects.changed and not effects.dead_letter
         )
         merged.absorb(effects)
+    if state is None or state.status != RequestStatus.AWAITING_VERIFICATION:
+        # Verified within the same batch: asking for an ID now would only confuse.
+        merged.notices = [n for n in merged.notices if n != "id_request"]
     decision = Decision(state, merged, refused, False)
     if state is not None and merged.changed:
         merged.statuses = coalesce(state, merged.statuses)
@@ -266,13 +291,9 @@ def submit(
         deadline=ctx.policy.deadline.deadline(request.received_at),
         systems={name: SystemProgress(status="pending") for name in scope},
     )
-    if request.verification.verified:
-        new.verified_at = request.verification.verified_at or ctx.now
-    elif early is not None:
-        new.verified_at = early.verified_at
-
-    if new.verified_at is None:
-        _transition(new, RequestStatus.AWAITING_VERIFICATION, StatusTrigger.SUBMITTED, ctx, effects)
+    rejected = _verify_on_arrival(new, early, ctx)
+    if new.verification is None and ctx.policy.verification.needs_verification(request.type):
+        _await_verification(new, ctx, effects, rejected)
     else:
         _fan_out(new, ctx, effects)
     _check_deadline(new, ctx, effects)
@@ -295,9 +316,60 @@ def verify(
         return base, effects
     if state.status != RequestStatus.AWAITING_VERIFICATION:
         return state, effects  # already verified, or final: nothing to do
+    why = ctx.policy.verification.refusal(state.request.type, event.method)
+    if why is not None:
+        # It does not count: the request keeps waiting, and its status says why (once).
+        if state.rejected_verification != event:
+            state.rejected_verification = event
+            _emit(state, StatusTrigger.VERIFICATION_REJECTED, ctx, effects, reason=why)
+        return state, effects
+    state.verification = event
     state.verified_at = event.verified_at
     _fan_out(state, ctx, effects, trigger=StatusTrigger.VERIFIED)
     return state, effects
+
+
+def _verify_on_arrival(
+    state: RequestState, early: IdentityVerified | None, ctx: Context
+) -> str | None:
+    """Record the verification a new request came with (or that overtook it) if the policy
+    accepts its method for the right; otherwise say why it does not count."""
+    request = state.request
+    assert request is not None
+    given = request.verification
+    candidates = [early] if early is not None else []
+    if given.verified and given.method is not None:
+        carried = given.model_dump(exclude={"verified"})
+        carried["verified_at"] = given.verified_at or ctx.now
+        candidates.insert(0, IdentityVerified(request_id=request.request_id, **carried))
+    why = None
+    for candidate in candidates:
+        why = ctx.policy.verification.refusal(request.type, candidate.method)
+        if why is None:
+            state.verification = candidate
+            state.verified_at = candidate.verified_at
+            return None
+        state.rejected_verification = candidate
+    return why
+
+
+def _await_verification(
+    state: RequestState, ctx: Context, effects: Effects, rejected: str | None
+) -> None:
+    """The right needs a verification the request has not got: wait, and ask the subject at
+    once (the `id_request` letter, written by the shell before the status event goes)."""
+    request = state.request
+    assert request is not None
+    accepted = ", ".join(ctx.policy.verification.accepted(request.type))
+    reason = rejected or (
+        f"waiting for the identity verification a request for {request.type.value} needs "
+        f"(accepted: {accepted}); the subject is asked for it by letter"
+    )
+    state.id_requested_at = ctx.now
+    effects.notices.append("id_request")
+    _transition(
+        state, RequestStatus.AWAITING_VERIFICATION, StatusTrigger.SUBMITTED, ctx, effects, reason
+    )
 
 
 def extend(
@@ -374,6 +446,58 @@ def _refuse_late_extension(
         effects,
         reason=f"deadline extension refused: {why}; the request stays overdue: answer it now",
     )
+
+
+def record_decision(
+    state: RequestState | None, event: DecisionRecorded, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """An officer decided (`orchestrator.lifecycle.decisions` says what it does)."""
+    effects = Effects()
+    live = state is not None and state.request is not None and state.shredded_at is None
+    verdict = decisions.judge(
+        event,
+        status=state.status if state is not None and (live or state.is_final) else None,
+        request_type=state.request.type if live and state and state.request else None,
+        systems=state.systems if state is not None else {},
+        decisions=state.decisions if state is not None else [],
+        now=ctx.now,
+    )
+    if verdict.dead_letter is not None or verdict.action == "none":
+        effects.dead_letter = verdict.dead_letter
+        return state, effects
+    assert state is not None
+    state.decisions.append(event)
+    if verdict.action == "refuse":
+        _finish(state, RequestStatus.REFUSED, verdict.reason, ctx, effects)
+    elif verdict.action == "system":
+        assert verdict.system is not None and verdict.progress is not None
+        state.systems[verdict.system] = verdict.progress
+        _after_system_decision(state, verdict.reason, ctx, effects)
+    elif verdict.action == "fee" and state.status != RequestStatus.AWAITING_VERIFICATION:
+        _transition(
+            state, RequestStatus.AWAITING_FEE, StatusTrigger.DECIDED, ctx, effects, verdict.reason
+        )
+    elif state.status in (RequestStatus.AWAITING_FEE, RequestStatus.AWAITING_APPROVAL):
+        _fan_out(state, ctx, effects, trigger=StatusTrigger.DECIDED, reason=verdict.reason)
+    else:  # before verification (the fan-out waits for it), or while carried out: recorded
+        _emit(state, StatusTrigger.DECIDED, ctx, effects, reason=verdict.reason)
+    return state, effects
+
+
+def _after_system_decision(
+    state: RequestState, reason: str | None, ctx: Context, effects: Effects
+) -> None:
+    """A system was refused or held: finish if nothing else is awaited, else say so."""
+    started = state.status not in (
+        RequestStatus.AWAITING_VERIFICATION,
+        RequestStatus.AWAITING_APPROVAL,
+        RequestStatus.AWAITING_FEE,
+    )
+    if started and all(p.status in FINAL_OUTCOMES for p in state.systems.values()):
+        status, final_reason = final_status(state.systems)
+        _finish(state, status, "; ".join(r for r in (reason, final_reason) if r), ctx, effects)
+        return
+    _emit(state, StatusTrigger.DECIDED, ctx, effects, reason=reason)
 
 
 def record_outcome(
@@ -597,15 +721,32 @@ def shredded(state: RequestState, now: datetime) -> RequestState:
 
 def final_status(systems: dict[str, SystemProgress]) -> tuple[RequestStatus, str | None]:
     """The request's final status from its systems' final outcomes, with the reason."""
-    failed = {name: p for name, p in systems.items() if p.status == OutcomeStatus.FAILED}
+    failed = {
+        name: p
+        for name, p in systems.items()
+        if p.status == OutcomeStatus.FAILED and p.decision is None
+    }
+    refused = {name: p for name, p in systems.items() if p.decision == "refuse_system"}
     if not systems:
         return RequestStatus.COMPLETED, "no system in scope holds data for this request type"
+    if refused and len(refused) == len(systems):
+        return RequestStatus.REFUSED, _listed("refused for ", refused)
+    if refused:
+        # An officer refused part of the request: the answer is partial (Art. 12(4)).
+        parts = [_listed("refused for ", refused)]
+        if failed:
+            parts.append(_listed("failed in ", failed))
+        return RequestStatus.PARTIALLY_COMPLETED, "; ".join(parts)
     if not failed:
         return RequestStatus.COMPLETED, None
-    reason = "failed in " + "; ".join(f"{name}: {p.reason}" for name, p in sorted(failed.items()))
+    reason = _listed("failed in ", failed)
     if len(failed) == len(systems):
         return RequestStatus.FAILED, reason
     return RequestStatus.PARTIALLY_COMPLETED, reason
+
+
+def _listed(prefix: str, systems: dict[str, SystemProgress]) -> str:
+    return prefix + "; ".join(f"{name}: {p.reason}" for name, p in sorted(systems.items()))
 
 
 def resend_final(state: RequestState, ctx: Context) -> RequestStatusChanged | None:
@@ -656,15 +797,24 @@ def _fan_out(
     ctx: Context,
     effects: Effects,
     trigger: StatusTrigger = StatusTrigger.DISPATCHED,
+    reason: str | None = None,
 ) -> None:
-    for name in state.systems:
+    assert state.request is not None
+    waiting = decisions.waiting_status(
+        state.request.type, state.decisions, ctx.policy.approval_required
+    )
+    if waiting is not None:  # an officer's approval or the subject's fee comes first
+        _transition(state, waiting, trigger, ctx, effects, reason=reason)
+        return
+    names = decisions.to_dispatch(state.systems)  # not the systems an officer decided on
+    for name in names:
         state.systems[name] = SystemProgress(status="dispatched", attempt=1, updated_at=ctx.now)
         effects.tasks.append(_task(state, name, 1, ctx))
-    if not state.systems:
-        status, reason = final_status(state.systems)
-        _finish(state, status, reason, ctx, effects)
+    if not names:
+        status, final_reason = final_status(state.systems)
+        _finish(state, status, "; ".join(r for r in (reason, final_reason) if r), ctx, effects)
         return
-    _transition(state, RequestStatus.IN_PROGRESS, trigger, ctx, effects)
+    _transition(state, RequestStatus.IN_PROGRESS, trigger, ctx, effects, reason=reason)
 
 
 def _task(
@@ -777,6 +927,7 @@ __all__ = [
     "extend",
     "final_status",
     "next_check",
+    "record_decision",
     "record_outcome",
     "resend_final",
     "shred_at",

@@ -11,7 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.lifecycle.deadlines import DEFAULT_ZONE, DeadlinePolicy, Period, time_zone
 from orchestrator.lifecycle.reducer import Policy
+from orchestrator.lifecycle.verification import VerificationPolicy
 from schemas.errors import DsrError
+from schemas.events import RequestType
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeys, SealingError, bus_key
 from schemas.primitives.signing import PublisherKeyError, RequestVerifier
@@ -77,6 +79,20 @@ class Settings(BaseSettings):
         DEFAULT_ZONE,
         description="The time zone whose calendar days deadlines are counted in (IANA name).",
     )
+    verification_policy: str = Field(
+        "",
+        description="Which identity verification each right needs, changing the defaults per "
+        "right: 'right=method,method;right=channel', e.g. 'erasure=id_document,in_person'. "
+        "Defaults: objection and consent_withdrawal on the channel alone (no ID step, Art. 7(3) "
+        "and 21 GDPR); access, portability, erasure, rectification and restriction by "
+        "id_document, authenticated_session or in_person. Unknown rights or methods are refused "
+        "at start-up.",
+    )
+    approval_required: str = Field(
+        "",
+        description="Rights whose requests wait for an officer's `approve` decision before "
+        "anything is dispatched, comma-separated (e.g. 'erasure'). Off by default.",
+    )
     due_soon_days: int = Field(7, ge=0)
     max_attempts: int = Field(3, ge=1, description="Tries per system before failing.")
     retry_delay_seconds: float = Field(5.0, ge=0)
@@ -130,6 +146,18 @@ class Settings(BaseSettings):
         DeadlinePolicy.parse(value)
         return value
 
+    @field_validator("verification_policy")
+    @classmethod
+    def _verification_parses(cls, value: str) -> str:
+        VerificationPolicy.parse(value)
+        return value
+
+    @field_validator("approval_required")
+    @classmethod
+    def _approval_rights_known(cls, value: str) -> str:
+        _rights(value)
+        return value
+
     @field_validator("deadline_timezone")
     @classmethod
     def _zone_known(cls, value: str) -> str:
@@ -180,6 +208,8 @@ class Settings(BaseSettings):
         return Policy(
             deadline=DeadlinePolicy.parse(self.deadline_policy, self.deadline_timezone),
             due_soon_days=self.due_soon_days,
+            verification=VerificationPolicy.parse(self.verification_policy),
+            approval_required=_rights(self.approval_required),
             max_attempts=self.max_attempts,
             retry_delay=timedelta(seconds=self.retry_delay_seconds),
             task_timeout=timedelta(seconds=self.task_timeout_seconds),
@@ -194,6 +224,18 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={"kafka": self.kafka.for_embedded(bootstrap), "producer_max_batch_size": 1}
         )
+
+
+def _rights(text: str) -> frozenset[RequestType]:
+    """Comma-separated rights ('erasure, restriction'); `ValueError` naming an unknown one."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    known = {t.value: t for t in RequestType}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown right {unknown[0]!r}; use a comma-separated list of {', '.join(known)}"
+        )
+    return frozenset(known[name] for name in names)
 
 
 class ConfigError(DsrError, ValueError):

@@ -33,6 +33,7 @@ authentic. Its keys come from the publisher keys file (`DSR_PUBLISHER_KEYS`)::
     publishers:
       - id: web-form
         events: [dsr.request.submitted.v1]     # optional: what this publisher may send
+                                               # (decisions only when listed: see below)
         keys:
           - algorithm: ed25519
             public_key: |
@@ -73,7 +74,12 @@ from schemas.envelope import (
 )
 from schemas.errors import DsrError
 from schemas.primitives.encoding import b64url, ed25519_key_id
-from schemas.topics import REQUEST_EVENT_TYPES, REQUESTS
+from schemas.topics import (
+    DECISION_EVENT_TYPES,
+    DEFAULT_PUBLISHER_EVENTS,
+    REQUEST_EVENT_TYPES,
+    REQUESTS,
+)
 
 log = logging.getLogger("dsr.signing")
 
@@ -407,7 +413,9 @@ class PublisherConfig(BaseModel):
     id: str = Field(pattern=ID_PATTERN, examples=["web-form"])
     events: list[str] | None = Field(
         default=None,
-        description="The event types this publisher may send; every request event if omitted.",
+        description="The event types this publisher may send; if omitted, every request event "
+        "except officers' decisions (dsr.request.decision_recorded.v1), which a publisher may "
+        "send only when listed here.",
     )
     keys: list[PublisherKeyConfig] = Field(min_length=1)
 
@@ -498,7 +506,13 @@ class PublisherKeys:
                 "signed with another key"
             )
         if ce_type not in allowed:
-            raise reject(f"publisher {publisher!r} may not publish {ce_type}")
+            hint = (
+                ": officers' decisions need the type listed in the publisher's `events` in the "
+                "publisher keys file"
+                if ce_type in DECISION_EVENT_TYPES
+                else ""
+            )
+            raise reject(f"publisher {publisher!r} may not publish {ce_type}{hint}")
         return publisher
 
 
@@ -562,7 +576,7 @@ def parse_publisher_keys(
     for publisher in config.publishers:
         if publisher.id in events:
             raise PublisherKeyError(f"{source}: publisher {publisher.id!r} is listed twice")
-        events[publisher.id] = frozenset(publisher.events or REQUEST_EVENT_TYPES)
+        events[publisher.id] = frozenset(publisher.events or DEFAULT_PUBLISHER_EVENTS)
         for n, entry in enumerate(publisher.keys):
             where = f"{source}: publisher {publisher.id!r}, key #{n + 1}"
             key = _verifying_key(publisher.id, entry, env, base_dir, where)

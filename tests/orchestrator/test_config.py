@@ -103,3 +103,29 @@ def test_the_deadline_time_zone_is_checked(monkeypatch: pytest.MonkeyPatch) -> N
     assert str(load_settings().policy().deadline.zone) == "Europe/Amsterdam"
     message = _problems(monkeypatch, DSR_DEADLINE_TIMEZONE="Mars/Olympus")
     assert "DSR_DEADLINE_TIMEZONE: unknown time zone 'Mars/Olympus'" in message
+
+
+def test_approval_required_names_rights_and_reaches_the_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DSR_APPROVAL_REQUIRED: the rights whose requests wait for an officer's approval."""
+    from schemas.events import RequestType
+
+    assert load_settings().policy().approval_required == frozenset()
+    monkeypatch.setenv("DSR_APPROVAL_REQUIRED", "erasure, Restriction")
+    policy = load_settings().policy()
+    assert policy.approval_required == {RequestType.ERASURE, RequestType.RESTRICTION}
+    message = _problems(monkeypatch, DSR_APPROVAL_REQUIRED="erasure,forgetting")
+    assert "DSR_APPROVAL_REQUIRED" in message and "unknown right 'forgetting'" in message
+
+
+def test_the_local_publisher_may_decide(tmp_path: Path) -> None:
+    """`dsr up`'s own publisher is the officer's: it may publish decisions, which no
+    publisher may by default."""
+    from orchestrator.intake.publishers import local_publisher
+    from schemas.primitives.signing import load_publisher_keys
+    from schemas.topics import DECISION_EVENT_TYPES
+
+    issued = local_publisher(tmp_path)
+    allowed = load_publisher_keys(issued.keys_file).events["local"]
+    assert set(DECISION_EVENT_TYPES) <= allowed

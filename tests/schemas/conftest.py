@@ -51,6 +51,15 @@ def all_samples() -> dict[str, BaseModel]:
             verified_at=NOW,
             verified_by="desk-7",
         ),
+        "dsr.request.decision_recorded.v1": ev.DecisionRecorded(
+            request_id=REQUEST_ID,
+            decision=ev.DecisionKind.LEGAL_HOLD,
+            system="crm",
+            hold_reason=ev.HoldReason.DISPUTE,
+            review_date=(NOW + timedelta(days=90)).date(),
+            decided_by="officer-7",
+            decided_at=NOW,
+        ),
         "dsr.request.deadline_extended.v1": ev.DeadlineExtended(
             request_id=REQUEST_ID,
             months=2,
