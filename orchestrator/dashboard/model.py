@@ -12,24 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from orchestrator.lifecycle.deadlines import days_left, is_overdue
 from orchestrator.lifecycle.reducer import FINAL_OUTCOMES, task_id
+from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.status.masking import mask_identifiers
 from orchestrator.status.tasks import EVIDENCE_MAX_LENGTH, ManualOutcome
 from orchestrator.status.view import StatusView
 from schemas.events import (
     Counts,
+    DecisionKind,
     Evidence,
+    HoldReason,
     OutcomeStatus,
+    RefusalReason,
     RequestStatus,
     RequestStatusChanged,
     RequestType,
     RetainedItem,
     StatusTrigger,
+    SystemProgress,
+    VerificationMethod,
 )
 
 #: Status filter values besides the statuses themselves.
@@ -115,10 +122,37 @@ class ResultFile(_Model):
     href: str
 
 
+#: What an officer can do on a request's page: a decision kind, `verify` or `extend`.
+Action = Literal[
+    "verify", "approve", "refuse", "refuse_system", "legal_hold", "fee", "fee_paid", "extend"
+]
+StepCode = Literal["verify", "approve", "fee", "manual_tasks", "overdue", "wait", "none"]
+
+
+class NextStep(_Model):
+    """What the officer must do next on a request, and what the page offers to do it."""
+
+    code: StepCode = Field(description="The kind of step; 'overdue' whatever else is waiting.")
+    text: str = Field(description="The step in words, e.g. 'Waiting for approval: ...'.")
+    actions: list[Action] = Field(description="What can be done now, as the API accepts it.")
+    refusable_systems: list[str] = Field(
+        default_factory=list, description="Systems whose part can still be refused."
+    )
+    holdable_systems: list[str] = Field(
+        default_factory=list,
+        description="Erasure: systems that can still be put on legal hold (task not yet sent).",
+    )
+
+
 class RequestDetail(RequestSummary):
     """A request with every system's outcome, its timeline and its documents."""
 
     verified_at: AwareDatetime | None = None
+    next_step: NextStep
+    verification_methods: list[VerificationMethod] = Field(
+        description="The methods the verification policy accepts for this right (empty: the "
+        "channel is enough)."
+    )
     systems: list[SystemOutcome]
     timeline: list[TimelineEntry]
     files: list[ResultFile]
@@ -162,6 +196,54 @@ class TaskRecorded(_Model):
 
     task_id: str
     outcome: ManualOutcome
+    message: str
+
+
+class _Body(_Model):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DecisionBody(_Body):
+    """An officer's decision, as the page or a script posts it; published as `DecisionRecorded`
+    with the dashboard's officer as `decided_by` (the same event as `dsr decide`)."""
+
+    decision: DecisionKind
+    reason_code: RefusalReason | None = Field(None, description="refuse, refuse_system.")
+    hold_reason: HoldReason | None = Field(None, description="legal_hold.")
+    system: str | None = Field(None, description="refuse_system, legal_hold.")
+    review_date: date | None = Field(None, description="legal_hold: a future date.")
+    fee_eur: int | None = Field(None, description="fee: whole euros, 1 to 10000.")
+    explanation: str | None = Field(
+        None,
+        max_length=2000,
+        description="For the subject's letter, never in status events; required with reason "
+        "'other' and hold reason 'other_legal_claim'.",
+    )
+
+
+class VerificationBody(_Body):
+    """The officer checked the requester's identity; published as `IdentityVerified`."""
+
+    method: VerificationMethod = Field(description="One the policy accepts for the right.")
+    copy_destroyed_at: AwareDatetime | None = Field(
+        None, description="When the copy of an ID document was destroyed (none is kept)."
+    )
+
+
+class ExtensionBody(_Body):
+    """Extend the deadline once (Art. 12(3) GDPR); published as `DeadlineExtended`."""
+
+    months: Literal[1, 2]
+    reason: str = Field(
+        min_length=10, max_length=1000, description="As the subject will be told; no personal data."
+    )
+
+
+class EventPublished(_Model):
+    """An officer's step was published; the status follows once the orchestrator processed it."""
+
+    request_id: str
+    event: str = Field(description="The CloudEvents type published.")
     message: str
 
 
@@ -320,6 +402,86 @@ def latencies(history: Sequence[RequestStatusChanged]) -> dict[str, float]:
     return done
 
 
+#: Per waiting status: the step, in words, and the decisions that fit it. Statuses not named
+#: here wait for the systems (in progress, stalled): the officer may still refuse.
+_STEPS: dict[RequestStatus, tuple[StepCode, str, tuple[Action, ...]]] = {
+    RequestStatus.AWAITING_VERIFICATION: (
+        "verify",
+        "Waiting for identity verification: verify or refuse",
+        ("verify", "refuse", "fee"),
+    ),
+    RequestStatus.AWAITING_APPROVAL: (
+        "approve",
+        "Waiting for approval: approve or refuse",
+        ("approve", "refuse", "refuse_system", "legal_hold", "fee"),
+    ),
+    RequestStatus.AWAITING_FEE: (
+        "fee",
+        "Waiting for fee payment: mark it paid once received, or refuse",
+        ("fee_paid", "refuse", "refuse_system", "legal_hold"),
+    ),
+    RequestStatus.ACTION_REQUIRED: (
+        "manual_tasks",
+        "Waiting for a person: carry out the manual tasks below and mark them done",
+        ("refuse", "refuse_system"),
+    ),
+}
+_WAITING_FOR_SYSTEMS: tuple[StepCode, str, tuple[Action, ...]] = (
+    "wait",
+    "In progress: the systems are answering; nothing to do unless a part must be refused",
+    ("refuse", "refuse_system", "legal_hold"),
+)
+
+
+def _refusable(progress: SystemProgress) -> bool:
+    return progress.decision is None and progress.status not in FINAL_OUTCOMES
+
+
+def _holdable(request_type: RequestType, progress: SystemProgress) -> bool:
+    # Art. 17(3)(e): a hold must come before the erasure task is sent (decisions._judge_hold).
+    return (
+        request_type == RequestType.ERASURE
+        and progress.decision is None
+        and progress.status == "pending"
+    )
+
+
+def next_step(status: RequestStatusChanged, *, now: datetime) -> NextStep:
+    """What the officer must do next on a request, and the actions that fit its state.
+
+    Offers only what the orchestrator would accept (`orchestrator.lifecycle.decisions.judge`):
+    a legal hold on an erasure before that system's task is sent (Art. 17(3)(e) GDPR), a fee
+    before anything is carried out (Art. 12(5)(a)), and an extension only once and before the
+    deadline: Art. 12(3) GDPR lets the controller extend "by two further months" but must tell
+    the subject "within one month of receipt of the request", so once the deadline has passed
+    an extension could only hide the breach.
+    """
+    if status.status.is_final:
+        done = "Refused" if status.status == RequestStatus.REFUSED else "Finished"
+        return NextStep(code="none", text=f"{done}: nothing left to do", actions=[])
+    code, text, offered = _STEPS.get(status.status, _WAITING_FOR_SYSTEMS)
+    systems = sorted(status.systems.items())
+    refusable = [name for name, progress in systems if _refusable(progress)]
+    holdable = [name for name, progress in systems if _holdable(status.request_type, progress)]
+    actions = [
+        a
+        for a in offered
+        if (a != "refuse_system" or refusable) and (a != "legal_hold" or holdable)
+    ]
+    overdue = status.overdue or is_overdue(status.deadline, now)
+    if overdue:
+        code, text = "overdue", f"Overdue since {status.deadline.date()}. {text}"
+    elif not status.deadline_extended:
+        actions.append("extend")
+    return NextStep(
+        code=code,
+        text=text,
+        actions=actions,
+        refusable_systems=refusable if "refuse_system" in actions else [],
+        holdable_systems=holdable if "legal_hold" in actions else [],
+    )
+
+
 def detail(
     view: StatusView,
     request_id: str,
@@ -327,6 +489,7 @@ def detail(
     now: datetime,
     due_soon_days: int,
     files: Sequence[ResultFile] = (),
+    verification: VerificationPolicy | None = None,
 ) -> RequestDetail | None:
     """Everything about one request, or None when the status topic never mentioned it."""
     status = view.get(request_id)
@@ -379,6 +542,10 @@ def detail(
     return RequestDetail(
         **summary.model_dump(),
         verified_at=status.verified_at,
+        next_step=next_step(status, now=now),
+        verification_methods=list(
+            (verification or VerificationPolicy()).accepted(status.request_type)
+        ),
         systems=systems,
         timeline=timeline,
         files=list(files),
@@ -397,6 +564,11 @@ def failed_attempts(status: RequestStatusChanged) -> dict[str, int]:
 
 __all__ = [
     "STATUS_GROUPS",
+    "Action",
+    "DecisionBody",
+    "EventPublished",
+    "ExtensionBody",
+    "NextStep",
     "Problem",
     "RequestDetail",
     "RequestFilter",
@@ -408,10 +580,12 @@ __all__ = [
     "TaskRecorded",
     "TimelineEntry",
     "Totals",
+    "VerificationBody",
     "detail",
     "failed_attempts",
     "latencies",
     "list_requests",
+    "next_step",
     "summarise",
     "totals",
     "urgency",

@@ -10,12 +10,16 @@ from pydantic.json_schema import models_json_schema
 
 from orchestrator.dashboard.model import (
     STATUS_GROUPS,
+    DecisionBody,
+    EventPublished,
+    ExtensionBody,
     Problem,
     RequestDetail,
     RequestPage,
     RequestSummary,
     TaskCompletion,
     TaskRecorded,
+    VerificationBody,
 )
 from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN, RequestStatus, RequestType
 
@@ -25,7 +29,15 @@ _MODELS: tuple[type[BaseModel], ...] = (
     RequestDetail,
     TaskCompletion,
     TaskRecorded,
+    DecisionBody,
+    VerificationBody,
+    ExtensionBody,
+    EventPublished,
     Problem,
+)
+#: Request bodies: their schemas describe what is accepted (validation mode).
+_BODIES: frozenset[type[BaseModel]] = frozenset(
+    {TaskCompletion, DecisionBody, VerificationBody, ExtensionBody}
 )
 
 
@@ -184,6 +196,59 @@ def _request_paths() -> dict[str, Any]:
     }
 
 
+def _officer_step(summary: str, operation_id: str, body: type[BaseModel], bad: str) -> Any:
+    return _operation(
+        summary,
+        operation_id,
+        {
+            "202": _json(
+                EventPublished,
+                "Published, signed, on the requests topic; the status changes once the "
+                "orchestrator processed it.",
+            ),
+            "400": _problem(bad),
+            "401": _UNAUTHORISED,
+            "404": _problem("No such request (or system)."),
+            "409": _problem("Not possible in the request's state; the error says what is."),
+            "415": _problem("The body is not JSON."),
+            "503": _problem("Still reading the status topic, or Kafka did not acknowledge."),
+        },
+        parameters=[_REQUEST_ID],
+        body=body,
+    )
+
+
+def _officer_paths() -> dict[str, Any]:
+    """An officer's decisions, identity verification and deadline extension (as the CLI)."""
+    decide = _officer_step(
+        "Record an officer's decision: approve, refuse (with a reason code), refuse_system, "
+        "legal_hold, fee or fee_paid (as `dsr decide`); `decided_by` is the dashboard.",
+        "recordDecision",
+        DecisionBody,
+        "A field is missing or not allowed for the decision (e.g. reason 'other' without "
+        "an explanation).",
+    )
+    verify = _officer_step(
+        "Record that the requester's identity was verified, by a method the verification "
+        "policy accepts for the right (as `dsr verify-identity`).",
+        "verifyIdentity",
+        VerificationBody,
+        "The method does not count for this right, or the copy's destruction time is ahead.",
+    )
+    extend = _officer_step(
+        "Extend the deadline once by 1 or 2 months, only before it has passed "
+        "(Art. 12(3) GDPR; as `dsr extend`).",
+        "extendDeadline",
+        ExtensionBody,
+        "The months or reason are invalid, or the reason holds personal data.",
+    )
+    return {
+        "/api/requests/{request_id}/decisions": {"post": decide},
+        "/api/requests/{request_id}/verifications": {"post": verify},
+        "/api/requests/{request_id}/extensions": {"post": extend},
+    }
+
+
 def _download_paths() -> dict[str, Any]:
     """A finished request's documents, and the expiring links that stream its export."""
     download_file = _operation(
@@ -265,7 +330,7 @@ def _service_paths() -> dict[str, Any]:
 def openapi_document(version: str) -> dict[str, Any]:
     """The document served at /api/openapi.json."""
     _, schemas = models_json_schema(
-        [(m, "serialization" if m is not TaskCompletion else "validation") for m in _MODELS],
+        [(m, "validation" if m in _BODIES else "serialization") for m in _MODELS],
         ref_template="#/components/schemas/{model}",
     )
     return {
@@ -278,7 +343,12 @@ def openapi_document(version: str) -> dict[str, Any]:
             "No personal data: requests are known by their id.",
         },
         "security": [{"bearer": []}, {"session": []}],
-        "paths": {**_request_paths(), **_download_paths(), **_service_paths()},
+        "paths": {
+            **_request_paths(),
+            **_officer_paths(),
+            **_download_paths(),
+            **_service_paths(),
+        },
         "components": {"schemas": schemas["$defs"], "securitySchemes": _SECURITY_SCHEMES},
     }
 

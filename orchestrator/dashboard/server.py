@@ -13,10 +13,11 @@ import importlib.metadata
 import json
 import logging
 import re
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from aiohttp import web
@@ -25,22 +26,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.dashboard.auth import Auth, local_path
+from orchestrator.dashboard.delivery_routes import SUBJECT_PAGE, add_subject_routes, stream
 from orchestrator.dashboard.files import ResultFiles, download_name
 from orchestrator.dashboard.lag import ConsumerLag, our_groups, our_topics
 from orchestrator.dashboard.live import LiveView
 from orchestrator.dashboard.metrics import DashboardCollector, registry
 from orchestrator.dashboard.model import (
+    Action,
+    DecisionBody,
+    EventPublished,
+    ExtensionBody,
     Problem,
     RequestFilter,
     TaskCompletion,
     TaskRecorded,
+    VerificationBody,
     detail,
     list_requests,
+    next_step,
     summarise,
 )
 from orchestrator.dashboard.openapi import openapi_document
-from orchestrator.intake.client import PublishError
+from orchestrator.intake.client import PublishError, RequestPublisher
+from orchestrator.intake.publishers import LOCAL_KEYS_FILE, LOCAL_PUBLISHER
 from orchestrator.runtime.config import ConfigError, Settings
+from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.tasks import (
     TaskError,
     TaskNotWaiting,
@@ -48,9 +58,18 @@ from orchestrator.status.tasks import (
     complete_task,
     waiting_task,
 )
-from schemas.envelope import describe_validation_error
-from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN
+from schemas.envelope import TYPE_OF, describe_validation_error
+from schemas.events import (
+    REQUEST_ID_PATTERN,
+    SYSTEM_NAME_PATTERN,
+    DeadlineExtended,
+    DecisionKind,
+    DecisionRecorded,
+    IdentityVerified,
+    RequestStatusChanged,
+)
 from schemas.kafka import KafkaSettings
+from schemas.primitives.signing import PublisherKeyError, RequestSigner
 from schemas.topics import STATUS
 
 log = logging.getLogger("dsr.dashboard")
@@ -60,6 +79,13 @@ STATIC = Path(__file__).parent / "static"
 PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/static/app.css"})
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 _SYSTEM = re.compile(SYSTEM_NAME_PATTERN)
+#: Who the dashboard records as deciding and verifying: its token is shared, so it knows no
+#: single officer (the timeline shows the step came from the dashboard).
+OFFICER = "dashboard"
+#: How far in the future a copy's destruction time may lie (clock skew of the browser).
+_CLOCK_SKEW = timedelta(minutes=5)
+_Body = TypeVar("_Body", DecisionBody, VerificationBody, ExtensionBody)
+_Event = TypeVar("_Event", DecisionRecorded, IdentityVerified, DeadlineExtended)
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
@@ -102,6 +128,8 @@ class Dashboard:
             self._version = importlib.metadata.version("dsr-orchestrator")
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
             self._version = "0"
+        self.verification = settings.policy().verification
+        self.officer = OFFICER
 
     @property
     def url(self) -> str:
@@ -127,11 +155,15 @@ class Dashboard:
             web.get("/api/requests", self._list),
             web.get("/api/requests/{request_id}", self._detail),
             web.post("/api/requests/{request_id}/tasks/{system}/complete", self._complete),
+            web.post("/api/requests/{request_id}/decisions", self._decide),
+            web.post("/api/requests/{request_id}/verifications", self._verify),
+            web.post("/api/requests/{request_id}/extensions", self._extend),
             web.get("/api/requests/{request_id}/files/{name}", self._file),
             web.get("/api/downloads/{token}", self._download),
             web.get("/api/events", self._events),
         ]
         app.add_routes(routes)
+        add_subject_routes(app, self._downloads, self.settings.data_dir)  # public: link + code
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -184,7 +216,7 @@ class Dashboard:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in PUBLIC or self.auth.anonymous:
+        if request.path in PUBLIC or request.path.startswith(SUBJECT_PAGE) or self.auth.anonymous:
             return await handler(request)
         token = request.query.get("token")
         if token is not None and request.method == "GET" and not _is_api(request):
@@ -312,6 +344,7 @@ class Dashboard:
                 files=files,
                 now=datetime.now(UTC),
                 due_soon_days=self.settings.due_soon_days,
+                verification=self.verification,
             )
         if found is None:
             return _problem(404, f"no status events for request {request_id!r}")
@@ -359,6 +392,133 @@ class Dashboard:
         )
         return _json(recorded, status=202)
 
+    # -- officers' steps: the same signed events as `dsr decide`, `verify-identity`, `extend` --
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        found = await self._officer_step(request, DecisionBody, "decision")
+        if isinstance(found, web.Response):
+            return found
+        status, body = found
+        try:
+            event = DecisionRecorded.model_validate(
+                {
+                    **body.model_dump(exclude_none=True),
+                    "request_id": status.request_id,
+                    "decided_by": self.officer,
+                    "decided_at": datetime.now(UTC),
+                }
+            )
+        except ValidationError as exc:
+            return _problem(400, f"invalid decision: {describe_validation_error(exc)}")
+        refused = _not_offered(status, body.decision.value)
+        if refused is None and event.system is not None:
+            refused = _system_not_offered(status, event)
+        if refused is not None:
+            return refused
+        return await self._publish(event, RequestPublisher.publish_decision)
+
+    async def _verify(self, request: web.Request) -> web.Response:
+        found = await self._officer_step(request, VerificationBody, "verification")
+        if isinstance(found, web.Response):
+            return found
+        status, body = found
+        if (refused := _not_offered(status, "verify")) is not None:
+            return refused
+        # Art. 12(6) GDPR, EDPB Guidelines 01/2022 section 3.3: only the methods the policy
+        # accepts for the right count; any other keeps the request waiting.
+        why = self.verification.refusal(status.request_type, body.method)
+        if why is not None:
+            return _problem(400, why)
+        now = datetime.now(UTC)
+        if body.copy_destroyed_at is not None and body.copy_destroyed_at > now + _CLOCK_SKEW:
+            return _problem(400, "copy_destroyed_at is in the future; give when it was destroyed")
+        event = IdentityVerified(
+            request_id=status.request_id,
+            method=body.method,
+            verified_at=now,
+            verified_by=self.officer,
+            copy_destroyed_at=body.copy_destroyed_at,
+        )
+        return await self._publish(event, RequestPublisher.verify_identity)
+
+    async def _extend(self, request: web.Request) -> web.Response:
+        found = await self._officer_step(request, ExtensionBody, "extension")
+        if isinstance(found, web.Response):
+            return found
+        status, body = found
+        if (refused := _not_offered(status, "extend")) is not None:
+            return refused
+        kinds = identifier_kinds(body.reason)
+        if kinds:
+            return _problem(
+                400,
+                f"the reason seems to contain personal data ({', '.join(kinds)}); give the "
+                "reason for the delay without identifying the subject",
+            )
+        event = DeadlineExtended(
+            request_id=status.request_id,
+            months=body.months,
+            reason=body.reason,
+            extended_at=datetime.now(UTC),
+            extended_by=self.officer,
+        )
+        return await self._publish(event, RequestPublisher.extend_deadline)
+
+    async def _officer_step(
+        self, request: web.Request, model: type[_Body], what: str
+    ) -> tuple[RequestStatusChanged, _Body] | web.Response:
+        """The request's latest status and the posted body, or the problem with either."""
+        if (waiting := self._not_ready()) is not None:
+            return waiting
+        request_id = request.match_info["request_id"]
+        status = self.live.view.get(request_id) if _REQUEST_ID.match(request_id) else None
+        if status is None:
+            return _problem(404, f"no status events for request {request_id!r}")
+        if request.content_type != "application/json":
+            return _problem(415, f"send the {what} as JSON (Content-Type: application/json)")
+        try:
+            body = model.model_validate_json(await request.read())
+        except ValidationError as exc:
+            return _problem(400, f"invalid {what}: {describe_validation_error(exc)}")
+        return status, body
+
+    async def _publish(
+        self, event: _Event, publish: Callable[[RequestPublisher, _Event], None]
+    ) -> web.Response:
+        """Publish an officer's step, signed, as the CLI does; 202 once the broker acked it."""
+        kind = TYPE_OF[type(event)]
+        try:
+            await asyncio.to_thread(self._send, event, publish)
+        except PublishError as exc:
+            log.error("%s for request %s not published: %s", kind, event.request_id, exc)
+            return _problem(503, f"not recorded: {exc}")
+        log.info("%s for request %s published from the dashboard", kind, event.request_id)
+        published = EventPublished(
+            request_id=event.request_id,
+            event=kind,
+            message=f"{kind} published for {event.request_id}; the status follows once the "
+            "orchestrator has processed it",
+        )
+        return _json(published, status=202)
+
+    def _send(self, event: _Event, publish: Callable[[RequestPublisher, _Event], None]) -> None:
+        with RequestPublisher(self.kafka, source="dsr-dashboard", signer=self._signer()) as client:
+            publish(client, event)
+
+    def _signer(self) -> RequestSigner | None:
+        """The key officers' steps are signed with: DSR_PUBLISHER_*, else the local publisher
+        `dsr up` created next to the keys file the orchestrator reads (one machine)."""
+        try:
+            signer = RequestSigner.from_env()
+        except PublisherKeyError as exc:
+            raise PublishError(str(exc)) from None
+        keys = self.settings.publisher_keys
+        if signer is None and keys is not None and keys.name == LOCAL_KEYS_FILE:
+            key_file = keys.parent / f"{LOCAL_PUBLISHER}.pem"
+            if key_file.exists():
+                signer = RequestSigner.from_key_file(LOCAL_PUBLISHER, key_file)
+        return signer
+
     async def _file(self, request: web.Request) -> web.StreamResponse:
         request_id = request.match_info["request_id"]
         name = request.match_info["name"]
@@ -397,23 +557,7 @@ class Dashboard:
             return _problem(410, str(exc))
         except (InvalidToken, NotAvailable) as exc:
             return _problem(404, str(exc))
-        response = web.StreamResponse(
-            headers={
-                "Content-Disposition": f'attachment; filename="{download.filename}"',
-                "Content-Type": download.media_type,
-                "Content-Length": str(download.size),
-                "Cache-Control": "no-store",
-            }
-        )
-        await response.prepare(request)
-        chunks = iter(download.chunks)
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                break
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+        return await stream(request, download)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         subscription = self.live.subscribe()
@@ -439,6 +583,52 @@ class Dashboard:
                 await stream.send(
                     summary.model_dump_json(), event="request", id=f"{request_id}@{status.sequence}"
                 )
+
+
+def _not_offered(status: RequestStatusChanged, action: Action) -> web.Response | None:
+    """409 naming why `action` does not fit the request now, or None when it does."""
+    step = next_step(status, now=datetime.now(UTC))
+    if action in step.actions:
+        return None
+    rid = status.request_id
+    if status.status.is_final:
+        return _problem(409, f"request {rid!r} is already final ({status.status})")
+    if action == "extend":
+        if step.code != "overdue":
+            return _problem(409, f"request {rid!r}: the deadline was already extended once")
+        # Art. 12(3) GDPR: the subject is told of an extension within the first period.
+        return _problem(
+            409,
+            f"request {rid!r}: the deadline {status.deadline.date()} has passed; an extension "
+            "is possible only before it (Art. 12(3) GDPR)",
+        )
+    possible = ", ".join(step.actions) or "nothing"
+    return _problem(
+        409,
+        f"request {rid!r} is {status.status}: {action} is not possible now; possible: {possible}",
+    )
+
+
+def _system_not_offered(
+    status: RequestStatusChanged, event: DecisionRecorded
+) -> web.Response | None:
+    """404/409 when the decision's system is not one the request can take it for."""
+    name, rid = event.system, status.request_id
+    if name not in status.systems:
+        return _problem(404, f"request {rid!r} has no system {name!r}")
+    step = next_step(status, now=datetime.now(UTC))
+    if event.decision == DecisionKind.LEGAL_HOLD:
+        if name in step.holdable_systems:
+            return None
+        # Art. 17(3)(e) GDPR: the data is kept only if the hold comes before the erasure task.
+        return _problem(
+            409,
+            f"request {rid!r}: system {name!r} cannot be put on legal hold now (a hold applies "
+            "to erasure requests, before that system's task is sent)",
+        )
+    if name in step.refusable_systems:
+        return None
+    return _problem(409, f"request {rid!r}: system {name!r} has already answered")
 
 
 @cache

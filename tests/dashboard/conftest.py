@@ -81,8 +81,10 @@ class DashboardSystem:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=10)
 
-    def submit(self, request_id: str, kind: RequestType, scope: list[str]) -> RequestSubmitted:
-        request = factories.request(request_id, EMAIL, type=kind, scope=scope)
+    def submit(
+        self, request_id: str, kind: RequestType, scope: list[str], *, verified: bool = True
+    ) -> RequestSubmitted:
+        request = factories.request(request_id, EMAIL, type=kind, scope=scope, verified=verified)
         with RequestPublisher(self.kafka, source="tests") as publisher:
             publisher.publish(request)
         self.published[request_id] = kind

@@ -4,7 +4,7 @@
 "use strict";
 
 const STATUS_GROUPS = {
-  open: ["awaiting_verification", "in_progress", "action_required"],
+  open: ["awaiting_verification", "awaiting_approval", "awaiting_fee", "in_progress", "action_required", "stalled"],
   finished: ["completed", "partially_completed", "failed", "refused"],
 };
 const TRIGGERS = {
@@ -17,6 +17,20 @@ const TRIGGERS = {
   due_soon: "due soon",
   overdue: "deadline passed",
   finished: "finished",
+  decided: "officer's decision",
+  verification_rejected: "verification did not count",
+};
+const REFUSAL_REASONS = {
+  manifestly_unfounded: "manifestly unfounded (Art. 12(5)(b))",
+  excessive: "excessive (Art. 12(5)(b))",
+  identity_not_established: "identity not established (Art. 12(6), 11(2))",
+  statutory_exemption: "statutory exemption (Art. 23 GDPR, Art. 41 UAVG)",
+  other: "other (explain)",
+};
+const HOLD_REASONS = {
+  dispute: "dispute",
+  debt_collection: "debt collection",
+  other_legal_claim: "other legal claim (explain)",
 };
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -353,6 +367,7 @@ function renderDetail(r) {
     ...(r.reason ? fact("Reason", r.reason) : []),
   );
   renderFiles(r);
+  renderNextStep(r);
   // A task form being filled in survives live updates: the same element moves to the new card.
   const forms = new Map([...document.querySelectorAll("form.task")].map((f) => [f.dataset.task, f]));
   $("#d-systems").replaceChildren(...r.systems.map((s) => systemCard(r, s, forms)));
@@ -466,17 +481,23 @@ function taskForm(r, s) {
     el("button", { type: "submit", text: "Mark task done" }),
     message,
   );
+  const path = `/api/requests/${encodeURIComponent(r.request_id)}/tasks/${encodeURIComponent(s.system)}/complete`;
+  postOnSubmit(form, message, path, () => ({ evidence: form.evidence.value, by: form.by.value.trim() || null, outcome: form.outcome.value }));
+  return form;
+}
+
+// On submit: POST the form's body as JSON to `path`; 202 means recorded, else show the problem.
+function postOnSubmit(form, message, path, body) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = $("button", form);
     button.disabled = true;
     message.textContent = "Recording…";
-    const body = { evidence: form.evidence.value, by: form.by.value.trim() || null, outcome: form.outcome.value };
     try {
-      const response = await api(`/api/requests/${encodeURIComponent(r.request_id)}/tasks/${encodeURIComponent(s.system)}/complete`, {
+      const response = await api(path, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body),
+        body: JSON.stringify(body()),
       });
       if (response.status === 202) {
         message.textContent = "Recorded; the status follows in a moment.";
@@ -490,6 +511,125 @@ function taskForm(r, s) {
       button.disabled = false;
     }
   });
+}
+
+// -- an officer's steps: decisions, identity verification, extension ----------------------------
+
+function options(values) {
+  return Object.entries(values).map(([value, text]) => el("option", { value, text }));
+}
+
+function choices(values) {
+  return options(Object.fromEntries(values.map((v) => [v, words(v)])));
+}
+
+function field(label, control) {
+  return el("label", {}, label, control);
+}
+
+function explanation() {
+  return field("Explanation (for the subject's letter; required with 'other')", el("textarea", { name: "explanation", maxLength: 2000, rows: 2 }));
+}
+
+function today(days = 0) {
+  const d = new Date(Date.now() + days * 86400000);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+function text(form, name) {
+  const value = form[name].value.trim();
+  return value || null;
+}
+
+// Per action: the form's title, its fields, the API path and the body it posts.
+const ACTIONS = {
+  verify: {
+    title: "Verify identity",
+    path: "verifications",
+    fields: (r) => [
+      field("Method", el("select", { name: "method" }, choices(r.verification_methods))),
+      el("label", { class: "check" }, el("input", { type: "checkbox", name: "copy_destroyed" }), " ID copy destroyed (none is kept)"),
+    ],
+    body: (form) => ({ method: form.method.value, copy_destroyed_at: form.copy_destroyed.checked ? new Date().toISOString() : null }),
+  },
+  approve: { title: "Approve", path: "decisions", fields: () => [], body: () => ({ decision: "approve" }) },
+  refuse: {
+    title: "Refuse the request",
+    path: "decisions",
+    fields: () => [field("Reason", el("select", { name: "reason_code" }, options(REFUSAL_REASONS))), explanation()],
+    body: (form) => ({ decision: "refuse", reason_code: form.reason_code.value, explanation: text(form, "explanation") }),
+  },
+  refuse_system: {
+    title: "Refuse one system",
+    path: "decisions",
+    fields: (r) => [
+      field("System", el("select", { name: "system" }, choices(r.next_step.refusable_systems))),
+      field("Reason", el("select", { name: "reason_code" }, options(REFUSAL_REASONS))),
+      explanation(),
+    ],
+    body: (form) => ({ decision: "refuse_system", system: form.system.value, reason_code: form.reason_code.value, explanation: text(form, "explanation") }),
+  },
+  legal_hold: {
+    title: "Legal hold on one system",
+    path: "decisions",
+    fields: (r) => [
+      field("System", el("select", { name: "system" }, choices(r.next_step.holdable_systems))),
+      field("Reason (Art. 17(3)(e))", el("select", { name: "hold_reason" }, options(HOLD_REASONS))),
+      field("Review date", el("input", { type: "date", name: "review_date", required: true, min: today(1) })),
+      explanation(),
+    ],
+    body: (form) => ({ decision: "legal_hold", system: form.system.value, hold_reason: form.hold_reason.value, review_date: form.review_date.value, explanation: text(form, "explanation") }),
+  },
+  fee: {
+    title: "Charge a fee (Art. 12(5)(a))",
+    path: "decisions",
+    fields: () => [field("Amount (EUR)", el("input", { type: "number", name: "fee_eur", min: 1, max: 10000, required: true }))],
+    body: (form) => ({ decision: "fee", fee_eur: Number(form.fee_eur.value) }),
+  },
+  fee_paid: { title: "Mark the fee paid", path: "decisions", fields: () => [], body: () => ({ decision: "fee_paid" }) },
+  extend: {
+    title: "Extend the deadline (Art. 12(3))",
+    path: "extensions",
+    fields: () => [
+      field("By", el("select", { name: "months" }, options({ 1: "1 month", 2: "2 months" }))),
+      field("Reason (as the subject will be told; no personal data)", el("textarea", { name: "reason", required: true, minLength: 10, maxLength: 1000, rows: 2 })),
+    ],
+    body: (form) => ({ months: Number(form.months.value), reason: form.reason.value.trim() }),
+  },
+};
+
+function renderNextStep(r) {
+  const step = r.next_step;
+  const next = $("#d-next .next");
+  next.textContent = step.text;
+  next.dataset.step = step.code;
+  // Forms being filled in survive live updates while the same actions are offered.
+  const key = JSON.stringify([step.actions, step.refusable_systems, step.holdable_systems, r.verification_methods]);
+  const box = $("#d-next .actions");
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(...step.actions.map((action) => actionForm(r, action)));
+}
+
+function actionForm(r, action) {
+  const spec = ACTIONS[action];
+  const message = el("p", { class: "result", role: "status" });
+  const form = el(
+    "form",
+    { class: "decision", "data-action": action },
+    el("h3", { text: spec.title }),
+    ...spec.fields(r),
+    el("button", { type: "submit", text: spec.title }),
+    message,
+  );
+  const needsText = () => {
+    const free = ["other", "other_legal_claim"];
+    const chosen = (form.reason_code && form.reason_code.value) || (form.hold_reason && form.hold_reason.value);
+    if (form.explanation) form.explanation.required = free.includes(chosen);
+  };
+  form.addEventListener("change", needsText);
+  needsText();
+  postOnSubmit(form, message, `/api/requests/${encodeURIComponent(r.request_id)}/${spec.path}`, () => spec.body(form));
   return form;
 }
 
