@@ -262,6 +262,61 @@ class IdentityVerification(_Model):
         return self
 
 
+class RequesterKind(StrEnum):
+    """Who made the request: the subject, or someone on their behalf."""
+
+    SELF = "self"
+    PARENT_OR_GUARDIAN = "parent_or_guardian"  # for a child, or a person under guardianship
+    REPRESENTATIVE = "representative"  # e.g. a lawyer, with a mandate
+
+
+class Requester(_Model):
+    """Who asks, when it is not (only) the subject: the letters go to them, the data concerns
+    the subject.
+
+    The GDPR does not bar a request made through someone else; the controller must then be sure
+    the requester may act for the subject (EDPB Guidelines 01/2022 on the right of access, on
+    requests made via third parties / proxies). So a parent, guardian or representative needs a
+    mandate reference: where the mandate (power of attorney, proof of parental authority) is
+    kept, never the document itself. A child may ask on their own (`kind=self`,
+    `subject_is_child`): letters to a child are written in plain language (Art. 12(1) GDPR,
+    recital 58).
+    """
+
+    kind: RequesterKind = RequesterKind.SELF
+    mandate_ref: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            pattern=r"^\S",
+            description="Where the mandate (power of attorney, proof of parental authority or "
+            "guardianship) is kept, e.g. a document-management id; never the document, and no "
+            "personal data.",
+            examples=["dms://mandates/2026/0142"],
+        ),
+    ] = None
+    subject_is_child: bool = Field(
+        default=False,
+        description="The subject is a child (under 16: Art. 8 GDPR, Art. 5 UAVG); letters "
+        "addressed to the child are written in plain language (Art. 12(1), recital 58 GDPR).",
+    )
+
+    @model_validator(mode="after")
+    def _mandate_for_others(self) -> Requester:
+        if self.kind != RequesterKind.SELF and self.mandate_ref is None:
+            raise ValueError(
+                f"a request by a {self.kind.value.replace('_', ' ')} needs 'mandate_ref': a "
+                "reference to where the mandate or proof of authority is kept"
+            )
+        if self.kind == RequesterKind.SELF and self.mandate_ref is not None:
+            raise ValueError(
+                "'mandate_ref' is only for a request made on someone else's behalf; set 'kind' "
+                "to 'parent_or_guardian' or 'representative'"
+            )
+        return self
+
+
 class FieldChange(_Model):
     """One correction asked for in a rectification request."""
 
@@ -303,6 +358,10 @@ class RequestSubmitted(_Model):
     )
     scope: list[SystemName] | None = Field(
         default=None, description="Only these systems of the register; all of them if omitted."
+    )
+    requester: Requester = Field(
+        default_factory=Requester,
+        description="Who asks; the subject themself if omitted. Letters go to the requester.",
     )
 
     @model_validator(mode="after")
@@ -436,6 +495,32 @@ class DecisionRecorded(_Model):
         if free_text and not (self.explanation and self.explanation.strip()):
             raise ValueError("reason 'other' needs an 'explanation' (shown to the subject)")
         return self
+
+
+class DeliveryChannel(StrEnum):
+    """How the answer reached the subject (`DeliveryRecorded`, and the orchestrator's e-mail)."""
+
+    EMAIL = "email"
+    POST = "post"
+    ZIVVER = "zivver"  # secure e-mail (ZIVVER)
+    IN_PERSON = "in_person"
+
+
+class DeliveryRecorded(_Model):
+    """An officer records that the answer reached the subject (`dsr.request.delivery_recorded.v1`).
+
+    Art. 12(3) GDPR: the controller "shall provide information on action taken" within one
+    month; a request counts as answered when the subject has the answer, not when the systems
+    are done. Published signed on the requests topic by publishers whose `events` allow-list
+    names this type (like decisions). Holds no address: only the channel, who and when.
+    """
+
+    request_id: RequestId
+    channel: DeliveryChannel
+    delivered_by: Annotated[
+        str, Field(min_length=1, max_length=128, description="Staff id of the officer.")
+    ]
+    delivered_at: AwareDatetime
 
 
 _B64URL = r"^[A-Za-z0-9_-]*$"
@@ -612,6 +697,8 @@ class RequestStatus(StrEnum):
     PARTIALLY_COMPLETED = "partially_completed"
     FAILED = "failed"
     REFUSED = "refused"
+    #: The answer reached the subject (Art. 12(3)): after completed, partially_completed, refused.
+    DELIVERED = "delivered"
 
     @property
     def is_final(self) -> bool:
@@ -625,6 +712,7 @@ _FINAL_STATUSES = frozenset(
         RequestStatus.PARTIALLY_COMPLETED,
         RequestStatus.FAILED,
         RequestStatus.REFUSED,
+        RequestStatus.DELIVERED,
     }
 )
 
@@ -668,6 +756,13 @@ class StatusTrigger(StrEnum):
     #: A verification by a method the policy does not accept for the right; still waiting.
     VERIFICATION_REJECTED = "verification_rejected"
     DECIDED = "decided"  # an officer's decision (`DecisionRecorded`)
+    #: The subject was reminded of the identity verification asked for (the `reminder` letter).
+    REMINDED = "reminded"
+    #: The request waits on the subject and the deadline comes near (earlier than due soon).
+    WAITING_ON_SUBJECT = "waiting_on_subject"
+    DELIVERED = "delivered"  # the answer reached the subject (e-mail, or `DeliveryRecorded`)
+    #: Sending the answer by e-mail failed; it waits for another try or an officer.
+    DELIVERY_FAILED = "delivery_failed"
 
 
 class RequestStatusChanged(_Model):
@@ -693,8 +788,22 @@ class RequestStatusChanged(_Model):
     due_soon: bool = False
     overdue: bool = False
     finished_at: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = Field(
+        default=None, description="When the answer reached the subject (the deadline is met)."
+    )
+    delivery_channel: DeliveryChannel | None = Field(
+        default=None, description="How it was delivered; never the address."
+    )
     artifact: str | None = Field(default=None, description="Path or URL of the result.")
     occurred_at: AwareDatetime
+    requester_kind: RequesterKind = Field(
+        default=RequesterKind.SELF, description="Who asked (the kind only: no names)."
+    )
+    waiting_on_subject: bool = Field(
+        default=False,
+        description="The request waits on the subject (identity verification or a fee) and "
+        "the deadline is near: warned earlier than `due_soon`.",
+    )
 
 
 class DeadLetter(_Model):
@@ -747,6 +856,8 @@ __all__ = [
     "DeadlineExtended",
     "DecisionKind",
     "DecisionRecorded",
+    "DeliveryChannel",
+    "DeliveryRecorded",
     "EventBody",
     "Evidence",
     "FieldChange",
@@ -764,6 +875,8 @@ __all__ = [
     "RequestStatusChanged",
     "RequestSubmitted",
     "RequestType",
+    "Requester",
+    "RequesterKind",
     "RetainedItem",
     "StatusTrigger",
     "Subject",

@@ -26,9 +26,10 @@ REQUESTS = Topic(
         events.IdentityVerified,
         events.DeadlineExtended,
         events.DecisionRecorded,
+        events.DeliveryRecorded,
     ),
-    "Requests, identity verifications, deadline extensions and officers' decisions, published "
-    "by intake services, the dashboard and the CLI.",
+    "Requests, identity verifications, deadline extensions, officers' decisions and "
+    "deliveries, published by intake services, the dashboard and the CLI.",
 )
 TASKS = Topic(
     "dsr.tasks.v1",
@@ -53,7 +54,10 @@ ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)
 #: Event types a signature is required for: everything on the requests topic.
 REQUEST_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[model] for model in REQUESTS.events)
 #: Request event types a publisher may send only when its `events` allow-list names them.
-DECISION_EVENT_TYPES: tuple[str, ...] = (TYPE_OF[events.DecisionRecorded],)
+DECISION_EVENT_TYPES: tuple[str, ...] = (
+    TYPE_OF[events.DecisionRecorded],
+    TYPE_OF[events.DeliveryRecorded],
+)
 #: What a publisher may send when the publisher keys file gives no `events` for it.
 DEFAULT_PUBLISHER_EVENTS: tuple[str, ...] = tuple(
     t for t in REQUEST_EVENT_TYPES if t not in DECISION_EVENT_TYPES

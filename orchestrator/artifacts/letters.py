@@ -12,7 +12,16 @@ Besides the export (access, portability) and the certificate (erasure), a reques
 - an **ID request** (Art. 12(6)) at once when the right needs an identity check the request has
   not had (`orchestrator.lifecycle.verification`): the accepted ways, what to black out on a
   copy (photo, MRZ, document number, BSN), the KopieID app, and that the copy is destroyed after
-  the check. From its own template, `templates/id_request.html`.
+  the check. From its own template, `templates/id_request.html`;
+- a **reminder** of it, once, when nothing arrived (`orchestrator.lifecycle.reminders`): the
+  same letter, saying when it was first asked.
+
+Letters go to the **requester** (`schemas.events.Requester`): a parent, guardian or
+representative reads that the letter is addressed to them and the request and data concern the
+subject; a child who asked themself gets a summary in plain language at the top (Art. 12(1)
+GDPR: information "in particular for any information addressed specifically to a child";
+recital 58: "such a clear and plain language that the child can easily understand"). The part
+comes from `templates/_requester.html`, texts in `requester.texts.yaml`.
 
 Every letter is a standalone HTML page from `templates/letter.html` (texts beside it in
 `letter.texts.yaml`), with everything escaped. Letters carry no identifier of the subject (they
@@ -27,11 +36,11 @@ from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
 from orchestrator.artifacts.export import AP_URL
-from orchestrator.artifacts.render import render_document, texts
+from orchestrator.artifacts.render import Language, render_document, texts
 from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
-from schemas.events import OutcomeStatus, RequestStatus, RequestType, SystemProgress
+from schemas.events import OutcomeStatus, Requester, RequestStatus, RequestType, SystemProgress
 from schemas.primitives.files import atomic_write
 from schemas.register import Register
 
@@ -39,7 +48,7 @@ from schemas.register import Register
 #: names the remedies (Art. 12(4) GDPR).
 AP_COMPLAINT_URL = f"{AP_URL}/nl/zelf-doen/gebruik-uw-privacyrechten/klacht-indienen-bij-de-ap"
 
-DocumentKind = Literal["refusal", "missing", "confirmation", "extension", "id_request"]
+DocumentKind = Literal["refusal", "missing", "confirmation", "extension", "id_request", "reminder"]
 
 #: Requests whose completion is confirmed by letter (access has its export, erasure its
 #: certificate).
@@ -87,8 +96,8 @@ def render(
     the ID request from `templates/id_request.html`, with the methods `policy` accepts)."""
     request = state.request
     assert request is not None
-    if kind == "id_request":
-        return _render_id_request(state, register, policy or VerificationPolicy(), now=now)
+    if kind in ("id_request", "reminder"):
+        return _render_id_request(kind, state, register, policy or VerificationPolicy(), now=now)
     titles = {s.name: s.display_name for s in register.systems}
     return render_document(
         "letter",
@@ -100,6 +109,7 @@ def render(
         partial=state.status != RequestStatus.COMPLETED,
         systems=[_system(n, titles.get(n, n), state.systems[n]) for n in sorted(state.systems)],
         ap_url=AP_COMPLAINT_URL,
+        **_addressed(request.language, request.requester),
         # Officers' decisions: the refusal's code and explanation, and per system a refusal
         # or a legal hold (`orchestrator.lifecycle.decisions`).
         refusal=decisions.refusal(state.decisions),
@@ -125,14 +135,23 @@ def write(
 
 
 def _render_id_request(
-    state: RequestState, register: Register, policy: VerificationPolicy, *, now: datetime
+    kind: DocumentKind,
+    state: RequestState,
+    register: Register,
+    policy: VerificationPolicy,
+    *,
+    now: datetime,
 ) -> str:
-    """The ID request: the methods the policy accepts for the right, the rules for a copy."""
+    """The ID request (or its reminder): the methods the policy accepts for the right, the
+    rules for a copy."""
     request = state.request
     assert request is not None
     return render_document(
         "id_request",
         request.language,
+        kind=kind,
+        reminder=kind == "reminder",
+        **_addressed(request.language, request.requester),
         state=state,
         request=request,
         controller=register.controller,
@@ -140,6 +159,11 @@ def _render_id_request(
         rights=texts("letter")[request.language]["rights"],
         now=now,
     )
+
+
+def _addressed(language: Language, requester: Requester) -> dict[str, Any]:
+    """What `templates/_requester.html` needs: who asked, and its texts as `who`."""
+    return {"requester": requester, "who": texts("requester")[language]}
 
 
 def _system(name: str, title: str, progress: SystemProgress) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from orchestrator.cli.exports import export
 from orchestrator.cli.keys import keys, verify
 from orchestrator.cli.options import DsrGroup
 from orchestrator.cli.publishers import publishers
-from orchestrator.cli.requests import decide, extend, status, submit, verify_identity
+from orchestrator.cli.requests import decide, deliver, extend, status, submit, verify_identity
 from orchestrator.cli.run import topics, up, worker
 from orchestrator.cli.tasks import tasks
 
@@ -31,6 +31,7 @@ from orchestrator.cli.tasks import tasks
         verify_identity,
         extend,
         decide,
+        deliver,
         status,
         tasks,
         connectors_group,

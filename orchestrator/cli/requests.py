@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from schemas.events import (
         FieldChange,
         IdentityVerification,
+        Requester,
         RequestStatusChanged,
         RequestSubmitted,
     )
@@ -98,6 +99,7 @@ def _build_request(
     requested_by: str,
     scope: str | None,
     changes: tuple[str, ...],
+    requester: Requester,
 ) -> RequestSubmitted:
     from schemas.events import Identifier, RequestSubmitted, RequestType, Subject
 
@@ -112,6 +114,16 @@ def _build_request(
         requested_by=requested_by,
         changes=_changes(changes),
         scope=[s.strip() for s in scope.split(",")] if scope else None,
+        requester=requester,
+    )
+
+
+def _requester(kind: str, mandate_ref: str | None, subject_is_child: bool) -> Requester:
+    """--requester-kind, --mandate-ref and --subject-is-child as the request's requester."""
+    from schemas.events import Requester, RequesterKind
+
+    return Requester(
+        kind=RequesterKind(kind), mandate_ref=mandate_ref, subject_is_child=subject_is_child
     )
 
 
@@ -132,6 +144,21 @@ def _build_request(
 @click.option("--requested-by", default="dsr-cli", show_default=True)
 @click.option("--scope", help="Comma-separated system names (default: all).")
 @click.option("--change", "changes", multiple=True, help="Rectification: FIELD=VALUE.")
+@click.option(
+    "--requester-kind",
+    type=click.Choice(["self", "parent_or_guardian", "representative"]),
+    default="self",
+    show_default=True,
+    help="Who asks; letters go to them, the data concerns the subject.",
+)
+@click.option(
+    "--mandate-ref",
+    help="Where the mandate or proof of authority is kept (needed unless --requester-kind self); "
+    "a reference, never the document.",
+)
+@click.option(
+    "--subject-is-child", is_flag=True, help="The subject is a child: plain-language letters."
+)
 @click.option("--wait", is_flag=True, help="Wait for the final status and print it.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait with --wait.")
 def submit(
@@ -147,6 +174,9 @@ def submit(
     requested_by: str,
     scope: str | None,
     changes: tuple[str, ...],
+    requester_kind: str,
+    mandate_ref: str | None,
+    subject_is_child: bool,
     wait: bool,
     timeout: float,
 ) -> None:
@@ -173,6 +203,7 @@ def submit(
                 requested_by,
                 scope,
                 changes,
+                _requester(requester_kind, mandate_ref, subject_is_child),
             )
     except ValidationError as exc:
         raise CommandError(f"invalid request: {describe_validation_error(exc)}") from None
@@ -463,6 +494,43 @@ def print_status(s: RequestStatusChanged | None) -> None:
         click.echo(f"  result: {s.artifact}")
 
 
+@click.command(cls=DsrCommand)
+@bootstrap_option
+@click.argument("request_id")
+@click.option(
+    "--channel",
+    type=click.Choice(["post", "zivver", "in_person", "email"]),
+    required=True,
+    help="How the answer reached the subject.",
+)
+@click.option("--by", "delivered_by", required=True, help="Who delivered it (staff id).")
+def deliver(bootstrap: str | None, request_id: str, channel: str, delivered_by: str) -> None:
+    """Record that a finished request's answer reached the subject (Art. 12(3) GDPR).
+
+    The deadline is met only by delivery. Published signed
+    (`dsr.request.delivery_recorded.v1`): the publisher key must list that type in its `events`
+    in the publisher keys file, as for decisions. No address is recorded, only the channel.
+    """
+    from pydantic import ValidationError
+
+    from orchestrator.cli.errors import CommandError
+    from schemas.envelope import describe_validation_error
+    from schemas.events import DeliveryChannel, DeliveryRecorded
+
+    try:
+        event = DeliveryRecorded(
+            request_id=request_id,
+            channel=DeliveryChannel(channel),
+            delivered_by=delivered_by,
+            delivered_at=datetime.now(UTC),
+        )
+    except ValidationError as exc:
+        raise CommandError(f"invalid delivery: {describe_validation_error(exc)}") from None
+    with _publisher(client_kafka(bootstrap)) as publisher:
+        publisher.record_delivery(event)
+    click.echo(f"delivery via {channel} recorded for {request_id} (see 'dsr status')")
+
+
 async def wait_final(
     kafka: KafkaSettings, request_ids: list[str], timeout: float
 ) -> dict[str, RequestStatusChanged | None]:
@@ -478,6 +546,7 @@ async def wait_final(
 
 __all__ = [
     "decide",
+    "deliver",
     "extend",
     "print_status",
     "status",

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from orchestrator.lifecycle.deadlines import days_left, is_overdue
+from orchestrator.lifecycle.delivery import DELIVERABLE
 from orchestrator.lifecycle.reducer import FINAL_OUTCOMES, task_id
 from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.status.masking import mask_identifiers
@@ -328,8 +329,10 @@ _AS_IN_STATUS = (
 def summarise(status: RequestStatusChanged, *, now: datetime, due_soon_days: int) -> RequestSummary:
     """The list row of a request's latest status, with deadline flags as of `now`."""
     is_open = not status.status.is_final
+    # Art. 12(3): the clock runs until the subject has the answer, not until the systems are done.
+    clock_running = is_open or (status.status in DELIVERABLE and status.delivered_at is None)
     left = days_left(status.deadline, now)
-    overdue = is_open and (status.overdue or is_overdue(status.deadline, now))
+    overdue = clock_running and (status.overdue or is_overdue(status.deadline, now))
     systems = status.systems.values()
     return RequestSummary(
         **{name: getattr(status, name) for name in _AS_IN_STATUS},
@@ -337,7 +340,7 @@ def summarise(status: RequestStatusChanged, *, now: datetime, due_soon_days: int
         open=is_open,
         days_left=left,
         overdue=overdue,
-        due_soon=is_open and not overdue and left <= due_soon_days,
+        due_soon=clock_running and not overdue and left <= due_soon_days,
         finished_late=status.finished_at is not None and status.finished_at > status.deadline,
         manual_tasks=sum(p.status == OutcomeStatus.MANUAL_ACTION_REQUIRED for p in systems)
         if is_open

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import jinja2
 from aiohttp import web
@@ -96,6 +96,11 @@ _SECURITY_HEADERS = {
 }
 
 
+#: An officer's step: (body model, what it is called, the step it asks: a name or one read
+#: from the body), how its event is built, and how the client publishes it.
+_Step = tuple[tuple[type[Any], str, Any], Callable[..., Any], Callable[..., None]]
+
+
 class Dashboard:
     """The dashboard server: `start()` serves and follows the status topic, `stop()` ends both."""
 
@@ -155,9 +160,9 @@ class Dashboard:
             web.get("/api/requests", self._list),
             web.get("/api/requests/{request_id}", self._detail),
             web.post("/api/requests/{request_id}/tasks/{system}/complete", self._complete),
-            web.post("/api/requests/{request_id}/decisions", self._decide),
-            web.post("/api/requests/{request_id}/verifications", self._verify),
-            web.post("/api/requests/{request_id}/extensions", self._extend),
+            web.post("/api/requests/{request_id}/decisions", self._officer_step),
+            web.post("/api/requests/{request_id}/verifications", self._officer_step),
+            web.post("/api/requests/{request_id}/extensions", self._officer_step),
             web.get("/api/requests/{request_id}/files/{name}", self._file),
             web.get("/api/downloads/{token}", self._download),
             web.get("/api/events", self._events),
@@ -394,11 +399,30 @@ class Dashboard:
 
     # -- officers' steps: the same signed events as `dsr decide`, `verify-identity`, `extend` --
 
-    async def _decide(self, request: web.Request) -> web.Response:
-        found = await self._officer_step(request, DecisionBody, "decision")
-        if isinstance(found, web.Response):
-            return found
-        status, body = found
+    def _officer_steps(self) -> dict[str, _Step]:
+        """Per route: the body (model, what it is called, the step it asks), how its event is
+        built, and how the client publishes it."""
+        return {
+            "decisions": (
+                (DecisionBody, "decision", lambda body: body.decision.value),
+                self._decision,
+                RequestPublisher.publish_decision,
+            ),
+            "verifications": (
+                (VerificationBody, "verification", "verify"),
+                self._verification,
+                RequestPublisher.verify_identity,
+            ),
+            "extensions": (
+                (ExtensionBody, "extension", "extend"),
+                self._extension,
+                RequestPublisher.extend_deadline,
+            ),
+        }
+
+    def _decision(
+        self, status: RequestStatusChanged, body: DecisionBody
+    ) -> DecisionRecorded | web.Response:
         try:
             event = DecisionRecorded.model_validate(
                 {
@@ -410,20 +434,13 @@ class Dashboard:
             )
         except ValidationError as exc:
             return _problem(400, f"invalid decision: {describe_validation_error(exc)}")
-        refused = _not_offered(status, body.decision.value)
-        if refused is None and event.system is not None:
-            refused = _system_not_offered(status, event)
-        if refused is not None:
+        if event.system is not None and (refused := _system_not_offered(status, event)):
             return refused
-        return await self._publish(event, RequestPublisher.publish_decision)
+        return event
 
-    async def _verify(self, request: web.Request) -> web.Response:
-        found = await self._officer_step(request, VerificationBody, "verification")
-        if isinstance(found, web.Response):
-            return found
-        status, body = found
-        if (refused := _not_offered(status, "verify")) is not None:
-            return refused
+    def _verification(
+        self, status: RequestStatusChanged, body: VerificationBody
+    ) -> IdentityVerified | web.Response:
         # Art. 12(6) GDPR, EDPB Guidelines 01/2022 section 3.3: only the methods the policy
         # accepts for the right count; any other keeps the request waiting.
         why = self.verification.refusal(status.request_type, body.method)
@@ -432,22 +449,17 @@ class Dashboard:
         now = datetime.now(UTC)
         if body.copy_destroyed_at is not None and body.copy_destroyed_at > now + _CLOCK_SKEW:
             return _problem(400, "copy_destroyed_at is in the future; give when it was destroyed")
-        event = IdentityVerified(
+        return IdentityVerified(
             request_id=status.request_id,
             method=body.method,
             verified_at=now,
             verified_by=self.officer,
             copy_destroyed_at=body.copy_destroyed_at,
         )
-        return await self._publish(event, RequestPublisher.verify_identity)
 
-    async def _extend(self, request: web.Request) -> web.Response:
-        found = await self._officer_step(request, ExtensionBody, "extension")
-        if isinstance(found, web.Response):
-            return found
-        status, body = found
-        if (refused := _not_offered(status, "extend")) is not None:
-            return refused
+    def _extension(
+        self, status: RequestStatusChanged, body: ExtensionBody
+    ) -> DeadlineExtended | web.Response:
         kinds = identifier_kinds(body.reason)
         if kinds:
             return _problem(
@@ -455,19 +467,21 @@ class Dashboard:
                 f"the reason seems to contain personal data ({', '.join(kinds)}); give the "
                 "reason for the delay without identifying the subject",
             )
-        event = DeadlineExtended(
+        return DeadlineExtended(
             request_id=status.request_id,
             months=body.months,
             reason=body.reason,
             extended_at=datetime.now(UTC),
             extended_by=self.officer,
         )
-        return await self._publish(event, RequestPublisher.extend_deadline)
 
-    async def _officer_step(
-        self, request: web.Request, model: type[_Body], what: str
-    ) -> tuple[RequestStatusChanged, _Body] | web.Response:
-        """The request's latest status and the posted body, or the problem with either."""
+    async def _officer_step(self, request: web.Request) -> web.Response:
+        """One officer's step (`_officer_steps`): the request's latest status and the posted
+        body, checked against what the request offers now, built into its event and published
+        signed, as the CLI does."""
+        step_name = request.path.rsplit("/", 1)[-1]  # the route's fixed last segment
+        posted, build, publish = self._officer_steps()[step_name]
+        model, what, action = posted
         if (waiting := self._not_ready()) is not None:
             return waiting
         request_id = request.match_info["request_id"]
@@ -480,7 +494,13 @@ class Dashboard:
             body = model.model_validate_json(await request.read())
         except ValidationError as exc:
             return _problem(400, f"invalid {what}: {describe_validation_error(exc)}")
-        return status, body
+        step = action(body) if callable(action) else action
+        if (refused := _not_offered(status, cast(Action, step))) is not None:
+            return refused
+        event = build(status, body)
+        if isinstance(event, web.Response):
+            return event
+        return await self._publish(event, publish)
 
     async def _publish(
         self, event: _Event, publish: Callable[[RequestPublisher, _Event], None]

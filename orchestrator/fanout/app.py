@@ -26,11 +26,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types import EventT
 
+from orchestrator.artifacts.delivery import DeliveryError
 from orchestrator.fanout.faust_app import create_app, input_topic, requests_table
 from orchestrator.fanout.finish import AnyRegister, Finisher
 from orchestrator.fanout.output import OutputProducer, Sender
@@ -142,10 +144,29 @@ class Orchestrator:
         """Documents first, then the sends; wait until the broker has every output."""
         self.finisher.save_outcomes(all_effects)
         for state, effects in finished:
-            await self.finisher.finish(state, effects)
+            documents = await self.finisher.finish(state, effects)
+            await self._deliver(state, effects, documents)
         pending = [] if pending is None else pending
         self.sender.effects(all_effects, pending)
         await self.sender.wait(pending)
+
+    async def _deliver(self, state: RequestState, effects: Effects, documents: list[Path]) -> None:
+        """E-mail the answer when SMTP is configured: the request is then delivered (Art. 12(3))."""
+        mailer = self.finisher.mailer
+        if mailer is None:
+            return
+        try:
+            event = await mailer.deliver(state, documents)
+        except DeliveryError as exc:
+            log.warning("request %s: the answer could not be e-mailed: %s", state.request_id, exc)
+            more = lifecycle.delivery_failed(state, str(exc), self._context())
+        else:
+            if event is None:
+                return
+            _, more = lifecycle.deliver(state, event, self._context())
+        artifact = effects.statuses[-1].artifact if effects.statuses else None
+        effects.statuses += [s.model_copy(update={"artifact": artifact}) for s in more.statuses]
+        self.requests.store(state.request_id, state)
 
     def _context(self) -> Context:
         return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))

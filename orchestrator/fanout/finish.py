@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from orchestrator.artifacts import letters
+from orchestrator.artifacts import delivery, letters
 from orchestrator.artifacts.certificate import CertificateIssuer
 from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.store import ArtifactStore
@@ -43,6 +43,8 @@ class Finisher:
         self.artifacts = ArtifactStore(settings.data_dir)
         self.verification = settings.policy().verification
         self._certificates: CertificateIssuer | None = None
+        #: E-mails answers to subjects; None when DSR_SMTP_HOST is unset (officers record it).
+        self.mailer = delivery.mailer(settings, keys)
         #: Exported requests -> when their record files may go (see `discard_records`).
         self.exported: dict[str, float] = {}
 
@@ -59,8 +61,9 @@ class Finisher:
             for outcome in effects.stored_outcomes:
                 self.artifacts.save_outcome(outcome)
 
-    async def finish(self, state: RequestState, effects: Effects) -> None:
-        """Write a finished request's documents; its final status event then points at them."""
+    async def finish(self, state: RequestState, effects: Effects) -> list[Path]:
+        """Write a finished request's documents; its final status event then points at them.
+        Returns the letters (for delivery)."""
         kind = state.request.type if state.request is not None else None
         export_error: str | None = None
         if kind == RequestType.ERASURE:
@@ -86,6 +89,7 @@ class Finisher:
             self.exported[state.request_id] = time.monotonic() + self.settings.record_grace_seconds
         _point_at(effects, path)
         log.info("request %s finished: %s", state.request_id, state.status)
+        return [Path(letter) for letter in documents.values()]
 
     def extension_notice(self, state: RequestState, effects: Effects) -> None:
         """Write the letter telling the subject of an extension (Art. 12(3)); its status event

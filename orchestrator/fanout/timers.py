@@ -80,6 +80,8 @@ class Timers:
             elif not effects.changed:
                 self.watchlist.update(request_id, state)  # nothing to write back
                 continue
+            if effects.notices:  # e.g. the reminder of an ID request: written before it is stored
+                self.finisher.notices(state, effects)
             self.requests.store(request_id, state)  # after shredding: the stub, nothing personal
             all_effects.append(effects)
             if effects.finished and not effects.shred:

@@ -24,6 +24,7 @@ from schemas.errors import DsrError
 from schemas.events import (
     DeadlineExtended,
     DecisionRecorded,
+    DeliveryRecorded,
     IdentityVerified,
     RequestSubmitted,
     TaskOutcome,
@@ -105,6 +106,11 @@ class RequestPublisher:
         orchestrator accepts it only from a publisher whose keys file `events` lists it."""
         self._send(_validated(event, DecisionRecorded))
 
+    def record_delivery(self, event: DeliveryRecorded) -> None:
+        """Publish that the answer reached the subject (post, ZIVVER, in person, e-mail); allowed
+        like decisions, only to publishers whose keys file `events` lists it."""
+        self._send(_validated(event, DeliveryRecorded))
+
     def report_outcome(self, outcome: TaskOutcome) -> None:
         """Publish a task's outcome, e.g. a manual task completed by a person."""
         self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
@@ -115,6 +121,7 @@ class RequestPublisher:
         | IdentityVerified
         | DeadlineExtended
         | DecisionRecorded
+        | DeliveryRecorded
         | TaskOutcome,
         topic: str = REQUESTS.name,
     ) -> None:

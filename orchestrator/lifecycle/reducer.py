@@ -12,11 +12,11 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.lifecycle import decisions
+from orchestrator.lifecycle import decisions, delivery
 from orchestrator.lifecycle.deadlines import (
     ART_12_3,
     DeadlinePolicy,
@@ -25,12 +25,15 @@ from orchestrator.lifecycle.deadlines import (
     is_overdue,
     statutory_deadline,
 )
+from orchestrator.lifecycle.reminders import reminder_due_at, waits_on_subject, warning_from
 from orchestrator.lifecycle.verification import VerificationPolicy
 from schemas.events import (
     DeadlineExtended,
     DecisionRecorded,
+    DeliveryRecorded,
     IdentityVerified,
     OutcomeStatus,
+    Requester,
     RequestStatus,
     RequestStatusChanged,
     RequestSubmitted,
@@ -61,7 +64,14 @@ _KEPT_OF_OUTCOME = (
 _CARRIED_TO_TASKS = ("subject", "changes", "language")
 
 #: The events a request's lifecycle is decided on (the requests and outcomes topics).
-InputEvent = RequestSubmitted | IdentityVerified | DeadlineExtended | DecisionRecorded | TaskOutcome
+InputEvent = (
+    RequestSubmitted
+    | IdentityVerified
+    | DeadlineExtended
+    | DecisionRecorded
+    | DeliveryRecorded
+    | TaskOutcome
+)
 #: Whatever the shell keeps beside an event to refer to it again (its Kafka record).
 _Item = TypeVar("_Item")
 
@@ -84,6 +94,11 @@ class Policy:
     approval_required: frozenset[RequestType] = frozenset()
     #: Which identity check each right needs (`orchestrator.lifecycle.verification`).
     verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+    #: After this long without the verification the ID-request letter asked for, the subject
+    #: gets one reminder letter (`orchestrator.lifecycle.reminders`). None: no reminder.
+    reminder_after: timedelta | None = timedelta(days=14)
+    #: A request waiting on the subject is flagged this many days before its deadline.
+    waiting_warning_days: int = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +144,17 @@ class RequestState(BaseModel):
     rejected_verification: IdentityVerified | None = None
     #: When the subject was asked to verify their identity (the `id_request` letter).
     id_requested_at: datetime | None = None
+    #: When the subject was reminded of it (the `reminder` letter; once).
+    reminded_at: datetime | None = None
+    #: The early warning for a request waiting on the subject went out (per deadline).
+    waiting_warning_sent: bool = False
+    #: When the extension letter was produced: the proof that the subject was told within the
+    #: first month (Art. 12(3) GDPR), as extensions after the deadline are refused.
+    extension_notified_at: datetime | None = None
+    #: How and when the answer reached the subject (`orchestrator.lifecycle.delivery`).
+    delivery: DeliveryRecorded | None = None
+    #: The final status the request was delivered with (completed, partially_completed, refused).
+    answered_as: RequestStatus | None = None
 
     @property
     def is_final(self) -> bool:
@@ -181,8 +207,13 @@ def task_id(request_id: str, system: str) -> str:
 
 
 def fingerprint(request: RequestSubmitted) -> str:
-    """A digest of the request body, to tell a harmless re-send from a conflicting one."""
-    return hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+    """A digest of the request body, to tell a harmless re-send from a conflicting one.
+
+    A request by the subject themself leaves `requester` out, so that requests stored before it
+    existed keep their digest.
+    """
+    exclude = {"requester"} if request.requester == Requester() else None
+    return hashlib.sha256(request.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,18 +223,11 @@ def fingerprint(request: RequestSubmitted) -> str:
 def apply(
     state: RequestState | None, event: InputEvent, ctx: Context
 ) -> tuple[RequestState | None, Effects]:
-    """Decide one input event with the function for its kind."""
-    if isinstance(event, RequestSubmitted):
-        return submit(state, event, ctx)
-    if isinstance(event, IdentityVerified):
-        return verify(state, event, ctx)
-    if isinstance(event, DeadlineExtended):
-        return extend(state, event, ctx)
-    if isinstance(event, TaskOutcome):
-        return record_outcome(state, event, ctx)
-    if isinstance(event, DecisionRecorded):
-        return record_decision(state, event, ctx)
-    raise TypeError(type(event).__name__)
+    """Decide one input event with the function for its kind (`_DECIDERS`)."""
+    decide_event = _DECIDERS.get(type(event))
+    if decide_event is None:
+        raise TypeError(type(event).__name__)
+    return decide_event(state, event, ctx)
 
 
 @dataclass(slots=True)
@@ -250,6 +274,8 @@ def decide(
     if state is not None and merged.changed:
         merged.statuses = coalesce(state, merged.statuses)
         decision.extended = extended and bool(merged.statuses) and not merged.finished
+        if decision.extended:  # the shell writes the extension letter now (Art. 12(3))
+            state.extension_notified_at = context().now
     return decision
 
 
@@ -412,6 +438,7 @@ def extend(
     # The new deadline gets its own warnings.
     state.due_soon_sent = False
     state.overdue_sent = False
+    state.waiting_warning_sent = False
     _emit(
         state,
         StatusTrigger.EXTENDED,
@@ -482,6 +509,48 @@ def record_decision(
     else:  # before verification (the fan-out waits for it), or while carried out: recorded
         _emit(state, StatusTrigger.DECIDED, ctx, effects, reason=verdict.reason)
     return state, effects
+
+
+def deliver(
+    state: RequestState | None, event: DeliveryRecorded, ctx: Context
+) -> tuple[RequestState | None, Effects]:
+    """The answer reached the subject: the request is `delivered`, its deadline met (Art. 12(3);
+    `orchestrator.lifecycle.delivery` says when a delivery counts)."""
+    effects = Effects()
+    live = state is not None and state.request is not None and state.shredded_at is None
+    verdict = delivery.judge(
+        event,
+        status=state.status if live and state is not None else None,
+        delivery=state.delivery if state is not None else None,
+    )
+    if not verdict.deliver:
+        effects.dead_letter = verdict.dead_letter
+        return state, effects
+    assert state is not None
+    state.delivery = event
+    state.answered_as = state.status
+    _transition(
+        state,
+        RequestStatus.DELIVERED,
+        StatusTrigger.DELIVERED,
+        ctx,
+        effects,
+        reason=delivery.status_reason(event),
+    )
+    return state, effects
+
+
+def delivery_failed(state: RequestState, error: str, ctx: Context) -> Effects:
+    """Sending the answer by e-mail failed: say so on the request; it stays undelivered."""
+    effects = Effects()
+    _emit(state, StatusTrigger.DELIVERY_FAILED, ctx, effects, reason=delivery.failure_reason(error))
+    return effects
+
+
+def _clock_stopped(state: RequestState) -> bool:
+    """True once the deadline no longer runs: final and delivered, or final without an answer
+    to deliver (failed). A completed but undelivered request still runs (Art. 12(3))."""
+    return state.is_final and not delivery.awaits_delivery(state.status, state.delivery)
 
 
 def _after_system_decision(
@@ -636,6 +705,8 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
     shred final requests whose retention window has passed."""
     effects = Effects()
     if state.is_final:
+        if state.request is not None and not _clock_stopped(state):
+            _check_deadline(state, ctx, effects)  # answered but not delivered: the clock runs
         due = shred_at(state, ctx.policy)
         if due is not None and ctx.now >= due:
             _emit(
@@ -661,6 +732,7 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
             effects,
         )
         return state, effects
+    _remind(state, ctx, effects)
     timed_out = _timed_out(state, ctx.policy, ctx.now)
     if timed_out:
         _redispatch_timed_out(state, timed_out, ctx, effects)
@@ -673,16 +745,25 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
 def next_check(state: RequestState, policy: Policy) -> datetime | None:
     """When `tick` can next change this request (due soon, overdue, refusal, a task's timeout,
     shredding); None: never."""
-    if state.is_final:
+    if state.is_final and (state.request is None or _clock_stopped(state)):
         return shred_at(state, policy)
     if state.request is None or state.deadline is None:
         return None
     deadline = state.deadline
-    times = [
+    shred = shred_at(state, policy)  # answered, not delivered: shredded all the same
+    times = [shred] if shred is not None else []
+    times += [
         p.updated_at + policy.task_timeout
         for p in state.systems.values()
         if p.status == "dispatched" and p.updated_at is not None
     ]
+    reminder = reminder_due_at(
+        state.status, state.id_requested_at, state.reminded_at, policy.reminder_after
+    )
+    if reminder is not None:
+        times.append(reminder)
+    if waits_on_subject(state.status) and not state.waiting_warning_sent:
+        times.append(warning_from(deadline, policy.waiting_warning_days))
     if not state.due_soon_sent:
         first_day = deadline.date() - timedelta(days=policy.due_soon_days)
         times.append(datetime.combine(first_day, time.min, tzinfo=deadline.tzinfo))
@@ -837,15 +918,72 @@ def _task(
 
 
 def _check_deadline(state: RequestState, ctx: Context, effects: Effects) -> None:
-    if state.is_final or state.deadline is None:
+    if _clock_stopped(state) or state.deadline is None:
         return
     if not state.overdue_sent and is_overdue(state.deadline, ctx.now):
         state.overdue_sent = True
         state.due_soon_sent = True
         _emit(state, StatusTrigger.OVERDUE, ctx, effects, reason="the deadline has passed")
+    elif _waiting_warning_due(state, ctx):
+        _warn_waiting(state, ctx, effects)
     elif not state.due_soon_sent and days_left(state.deadline, ctx.now) <= ctx.policy.due_soon_days:
         state.due_soon_sent = True
         _emit(state, StatusTrigger.DUE_SOON, ctx, effects)
+
+
+def _waiting_warning_due(state: RequestState, ctx: Context) -> bool:
+    assert state.deadline is not None
+    return (
+        not state.waiting_warning_sent
+        and waits_on_subject(state.status)
+        and days_left(state.deadline, ctx.now) <= ctx.policy.waiting_warning_days
+    )
+
+
+def _warn_waiting(state: RequestState, ctx: Context, effects: Effects) -> None:
+    """The early warning: the request waits on the subject and the deadline comes near.
+
+    Earlier than due soon (`Policy.waiting_warning_days`), so an officer can still chase the
+    subject; the status event carries `waiting_on_subject` (no personal data in the reason).
+    """
+    assert state.deadline is not None and state.status is not None
+    state.waiting_warning_sent = True
+    # It also says due soon when that is true: one warning, not two in a row.
+    state.due_soon_sent = days_left(state.deadline, ctx.now) <= ctx.policy.due_soon_days
+    waiting_for = (
+        "the identity verification asked for"
+        if state.status == RequestStatus.AWAITING_VERIFICATION
+        else "the payment of the fee"
+    )
+    _emit(
+        state,
+        StatusTrigger.WAITING_ON_SUBJECT,
+        ctx,
+        effects,
+        reason=f"waiting on the subject for {waiting_for}; "
+        f"{days_left(state.deadline, ctx.now)} day(s) left before the deadline",
+    )
+
+
+def _remind(state: RequestState, ctx: Context, effects: Effects) -> None:
+    """Once the reminder is due, the subject gets the `reminder` letter (once): the identity
+    verification the ID-request letter asked for has not arrived."""
+    due = reminder_due_at(
+        state.status, state.id_requested_at, state.reminded_at, ctx.policy.reminder_after
+    )
+    if due is None or ctx.now < due:
+        return
+    assert state.id_requested_at is not None
+    state.reminded_at = ctx.now
+    effects.notices.append("reminder")
+    _emit(
+        state,
+        StatusTrigger.REMINDED,
+        ctx,
+        effects,
+        reason="the subject was reminded of the identity verification asked for on "
+        f"{state.id_requested_at:%Y-%m-%d}",
+    )
 
 
 def _finish(
@@ -886,7 +1024,8 @@ def _emit(
     assert request is not None and state.deadline is not None and state.status is not None
     state.sequence += 1
     effects.save = True
-    overdue = not state.is_final and is_overdue(state.deadline, ctx.now)
+    running = not _clock_stopped(state)
+    overdue = running and is_overdue(state.deadline, ctx.now)
     left = days_left(state.deadline, ctx.now)
     effects.statuses.append(
         RequestStatusChanged(
@@ -905,13 +1044,31 @@ def _emit(
             deadline=state.deadline,
             deadline_extended=state.extension is not None,
             days_left=left,
-            due_soon=not state.is_final and not overdue and left <= ctx.policy.due_soon_days,
+            due_soon=running and not overdue and left <= ctx.policy.due_soon_days,
             overdue=overdue,
             finished_at=state.finished_at,
+            delivered_at=state.delivery.delivered_at if state.delivery else None,
+            delivery_channel=state.delivery.channel if state.delivery else None,
             occurred_at=ctx.now,
+            requester_kind=request.requester.kind,
+            waiting_on_subject=not state.is_final
+            and not overdue
+            and waits_on_subject(state.status)
+            and left <= ctx.policy.waiting_warning_days,
         )
     )
 
+
+#: The function that decides each kind of input event.
+_Decider = Callable[[RequestState | None, Any, Context], tuple[RequestState | None, Effects]]
+_DECIDERS: dict[type, _Decider] = {
+    RequestSubmitted: submit,
+    IdentityVerified: verify,
+    DeadlineExtended: extend,
+    TaskOutcome: record_outcome,
+    DecisionRecorded: record_decision,
+    DeliveryRecorded: deliver,
+}
 
 __all__ = [
     "FINAL_OUTCOMES",
@@ -924,6 +1081,8 @@ __all__ = [
     "apply",
     "coalesce",
     "decide",
+    "deliver",
+    "delivery_failed",
     "extend",
     "final_status",
     "next_check",

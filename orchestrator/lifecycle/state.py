@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.lifecycle.delivery import awaits_delivery
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.envelope import describe_validation_error
 from schemas.events import RequestStatus, RequestType
@@ -47,6 +48,8 @@ def encode_state(state: RequestState, keys: DataKeys) -> str:
         "type": state.request.type.value if state.request else None,
         "status": state.status.value if state.status else None,
         "finished_at": state.finished_at.isoformat() if state.finished_at else None,
+        # Answered but not delivered: the timer must still watch its deadline (Art. 12(3)).
+        "awaits_delivery": awaits_delivery(state.status, state.delivery) and not state.overdue_sent,
         "sealed": sealed.model_dump(),
     }
     return json.dumps(envelope)
@@ -91,10 +94,12 @@ def _decode_state(raw: str, keys: DataKeys) -> RequestState:
 
 def watch_view(raw: str, keys: DataKeys) -> RequestState:
     """Enough of a state for the deadline timer: final states are not opened (there can be
-    many; all the timer needs of them is when they finished)."""
+    many; all the timer needs of them is when they finished), unless their answer still awaits
+    delivery before an overdue flag (`orchestrator.lifecycle.delivery`)."""
     data = json.loads(raw)
     status = data.get("status")
-    if "sealed" in data and status is not None and RequestStatus(status).is_final:
+    final = status is not None and RequestStatus(status).is_final
+    if "sealed" in data and final and not data.get("awaits_delivery"):
         return RequestState(
             request_id=data["request_id"],
             request_type=data.get("type"),

@@ -6,7 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.lifecycle.deadlines import DEFAULT_ZONE, DeadlinePolicy, Period, time_zone
@@ -93,6 +100,34 @@ class Settings(BaseSettings):
         description="Rights whose requests wait for an officer's `approve` decision before "
         "anything is dispatched, comma-separated (e.g. 'erasure'). Off by default.",
     )
+    smtp_host: str | None = Field(
+        None,
+        description="SMTP server the answer is e-mailed through (Art. 12(3): a request is "
+        "answered when delivered). Unset: no e-mail; an officer records delivery (dsr deliver).",
+    )
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_from: str = Field("", description="The From address of delivery e-mails.")
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Where subjects reach the dashboard's download page (the link e-mailed).",
+    )
+    delivery_link_hours: int = Field(
+        24, ge=1, le=24, description="How long the e-mailed download link and its code live."
+    )
+    reminder_after_days: int = Field(
+        14,
+        ge=0,
+        description="Days after an ID request before the subject gets one reminder; 0: none.",
+    )
+    waiting_warning_days: int = Field(
+        14,
+        ge=0,
+        description="Days before the deadline a request waiting on the subject (identity, fee) "
+        "is flagged, earlier than the due-soon warning.",
+    )
     due_soon_days: int = Field(7, ge=0)
     max_attempts: int = Field(3, ge=1, description="Tries per system before failing.")
     retry_delay_seconds: float = Field(5.0, ge=0)
@@ -146,22 +181,23 @@ class Settings(BaseSettings):
         DeadlinePolicy.parse(value)
         return value
 
-    @field_validator("verification_policy")
+    @field_validator("verification_policy", "approval_required", "deadline_timezone")
     @classmethod
-    def _verification_parses(cls, value: str) -> str:
-        VerificationPolicy.parse(value)
+    def _parses(cls, value: str, info: ValidationInfo) -> str:
+        # The same parser the policy uses later, so a bad value stops start-up with its name.
+        parse = {
+            "verification_policy": VerificationPolicy.parse,
+            "approval_required": _rights,
+            "deadline_timezone": time_zone,
+        }[info.field_name or ""]
+        parse(value)
         return value
 
-    @field_validator("approval_required")
+    @field_validator("smtp_from")
     @classmethod
-    def _approval_rights_known(cls, value: str) -> str:
-        _rights(value)
-        return value
-
-    @field_validator("deadline_timezone")
-    @classmethod
-    def _zone_known(cls, value: str) -> str:
-        time_zone(value)
+    def _from_needed(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("smtp_host") and "@" not in value:
+            raise ValueError("DSR_SMTP_FROM must be an e-mail address when DSR_SMTP_HOST is set")
         return value
 
     @field_validator("shred_after")
@@ -210,6 +246,10 @@ class Settings(BaseSettings):
             due_soon_days=self.due_soon_days,
             verification=VerificationPolicy.parse(self.verification_policy),
             approval_required=_rights(self.approval_required),
+            reminder_after=timedelta(days=self.reminder_after_days)
+            if self.reminder_after_days
+            else None,
+            waiting_warning_days=self.waiting_warning_days,
             max_attempts=self.max_attempts,
             retry_delay=timedelta(seconds=self.retry_delay_seconds),
             task_timeout=timedelta(seconds=self.task_timeout_seconds),

@@ -61,13 +61,15 @@ def test_deadline_flags_are_computed_as_of_now_not_as_of_the_event() -> None:
     assert not calm.due_soon and not calm.overdue
 
 
-def test_finished_requests_are_never_overdue_but_say_when_they_were_late() -> None:
+def test_delivered_requests_are_never_overdue_but_say_when_they_were_late() -> None:
     received = NOW - timedelta(days=40)
     done = summarise(
         event(
-            status="completed",
+            status="delivered",
             received=received,
             finished_at=received + timedelta(days=31),
+            delivered_at=received + timedelta(days=31),
+            delivery_channel="post",
             overdue=True,
         ),
         now=NOW,
@@ -75,6 +77,18 @@ def test_finished_requests_are_never_overdue_but_say_when_they_were_late() -> No
     )
     assert not done.open and not done.overdue and not done.due_soon
     assert done.finished_late and done.manual_tasks == 0
+
+
+def test_art_12_3_completed_but_undelivered_request_shows_overdue() -> None:
+    """Art. 12(3) GDPR: the request is answered when the subject has the answer, so the list
+    flags a completed request that was never delivered once its deadline has passed."""
+    received = NOW - timedelta(days=40)
+    waiting = summarise(
+        event(status="completed", received=received, finished_at=received + timedelta(days=5)),
+        now=NOW,
+        due_soon_days=7,
+    )
+    assert not waiting.open and waiting.overdue
 
 
 def test_filter_parses_groups_lists_and_flags() -> None:

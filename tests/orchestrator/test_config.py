@@ -129,3 +129,15 @@ def test_the_local_publisher_may_decide(tmp_path: Path) -> None:
     issued = local_publisher(tmp_path)
     allowed = load_publisher_keys(issued.keys_file).events["local"]
     assert set(DECISION_EVENT_TYPES) <= allowed
+
+
+def test_reminder_and_waiting_warning_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DSR_REMINDER_AFTER_DAYS (0: no reminder) and DSR_WAITING_WARNING_DAYS."""
+    from datetime import timedelta
+
+    policy = load_settings().policy()
+    assert policy.reminder_after == timedelta(days=14) and policy.waiting_warning_days == 14
+    monkeypatch.setenv("DSR_REMINDER_AFTER_DAYS", "0")
+    monkeypatch.setenv("DSR_WAITING_WARNING_DAYS", "21")
+    policy = load_settings().policy()
+    assert policy.reminder_after is None and policy.waiting_warning_days == 21

@@ -45,6 +45,7 @@ from schemas.events import (
 from schemas.primitives.sealing import DataKeys, open_task
 from schemas.register import load_register
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
+from tests.orchestrator import test_lifecycle as lifecycle_tests
 from tests.orchestrator.test_lifecycle import EMAIL, LONG, NOW, SYSTEMS, outcome, request
 
 PARTITIONS = 4
@@ -90,6 +91,7 @@ def finished(kind: str = "erasure") -> tuple[RequestState, Effects]:
         done = outcome(system, action=kind, records=records)
         state, effects = record_outcome(state, done, ctx())
     assert state is not None and effects.finished
+    state.delivery = lifecycle_tests.delivered_by_post()  # answered (Art. 12(3))
     return state, effects
 
 

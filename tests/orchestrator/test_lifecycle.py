@@ -25,6 +25,7 @@ from orchestrator.lifecycle.reducer import (
 from schemas.events import (
     Counts,
     DeadlineExtended,
+    DeliveryRecorded,
     Identifier,
     IdentityVerification,
     IdentityVerified,
@@ -374,11 +375,22 @@ def test_next_check_is_none_for_final_requests_and_keeps_unverified_ones() -> No
     state = started()
     for system in SYSTEMS:
         state, _ = record_outcome(state, outcome(system), ctx())
+    # Completed but not delivered, its deadline is still watched (Art. 12(3)); once delivered
+    # nothing is left to check.
+    assert next_check(state, Policy()) is not None
+    state.delivery = delivered_by_post()
     assert next_check(state, Policy()) is None
     waiting, _ = submit(None, request(verified=False, received_at=NOW - timedelta(days=40)), ctx())
     assert waiting is not None and waiting.overdue_sent
     when = next_check(waiting, Policy())
     assert when is not None and when <= NOW  # refusal is due now
+
+
+def delivered_by_post(at: datetime = NOW) -> DeliveryRecorded:
+    """An officer's record that the answer went by post (the deadline is met by delivery)."""
+    return DeliveryRecorded(
+        request_id="req-1", channel="post", delivered_by="officer-7", delivered_at=at
+    )
 
 
 def extension(
@@ -546,6 +558,7 @@ def test_a_task_that_never_answers_fails_after_max_attempts_with_the_reason() ->
     assert state.status == RequestStatus.PARTIALLY_COMPLETED
     assert state.reason and "mailing: no outcome after 3 attempts of 30 s each" in state.reason
     assert "connector worker" in state.reason
+    state.delivery = delivered_by_post()  # the answer delivered: the deadline is met
     assert next_check(state, Policy(task_timeout=timeout)) is None  # final: never again
 
 

@@ -60,6 +60,12 @@ def all_samples() -> dict[str, BaseModel]:
             decided_by="officer-7",
             decided_at=NOW,
         ),
+        "dsr.request.delivery_recorded.v1": ev.DeliveryRecorded(
+            request_id=REQUEST_ID,
+            channel=ev.DeliveryChannel.ZIVVER,
+            delivered_by="officer-7",
+            delivered_at=NOW,
+        ),
         "dsr.request.deadline_extended.v1": ev.DeadlineExtended(
             request_id=REQUEST_ID,
             months=2,

@@ -269,6 +269,7 @@ def test_final_statuses() -> None:
         RequestStatus.PARTIALLY_COMPLETED,
         RequestStatus.FAILED,
         RequestStatus.REFUSED,
+        RequestStatus.DELIVERED,
     }
 
 

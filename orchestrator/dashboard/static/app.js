@@ -541,6 +541,10 @@ function text(form, name) {
   return value || null;
 }
 
+// A refusal's reason code and explanation: the same for the whole request and for one system.
+const refusalFields = () => [field("Reason", el("select", { name: "reason_code" }, options(REFUSAL_REASONS))), explanation()];
+const refusal = (form) => ({ reason_code: form.reason_code.value, explanation: text(form, "explanation") });
+
 // Per action: the form's title, its fields, the API path and the body it posts.
 const ACTIONS = {
   verify: {
@@ -556,18 +560,14 @@ const ACTIONS = {
   refuse: {
     title: "Refuse the request",
     path: "decisions",
-    fields: () => [field("Reason", el("select", { name: "reason_code" }, options(REFUSAL_REASONS))), explanation()],
-    body: (form) => ({ decision: "refuse", reason_code: form.reason_code.value, explanation: text(form, "explanation") }),
+    fields: refusalFields,
+    body: (form) => ({ decision: "refuse", ...refusal(form) }),
   },
   refuse_system: {
     title: "Refuse one system",
     path: "decisions",
-    fields: (r) => [
-      field("System", el("select", { name: "system" }, choices(r.next_step.refusable_systems))),
-      field("Reason", el("select", { name: "reason_code" }, options(REFUSAL_REASONS))),
-      explanation(),
-    ],
-    body: (form) => ({ decision: "refuse_system", system: form.system.value, reason_code: form.reason_code.value, explanation: text(form, "explanation") }),
+    fields: (r) => [field("System", el("select", { name: "system" }, choices(r.next_step.refusable_systems))), ...refusalFields()],
+    body: (form) => ({ decision: "refuse_system", system: form.system.value, ...refusal(form) }),
   },
   legal_hold: {
     title: "Legal hold on one system",
