@@ -1,10 +1,14 @@
 """Delivering the answer to the subject by e-mail over SMTP, and the one-time download codes.
 
 Art. 12(3) GDPR: a request is answered when the subject has the answer; Art. 12(1) allows
-"electronic means". A finished request's letters go to the subject's e-mail identifier as
-attachments; an access or portability request's export is not attached but linked: an expiring
-signed link (`orchestrator.artifacts.downloads`, at most a day) to a page that asks for a
-one-time code, sent in a second, separate e-mail. Whoever reads one e-mail alone gets nothing.
+"electronic means". A finished request's letters go to the requester (`answer_address`): for a
+request by the subject, to the subject's e-mail identifier, as attachments. A parent, guardian or
+representative has no e-mail address in the request, and the subject's own address is not
+theirs: those answers are not e-mailed but left to the officer (post, ZIVVER, in person: `dsr
+deliver`), the request saying why (`ForSomeoneElse`). An access or portability request's
+export is not attached but linked: an expiring signed link (`orchestrator.artifacts.downloads`,
+at most a day) to a page that asks for a one-time code, sent in a second, separate e-mail.
+Whoever reads one e-mail alone gets nothing.
 Art. 32 GDPR (security of processing) is why: an export is everything the controller holds.
 
 The code: 8 random digits (`secrets`), stored only as a SHA-256 hash beside the request id in
@@ -40,7 +44,13 @@ from orchestrator.lifecycle.delivery import ORCHESTRATOR, awaits_delivery
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.runtime.config import Settings
 from schemas.errors import DsrError
-from schemas.events import DeliveryChannel, DeliveryRecorded, IdentifierType, RequestType
+from schemas.events import (
+    DeliveryChannel,
+    DeliveryRecorded,
+    IdentifierType,
+    RequesterKind,
+    RequestType,
+)
 from schemas.primitives.sealing import DataKeys
 
 log = logging.getLogger("dsr.orchestrator")
@@ -84,6 +94,10 @@ _TEXTS = {
 
 class DeliveryError(DsrError):
     """The answer could not be e-mailed; the message names no address."""
+
+
+class ForSomeoneElse(DeliveryError):
+    """The request was made on the subject's behalf: its answer is not e-mailed to the subject."""
 
 
 class CodeRefused(DsrError):
@@ -185,17 +199,30 @@ def _digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def subject_address(state: RequestState) -> str | None:
-    """The e-mail address the answer goes to: the subject's first e-mail identifier."""
+def answer_address(state: RequestState) -> str | None:
+    """The e-mail address the answer goes to: the requester's; None when none is known.
+
+    For a request by the subject that is the subject's first e-mail identifier. A parent,
+    guardian or representative gets the letters (Art. 12(1) GDPR; EDPB Guidelines 01/2022 on
+    the right of access, requests via third parties) but the request holds no address of
+    theirs, so `ForSomeoneElse`: the subject's address is the wrong recipient, and the export
+    goes only to whom the mandate allows.
+    """
     request = state.request
     if request is None:
         return None
+    if request.requester.kind != RequesterKind.SELF:
+        who = request.requester.kind.value.replace("_", " ")
+        raise ForSomeoneElse(
+            f"the request was made by a {who}; the answer goes to them and the request holds no "
+            "e-mail address of theirs, so it is not e-mailed to the subject"
+        )
     addresses = request.subject.values(IdentifierType.EMAIL)
     return addresses[0] if addresses else None
 
 
 class Mailer:
-    """E-mails a finished request's answer to the subject (`deliver`)."""
+    """E-mails a finished request's answer to the requester (`deliver`)."""
 
     def __init__(self, settings: Settings, server: SmtpServer, downloads: Downloads) -> None:
         self.server = server
@@ -209,9 +236,12 @@ class Mailer:
     ) -> DeliveryRecorded | None:
         """E-mail the answer; the delivery to record, or None when there is nowhere to send it.
 
-        Raises `DeliveryError` when sending fails (the request stays undelivered)."""
-        address = subject_address(state)
-        if address is None or not awaits_delivery(state.status, state.delivery):
+        Raises `DeliveryError` when sending fails or must not happen (`ForSomeoneElse`): the
+        request stays undelivered and says why."""
+        if not awaits_delivery(state.status, state.delivery):
+            return None
+        address = answer_address(state)
+        if address is None:
             return None
         messages = self.compose(state, address, list(documents), now=datetime.now(UTC))
         await asyncio.to_thread(self.server.send, messages)
@@ -277,8 +307,9 @@ __all__ = [
     "CodeRefused",
     "DeliveryError",
     "DownloadCodes",
+    "ForSomeoneElse",
     "Mailer",
     "SmtpServer",
+    "answer_address",
     "mailer",
-    "subject_address",
 ]

@@ -49,7 +49,7 @@ from orchestrator.dashboard.model import (
 from orchestrator.dashboard.openapi import openapi_document
 from orchestrator.intake.client import PublishError, RequestPublisher
 from orchestrator.intake.publishers import LOCAL_KEYS_FILE, LOCAL_PUBLISHER
-from orchestrator.runtime.config import ConfigError, Settings
+from orchestrator.runtime.config import ConfigError, Settings, staff_id_problem
 from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.tasks import (
     TaskError,
@@ -79,8 +79,8 @@ STATIC = Path(__file__).parent / "static"
 PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/static/app.css"})
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 _SYSTEM = re.compile(SYSTEM_NAME_PATTERN)
-#: Who the dashboard records as deciding and verifying: its token is shared, so it knows no
-#: single officer (the timeline shows the step came from the dashboard).
+#: Who the dashboard records as deciding and verifying when it knows no person: its token is
+#: shared, so without a proxy's header or DSR_DASHBOARD_OFFICER the timeline says "dashboard".
 OFFICER = "dashboard"
 #: How far in the future a copy's destruction time may lie (clock skew of the browser).
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -134,7 +134,7 @@ class Dashboard:
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
             self._version = "0"
         self.verification = settings.policy().verification
-        self.officer = OFFICER
+        self.officer = settings.dashboard_officer or OFFICER
 
     @property
     def url(self) -> str:
@@ -421,14 +421,14 @@ class Dashboard:
         }
 
     def _decision(
-        self, status: RequestStatusChanged, body: DecisionBody
+        self, status: RequestStatusChanged, body: DecisionBody, officer: str
     ) -> DecisionRecorded | web.Response:
         try:
             event = DecisionRecorded.model_validate(
                 {
                     **body.model_dump(exclude_none=True),
                     "request_id": status.request_id,
-                    "decided_by": self.officer,
+                    "decided_by": officer,
                     "decided_at": datetime.now(UTC),
                 }
             )
@@ -439,7 +439,7 @@ class Dashboard:
         return event
 
     def _verification(
-        self, status: RequestStatusChanged, body: VerificationBody
+        self, status: RequestStatusChanged, body: VerificationBody, officer: str
     ) -> IdentityVerified | web.Response:
         # Art. 12(6) GDPR, EDPB Guidelines 01/2022 section 3.3: only the methods the policy
         # accepts for the right count; any other keeps the request waiting.
@@ -453,12 +453,12 @@ class Dashboard:
             request_id=status.request_id,
             method=body.method,
             verified_at=now,
-            verified_by=self.officer,
+            verified_by=officer,
             copy_destroyed_at=body.copy_destroyed_at,
         )
 
     def _extension(
-        self, status: RequestStatusChanged, body: ExtensionBody
+        self, status: RequestStatusChanged, body: ExtensionBody, officer: str
     ) -> DeadlineExtended | web.Response:
         kinds = identifier_kinds(body.reason)
         if kinds:
@@ -472,7 +472,7 @@ class Dashboard:
             months=body.months,
             reason=body.reason,
             extended_at=datetime.now(UTC),
-            extended_by=self.officer,
+            extended_by=officer,
         )
 
     async def _officer_step(self, request: web.Request) -> web.Response:
@@ -497,10 +497,33 @@ class Dashboard:
         step = action(body) if callable(action) else action
         if (refused := _not_offered(status, cast(Action, step))) is not None:
             return refused
-        event = build(status, body)
+        officer = self._officer(request)
+        if isinstance(officer, web.Response):
+            return officer
+        event = build(status, body, officer)
         if isinstance(event, web.Response):
             return event
         return await self._publish(event, publish)
+
+    def _officer(self, request: web.Request) -> str | web.Response:
+        """Who takes this step: the signed-in person the proxy names in DSR_DASHBOARD_USER_HEADER
+        (only when the operator set it), else DSR_DASHBOARD_OFFICER, else "dashboard".
+
+        The id reaches status events, so it must be a staff id, never an e-mail address or
+        another identifier; a refusal never repeats the header's value."""
+        header = self.settings.dashboard_user_header
+        user = request.headers.get(header, "").strip() if header else ""
+        if not user:
+            return self.officer
+        problem = staff_id_problem(user)
+        if problem is not None:
+            log.warning("officer's step refused: header %s holds no staff id", header)
+            return _problem(
+                403,
+                f"the signed-in user in header {header} is not a staff id: {problem}; configure "
+                "the proxy to pass the staff id",
+            )
+        return user
 
     async def _publish(
         self, event: _Event, publish: Callable[[RequestPublisher, _Event], None]

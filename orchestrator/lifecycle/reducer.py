@@ -715,7 +715,7 @@ def tick(state: RequestState, ctx: Context) -> tuple[RequestState, Effects]:
                 ctx,
                 effects,
                 reason=f"personal data destroyed (crypto-shredded) {ctx.policy.shred_after} "
-                "after the request was final",
+                f"after the request was {'delivered' if state.delivery else 'final'}",
             )
             effects.shred = True
             return shredded(state, ctx.now), effects
@@ -750,9 +750,8 @@ def next_check(state: RequestState, policy: Policy) -> datetime | None:
     if state.request is None or state.deadline is None:
         return None
     deadline = state.deadline
-    shred = shred_at(state, policy)  # answered, not delivered: shredded all the same
-    times = [shred] if shred is not None else []
-    times += [
+    # No shredding here: a request still open, or answered but not delivered, is never due.
+    times = [
         p.updated_at + policy.task_timeout
         for p in state.systems.values()
         if p.status == "dispatched" and p.updated_at is not None
@@ -773,15 +772,31 @@ def next_check(state: RequestState, policy: Policy) -> datetime | None:
 
 
 def shred_at(state: RequestState, policy: Policy) -> datetime | None:
-    """When a final request's personal data is due for destruction; None: never (again)."""
+    """When a final request's personal data is due for destruction; None: never (again), or not
+    while its answer awaits delivery.
+
+    The retention period counts from delivery for requests with an answer to deliver: until the
+    subject has it the request is not answered (Art. 12(3) GDPR), and shredding earlier would
+    destroy the export the delivery links to. A request that failed (nothing to deliver) counts
+    from when it finished. Never before either moment: a delivery recorded as earlier (an
+    officer's date of posting) does not shorten the period.
+
+    The timer's view of a final state (`lifecycle.state.watch_view`: no request body, no
+    delivery) gets the time from finishing: only when to look, never later than the real time;
+    `tick` decides on the whole state.
+    """
     if (
         not state.is_final
         or state.shredded_at is not None
         or state.finished_at is None
         or policy.shred_after is None
+        or (state.request is not None and delivery.awaits_delivery(state.status, state.delivery))
     ):
         return None
-    return policy.shred_after.after(state.finished_at)
+    start = state.finished_at
+    if state.delivery is not None:
+        start = max(start, state.delivery.delivered_at)
+    return policy.shred_after.after(start)
 
 
 def shredded(state: RequestState, now: datetime) -> RequestState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from orchestrator.lifecycle.deadlines import DEFAULT_ZONE, DeadlinePolicy, Period, time_zone
 from orchestrator.lifecycle.reducer import Policy
 from orchestrator.lifecycle.verification import VerificationPolicy
+from orchestrator.status.masking import identifier_kinds
 from schemas.errors import DsrError
 from schemas.events import RequestType
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeys, SealingError, bus_key
 from schemas.primitives.signing import PublisherKeyError, RequestVerifier
+
+#: A staff id as decisions record it (`decided_by`, `verified_by`, `extended_by`): short, letters,
+#: digits and `._-`. No `@`: an e-mail address is personal data and status events carry the id.
+STAFF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def staff_id_problem(value: str) -> str | None:
+    """Why `value` is not a staff id a status event may carry; None when it is one.
+
+    The answer never repeats `value` (it may be an e-mail address or a BSN)."""
+    kinds = identifier_kinds(value)
+    if kinds:
+        return (
+            f"it looks like personal data ({', '.join(kinds)}); use a staff id such as 'officer-7'"
+        )
+    if not STAFF_ID.match(value):
+        return (
+            "a staff id is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or "
+            "digit, e.g. 'officer-7'"
+        )
+    return None
 
 
 class Settings(BaseSettings):
@@ -170,6 +193,19 @@ class Settings(BaseSettings):
         description="Serve the dashboard without a token: only behind a proxy that "
         "authenticates, or on loopback (`dsr demo` does).",
     )
+    dashboard_user_header: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The request header in which the reverse proxy in front of the dashboard "
+        "passes the signed-in person's staff id (e.g. X-Forwarded-User); decisions, "
+        "verifications and extensions are then recorded as theirs. Only set it behind a proxy "
+        "that authenticates and strips this header from clients' requests.",
+    )
+    dashboard_officer: str | None = Field(
+        None,
+        description="The staff id decisions from the dashboard are recorded as when no proxy "
+        "header names the person (a single-officer setup); unset: 'dashboard'.",
+    )
     dashboard_lag_interval_seconds: float = Field(
         15.0, gt=0, description="How often the dashboard measures consumer lag."
     )
@@ -205,6 +241,14 @@ class Settings(BaseSettings):
     def _shred_after_parses(cls, value: str) -> str:
         if value.strip().lower() != "never":
             Period.parse(value)
+        return value
+
+    @field_validator("dashboard_officer")
+    @classmethod
+    def _officer_is_staff_id(cls, value: str | None) -> str | None:
+        problem = None if value is None else staff_id_problem(value)
+        if problem is not None:
+            raise ValueError(f"DSR_DASHBOARD_OFFICER is not a staff id: {problem}")
         return value
 
     @field_validator("dashboard_token")
@@ -351,4 +395,4 @@ def _kafka_problems(kafka: KafkaSettings) -> list[str]:
     return problems
 
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["STAFF_ID", "ConfigError", "Settings", "load_settings", "staff_id_problem"]

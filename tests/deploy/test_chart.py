@@ -218,6 +218,14 @@ def test_schema_refuses_a_wrong_type_with_a_clear_message(helm: Helm) -> None:
         ({"kafka.sasl.mechanism": "GSSAPI"}, "kafka.sasl.mechanism"),
         ({"securityContext.runAsNonRoot": "false"}, "securityContext.runAsNonRoot"),
         ({"topics.retentionMs.dsr\\.typo\\.v1": "1"}, "topics.retentionMs"),
+        # Delivery and attribution (issue 13): e-mail needs a From address, the link lives at
+        # most a day, and the officer's id is a staff id, never an e-mail address.
+        ({"config.smtp.host": "smtp.example.com"}, "config.smtp.from (the From address) is"),
+        ({"config.smtp.from": "not an address"}, "from"),
+        ({"config.deliveryLinkHours": "48"}, "deliveryLinkHours"),
+        ({"dashboard.officer": "anna@example.nl"}, "officer"),
+        ({"dashboard.userHeader": "X Forwarded User"}, "userHeader"),
+        ({"config.publicUrl": "privacy.example.com"}, "publicUrl"),
     ],
 )
 def test_values_that_cannot_work_are_refused(
@@ -269,3 +277,41 @@ def test_production_values_scale_each_connector_group_alone(helm: Helm) -> None:
         find(manifests, "ServiceMonitor", "dsr-orchestrator")["spec"]["endpoints"][0]["path"]
         == "/metrics"
     )
+
+
+def test_production_values_configure_verification_delivery_and_attribution(helm: Helm) -> None:
+    """Issue 13's settings reach every process: the policy, e-mail delivery (the password only
+    from a Secret) and the dashboard's signed-in officer header."""
+    manifests = helm.template(PRODUCTION_VALUES)
+    for c in containers(manifests):
+        if c.where.startswith("Job"):
+            continue  # the topics Job runs no application
+        env = c.env()
+        assert env["DSR_APPROVAL_REQUIRED"]["value"] == "erasure", c.where
+        assert env["DSR_VERIFICATION_POLICY"]["value"] == "", c.where  # the defaults
+        assert env["DSR_REMINDER_AFTER_DAYS"]["value"] == "14", c.where
+        assert env["DSR_WAITING_WARNING_DAYS"]["value"] == "14", c.where
+        assert env["DSR_PUBLIC_URL"]["value"] == "https://privacy.webwinkel.example", c.where
+        assert env["DSR_DELIVERY_LINK_HOURS"]["value"] == "24", c.where
+        assert env["DSR_SMTP_HOST"]["value"] == "smtp.webwinkel.example", c.where
+        assert env["DSR_SMTP_PORT"]["value"] == "587", c.where
+        assert env["DSR_SMTP_FROM"]["value"] == "privacy@webwinkel.example", c.where
+        assert env["DSR_SMTP_STARTTLS"]["value"] == "true", c.where
+        assert env["DSR_SMTP_USERNAME"]["value"] == "dsr-orchestrator", c.where
+        ref = env["DSR_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "dsr-smtp", "key": "password"}, c.where
+        assert env["DSR_DASHBOARD_USER_HEADER"]["value"] == "X-Forwarded-User", c.where
+        assert "DSR_DASHBOARD_OFFICER" not in env, c.where
+
+
+def test_default_values_send_no_email_and_name_no_officer(helm: Helm) -> None:
+    for c in containers(helm.template()):
+        names = set(c.env())
+        assert not {n for n in names if n.startswith("DSR_SMTP_")}, c.where
+        assert not names & {"DSR_PUBLIC_URL", "DSR_DASHBOARD_USER_HEADER", "DSR_DASHBOARD_OFFICER"}
+
+
+def test_a_single_officer_setup_records_the_fixed_staff_id(helm: Helm) -> None:
+    manifests = helm.template(sets={"dashboard.officer": "officer-7"})
+    dashboard = next(c for c in containers(manifests) if "-dashboard" in c.where)
+    assert dashboard.env()["DSR_DASHBOARD_OFFICER"]["value"] == "officer-7"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,9 @@ import pytest
 from orchestrator.artifacts.letters import AP_COMPLAINT_URL
 from orchestrator.intake.client import RequestPublisher
 from orchestrator.intake.publishers import IssuedKey, create_publisher
+from orchestrator.runtime import demo
+from orchestrator.runtime.config import Settings
+from orchestrator.runtime.stack import Stack
 from schemas.events import (
     DeadLetter,
     DecisionRecorded,
@@ -29,6 +33,7 @@ from schemas.events import (
 from schemas.topics import DEAD_LETTER, REQUEST_EVENT_TYPES
 from tests.e2e.conftest import System, read_topic
 from tests.e2e.test_pipeline import ANNA, new_request, rows_for
+from tests.e2e.test_verification import _tasks
 
 pytestmark = pytest.mark.broker
 
@@ -185,3 +190,82 @@ def test_decision_by_a_publisher_not_allowed_to_decide_is_dead_lettered(running:
         assert letter.stage == "signature" and "may not publish" in letter.reason
         assert "dsr.request.decision_recorded.v1" in letter.reason
     running.wait_for(request_id, lambda s: s.status == RequestStatus.AWAITING_VERIFICATION)
+
+
+def test_art_12_5_a_fee_waits_and_proceeds_after_payment(
+    running: System, desk: RequestPublisher
+) -> None:
+    """Art. 12(5)(a) GDPR: for a manifestly unfounded or excessive request the controller may
+    "charge a reasonable fee taking into account the administrative costs"; nothing is carried
+    out until the payment is confirmed (`fee_paid`), then the request goes on as any other."""
+    request_id = waiting(running, ["crm"])
+    desk.publish_decision(decision(request_id, "fee", fee_eur=15))
+    view = running.wait_for(request_id, lambda s: s.trigger == StatusTrigger.DECIDED)
+    charged = view.history[request_id][-1]
+    assert charged.reason and "EUR 15" in charged.reason and "12(5)(a)" in charged.reason
+    assert charged.reason.endswith(f"by {OFFICER}")
+    desk.verify_identity(verified(request_id))
+    running.wait_for(request_id, lambda s: s.status == RequestStatus.AWAITING_FEE)
+    time.sleep(2)  # give a wrongly eager orchestrator time to fan out
+    assert _tasks(running, request_id) == []
+    running.wait_for(request_id, lambda s: s.status == RequestStatus.AWAITING_FEE)
+
+    desk.publish_decision(decision(request_id, "fee_paid"))
+    final = running.wait_final(request_id)
+    assert final.status == RequestStatus.COMPLETED
+    assert {t.system for t in _tasks(running, request_id)} == {"crm"}
+    history = running.wait_for(request_id, lambda s: s.status.is_final).history[request_id]
+    statuses = [e.status for e in history]
+    assert statuses.index(RequestStatus.AWAITING_FEE) < statuses.index(RequestStatus.IN_PROGRESS)
+    for event in history:
+        assert ANNA not in event.model_dump_json()
+
+
+def test_approval_required_erasure_waits_for_approve(tmp_path: Path) -> None:
+    """DSR_APPROVAL_REQUIRED=erasure: a verified erasure is not carried out (and no data is
+    erased) until an officer publishes `approve`; then it fans out and completes."""
+    systems_dir = demo.seed(tmp_path / "systems")
+    settings = Settings(
+        register_file=demo.sql_register_path(),
+        data_dir=tmp_path / "data",
+        tick_interval_seconds=0.5,
+        approval_required="erasure",
+    )
+    env = {"DSR_DEMO_DIR": str(systems_dir)}
+    scope = ["crm", "mailing"]
+    before = rows_for(systems_dir, ANNA)
+    assert all(before[name] > 0 for name in scope)
+    request = new_request("erasure", ANNA, scope=scope)  # verified: only the approval is missing
+    request_id = request.request_id
+    with Stack(settings, log_dir=tmp_path / "logs", extra_env=env) as stack:
+        assert stack.local_publisher is not None  # it may decide
+        system = System(
+            stack,
+            stack.settings.kafka,
+            systems_dir,
+            tmp_path / "data",
+            tmp_path / "logs",
+            tmp_path,
+            stack.local_publisher,
+        )
+        with system.publisher() as publisher:
+            publisher.publish(request)
+            awaiting = RequestStatus.AWAITING_APPROVAL
+            system.wait_for(request_id, lambda s: s.status == awaiting, timeout=90)
+            time.sleep(2)  # give a wrongly eager orchestrator time to fan out
+            assert _tasks(system, request_id) == []
+            assert rows_for(systems_dir, ANNA) == before  # nothing erased yet
+            system.wait_for(request_id, lambda s: s.status == awaiting)
+
+            publisher.publish_decision(decision(request_id, "approve"))
+        final = system.wait_final(request_id, timeout=90)
+        assert final.status == RequestStatus.COMPLETED
+        assert {t.system for t in _tasks(system, request_id)} == set(scope)
+        history = system.wait_for(request_id, lambda s: s.status.is_final).history[request_id]
+        approved = next(e for e in history if e.previous_status == awaiting)
+        assert approved.trigger == StatusTrigger.DECIDED
+        assert (
+            approved.reason and approved.reason.startswith("approve") and OFFICER in approved.reason
+        )
+    after = rows_for(systems_dir, ANNA)
+    assert all(after[name] == 0 for name in scope)

@@ -9,7 +9,9 @@ screenshot in test-artifacts/ for a person to look at.
 from __future__ import annotations
 
 import zipfile
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pytest
@@ -18,8 +20,10 @@ from orchestrator.artifacts import letters as documents
 from orchestrator.artifacts.certificate import CertificateIssuer, build_certificate, render_html
 from orchestrator.artifacts.export import render_report, write_export
 from orchestrator.artifacts.render import LANGUAGES, environment, texts
+from orchestrator.lifecycle.reducer import submit
 from schemas.events import (
     Counts,
+    DecisionRecorded,
     Evidence,
     OutcomeStatus,
     RequestStatus,
@@ -28,9 +32,15 @@ from schemas.events import (
 )
 from schemas.register import parse_register
 from tests.browser import artifacts_dir, chromium
-from tests.orchestrator import test_certificate, test_documents, test_export
+from tests.orchestrator import test_certificate, test_documents, test_export, test_lifecycle
 
 HOSTILE = '<script>alert("x")</script>'
+EXPLANATION = "U vroeg dit jaar al elf keer om inzage in dezelfde gegevens."
+#: What the ID-request letter must show (the copy's blacked-out parts and the KopieID app).
+ID_REQUEST_WORDS = {
+    "nl": ("KopieID", "BSN", "MRZ", "pasfoto"),
+    "en": ("KopieID", "BSN", "MRZ", "passport photo"),
+}
 ESCAPED = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
 
 
@@ -125,6 +135,32 @@ def _pages(tmp_path: Path) -> dict[str, Path]:
             ),
         },
     )
+    for language in LANGUAGES:  # an unverified erasure: the ID request at once
+        waiting, _ = submit(
+            None, test_lifecycle.request(False, language=language), test_lifecycle.ctx()
+        )
+        assert waiting is not None
+        pages[f"id_request-{language}"] = documents.write(
+            "id_request", waiting, register, tmp_path / f"letters-{language}", now=now
+        )
+    refused_by_officer = test_documents._state(
+        RequestType.ACCESS,
+        RequestStatus.REFUSED,
+        systems={},
+        decisions=[
+            DecisionRecorded(
+                request_id="req-77",
+                decision="refuse",  # type: ignore[arg-type]
+                reason_code="excessive",  # type: ignore[arg-type]
+                explanation=EXPLANATION,
+                decided_by="officer-42",
+                decided_at=now - timedelta(hours=1),
+            )
+        ],
+    )
+    pages["refusal-excessive-nl"] = documents.write(
+        "refusal", refused_by_officer, register, tmp_path / "letters-decided", now=now
+    )
     for name, kind, state in (
         ("refusal-nl", "refusal", refused),
         ("confirmation-en", "confirmation", confirmed),
@@ -162,7 +198,32 @@ def test_documents_render_in_chromium_and_are_saved_as_screenshots(tmp_path: Pat
                 body = page.locator("body").inner_text()
                 assert "invoices" in body and "2033-01-31" in body  # the retained item
                 assert test_certificate.EMAIL.lower() not in body.lower()
+            if name.startswith("id_request"):
+                _check_id_request(page, name.rsplit("-", 1)[1])
+            if name == "refusal-excessive-nl":
+                reason = page.locator('[data-reason="refusal"][data-code="excessive"]')
+                assert reason.is_visible()
+                assert "buitensporig" in reason.inner_text() and EXPLANATION in reason.inner_text()
+                complaint = page.locator("[data-complaint]")
+                assert complaint.is_visible() and "artikel 35" in complaint.inner_text()
             shot = out / f"{name}.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000, name  # a real rendering, not a blank page
         assert errors == []
+
+
+def _check_id_request(page: Any, language: str) -> None:
+    """Art. 12(6) GDPR: the ID request names the accepted methods and, for a copy of an ID
+    document, that the photo, MRZ, document number and BSN are blacked out (Art. 46 UAVG: the
+    BSN only where a law allows its use), with the government's KopieID app; no identifier of
+    the subject."""
+    heading = page.locator('h1[data-document="id_request"]')
+    assert heading.is_visible()
+    redact = page.locator("[data-redact]")
+    assert redact.is_visible() and page.locator("[data-kopieid]").is_visible()
+    shown = redact.inner_text()
+    for word in ID_REQUEST_WORDS[language]:
+        assert word in shown, (language, word)
+    assert page.locator('[data-method="id_document"]').is_visible()
+    assert page.locator("[data-destroyed]").is_visible()
+    assert test_lifecycle.EMAIL not in page.locator("body").inner_text()

@@ -160,6 +160,55 @@ Call with (dict "root" $ "component" "orchestrator").
 - name: DSR_BUS_KEY_FILE
   value: {{ printf "%s/%s" $paths.busKey .Values.secrets.busKey.key | quote }}
 {{- end }}
+- name: DSR_VERIFICATION_POLICY
+  value: {{ $c.verificationPolicy | quote }}
+- name: DSR_APPROVAL_REQUIRED
+  value: {{ $c.approvalRequired | quote }}
+- name: DSR_REMINDER_AFTER_DAYS
+  value: {{ $c.reminderAfterDays | quote }}
+- name: DSR_WAITING_WARNING_DAYS
+  value: {{ $c.waitingWarningDays | quote }}
+- name: DSR_DELIVERY_LINK_HOURS
+  value: {{ $c.deliveryLinkHours | quote }}
+{{- with $c.publicUrl }}
+- name: DSR_PUBLIC_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- include "dsr.smtpEnv" . }}
+{{- with .Values.dashboard.userHeader }}
+- name: DSR_DASHBOARD_USER_HEADER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.dashboard.officer }}
+- name: DSR_DASHBOARD_OFFICER
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* E-mail delivery of answers (orchestrator/artifacts/delivery.py); nothing without a host. */}}
+{{- define "dsr.smtpEnv" -}}
+{{- $s := .Values.config.smtp -}}
+{{- if $s.host }}
+- name: DSR_SMTP_HOST
+  value: {{ $s.host | quote }}
+- name: DSR_SMTP_PORT
+  value: {{ $s.port | quote }}
+- name: DSR_SMTP_FROM
+  value: {{ required "config.smtp.from (the From address) is required when config.smtp.host is set" $s.from | quote }}
+- name: DSR_SMTP_STARTTLS
+  value: {{ $s.starttls | quote }}
+{{- with $s.username }}
+- name: DSR_SMTP_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if $s.passwordSecret.name }}
+- name: DSR_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $s.passwordSecret.name }}
+      key: {{ $s.passwordSecret.key }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* Credentials for ${VAR} references in the register, as environment variables. */}}
