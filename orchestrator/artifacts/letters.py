@@ -40,7 +40,14 @@ from orchestrator.artifacts.render import Language, render_document, texts
 from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
-from schemas.events import OutcomeStatus, Requester, RequestStatus, RequestType, SystemProgress
+from schemas.events import (
+    DecisionKind,
+    OutcomeStatus,
+    Requester,
+    RequestStatus,
+    RequestType,
+    SystemProgress,
+)
 from schemas.primitives.files import atomic_write
 from schemas.register import Register
 
@@ -48,7 +55,9 @@ from schemas.register import Register
 #: names the remedies (Art. 12(4) GDPR).
 AP_COMPLAINT_URL = f"{AP_URL}/nl/zelf-doen/gebruik-uw-privacyrechten/klacht-indienen-bij-de-ap"
 
-DocumentKind = Literal["refusal", "missing", "confirmation", "extension", "id_request", "reminder"]
+DocumentKind = Literal[
+    "refusal", "missing", "confirmation", "extension", "id_request", "reminder", "fee"
+]
 
 #: Requests whose completion is confirmed by letter (access has its export, erasure its
 #: certificate).
@@ -113,6 +122,9 @@ def render(
         # Officers' decisions: the refusal's code and explanation, and per system a refusal
         # or a legal hold (`orchestrator.lifecycle.decisions`).
         refusal=decisions.refusal(state.decisions),
+        fee=next(
+            (d.fee_eur for d in reversed(state.decisions) if d.decision == DecisionKind.FEE), None
+        ),
         decided={n: decisions.system_decision(n, state.decisions) for n in state.systems},
         now=now,
     )

@@ -494,6 +494,8 @@ def record_decision(
         return state, effects
     assert state is not None
     state.decisions.append(event)
+    if verdict.action == "fee":  # Art. 12(5)(a): the subject is told the amount at once
+        effects.notices.append("fee")
     if verdict.action == "refuse":
         _finish(state, RequestStatus.REFUSED, verdict.reason, ctx, effects)
     elif verdict.action == "system":

@@ -378,6 +378,22 @@ def test_art_12_4_partial_answer_names_the_refused_system_and_why() -> None:
     assert letters.AP_COMPLAINT_URL in page
 
 
+@pytest.mark.parametrize(
+    ("language", "words"), [("nl", "artikel 12, lid 5, onder a"), ("en", "Article\n    12(5)(a)")]
+)
+def test_art_12_5_a_fee_letter_goes_out_at_once_with_the_amount(language: str, words: str) -> None:
+    """A fee decision asks for the fee letter at once: the amount, why (Art. 12(5)(a) GDPR),
+    how to pay and the remedy; the request waits for payment."""
+    state, _ = submit(None, request(verified=False, language=language), ctx())
+    state, effects = record_decision(state, decision("fee", fee_eur=25), ctx())
+    assert effects.notices == ["fee"]
+    assert state is not None
+    page = letters.render("fee", state, REGISTER, now=NOW)
+    assert "data-fee" in page and "EUR 25" in page
+    assert " ".join(words.split()) in " ".join(page.split())
+    assert "p@example.nl" not in page and OFFICER not in page
+
+
 # --- who may decide --------------------------------------------------------------------------
 
 
