@@ -27,6 +27,7 @@ from orchestrator.status.view import StatusView
 from schemas.events import (
     Counts,
     DecisionKind,
+    DeliveryChannel,
     Evidence,
     HoldReason,
     OutcomeStatus,
@@ -123,11 +124,19 @@ class ResultFile(_Model):
     href: str
 
 
-#: What an officer can do on a request's page: a decision kind, `verify` or `extend`.
+#: What an officer can do on a request's page: a decision kind, `verify`, `extend`, `deliver`.
 Action = Literal[
-    "verify", "approve", "refuse", "refuse_system", "legal_hold", "fee", "fee_paid", "extend"
+    "verify",
+    "approve",
+    "refuse",
+    "refuse_system",
+    "legal_hold",
+    "fee",
+    "fee_paid",
+    "extend",
+    "deliver",
 ]
-StepCode = Literal["verify", "approve", "fee", "manual_tasks", "overdue", "wait", "none"]
+StepCode = Literal["verify", "approve", "fee", "manual_tasks", "deliver", "overdue", "wait", "none"]
 
 
 class NextStep(_Model):
@@ -238,6 +247,13 @@ class ExtensionBody(_Body):
     reason: str = Field(
         min_length=10, max_length=1000, description="As the subject will be told; no personal data."
     )
+
+
+class DeliveryBody(_Body):
+    """Record that the answer reached the subject (Art. 12(3) GDPR); published as
+    `DeliveryRecorded`."""
+
+    channel: DeliveryChannel = Field(description="How: post, zivver, in_person or email.")
 
 
 class EventPublished(_Model):
@@ -459,6 +475,13 @@ def next_step(status: RequestStatusChanged, *, now: datetime) -> NextStep:
     the subject "within one month of receipt of the request", so once the deadline has passed
     an extension could only hide the breach.
     """
+    if status.status in DELIVERABLE and status.delivered_at is None:
+        # Art. 12(3): answered only when the subject has it; the clock runs until then.
+        overdue = status.overdue or is_overdue(status.deadline, now)
+        text = "Answer ready: deliver it to the requester and record how"
+        if overdue:
+            text = f"Overdue since {status.deadline.date()}. {text}"
+        return NextStep(code="overdue" if overdue else "deliver", text=text, actions=["deliver"])
     if status.status.is_final:
         done = "Refused" if status.status == RequestStatus.REFUSED else "Finished"
         return NextStep(code="none", text=f"{done}: nothing left to do", actions=[])

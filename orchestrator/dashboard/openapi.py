@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from orchestrator.dashboard.model import (
     STATUS_GROUPS,
     DecisionBody,
+    DeliveryBody,
     EventPublished,
     ExtensionBody,
     Problem,
@@ -31,13 +32,14 @@ _MODELS: tuple[type[BaseModel], ...] = (
     TaskRecorded,
     DecisionBody,
     VerificationBody,
+    DeliveryBody,
     ExtensionBody,
     EventPublished,
     Problem,
 )
 #: Request bodies: their schemas describe what is accepted (validation mode).
 _BODIES: frozenset[type[BaseModel]] = frozenset(
-    {TaskCompletion, DecisionBody, VerificationBody, ExtensionBody}
+    {TaskCompletion, DecisionBody, VerificationBody, ExtensionBody, DeliveryBody}
 )
 
 
@@ -242,10 +244,18 @@ def _officer_paths() -> dict[str, Any]:
         ExtensionBody,
         "The months or reason are invalid, or the reason holds personal data.",
     )
+    deliver = _officer_step(
+        "Record that the answer reached the requester and how: post, ZIVVER, in person or "
+        "e-mail (Art. 12(3) GDPR: answered when delivered; as `dsr deliver`).",
+        "recordDelivery",
+        DeliveryBody,
+        "The channel is unknown.",
+    )
     return {
         "/api/requests/{request_id}/decisions": {"post": decide},
         "/api/requests/{request_id}/verifications": {"post": verify},
         "/api/requests/{request_id}/extensions": {"post": extend},
+        "/api/requests/{request_id}/deliveries": {"post": deliver},
     }
 
 

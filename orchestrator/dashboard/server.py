@@ -34,6 +34,7 @@ from orchestrator.dashboard.metrics import DashboardCollector, registry
 from orchestrator.dashboard.model import (
     Action,
     DecisionBody,
+    DeliveryBody,
     EventPublished,
     ExtensionBody,
     Problem,
@@ -65,6 +66,7 @@ from schemas.events import (
     DeadlineExtended,
     DecisionKind,
     DecisionRecorded,
+    DeliveryRecorded,
     IdentityVerified,
     RequestStatusChanged,
 )
@@ -163,6 +165,7 @@ class Dashboard:
             web.post("/api/requests/{request_id}/decisions", self._officer_step),
             web.post("/api/requests/{request_id}/verifications", self._officer_step),
             web.post("/api/requests/{request_id}/extensions", self._officer_step),
+            web.post("/api/requests/{request_id}/deliveries", self._officer_step),
             web.get("/api/requests/{request_id}/files/{name}", self._file),
             web.get("/api/downloads/{token}", self._download),
             web.get("/api/events", self._events),
@@ -418,6 +421,11 @@ class Dashboard:
                 self._extension,
                 RequestPublisher.extend_deadline,
             ),
+            "deliveries": (
+                (DeliveryBody, "delivery", "deliver"),
+                self._delivery,
+                RequestPublisher.record_delivery,
+            ),
         }
 
     def _decision(
@@ -455,6 +463,16 @@ class Dashboard:
             verified_at=now,
             verified_by=officer,
             copy_destroyed_at=body.copy_destroyed_at,
+        )
+
+    def _delivery(
+        self, status: RequestStatusChanged, body: DeliveryBody, officer: str
+    ) -> DeliveryRecorded:
+        return DeliveryRecorded(
+            request_id=status.request_id,
+            channel=body.channel,
+            delivered_by=officer,
+            delivered_at=datetime.now(UTC),
         )
 
     def _extension(

@@ -46,11 +46,21 @@ def test_art_12_5_refuse_from_the_page_refuses_the_request(
             page.click(f"{form} button")
         assert answer.value.status == 202
         page.wait_for_selector('#d-title .status[data-status="refused"]')
-        page.wait_for_selector('#d-next .next[data-step="none"]')
-        assert page.locator("form.decision").count() == 0  # nothing left to decide
+        # Art. 12(3): the refusal is an answer too, and counts once the requester has it.
+        page.wait_for_selector('#d-next .next[data-step="deliver"]')
+        deliver = 'form.decision[data-action="deliver"]'
+        assert page.locator("form.decision").count() == 1  # only the delivery is left
         reasons = page.inner_text("#d-timeline")
         assert "manifestly_unfounded" in reasons and "by dashboard" in reasons
         _screenshot(page, tmp_path, "dashboard-officer-refused.png")
+        page.select_option(f"{deliver} select[name=channel]", "post")
+        with page.expect_response(lambda r: r.url.endswith("/deliveries")) as answer:
+            page.click(f"{deliver} button")
+        assert answer.value.status == 202
+        page.wait_for_selector('#d-title .status[data-status="delivered"]')
+        page.wait_for_selector('#d-next .next[data-step="none"]')
+        assert page.locator("form.decision").count() == 0  # nothing left to do
+        _screenshot(page, tmp_path, "dashboard-officer-delivered.png")
 
 
 def test_art_12_6_verify_from_the_page_fans_the_request_out(

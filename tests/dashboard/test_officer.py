@@ -21,6 +21,7 @@ from orchestrator.intake.client import PublishError
 from schemas.events import (
     DeadlineExtended,
     DecisionRecorded,
+    DeliveryRecorded,
     IdentityVerified,
     RequestStatusChanged,
     RequestType,
@@ -101,11 +102,50 @@ def test_art_12_3_extension_offered_once_and_only_before_the_deadline() -> None:
     assert after.code == "overdue" and "extend" not in after.actions
 
 
-def test_finished_requests_need_nothing() -> None:
-    done = next_step(status_event("d-1", status="completed", received_days_ago=2), now=NOW)
+def test_delivered_and_failed_requests_need_nothing() -> None:
+    delivered = status_event(
+        "d-1",
+        status="delivered",
+        received_days_ago=2,
+        delivered_at=NOW,
+        delivery_channel="post",
+    )
+    done = next_step(delivered, now=NOW)
     assert (done.code, done.actions) == ("none", [])
-    refused = next_step(status_event("d-2", status="refused", received_days_ago=2), now=NOW)
-    assert refused.text == "Refused: nothing left to do"
+    failed = next_step(status_event("d-2", status="failed", received_days_ago=2), now=NOW)
+    assert (failed.code, failed.actions) == ("none", [])
+
+
+def test_art_12_3_an_undelivered_answer_asks_to_deliver_it() -> None:
+    """Art. 12(3) GDPR: a completed or refused request is answered only once the requester
+    has it, so the page asks to deliver it (and says so when the deadline has passed)."""
+    for status in ("completed", "partially_completed", "refused"):
+        step = next_step(status_event("u-1", status=status, received_days_ago=2), now=NOW)
+        assert (step.code, step.actions) == ("deliver", ["deliver"])
+    late = next_step(status_event("u-2", status="completed", received_days_ago=40), now=NOW)
+    assert late.code == "overdue" and late.text.startswith("Overdue since")
+
+
+def test_art_12_3_delivery_is_recorded_as_the_cli_does(
+    tmp_path: Path, published: list[Any]
+) -> None:
+    dashboard = make(tmp_path)
+    show(dashboard, status_event("u-3", status="completed", received_days_ago=2))
+    show(dashboard, waiting("u-4", "awaiting_verification"))
+
+    async def scenario(client: TestClient) -> None:
+        status, answer = await post(client, "/api/requests/u-3/deliveries", {"channel": "post"})
+        assert status == 202, answer
+        assert answer["event"] == "dsr.request.delivery_recorded.v1"
+        status, answer = await post(client, "/api/requests/u-4/deliveries", {"channel": "post"})
+        assert status == 409, answer  # nothing to deliver yet
+        status, _ = await post(client, "/api/requests/u-3/deliveries", {"channel": "pigeon"})
+        assert status == 400
+
+    run(dashboard, scenario)
+    [event] = published
+    assert isinstance(event, DeliveryRecorded)
+    assert (event.request_id, event.channel, event.delivered_by) == ("u-3", "post", "dashboard")
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -131,7 +171,7 @@ class Recorder:
             raise PublishError(Recorder.fail)
         Recorder.published.append(event)
 
-    publish_decision = verify_identity = extend_deadline = _keep
+    publish_decision = verify_identity = extend_deadline = record_delivery = _keep
 
 
 @pytest.fixture

@@ -587,6 +587,12 @@ const ACTIONS = {
     body: (form) => ({ decision: "fee", fee_eur: Number(form.fee_eur.value) }),
   },
   fee_paid: { title: "Mark the fee paid", path: "decisions", fields: () => [], body: () => ({ decision: "fee_paid" }) },
+  deliver: {
+    title: "Record delivery (Art. 12(3): answered when the requester has it)",
+    path: "deliveries",
+    fields: () => [field("How", el("select", { name: "channel" }, options({ post: "Post", zivver: "ZIVVER", in_person: "In person", email: "E-mail" })))],
+    body: (form) => ({ channel: form.channel.value }),
+  },
   extend: {
     title: "Extend the deadline (Art. 12(3))",
     path: "extensions",
