@@ -40,7 +40,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from orchestrator.artifacts.downloads import Downloads
-from orchestrator.lifecycle.delivery import ORCHESTRATOR, awaits_delivery
+from orchestrator.lifecycle.delivery import ORCHESTRATOR, awaits_delivery, delivered_now
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.runtime.config import Settings
 from schemas.errors import DsrError
@@ -246,12 +246,7 @@ class Mailer:
         messages = self.compose(state, address, list(documents), now=datetime.now(UTC))
         await asyncio.to_thread(self.server.send, messages)
         log.info("request %s: answer e-mailed (%d messages)", state.request_id, len(messages))
-        return DeliveryRecorded(
-            request_id=state.request_id,
-            channel=DeliveryChannel.EMAIL,
-            delivered_by=ORCHESTRATOR,
-            delivered_at=datetime.now(UTC),
-        )
+        return delivered_now(state.request_id, DeliveryChannel.EMAIL, ORCHESTRATOR)
 
     def compose(
         self, state: RequestState, address: str, documents: list[Path], *, now: datetime

@@ -50,6 +50,7 @@ from orchestrator.dashboard.model import (
 from orchestrator.dashboard.openapi import openapi_document
 from orchestrator.intake.client import PublishError, RequestPublisher
 from orchestrator.intake.publishers import LOCAL_KEYS_FILE, LOCAL_PUBLISHER
+from orchestrator.lifecycle.delivery import delivered_now
 from orchestrator.runtime.config import ConfigError, Settings, staff_id_problem
 from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.tasks import (
@@ -468,12 +469,7 @@ class Dashboard:
     def _delivery(
         self, status: RequestStatusChanged, body: DeliveryBody, officer: str
     ) -> DeliveryRecorded:
-        return DeliveryRecorded(
-            request_id=status.request_id,
-            channel=body.channel,
-            delivered_by=officer,
-            delivered_at=datetime.now(UTC),
-        )
+        return delivered_now(status.request_id, body.channel, officer)
 
     def _extension(
         self, status: RequestStatusChanged, body: ExtensionBody, officer: str

@@ -16,6 +16,7 @@ Status events carry the channel and who recorded it; never an address.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from schemas.events import DeliveryChannel, DeliveryRecorded, RequestStatus
 
@@ -80,11 +81,19 @@ def failure_reason(error: str) -> str:
     )
 
 
+def delivered_now(request_id: str, channel: DeliveryChannel, by: str) -> DeliveryRecorded:
+    """The event that records a delivery made just now (by e-mail here, or by an officer)."""
+    return DeliveryRecorded(
+        request_id=request_id, channel=channel, delivered_by=by, delivered_at=datetime.now(UTC)
+    )
+
+
 __all__ = [
     "DELIVERABLE",
     "ORCHESTRATOR",
     "DeliveryVerdict",
     "awaits_delivery",
+    "delivered_now",
     "failure_reason",
     "judge",
     "status_reason",
