@@ -19,11 +19,13 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from orchestrator.intake.client import RequestPublisher
+from orchestrator.lifecycle.delivery import delivered_now
 from orchestrator.lifecycle.state import decode_state
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.stack import Stack
 from orchestrator.status.view import StatusView, read_status
 from schemas.events import (
+    DeliveryChannel,
     FieldChange,
     RequestStatus,
     RequestSubmitted,
@@ -143,6 +145,15 @@ def test_after_the_retention_window_the_subject_is_unrecoverable(tmp_path: Path)
         export = stack.settings.data_dir / "exports" / f"{access.request_id}.zip.enc"
         assert export.exists()
 
+        # Art. 12(3): answered once delivered; the retention window counts from delivery.
+        with RequestPublisher(
+            kafka, source="shred-test", signer=stack.local_publisher.signer()
+        ) as publisher:
+            for request_id in ids:
+                publisher.record_delivery(
+                    delivered_now(request_id, DeliveryChannel.POST, "officer-1")
+                )
+
         def shredded(view: StatusView) -> bool:
             stack.check()
             return all(
@@ -153,7 +164,7 @@ def test_after_the_retention_window_the_subject_is_unrecoverable(tmp_path: Path)
         for request_id in ids:
             status = view.get(request_id)
             assert status is not None and status.trigger == StatusTrigger.SHREDDED
-            assert status.status == RequestStatus.COMPLETED  # still final, with its history
+            assert status.status == RequestStatus.DELIVERED  # still final, with its history
 
         topics = _topics(kafka)
         [changelog] = [t for t in topics if t.endswith("-requests-changelog")]
