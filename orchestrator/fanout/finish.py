@@ -20,7 +20,7 @@ from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.lifecycle.reducer import Effects, RequestState
 from orchestrator.runtime.config import Settings
-from schemas.events import Record, RequestType
+from schemas.events import Record, RequestStatus, RequestType
 from schemas.primitives.records import RecordStore, RecordStoreError
 from schemas.primitives.sealing import DataKeys, SealingError
 from schemas.register import Register, WatchedRegister
@@ -66,9 +66,11 @@ class Finisher:
         Returns the letters (for delivery)."""
         kind = state.request.type if state.request is not None else None
         export_error: str | None = None
-        if kind == RequestType.ERASURE:
+        # A refusal hands out no data and certifies no deletion: the refusal letter is all.
+        answered = state.status != RequestStatus.REFUSED
+        if kind == RequestType.ERASURE and answered:
             self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
-        elif kind in _EXPORTED:
+        elif kind in _EXPORTED and answered:
             # Exports can be gigabytes: stream them in a thread, off the event loop.
             portability = kind == RequestType.PORTABILITY
             try:

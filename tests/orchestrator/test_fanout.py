@@ -276,6 +276,23 @@ def test_a_finished_erasure_request_gets_a_certificate(finisher: Finisher) -> No
     assert finisher.exported == {}
 
 
+@pytest.mark.parametrize("kind", ["access", "erasure"])
+def test_art_12_4_a_refused_request_gets_no_export_and_no_certificate(
+    finisher: Finisher, kind: str
+) -> None:
+    """A refusal hands out no data (no export) and certifies no deletion (no certificate): the
+    refusal letter, with the reason and the remedies (Art. 12(4) GDPR), is the answer."""
+    state, effects = submit(None, request(type=kind), ctx())
+    assert state is not None
+    state.status = RequestStatus.REFUSED
+    state.reason = "identity not established"
+    asyncio.run(finisher.finish(state, effects))
+    assert not finisher.artifacts.export_path("req-1").exists()
+    assert not finisher.artifacts.certificate_path("req-1").exists()
+    written = json.loads(finisher.artifacts.result_path("req-1").read_text())
+    assert "refusal" in written["documents"] and written.get("export") is None
+
+
 def test_an_extension_notice_is_written_and_announced(finisher: Finisher) -> None:
     started, _ = submit(None, request(), ctx())
     extension = DeadlineExtended(
