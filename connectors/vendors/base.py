@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -98,14 +99,38 @@ class MailingConnector(HttpConnector[HttpSettingsT]):
         return await self.unsubscribe_everywhere(subject)
 
 
+def erased_per_collection(deleted: Mapping[str, int]) -> list[Evidence]:
+    """What an erasure deleted, one evidence item per collection (`tickets_deleted: 3`).
+
+    `Counts` holds totals only, and a certificate must state what was erased in each
+    collection (Art. 17(1), Art. 5(2) GDPR), records the vendor removed with their parent
+    included.
+    """
+    return [Evidence(kind=f"{name}_deleted", value=str(n)) for name, n in deleted.items() if n]
+
+
+def erased(deleted: Mapping[str, int], evidence: Sequence[Evidence] = ()) -> Result:
+    """Completed with `deleted` (records per collection) counted and itemised as evidence."""
+    total = sum(deleted.values())
+    return Result.completed(
+        Counts(found=total, deleted=total),
+        evidence=erased_per_collection(deleted) + list(evidence),
+    )
+
+
 @dataclass
 class Erasure:
-    """An erasure under way: the subject's own ids (e.g. its contacts), the records deleted,
-    and the records kept because they are linked to other people too."""
+    """An erasure under way: the subject's own ids (e.g. its contacts), the records deleted
+    per collection, and the records kept because they are linked to other people too."""
 
     mine: set[str]
-    deleted: int = 0
+    erased: Counter[str] = field(default_factory=Counter)
     retained: list[RetainedItem] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> int:
+        """Records deleted, all collections together."""
+        return sum(self.erased.values())
 
     def split(
         self, collection: str, linked: Mapping[str, Collection[str]], reason: str
@@ -136,7 +161,7 @@ class Erasure:
         return Result.completed(
             Counts(deleted=self.deleted, retained=retained),
             retained=self.retained,
-            evidence=list(evidence),
+            evidence=erased_per_collection(self.erased) + list(evidence),
         )
 
 
@@ -148,4 +173,6 @@ __all__ = [
     "HttpSettings",
     "MailingConnector",
     "check_account",
+    "erased",
+    "erased_per_collection",
 ]

@@ -13,19 +13,28 @@ stops on a short page without one; an empty page always ends the listing.
 Erasure: `DELETE /contacts/{id}/hard_delete?force=true` (204) for every contact found. It
 removes the profile with its tickets, calls, forum posts, ratings, todos and notes. Never the
 plain `DELETE /contacts/{id}`: that is a restorable soft delete. A 404 means already gone.
+The contact's tickets and conversations are listed first, as access lists them, and reported
+deleted per collection with the contact: the certificate must count what went with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
 from connectors.base import Result
 from connectors.http import Auth, Page, PageNumberPaging, PageRequest, RateLimit
-from connectors.vendors.base import RECORD_RIGHTS, HttpConnector, HttpSettings, check_account
-from schemas.events import Counts, Evidence, Record, Subject
+from connectors.vendors.base import (
+    RECORD_RIGHTS,
+    HttpConnector,
+    HttpSettings,
+    check_account,
+    erased,
+)
+from schemas.events import Evidence, Record, Subject
 
 COLLECTIONS = ("contacts", "tickets", "conversations")
 
@@ -120,19 +129,24 @@ class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
             absent=(404,),  # the ticket went between listing and reading
         )
 
+    async def _held(self, contact: dict[str, Any]) -> list[Record]:
+        """The contact, its tickets (old and trashed too) and their conversations."""
+        records = [Record(collection="contacts", data=contact)]
+        tickets = await self._tickets(int(contact["id"]))
+        records += [Record(collection="tickets", data=t) for t in tickets]
+        # Conversations are one listing per ticket: run them side by side; the HTTP
+        # layer's limiter keeps the account's rate.
+        for conversations in await asyncio.gather(
+            *(self._conversations(int(t["id"])) for t in tickets)
+        ):
+            records += [Record(collection="conversations", data=c) for c in conversations]
+        return records
+
     async def access(self, subject: Subject) -> Result:
         """Every contact, ticket (old and trashed too) and conversation of the subject."""
         records: list[Record] = []
         for contact in await self._contacts(subject):
-            records.append(Record(collection="contacts", data=contact))
-            tickets = await self._tickets(int(contact["id"]))
-            records += [Record(collection="tickets", data=t) for t in tickets]
-            # Conversations are one listing per ticket: run them side by side; the HTTP
-            # layer's limiter keeps the account's rate.
-            for conversations in await asyncio.gather(
-                *(self._conversations(int(t["id"])) for t in tickets)
-            ):
-                records += [Record(collection="conversations", data=c) for c in conversations]
+            records += await self._held(contact)
         return Result.found(records)
 
     # ------------------------------------------------------------------------- erasure
@@ -140,9 +154,12 @@ class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
     async def erase(self, subject: Subject) -> Result:
         """Hard-delete every contact of the subject, with its tickets and conversations."""
         contacts = await self._contacts(subject)
-        deleted = 0
+        deleted: Counter[str] = Counter()
         evidence: list[Evidence] = []
         for contact in contacts:
+            # The hard delete takes the tickets and conversations along: count them first
+            # (as access finds them), so the certificate states everything that went.
+            held = await self._held(contact)
             response = await self.http.request(
                 "DELETE",
                 "/contacts/{id}/hard_delete",
@@ -151,16 +168,16 @@ class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
                 expected=(204, 404),
             )
             if response.status_code == 204:
-                deleted += 1
+                deleted.update(record.collection for record in held)
                 evidence.append(
                     Evidence(kind="freshdesk_hard_delete", value=f"contact {contact['id']}: 204")
                 )
-        if not contacts or not deleted:
+        if not deleted:
             return Result.not_found("no Freshdesk contact of the subject (or already deleted)")
-        if deleted != len(contacts):
+        if deleted["contacts"] != len(contacts):
             # Another task deleted some in between; the rest are gone as asked.
             evidence.append(Evidence(kind="freshdesk_hard_delete", value="some already gone"))
-        return Result.completed(Counts(found=len(contacts), deleted=deleted), evidence=evidence)
+        return erased(deleted, evidence)
 
 
 __all__ = ["COLLECTIONS", "UPDATED_SINCE", "FreshdeskConnector", "FreshdeskSettings"]

@@ -215,7 +215,7 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
                     json={"inputs": [{"id": i} for i in chunk]},
                     expected=(204,),
                 )
-            erasure.deleted += len(owned)
+            erasure.erased[object_type] += len(owned)
         mine = sorted(erasure.mine)
         for contact_id in mine:
             response = await self.http.request(
@@ -224,7 +224,7 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
                 json={"objectId": contact_id},
                 expected=(204, 404),  # 404: deleted meanwhile (a concurrent attempt)
             )
-            erasure.deleted += response.status_code == 204
+            erasure.erased["contacts"] += response.status_code == 204
         return erasure.result(
             [
                 Evidence(

@@ -167,11 +167,11 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
             reason = "also involves other contacts; delete by hand if the subject's part must go"
             owned = erasure.split(kind, people, reason)
             done = await asyncio.gather(*(self._delete(kind, i) for i in owned))
-            erasure.deleted += sum(done)
+            erasure.erased[kind] += sum(done)
         contacts_deleted = 0
         for contact_id in sorted(erasure.mine):
             contacts_deleted += await self._delete("contacts", contact_id)
-        erasure.deleted += contacts_deleted
+        erasure.erased["contacts"] += contacts_deleted
         return erasure.result(
             [
                 Evidence(

@@ -16,6 +16,9 @@ Erasure, in this order (the user must still exist to list its tickets):
    (permanent: Zendesk keeps a "Permanently Deleted User" shell without personal data);
 3. `GET /users/{id}/compliance_deletion_statuses` is recorded as evidence of progress.
 
+Comments go with their ticket and identities with their user; they are listed first and
+reported deleted per collection, so the certificate counts them.
+
 A 404 at any step means already gone. `GET /users/{id}/tickets/requested` is UNCONFIRMED in
 the vendor's spec (vendor-apis.md); it is the documented path in Zendesk's guides.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -31,8 +35,14 @@ from pydantic import Field, model_validator
 
 from connectors.base import ConnectorError, Result
 from connectors.http import Auth, JobPolling, NextUrlPaging, RateLimit, json_body
-from connectors.vendors.base import RECORD_RIGHTS, HttpConnector, HttpSettings, check_account
-from schemas.events import Counts, Evidence, Record, Subject
+from connectors.vendors.base import (
+    RECORD_RIGHTS,
+    HttpConnector,
+    HttpSettings,
+    check_account,
+    erased,
+)
+from schemas.events import Evidence, Record, Subject
 
 COLLECTIONS = ("users", "identities", "tickets", "comments")
 
@@ -137,6 +147,13 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
     async def _tickets(self, user_id: int) -> list[dict[str, Any]]:
         return await self._list("/users/{id}/tickets/requested", "tickets", id=user_id)
 
+    async def _comments(self, tickets: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Each ticket's comments, in the order of `tickets`."""
+        # One listing per ticket: side by side; the HTTP layer's limiter keeps the rate.
+        return await asyncio.gather(
+            *(self._list("/tickets/{id}/comments", "comments", id=t["id"]) for t in tickets)
+        )
+
     async def access(self, subject: Subject) -> Result:
         """Every user, identity, requested ticket and comment of the subject."""
         records: list[Record] = []
@@ -145,10 +162,7 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
             records += [Record(collection="identities", data=i) for i in identities]
             tickets = await self._tickets(int(user["id"]))
             records += [Record(collection="tickets", data=t) for t in tickets]
-            # One listing per ticket: side by side; the HTTP layer's limiter keeps the rate.
-            for comments in await asyncio.gather(
-                *(self._list("/tickets/{id}/comments", "comments", id=t["id"]) for t in tickets)
-            ):
+            for comments in await self._comments(tickets):
                 records += [Record(collection="comments", data=c) for c in comments]
         return Result.found(records)
 
@@ -214,18 +228,21 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
         if not users:
             return Result.not_found("no Zendesk user of the subject (or already deleted)")
         evidence: list[Evidence] = []
-        tickets = users_deleted = 0
-        for user, _identities in users:
+        deleted: Counter[str] = Counter()
+        for user, identities in users:
             uid = int(user["id"])
             listed = await self._tickets(uid)
+            # A ticket's comments go with it, a user's identities with the user: count them
+            # first, so the certificate states everything that went.
+            comments = await self._comments(listed)
             jobs = await asyncio.gather(*(self._destroy_ticket(int(t["id"])) for t in listed))
-            done = [j for j in jobs if j is not None]
-            tickets += len(done)
-            evidence += done
+            for job, said in zip(jobs, comments, strict=True):
+                if job is not None:  # None: permanently deleted already
+                    deleted.update(tickets=1, comments=len(said))
+                    evidence.append(job)
             evidence += await self._destroy_user(uid)
-            users_deleted += 1
-        counts = Counts(found=len(users) + tickets, deleted=users_deleted + tickets)
-        return Result.completed(counts, evidence=evidence)
+            deleted.update(users=1, identities=len(identities))
+        return erased(deleted, evidence)
 
 
 __all__ = ["COLLECTIONS", "ZendeskConnector", "ZendeskSettings"]

@@ -34,6 +34,7 @@ from schemas.events import (
     SystemProgress,
 )
 from schemas.primitives.encoding import b64url, b64url_decode
+from schemas.register import Controller
 
 CERTIFICATE_VERSION = 1
 ALG = "EdDSA"
@@ -304,16 +305,35 @@ def verify_certificate(
     return VerifiedCertificate(certificate=certificate, kid=kid)
 
 
-def render_html(certificate: dict[str, Any], language: Language = "nl") -> str:
+def render_html(
+    certificate: dict[str, Any], language: Language = "nl", controller: Controller | None = None
+) -> str:
     """The certificate (signed document or bare body) as a standalone HTML page in Dutch or
-    English (`templates/certificate.html`, everything escaped)."""
+    English (`templates/certificate.html`, everything escaped); when data was kept, with the
+    remedies and the `controller`'s contact (Art. 12(4) GDPR)."""
     if language not in LANGUAGES:
         raise CertificateError(f"language {language!r} is not supported; use 'nl' or 'en'")
     kid: str | None = None
     if "certificate" in certificate and "signature" in certificate:
         kid = str(certificate["signature"].get("kid"))
         certificate = certificate["certificate"]
-    return render_document("certificate", language, certificate=certificate, kid=kid)
+    return render_document(
+        "certificate",
+        language,
+        certificate=certificate,
+        kid=kid,
+        controller=controller,
+        keeps_data=_keeps_data(certificate),
+    )
+
+
+def _keeps_data(certificate: dict[str, Any]) -> bool:
+    """Whether the erasure left data behind: not completed, or a system kept or held some."""
+    systems = certificate.get("systems", {}).values()
+    return certificate.get("status") != RequestStatus.COMPLETED.value or any(
+        s.get("retained") or s.get("legal_hold") or s.get("status") == OutcomeStatus.FAILED.value
+        for s in systems
+    )
 
 
 class CertificateIssuer:
@@ -325,8 +345,15 @@ class CertificateIssuer:
     with `dsr keys export-jwks`.
     """
 
-    def __init__(self, keys_dir: Path, issuer: str, register_titles: dict[str, str]) -> None:
+    def __init__(
+        self,
+        keys_dir: Path,
+        issuer: str,
+        register_titles: dict[str, str],
+        controller: Controller | None = None,
+    ) -> None:
         self.store = KeyStore(keys_dir)
+        self.controller = controller
         self.issuer = issuer
         self.titles = register_titles
         self._salt: bytes | None = None
@@ -367,5 +394,5 @@ class CertificateIssuer:
         path.write_bytes(dump_signed(signed))
         for language in ("nl", "en"):
             html_path = directory / f"{state.request_id}.{language}.html"
-            html_path.write_text(render_html(body, language), encoding="utf-8")
+            html_path.write_text(render_html(body, language, self.controller), encoding="utf-8")
         return path

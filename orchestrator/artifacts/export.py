@@ -44,7 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from orchestrator.artifacts.render import LANGUAGES, Language, render_document
+from orchestrator.artifacts.render import AP_URL, LANGUAGES, Language, render_document
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter, read_sealed
@@ -54,7 +54,6 @@ from schemas.register import Controller, LegalBasis, Register, System
 #: Legal bases under which data counts as "provided by the subject" for portability.
 PORTABLE_BASES = frozenset({LegalBasis.CONSENT, LegalBasis.CONTRACT})
 
-AP_URL = "https://autoriteitpersoonsgegevens.nl"
 #: The file name ending of a sealed export.
 SEALED_SUFFIX = ".zip.enc"
 _CHUNK = 1 << 20
@@ -376,7 +375,6 @@ def render_report(
         request_id=state.request_id,
         generated_at=generated_at,
         controller=controller,
-        ap_url=AP_URL,
         sections=[_section(state, system, files.get(system.name, [])) for system in systems],
     )
 

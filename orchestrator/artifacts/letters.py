@@ -35,8 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from orchestrator.artifacts.export import AP_URL
-from orchestrator.artifacts.render import Language, render_document, texts
+from orchestrator.artifacts.render import AP_COMPLAINT_URL, Language, render_document, texts
 from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
@@ -50,10 +49,6 @@ from schemas.events import (
 )
 from schemas.primitives.files import atomic_write
 from schemas.register import Register
-
-#: The Autoriteit Persoonsgegevens' complaint page (Art. 77 GDPR), linked in every letter that
-#: names the remedies (Art. 12(4) GDPR).
-AP_COMPLAINT_URL = f"{AP_URL}/nl/zelf-doen/gebruik-uw-privacyrechten/klacht-indienen-bij-de-ap"
 
 DocumentKind = Literal[
     "refusal", "missing", "confirmation", "extension", "id_request", "reminder", "fee"
@@ -117,7 +112,6 @@ def render(
         controller=register.controller,
         partial=state.status != RequestStatus.COMPLETED,
         systems=[_system(n, titles.get(n, n), state.systems[n]) for n in sorted(state.systems)],
-        ap_url=AP_COMPLAINT_URL,
         **_addressed(request.language, request.requester),
         # Officers' decisions: the refusal's code and explanation, and per system a refusal
         # or a legal hold (`orchestrator.lifecycle.decisions`).

@@ -1,7 +1,9 @@
 """The subject's HTML documents from Jinja2 templates: one environment, texts in nl and en.
 
 Each document is `templates/<document>.html` with its texts beside it in
-`templates/<document>.texts.yaml` (one mapping per language, the same keys in each). Every value
+`templates/<document>.texts.yaml` (one mapping per language, the same keys in each); the words
+every document shares (status words, kinds of system, engine reasons, the remedies, the months)
+are in `templates/common.texts.yaml`, given to every template as `common`. Every value
 is HTML-escaped (autoescape), because much of it comes from requests, the register and
 connectors; a text or variable the template names but nobody gave fails loudly
 (StrictUndefined) instead of leaving a gap in a letter.
@@ -9,26 +11,95 @@ connectors; a text or variable the template names but nobody gave fails loudly
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
 
 Language = Literal["nl", "en"]
 #: The languages every document is written in.
 LANGUAGES: tuple[Language, ...] = ("nl", "en")
 _PACKAGE = "orchestrator.artifacts"  # the templates/ folder ships inside it as package data
 _NO_DATE = "—"
+#: The Autoriteit Persoonsgegevens' site and its complaint page (Art. 77 GDPR), linked in every
+#: document that names the remedies (Art. 12(4) GDPR).
+AP_URL = "https://autoriteitpersoonsgegevens.nl"
+AP_COMPLAINT_URL = f"{AP_URL}/nl/zelf-doen/gebruik-uw-privacyrechten/klacht-indienen-bij-de-ap"
 
 
-def day(moment: datetime | date | None) -> str:
-    """A moment as its ISO date (2026-02-28), or a dash when there is none."""
-    if moment is None:
+def day(moment: datetime | date | str | None, language: Language = "nl") -> str:
+    """A moment as its date written out in `language` ("28 februari 2026"), or a dash."""
+    if moment is None or moment == "":
         return _NO_DATE
-    return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
+    when = _as_date(moment)
+    month = texts("common")[language]["months"][when.month - 1]
+    return f"{when.day} {month} {when.year}"
+
+
+def _as_date(moment: datetime | date | str) -> date:
+    # Certificates hold their dates as ISO text (they are signed JSON); the rest are objects.
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.date() if isinstance(moment, datetime) else moment
+
+
+@pass_context
+def _day_filter(context: Context, moment: datetime | date | str | None) -> Markup | str:
+    """`| day`: the date written out in the document's language, the ISO form kept in a
+    machine-readable `<time datetime>` beside it."""
+    if moment is None or moment == "":
+        return _NO_DATE
+    iso = moment if isinstance(moment, str) else moment.isoformat()
+    written = day(moment, context["document_language"])
+    return Markup('<time datetime="{}">{}</time>').format(iso, written)
+
+
+#: Engine reasons (from connectors and the lifecycle, always English) a subject may read, by the
+#: code their translation has in `common.texts.yaml` (`engine`). The first match wins.
+_ENGINE_REASONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (code, re.compile(pattern, re.IGNORECASE))
+    for code, pattern in (
+        ("credentials_rejected", r"credentials rejected"),
+        ("rate_limited", r"rate limited|\b429\b"),
+        ("server_error", r"server error"),
+        ("timed_out", r"timed out|no outcome (within|after)"),
+        ("connection_failed", r"connection failed"),
+        ("no_identifier", r"no .* identifier to search"),
+        ("retention_duty", r"retention duty|legal obligation"),
+        ("legal_hold", r"legal hold"),
+        ("refused", r"^refused"),
+        ("deadline_passed", r"deadline has passed"),
+        ("not_found", r"not found"),
+    )
+)
+
+
+def reason_code(reason: str | None) -> str | None:
+    """The code of an engine reason whose translation the documents have, or None."""
+    if not reason:
+        return None
+    return next((code for code, pattern in _ENGINE_REASONS if pattern.search(reason)), None)
+
+
+@pass_context
+def _reason_filter(context: Context, reason: str | None) -> Markup | str:
+    """`| reason`: an engine reason in the document's language through its code; a reason
+    without one is kept, labelled as the system's own message (it is not translated)."""
+    if not reason:
+        return ""
+    words = texts("common")[context["document_language"]]["engine"]
+    code = reason_code(reason)
+    if code is not None:
+        return Markup('<span data-reason-code="{}">{}</span>').format(code, words[code])
+    return Markup('<span data-reason-code="untranslated">{} {}</span>').format(
+        reason, words["untranslated"]
+    )
 
 
 def _blank(value: Any) -> Any:
@@ -47,7 +118,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["day"] = day
+    env.filters["day"] = _day_filter
+    env.filters["reason"] = _reason_filter
     return env
 
 
@@ -78,9 +150,29 @@ def _keys(texts: Any, prefix: str = "") -> set[str]:
 
 
 def render_document(document: str, language: Language, **context: Any) -> str:
-    """`templates/<document>.html` with its texts in `language` as `t` (and `lang` unless given)."""
+    """`templates/<document>.html` with its texts in `language` as `t` (and `lang` unless given),
+    the shared words as `common` and the AP's complaint page as `ap_complaint_url`."""
     template = environment().get_template(f"{document}.html")
-    return template.render({"lang": language, **context, "t": texts(document)[language]})
+    return template.render(
+        {
+            "lang": language,
+            "ap_complaint_url": AP_COMPLAINT_URL,
+            **context,
+            "document_language": language,
+            "t": texts(document)[language],
+            "common": texts("common")[language],
+        }
+    )
 
 
-__all__ = ["LANGUAGES", "Language", "day", "environment", "render_document", "texts"]
+__all__ = [
+    "AP_COMPLAINT_URL",
+    "AP_URL",
+    "LANGUAGES",
+    "Language",
+    "day",
+    "environment",
+    "reason_code",
+    "render_document",
+    "texts",
+]

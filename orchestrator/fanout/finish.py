@@ -160,7 +160,7 @@ class Finisher:
             keys_dir = self.settings.key_store_dir()
             issuer = register.controller.name if register.controller else self.settings.app_id
             titles = {s.name: s.display_name for s in register.systems}
-            self._certificates = CertificateIssuer(keys_dir, issuer, titles)
+            self._certificates = CertificateIssuer(keys_dir, issuer, titles, register.controller)
         return self._certificates
 
 

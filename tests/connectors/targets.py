@@ -43,6 +43,16 @@ def ids(outcome: TaskOutcome, collection: str) -> set[int]:
     return {int(r.data["id"]) for r in outcome.records if r.collection == collection}
 
 
+def erased_counts(outcome: TaskOutcome) -> dict[str, int]:
+    """The records an erasure reports deleted, per collection (its `*_deleted` evidence)."""
+    suffix = "_deleted"
+    return {
+        e.kind.removesuffix(suffix): int(e.value)
+        for e in outcome.evidence
+        if e.kind.endswith(suffix)
+    }
+
+
 def conformance_suite(
     name: str,
     build: Callable[..., Connector],

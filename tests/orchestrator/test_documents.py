@@ -134,7 +134,9 @@ def test_partial_result_says_per_system_what_is_missing_and_why() -> None:
     assert set(rows) == {"crm", "mailing", "archive"}
     assert "4 records found" in rows["crm"] and "the request in this system" not in rows["crm"]
     assert "the request in this system" in rows["mailing"]
-    assert "credentials rejected by the vendor API" in rows["mailing"]
+    assert (
+        'data-reason-code="credentials_rejected"' in rows["mailing"]
+    )  # translated, not the engine text
     assert "by hand" in rows["archive"]
     assert "cabinet" not in page  # staff instructions are not for the subject
     assert "Dutch Data Protection Authority" in _text(page)
@@ -187,7 +189,7 @@ def test_extension_notice_gives_new_deadline_and_reason() -> None:
     text = _text(documents.render("extension", state, REGISTER, now=NOW))
     assert "The deadline for your request has been extended" in text
     assert "many systems and a large volume of records" in text
-    assert "2026-02-28" in text and "2026-04-28" in text and "Article 12(3)" in text
+    assert "28 February 2026" in text and "28 April 2026" in text and "Article 12(3)" in text
 
 
 def test_write_puts_the_letter_in_the_request_language(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from orchestrator.artifacts import letters
+from orchestrator.artifacts.render import day
 from orchestrator.lifecycle.reducer import RequestState, decide, next_check, submit, tick
 from orchestrator.lifecycle.reminders import warning_from
 from schemas.events import RequestStatus, StatusTrigger
@@ -75,7 +76,7 @@ def test_art_12_6_reminder_letter_says_when_it_was_asked_and_how_to_verify(langu
     page = letters.render("reminder", state, REGISTER, now=NOW + 14 * DAY)
     text = _text(page)
     assert 'data-document="reminder"' in page and "data-reminder" in page
-    assert NOW.date().isoformat() in text  # the date of the first letter
+    assert day(NOW, language) in text  # the date of the first letter, written out
     assert 'data-method="id_document"' in page and "KopieID" in text and "BSN" in text
     assert EMAIL not in page
     if language == "nl":

@@ -15,6 +15,7 @@ from tests.connectors.targets import (
     builder,
     completed,
     conformance_suite,
+    erased_counts,
     ids,
     per_second,
     subject,
@@ -51,7 +52,7 @@ def seed(fake: fd.Freshdesk) -> SeededIds:
     return SeededIds(
         SUBJECT,
         expected={"contacts": 2, "tickets": 4, "conversations": 38},
-        erased=2,
+        erased=2 + 4 + 38,  # the hard delete takes the tickets and conversations along
         personal_values=[fd.SUBJECT_NAME],
         ids={
             "contacts": [anna, old_profile],
@@ -99,7 +100,6 @@ def test_the_vendor_limit_is_kept_or_its_429s_are_waited_out(fake: Any, requests
 def test_erasure_hard_deletes_with_force_and_never_only_soft(fake: fd.Freshdesk) -> None:
     seeded = seed(fake)
     outcome = completed(fake, build(fake), SUBJECT, RequestType.ERASURE)
-    assert outcome.counts.deleted == 2
     hard = fake.calls("DELETE", "/api/v2/contacts")
     assert {r.path for r in hard} == {
         f"/api/v2/contacts/{c}/hard_delete" for c in seeded.ids["contacts"]
@@ -109,7 +109,20 @@ def test_erasure_hard_deletes_with_force_and_never_only_soft(fake: fd.Freshdesk)
     # Nothing restorable is left: no contact of the subject, deleted or not, and no tickets.
     assert set(fake.contacts) == set(seeded.ids["others"])
     assert not set(seeded.ids["tickets"]) & set(fake.tickets)
-    assert {e.kind for e in outcome.evidence} == {"freshdesk_hard_delete"}
+    assert [e.value for e in outcome.evidence if e.kind == "freshdesk_hard_delete"] == [
+        f"contact {c}: 204" for c in seeded.ids["contacts"]
+    ]
+
+
+def test_art17_erasure_counts_the_tickets_and_conversations_the_hard_delete_took(
+    fake: fd.Freshdesk,
+) -> None:
+    seeded = seed(fake)
+    outcome = completed(fake, build(fake), SUBJECT, RequestType.ERASURE)
+    assert erased_counts(outcome) == seeded.expected
+    assert outcome.counts.deleted == sum(seeded.expected.values())
+    assert not set(seeded.ids["tickets"]) & set(fake.tickets)
+    assert not set(seeded.ids["tickets"]) & set(fake.conversations)
 
 
 def test_the_fake_refuses_hard_delete_without_force_and_keeps_soft_deletes(

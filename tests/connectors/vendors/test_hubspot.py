@@ -14,6 +14,7 @@ from tests.connectors.targets import (
     builder,
     completed,
     conformance_suite,
+    erased_counts,
     per_second,
     subject,
 )
@@ -94,7 +95,8 @@ def test_erasure_uses_gdpr_delete_and_keeps_shared_records(fresh: hubspot.FakeHu
     assert [(r.collection, r.count) for r in outcome.retained] == [("deals", 1)]
     assert all(fresh.data["notes"][str(9000 + n)]["archived"] for n in range(60))
     kinds = {e.kind for e in outcome.evidence}
-    assert kinds == {"vendor_note"}
+    assert kinds - {f"{c}_deleted" for c in hubspot.SUBJECT_EXPECTED} == {"vendor_note"}
+    assert sum(erased_counts(outcome).values()) == hubspot.SUBJECT_ERASED
     assert any("30 days" in e.value for e in outcome.evidence)
 
 

@@ -16,6 +16,7 @@ from tests.connectors.targets import (
     builder,
     completed,
     conformance_suite,
+    erased_counts,
     per_second,
     subject,
 )
@@ -74,6 +75,7 @@ def test_429_with_reset_header_completes_within_the_configured_rate(
 def test_erasure_deletes_permanently_and_never_archives(fresh: intercom.FakeIntercom) -> None:
     outcome = completed(fresh, build(fresh), SUBJECT, RequestType.ERASURE)
     assert outcome.counts.deleted == ERASED
+    assert erased_counts(outcome) == {"conversations": 4, "tickets": 2, "contacts": 1}
     deletes = Counter(route for method, route in fresh.endpoints if method == "DELETE")
     assert deletes == {"/conversations/{id}": 4, "/tickets/{id}": 2, "/contacts/{id}": 1}
     assert fresh.archived == []

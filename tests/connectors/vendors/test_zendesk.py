@@ -18,6 +18,7 @@ from tests.connectors.targets import (
     builder,
     completed,
     conformance_suite,
+    erased_counts,
     ids,
     per_second,
     subject,
@@ -55,7 +56,7 @@ def seed(fake: zd.Zendesk) -> SeededIds:
     return SeededIds(
         SUBJECT,
         expected={"users": 1, "identities": 3, "tickets": 3, "comments": 33},
-        erased=4,
+        erased=1 + 3 + 3 + 33,  # comments go with their ticket, identities with the user
         personal_values=[zd.SUBJECT_NAME],
         ids={
             "user": femke,
@@ -108,6 +109,9 @@ def test_erasure_deletes_permanently_and_polls_jobs_to_completion(fake: zd.Zende
     assert fake.users[uid]["name"] == zd.DELETED_NAME and fake.users[uid]["email"] is None
     kinds = Counter(e.kind for e in outcome.evidence)
     assert kinds["vendor_job_id"] == 3 and kinds["zendesk_compliance_deletion_status"] == 1
+    # Art. 17(1), 5(2): per collection, what went along with a ticket or the user included.
+    assert erased_counts(outcome) == seeded.expected
+    assert not set(seeded.ids["tickets"]) & set(fake.comments)
     assert all(s != "permanently_deleted" for u, s in fake.user_state.items() if u != uid)
 
 
