@@ -49,6 +49,7 @@ from schemas.events import (
     DeliveryRecorded,
     IdentifierType,
     RequesterKind,
+    RequestStatus,
     RequestType,
 )
 from schemas.primitives.sealing import DataKeys
@@ -257,7 +258,7 @@ class Mailer:
         texts, rid = _TEXTS[request.language], state.request_id
         body = texts["body"].format(rid=rid)
         code_message = None
-        if request.type in _LINKED and state.status is not None and state.status != "refused":
+        if request.type in _LINKED and state.status != RequestStatus.REFUSED:
             until = now + self.link_ttl
             token = self.downloads.make_token(rid, "export", self.link_ttl, now=now)
             url = f"{self.base_url}{SUBJECT_PAGE}{token}"

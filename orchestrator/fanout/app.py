@@ -60,7 +60,7 @@ class Orchestrator:
         self.partitions = settings.kafka.partitions
         # Only this process destroys data keys, so it may cache them.
         self.data_keys = settings.data_keys(cache_size=4096)
-        self.finisher = Finisher(settings, register, self.data_keys)
+        self.finisher = Finisher(settings, register, self.data_keys, self.policy.verification)
         self.systems = tuple(self.finisher.register().names)
         self.app = create_app(settings)
         self.output = OutputProducer(settings.kafka.aiokafka_options(), self.partitions)

@@ -19,6 +19,7 @@ from orchestrator.artifacts.certificate import CertificateIssuer
 from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.lifecycle.reducer import Effects, RequestState
+from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.runtime.config import Settings
 from schemas.events import Record, RequestStatus, RequestType
 from schemas.primitives.records import RecordStore, RecordStoreError
@@ -35,13 +36,20 @@ AnyRegister = Register | WatchedRegister
 class Finisher:
     """Writes what a request leaves behind: outcomes, export, certificate, letters, result."""
 
-    def __init__(self, settings: Settings, register: AnyRegister, keys: DataKeys) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        register: AnyRegister,
+        keys: DataKeys,
+        verification: VerificationPolicy | None = None,
+    ) -> None:
         self.settings = settings
         self._register = register
         self.keys = keys
         self.records = RecordStore(settings.record_store_dir(), keys)
         self.artifacts = ArtifactStore(settings.data_dir)
-        self.verification = settings.policy().verification
+        # The orchestrator passes the policy it parsed already; parsed here only when alone.
+        self.verification = verification or settings.policy().verification
         self._certificates: CertificateIssuer | None = None
         #: E-mails answers to subjects; None when DSR_SMTP_HOST is unset (officers record it).
         self.mailer = delivery.mailer(settings, keys)
