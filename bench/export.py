@@ -43,6 +43,7 @@ def _register() -> dict[str, object]:
                 "data_categories": ["name", "email", "messages"],
                 "purposes": ["support"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "2 years",
             }
             for name in SYSTEMS

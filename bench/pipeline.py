@@ -55,6 +55,7 @@ def register(systems: int, records: int) -> dict[str, object]:
                 "data_categories": ["email"],
                 "purposes": ["benchmark"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 day",
             }
             for n in range(systems)

@@ -54,6 +54,7 @@ def _register(fault_rate: float, delay: float) -> dict[str, Any]:
                 "data_categories": ["contact details"],
                 "purposes": ["service"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 year",
             }
             for name in SYSTEMS

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from connectors.metadata import CollectionInfo
 from schemas.envelope import describe_validation_error
 from schemas.errors import DsrError
 from schemas.events import (
@@ -101,6 +102,9 @@ class Connector(ABC, Generic[SettingsT]):
     settings_model: ClassVar[type[BaseModel] | None] = None
     #: Shown by `dsr connectors list`.
     description: ClassVar[str] = ""
+    #: The collections described for people (glossary, provided fields); built-in connectors
+    #: ship theirs as `connectors/metadata/<name>.yaml` instead (see `connectors.metadata`).
+    collections: ClassVar[Mapping[str, CollectionInfo]] = {}
     #: Applies the register's `retention_rules` when erasing (see `use_retention`).
     supports_retention: ClassVar[bool] = False
 

@@ -118,7 +118,7 @@ from schemas.events import (
     Subject,
 )
 from schemas.primitives.records import RecordSink
-from schemas.register import RetentionRule
+from schemas.register import RetentionRule, localize
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +615,7 @@ class SQLConnector(Connector[SQLSettings]):
                     collection=bound.settings.export_name,
                     count=count,
                     legal_basis=rule.legal_basis,
-                    reason=rule.reason or rule.describe(),
+                    reason=localize(rule.reason, "en") if rule.reason else rule.describe(),
                     until=rule.until(latest_date) if latest_date else None,
                 )
             )

@@ -363,6 +363,11 @@ class RequestSubmitted(_Model):
         default_factory=Requester,
         description="Who asks; the subject themself if omitted. Letters go to the requester.",
     )
+    recipients_requested: bool = Field(
+        default=False,
+        description="Rectification, erasure, restriction: the subject asks to be told the "
+        "recipients that were notified (Art. 19, second sentence, GDPR); the letter names them.",
+    )
 
     @model_validator(mode="after")
     def _changes_match_type(self) -> RequestSubmitted:
@@ -631,6 +636,25 @@ class Record(_Model):
 
     collection: str
     data: dict[str, JsonValue]
+    others: list[Annotated[str, Field(pattern=r"^(/[^/]*)+$", max_length=512)]] = Field(
+        default=[],  # pydantic copies it per record; a default_factory costs a signature
+        # inspection in every model_construct, the export's hot path
+        description="JSON Pointers (RFC 6901) into `data` whose values concern other people "
+        "(participants, CCs, co-owners). The export redacts them or holds the record for an "
+        "officer's review (Art. 15(4) GDPR).",
+    )
+
+
+class Attachment(_Model):
+    """A file a person attached when completing a manual task, kept in the record store."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    path: Annotated[
+        str, Field(min_length=1, max_length=1024, description="Relative to the record store.")
+    ]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Field(ge=0, description="Bytes.")]
+    media_type: Annotated[str, Field(max_length=128)] = "application/octet-stream"
 
 
 class RecordsRef(_Model):
@@ -663,6 +687,11 @@ class TaskOutcome(_TaskEvent):
     )
     records_ref: RecordsRef | None = Field(
         default=None, description="Access and portability: the stored records."
+    )
+    attachments: list[Attachment] = Field(
+        default_factory=list,
+        description="Manual completions: files a person attached (what they found), stored "
+        "sealed in the record store and copied into the export with their hash.",
     )
     retained: list[RetainedItem] = Field(default_factory=list)
     evidence: list[Evidence] = Field(default_factory=list)
@@ -851,6 +880,7 @@ EventBody = (
 
 __all__ = [
     "BSN_RULE",
+    "Attachment",
     "Counts",
     "DeadLetter",
     "DeadlineExtended",

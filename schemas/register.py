@@ -52,16 +52,63 @@ class LegalBasis(StrEnum):
     LEGITIMATE_INTERESTS = "legitimate_interests"
 
 
+#: The legal bases under which the right to data portability applies (Art. 20(1)(a) GDPR).
+PORTABLE_BASES = frozenset({LegalBasis.CONSENT, LegalBasis.CONTRACT})
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Language = Literal["nl", "en"]
+
+
+class LocalText(_Config):
+    """Free text in both document languages, so a Dutch document stays Dutch throughout."""
+
+    nl: Annotated[str, Field(min_length=1)]
+    en: Annotated[str, Field(min_length=1)]
+
+
+#: Free text in the register: one string (written in the language of the documents), or
+#: `{nl: ..., en: ...}` when documents go out in both languages.
+Text = str | LocalText
+
+
+def localize(text: Text, language: Language) -> str:
+    """The text in `language` (a plain string is the same in every language)."""
+    if isinstance(text, LocalText):
+        return text.nl if language == "nl" else text.en
+    return text
+
+
+class ProcessorAgreement(_Config):
+    """The processing agreement (verwerkersovereenkomst) Art. 28(3) GDPR requires."""
+
+    signed_on: date = Field(description="When the agreement was signed.")
+    reference: Annotated[
+        str,
+        Field(
+            min_length=1,
+            examples=["DPA v2024-03, contract archive #1187"],
+            description="Where the agreement is kept (document name, archive number or URL).",
+        ),
+    ]
+
+
 class Processor(_Config):
-    """The processor (verwerker) running the system for us, and its sub-processors."""
+    """The processor (verwerker) running the system for us, and its sub-processors.
+
+    `agreement` is required: a processor may only process personal data under a contract or
+    other legal act binding it to the controller (Art. 28(3) GDPR), and the register is the
+    place that says which one.
+    """
 
     name: str
     sub_processors: list[str] = Field(default_factory=list)
-    agreement: bool = Field(default=True, description="A processing agreement is in place.")
+    agreement: ProcessorAgreement = Field(
+        description="The processing agreement (Art. 28(3) GDPR): signed_on and reference."
+    )
 
 
 class Location(_Config):
@@ -126,7 +173,9 @@ class RetentionRule(_Config):
     fields: list[str] = Field(
         default_factory=list, description="With action 'anonymise': the fields to clear."
     )
-    reason: str | None = Field(default=None, description="Shown in the certificate.")
+    reason: Text | None = Field(
+        default=None, description="Shown in the certificate, in its language."
+    )
 
     @field_validator("period")
     @classmethod
@@ -166,6 +215,92 @@ class RetentionRule(_Config):
         return f"{how} for {self.period} from {start} {self.date_field}".replace("  ", " ")
 
 
+class Purpose(_Config):
+    """A purpose of processing with its own legal basis (Art. 13(1)(c), 30(1)(b) GDPR)."""
+
+    name: Text
+    legal_basis: LegalBasis
+    legitimate_interest: Text | None = Field(
+        default=None,
+        description="With legal basis legitimate_interests: the interest pursued "
+        "(Art. 13(1)(d) GDPR).",
+    )
+
+
+class Profiling(_Config):
+    """Automated decision-making or profiling in a system (Art. 15(1)(h), 22 GDPR).
+
+    The logic and its consequences are stated in plain words, as the subject must be told
+    "meaningful information about the logic involved, as well as the significance and the
+    envisaged consequences" (Art. 15(1)(h)).
+    """
+
+    kind: Literal["profiling", "automated_decision", "both"]
+    logic: Text
+    consequences: Text
+
+
+class RecipientCategory(StrEnum):
+    """Who receives personal data besides the controller (Art. 4(9), 15(1)(c) GDPR)."""
+
+    PROCESSOR = "processor"
+    CARRIER = "carrier"
+    PAYMENT_PROVIDER = "payment_provider"
+    TAX_AUTHORITY = "tax_authority"
+    PUBLIC_AUTHORITY = "public_authority"
+    GROUP_COMPANY = "group_company"
+    ACCOUNTANT = "accountant"
+    OTHER_CONTROLLER = "other_controller"
+    OTHER = "other"
+
+
+class Notification(_Config):
+    """How a recipient is told of a rectification, erasure or restriction (Art. 19 GDPR).
+
+    Exactly one way: `system` (a system in this register whose connector carries out the same
+    request, so the recipient is told by the request itself), `email` (an e-mail goes out), or
+    `instructions` (a manual task says what a person must do).
+    """
+
+    system: Annotated[str | None, Field(pattern=SYSTEM_NAME_PATTERN)] = None
+    email: Annotated[str | None, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] = None
+    instructions: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Notification:
+        ways = [w for w in (self.system, self.email, self.instructions) if w is not None]
+        if len(ways) != 1:
+            raise ValueError("give exactly one of system, email and instructions")
+        return self
+
+
+class Recipient(_Config):
+    """A recipient (or category of recipients) of personal data other than a system's processor.
+
+    Carriers, payment providers, the tax authority, group companies: Art. 15(1)(c) and
+    30(1)(d) GDPR name them all, not only processors.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    category: RecipientCategory
+    purpose: Text
+    data_categories: Annotated[list[Text], Field(min_length=1)]
+    systems: list[Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN)]] = Field(
+        default_factory=list,
+        description="The systems whose data it receives (empty: not tied to one system).",
+    )
+    location: Location = Location()
+    notify: Notification | None = Field(
+        default=None,
+        description="How it is told of a rectification, erasure or restriction (Art. 19); "
+        "without it a manual task is made.",
+    )
+
+
+ThirdPartyMode = Literal["redact", "hold"]
+Provided = Literal["all", "none"] | list[str]
+
+
 class System(_Config):
     """One system in the register."""
 
@@ -175,12 +310,44 @@ class System(_Config):
     connector: Annotated[str, Field(min_length=1, description="Entry point in 'dsr.connectors'.")]
     settings: dict[str, Any] = Field(default_factory=dict)
     processor: Processor | None = Field(default=None, description="None: run by the controller.")
-    data_categories: Annotated[list[str], Field(min_length=1)]
-    purposes: Annotated[list[str], Field(min_length=1)]
-    legal_basis: Annotated[list[LegalBasis], Field(min_length=1)]
-    retention: Annotated[str, Field(min_length=1, examples=["180 days after last contact"])]
+    data_categories: Annotated[list[Text], Field(min_length=1)]
+    purposes: Annotated[
+        list[Purpose | Text],
+        Field(
+            min_length=1,
+            description="Each purpose with its legal basis; a plain name takes the system's "
+            "one `legal_basis`.",
+        ),
+    ]
+    legal_basis: list[LegalBasis] = Field(
+        default_factory=list,
+        description="Filled from the purposes; give it only for purposes written as plain names.",
+    )
+    retention: Text = Field(examples=["180 days after last contact"])
     location: Location = Location()
-    source: str = "the data subject"
+    source: Text = "the data subject"
+    profiling: Literal["none"] | Profiling = Field(
+        description="Automated decision-making or profiling (Art. 15(1)(h)): 'none', or what "
+        "it is, its logic and consequences in plain words."
+    )
+    data_subjects: list[Text] = Field(
+        default_factory=list,
+        description="Categories of data subjects (Art. 30(1)(c)), e.g. customers, prospects.",
+    )
+    third_parties: dict[str, ThirdPartyMode] = Field(
+        default_factory=dict,
+        description="Per collection, what the export does with other people's data in shared "
+        "records: 'redact' (default) or 'hold' for an officer's review (Art. 15(4)).",
+    )
+    glossary: dict[str, dict[str, Text]] = Field(
+        default_factory=dict,
+        description="Per collection, field name -> label; overrides the connector's glossary.",
+    )
+    provided: dict[str, Provided] = Field(
+        default_factory=dict,
+        description="Per collection, what the subject provided (Art. 20(1)): 'all', 'none' "
+        "or a list of fields; overrides the connector's metadata.",
+    )
     rights: list[RequestType] | None = Field(
         default=None,
         description="Rights carried out automatically; others become manual tasks. "
@@ -200,6 +367,37 @@ class System(_Config):
             (rule.collection for rule in self.retention_rules), "retention rule for collection"
         )
         return self
+
+    @model_validator(mode="after")
+    def _purposes_paired_with_bases(self) -> System:
+        plain = [p for p in self.purposes if not isinstance(p, Purpose)]
+        if plain and len(self.legal_basis) != 1:
+            raise ValueError(
+                "purposes written as plain names need exactly one legal_basis for the system; "
+                "with several, give each purpose its own: {name: ..., legal_basis: ...}"
+            )
+        bases = list(self.legal_basis)
+        for purpose in self.purposes:
+            if isinstance(purpose, Purpose) and purpose.legal_basis not in bases:
+                bases.append(purpose.legal_basis)
+        object.__setattr__(self, "legal_basis", bases)  # frozen: filled once, here
+        return self
+
+    def purpose_list(self) -> list[Purpose]:
+        """Every purpose paired with its legal basis."""
+        return [
+            p if isinstance(p, Purpose) else Purpose(name=p, legal_basis=self.legal_basis[0])
+            for p in self.purposes
+        ]
+
+    def is_portable(self) -> bool:
+        """Whether the right to data portability reaches the system: a purpose of it rests on
+        consent or on a contract with the subject (Art. 20(1)(a) GDPR)."""
+        return any(p.legal_basis in PORTABLE_BASES for p in self.purpose_list())
+
+    def third_party_mode(self, collection: str) -> ThirdPartyMode:
+        """What the export does with other people's data in this collection."""
+        return self.third_parties.get(collection, "redact")
 
     @property
     def display_name(self) -> str:
@@ -222,17 +420,50 @@ class Controller(_Config):
     name: str
     contact: str | None = None
     dpo: str | None = None
+    complaints: str | None = Field(
+        default=None,
+        description="The internal complaint route (an address or page); named in every "
+        "refusal, partial answer and certificate that keeps data.",
+    )
+    privacy_statement: str | None = Field(default=None, description="URL of the statement.")
+    tone: Literal["u", "je"] = Field(
+        default="u", description="How Dutch documents address the reader: formal u or informal je."
+    )
 
 
 class Register(_Config):
-    """All systems holding personal data."""
+    """All systems holding personal data, and who else receives it (Art. 30 GDPR)."""
 
     controller: Controller | None = None
     systems: Annotated[list[System], Field(min_length=1)]
+    recipients: list[Recipient] = Field(
+        default_factory=list,
+        description="Recipients besides the systems' processors (Art. 15(1)(c), 30(1)(d)).",
+    )
+    data_subjects: list[Text] = Field(
+        default_factory=list, description="Categories of data subjects (Art. 30(1)(c))."
+    )
+    security_measures: list[Text] = Field(
+        default_factory=list,
+        description="General description of the technical and organisational security "
+        "measures (Art. 30(1)(g), 32(1)).",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Register:
         _refuse_repeated((system.name for system in self.systems), "system name")
+        _refuse_repeated((r.name for r in self.recipients), "recipient name")
+        names = set(self.names)
+        for recipient in self.recipients:
+            unknown = [n for n in recipient.systems if n not in names]
+            told_by = recipient.notify.system if recipient.notify is not None else None
+            if told_by is not None and told_by not in names:
+                unknown.append(told_by)
+            if unknown:
+                raise ValueError(
+                    f"recipient {recipient.name!r} names systems not in the register: "
+                    + ", ".join(sorted(set(unknown)))
+                )
         return self
 
     def get(self, name: str) -> System:
@@ -310,8 +541,20 @@ def parse_register(
                 loc = loc[2:]
             field = ".".join(str(p) for p in loc)
             where = " ".join(p for p in (label, field) if p) or "(top level)"
-            problems.append(f"{origin}: {where}: {error['msg']}")
+            message = _MISSING.get(tuple(loc[-2:]), error["msg"])
+            if error["type"] != "missing":
+                message = error["msg"]
+            problems.append(f"{origin}: {where}: {message}")
         raise RegisterError("invalid register:\n  " + "\n  ".join(problems)) from None
+
+
+#: Clearer words for required fields that are easy to miss, by their last two path parts.
+_MISSING: dict[tuple[Any, ...], str] = {
+    ("processor", "agreement"): "a processor needs its processing agreement (Art. 28(3) GDPR): "
+    "agreement: {signed_on: YYYY-MM-DD, reference: where it is kept}",
+    ("profiling",): "say whether the system profiles or decides automatically "
+    "(Art. 15(1)(h) GDPR): 'profiling: none', or {kind, logic, consequences}",
+}
 
 
 def _entry_label(data: dict[str, Any], index: int) -> str:
@@ -378,17 +621,29 @@ class WatchedRegister:
 
 
 __all__ = [
+    "PORTABLE_BASES",
     "Controller",
     "LegalBasis",
+    "LocalText",
     "Location",
+    "Notification",
     "Processor",
+    "ProcessorAgreement",
+    "Profiling",
+    "Provided",
+    "Purpose",
+    "Recipient",
+    "RecipientCategory",
     "Register",
     "RegisterError",
     "RetentionRule",
     "System",
     "SystemKind",
+    "Text",
+    "ThirdPartyMode",
     "WatchedRegister",
     "load_register",
+    "localize",
     "parse_period",
     "parse_register",
 ]

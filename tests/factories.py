@@ -53,6 +53,7 @@ def paper_archive(name: str) -> dict[str, Any]:
         "data_categories": ["signed contracts"],
         "purposes": ["contract administration"],
         "legal_basis": ["contract"],
+        "profiling": "none",
         "retention": "7 years",
     }
 
@@ -67,5 +68,6 @@ def failing_ledger(name: str) -> dict[str, Any]:
         "data_categories": ["invoices"],
         "purposes": ["bookkeeping"],
         "legal_basis": ["legal_obligation"],
+        "profiling": "none",
         "retention": "7 years",
     }

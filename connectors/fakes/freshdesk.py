@@ -155,6 +155,7 @@ class Freshdesk(FakeServer):
                 "ticket_id": tid,
                 "body_text": f"Reply {n}",
                 "incoming": n % 2 == 0,
+                "private": False,
             }
             for n in range(conversations)
         ]

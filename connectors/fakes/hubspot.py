@@ -11,6 +11,9 @@ Documented behaviours it reproduces (vendor-apis.md, HubSpot):
 - `POST /crm/v3/objects/{type}/batch/read` `{inputs:[{id}], properties}`; only the requested
   properties come back (plus `hs_object_id`), as with the real API;
 - `GET /crm/v3/properties/{type}`: the property names of an object type;
+- `DELETE /crm/v4/objects/{from}/{id}/associations/{to}/{toId}` -> 204: removes every
+  association between the two records ("Remove association between records"); `unlinked`
+  lists them;
 - `POST /crm/v3/objects/contacts/gdpr-delete` -> 204 without a body, by `objectId` or by email
   with `idProperty: "email"`; by email an unknown address answers 204 too and is **added to a
   blocklist** (`blocklist`), so it never says "not found";
@@ -52,6 +55,10 @@ ENGAGEMENT_TYPES = OBJECT_TYPES[1:]
 SUBJECT_EMAIL = "anna.devries@example.nl"
 SUBJECT_NAME = "de Vries"
 SUBJECT_NOTES = 60
+#: The other contact the subject shares a deal and an e-mail with.
+OTHER_EMAIL = "jan.jansen@example.com"
+OTHER_NAME = "Jan Jansen"
+OTHER_PHONE = "+31687654321"
 
 
 def _record(object_id: str, **properties: Any) -> dict[str, Any]:
@@ -76,11 +83,13 @@ def seed() -> tuple[dict[str, dict[str, dict[str, Any]]], set[tuple[str, str, st
 
     add("contacts", "501", email=SUBJECT_EMAIL, firstname="Anna", lastname="de Vries",
         phone="+31612345678", city="Utrecht")  # fmt: skip
-    add("contacts", "502", email="jan.jansen@example.com", firstname="Jan", lastname="Jansen")
+    add("contacts", "502", email=OTHER_EMAIL, firstname="Jan", lastname="Jansen", phone=OTHER_PHONE)
     add("contacts", "503", email="piet.bakker@example.org", firstname="Piet", lastname="Bakker")
     add("deals", "701", "501", dealname="Webshop order 1", amount="120")
     add("deals", "702", "501", dealname="Webshop order 2", amount="80")
-    add("deals", "703", "501", "502", dealname="Shared family deal", amount="300")  # shared
+    # Shared with Jan: the deal's notes and one e-mail name him.
+    add("deals", "703", "501", "502", dealname="Shared family deal", amount="300",
+        description=f"Split with {OTHER_NAME}, {OTHER_EMAIL}")  # fmt: skip
     add("deals", "704", "502", dealname="Jan's deal", amount="50")
     add("tickets", "801", "501", subject="Where is my parcel?")
     add("tickets", "802", "501", subject="Refund please")
@@ -88,8 +97,14 @@ def seed() -> tuple[dict[str, dict[str, dict[str, Any]]], set[tuple[str, str, st
     for n in range(SUBJECT_NOTES):
         add("notes", str(9000 + n), "501", hs_note_body=f"Called about order {n}")
     add("notes", "9900", "502", hs_note_body="Prefers phone")
-    for n in range(3):
-        add("emails", str(6000 + n), "501", hs_email_subject=f"Your order {n}")
+    for n in range(2):  # sent by the shop (HubSpot's direction EMAIL)
+        add("emails", str(6000 + n), "501", hs_email_subject=f"Your order {n}",
+            hs_email_direction="EMAIL")  # fmt: skip
+    add("emails", "6002", "501", hs_email_subject="Question about order 2",
+        hs_email_direction="INCOMING_EMAIL", hs_email_text="Can I change the address?")  # fmt: skip
+    add("emails", "6003", "501", "502", hs_email_subject="Our family order",
+        hs_email_direction="INCOMING_EMAIL", hs_email_from_email=OTHER_EMAIL,
+        hs_email_text=f"{OTHER_NAME} here, call {OTHER_PHONE}")  # fmt: skip
     add("calls", "6100", "501", hs_call_title="Intake")
     add("calls", "6101", "501", hs_call_title="Follow-up")
     add("meetings", "6200", "501", hs_meeting_title="Demo")
@@ -97,18 +112,20 @@ def seed() -> tuple[dict[str, dict[str, dict[str, Any]]], set[tuple[str, str, st
     return data, links
 
 
-#: What the subject's access must find, per collection (the shared deal included).
+#: What the subject's access must find, per collection (the shared deal and e-mail included).
 SUBJECT_EXPECTED = {
     "contacts": 1,
     "deals": 3,
     "tickets": 2,
     "notes": SUBJECT_NOTES,
-    "emails": 3,
+    "emails": 4,
     "calls": 2,
     "meetings": 1,
 }
+#: The records the subject shares with another contact: erasure removes the association.
+SUBJECT_SHARED = {"deals": ["703"], "emails": ["6003"]}
 #: What erasure deletes: the contact and every record associated with it alone.
-SUBJECT_ERASED = sum(SUBJECT_EXPECTED.values()) - 1
+SUBJECT_ERASED = sum(SUBJECT_EXPECTED.values()) - 2
 
 
 #: The correlation id of canned answers (a real one is a fresh UUID per answer).
@@ -168,6 +185,8 @@ class FakeHubSpot(FakeServer):
         self.blocklist: list[str] = []
         self.plain_deletes: list[tuple[str, str]] = []
         self.gdpr_deleted: list[str] = []
+        #: `(from type, from id, to type, to id)` of every association removed.
+        self.unlinked: list[tuple[str, str, str, str]] = []
         self.reset_faults()
 
     # ------------------------------------------------------------------------ plumbing
@@ -346,6 +365,20 @@ class FakeHubSpot(FakeServer):
             result["paging"] = {"next": {"after": str(after + limit), "link": "?after="}}
         return web.json_response(result)
 
+    @route("DELETE", "/crm/v4/objects/{from}/{id}/associations/{to}/{to_id}")
+    async def _unlink(self, request: web.Request) -> web.Response:
+        from_type, to_type = self._type(request, "from"), self._type(request, "to")
+        from_id, to_id = request.match_info["id"], request.match_info["to_id"]
+        link = None  # only links to contacts are modelled
+        if from_type == "contacts":
+            link = (from_id, to_type, to_id)
+        elif to_type == "contacts":
+            link = (to_id, from_type, from_id)
+        if link in self.links:
+            self.links.discard(link)
+            self.unlinked.append((from_type, from_id, to_type, to_id))
+        return web.Response(status=204)  # every association between the two records is gone
+
     @route("POST", "/crm/v4/associations/{from}/{to}/batch/read")
     async def _associations_batch(self, request: web.Request) -> web.Response:
         from_type, to_type = self._type(request, "from"), self._type(request, "to")
@@ -366,9 +399,13 @@ __all__ = [
     "MAX_BATCH",
     "MAX_SEARCH_LIMIT",
     "OBJECT_TYPES",
+    "OTHER_EMAIL",
+    "OTHER_NAME",
+    "OTHER_PHONE",
     "SUBJECT_EMAIL",
     "SUBJECT_ERASED",
     "SUBJECT_EXPECTED",
+    "SUBJECT_SHARED",
     "TOKEN",
     "FakeHubSpot",
     "seed",

@@ -14,6 +14,10 @@ Documented behaviours it reproduces (vendor-apis.md, Intercom):
 - `DELETE /contacts/{id}` -> 200 `{type:"contact", id, external_id, deleted:true}`; its notes and
   taggings go with it; its conversations and tickets do **not** (separate objects);
 - `DELETE /conversations/{id}`, `DELETE /tickets/{id}`: permanent, 200 `{deleted:true}`;
+- `POST /conversations/redact` `{type:"conversation_part", conversation_id,
+  conversation_part_id}` or `{type:"source", conversation_id, source_id}` -> 200 with the
+  conversation; a part without a body, one already redacted, or a source message a contact did
+  not write answers 400 `conversation_part_not_redactable` (`redactions` lists them);
 - 404 `{"type":"error.list","errors":[{"code":"not_found","message":"... Not Found"}]}`;
 - `POST /contacts/{id}/archive`: archives, which is not deletion: the contact stays findable
   and `archived` lists it;
@@ -21,7 +25,7 @@ Documented behaviours it reproduces (vendor-apis.md, Intercom):
 
 UNCONFIRMED, recorded rather than enforced: whether `Intercom-Version` is required (requests
 without it are answered; `versions` lists what each request sent); the page size of notes
-(all are returned on one page).
+(all are returned on one page); what a redacted part's body reads as (here: null).
 
 The fault knobs of every fake (`faults`); a 5xx is 503 error.list `service_unavailable`.
 `endpoints` lists `(method, route)` of every authenticated call.
@@ -46,6 +50,14 @@ MAX_PARTS = 500
 SUBJECT_EMAIL = "anna.devries@example.nl"
 SUBJECT_NAME = "Anna de Vries"
 SUBJECT_ID = "6650a1b2c3d4e5f601"
+#: The other person in the conversation shared with the subject, and what each of them wrote.
+OTHER_ID = "6650a1b2c3d4e5f602"
+OTHER_NAME = "Jan Jansen"
+OTHER_EMAIL = "jan.jansen@example.com"
+OTHER_MESSAGE = "<p>Jan here: send mine to Dorpsstraat 1, Delft</p>"
+SUBJECT_MESSAGE = "<p>Anna: the blue one is mine</p>"
+ADMIN_ID = "814860"
+ADMIN_EMAIL = "support@shop.example"
 
 
 #: The request id of canned answers (a real one is fresh per answer).
@@ -96,17 +108,21 @@ class FakeIntercom(FakeServer):
         self.tags: dict[str, list[dict[str, Any]]] = {}
         for cid, email, name, phone in (
             (SUBJECT_ID, SUBJECT_EMAIL, SUBJECT_NAME, "+31612345678"),
-            ("6650a1b2c3d4e5f602", "jan.jansen@example.com", "Jan Jansen", None),
+            (OTHER_ID, OTHER_EMAIL, OTHER_NAME, None),
             ("6650a1b2c3d4e5f603", "piet.bakker@example.org", "Piet Bakker", None),
         ):
             self.contacts[cid] = {
                 "type": "contact", "id": cid, "external_id": f"ext-{cid[-2:]}", "role": "user",
                 "email": email, "name": name, "phone": phone, "archived": False,
             }  # fmt: skip
-        other = "6650a1b2c3d4e5f602"
+        other = OTHER_ID
         for n in range(conversations):
             self.add_conversation(f"c{n}", [SUBJECT_ID], parts=3 if n else 20)
-        self.add_conversation("shared", [SUBJECT_ID, other], parts=2)
+        self.add_conversation(
+            "shared",
+            [SUBJECT_ID, other],
+            said=[(other, OTHER_MESSAGE), (SUBJECT_ID, SUBJECT_MESSAGE), (ADMIN_ID, "Shipped.")],
+        )
         self.add_conversation("jan", [other], parts=1)
         self.tickets = {
             tid: {"type": "ticket", "id": tid, "ticket_attributes": {"_default_title_": title},
@@ -124,25 +140,45 @@ class FakeIntercom(FakeServer):
         }  # fmt: skip
         self.versions: list[str | None] = []
         self.archived: list[str] = []
+        #: `(conversation id, part or source id)` of every redaction.
+        self.redactions: list[tuple[str, str]] = []
         self.reset_faults()
 
-    def add_conversation(self, cid: str, contacts: list[str], parts: int = 1) -> None:
-        """Add a conversation between the given contacts and an admin."""
+    def add_conversation(
+        self,
+        cid: str,
+        contacts: list[str],
+        parts: int = 1,
+        said: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Add a conversation the first of `contacts` opened, with `parts` admin replies, or
+        the parts `said` as (author id, body)."""
+        said = said or [(ADMIN_ID, f"Reply {n}") for n in range(parts)]
         self.conversations[cid] = {
             "type": "conversation",
             "id": cid,
             "created_at": 1717200000,
-            "source": {"type": "conversation", "body": "<p>Hello, where is my order?</p>"},
+            "source": {"type": "conversation", "id": f"{cid}-s", "redacted": False,
+                       "author": self._author(contacts[0]),
+                       "body": "<p>Hello, where is my order?</p>"},
             "contacts": {"type": "contact.list", "contacts": [{"id": c} for c in contacts]},
             "conversation_parts": {
                 "type": "conversation_part.list",
                 "conversation_parts": [
-                    {"type": "conversation_part", "id": f"{cid}-p{n}", "body": f"Reply {n}"}
-                    for n in range(parts)
+                    {"type": "conversation_part", "id": f"{cid}-p{n}", "part_type": "comment",
+                     "created_at": 1717200060 + n, "author": self._author(author),
+                     "body": body, "redacted": False}
+                    for n, (author, body) in enumerate(said)
                 ],
-                "total_count": parts,
+                "total_count": len(said),
             },
-        }
+        }  # fmt: skip
+
+    def _author(self, author_id: str) -> dict[str, Any]:
+        if author_id == ADMIN_ID:
+            return {"type": "admin", "id": ADMIN_ID, "name": "Support", "email": ADMIN_EMAIL}
+        contact = self.contacts[author_id]
+        return {"type": "user", "id": author_id, "name": contact["name"], "email": contact["email"]}
 
     # ------------------------------------------------------------------------ plumbing
 
@@ -243,6 +279,31 @@ class FakeIntercom(FakeServer):
         parts["conversation_parts"] = parts["conversation_parts"][-MAX_PARTS:]
         return web.json_response(full)
 
+    @route("POST", "/conversations/redact")
+    async def _redact(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        conversation = self.conversations.get(str(body.get("conversation_id")))
+        if conversation is None:
+            return _error(404, "not_found", "Resource Not Found")
+        if body.get("type") == "source":
+            message = conversation["source"]
+            if str(body.get("source_id")) != message["id"]:
+                return _error(404, "not_found", "Source Not Found")
+            by_contact = message["author"]["type"] in ("user", "lead", "contact")
+        elif body.get("type") == "conversation_part":
+            parts = conversation["conversation_parts"]["conversation_parts"]
+            found = [p for p in parts if p["id"] == str(body.get("conversation_part_id"))]
+            if not found:
+                return _error(404, "not_found", "Conversation Part Not Found")
+            message, by_contact = found[0], True
+        else:
+            return _error(400, "parameter_invalid", "type must be conversation_part or source")
+        if not message.get("body") or message.get("redacted") or not by_contact:
+            return _error(400, "conversation_part_not_redactable", "Part can't be redacted")
+        message["body"], message["redacted"] = None, True
+        self.redactions.append((conversation["id"], message["id"]))
+        return web.json_response(copy.deepcopy(conversation))
+
     @route("DELETE", "/conversations/{id}")
     @route("DELETE", "/tickets/{id}")
     async def _delete(self, request: web.Request) -> web.Response:
@@ -301,9 +362,14 @@ SUBJECT_EXPECTED = {"contacts": 1, "conversations": 5, "tickets": 2, "notes": 3,
 
 __all__ = [
     "MAX_PER_PAGE",
+    "OTHER_EMAIL",
+    "OTHER_ID",
+    "OTHER_MESSAGE",
+    "OTHER_NAME",
     "SUBJECT_EMAIL",
     "SUBJECT_EXPECTED",
     "SUBJECT_ID",
+    "SUBJECT_MESSAGE",
     "SUBJECT_NAME",
     "TOKEN",
     "FakeIntercom",

@@ -17,6 +17,22 @@ What it enforces:
   `restore_user`); `DELETE /deleted_users/{id}` deletes permanently: the user stays as
   "Permanently Deleted User" without email, phone or identities, and gets a compliance
   deletion status (`GET /users/{id}/compliance_deletion_statuses`);
+- tickets carry their people: `requester_id`, `submitter_id`, `email_cc_ids`, `follower_ids`
+  and `collaborator_ids` (CCs and followers together, the older name); comments carry
+  `author_id`, `body`, `html_body`, `plain_body`, `attachments` and `via`;
+  `GET /users/{id}/tickets/ccd` lists the tickets a user is CC'd on;
+  `GET /users/show_many?ids=` (at most 100 ids, else 400) answers the users it knows;
+- `PUT /comment_redactions/{comment_id}` `{ticket_id, html_body, external_attachment_urls}`:
+  the agent-workspace redaction Zendesk documents as current (the older
+  `PUT /tickets/{id}/comments/{id}/redact` `{text}` "will eventually be deprecated", so it is
+  not served). The `html_body` must be the comment's own with `<redact>` tags (and `redact`
+  attributes) added, else 400 `InvalidValue`; each character inside the tags becomes `▇`;
+  each attachment named in `external_attachment_urls` becomes `redacted.txt`. `redactions`
+  lists `(ticket id, comment id)` of each call that redacted;
+- `PUT /tickets/{id}` `{"ticket": {"email_ccs": [{"user_id", "action": "put"|"delete"}],
+  "followers": [...]}}` adds or removes CCs and followers; anything else in it answers 422
+  `RecordInvalid` (this fake updates nothing else). `ticket_updates` lists
+  `(ticket id, body)` of each;
 - 404 `{"error": "RecordNotFound", "description": "Not found"}` for anything unknown;
 - rate limit `faults.max_rate=(requests, seconds)`: 429 with `Retry-After`; while it is set
   every answer carries `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
@@ -26,15 +42,21 @@ What it enforces:
 Documented (vendor-apis.md, from Zendesk's API reference): auth schemes, user search,
 identities, cursor paging and its limits, the 10,000-record offset limit, soft then permanent
 deletion of users and tickets, job statuses, compliance deletion statuses, the 404 body, 429
-with `Retry-After`. Unconfirmed: `GET /users/{id}/tickets/requested` is not in the public
-spec (the fake serves it as the docs describe it); the number of polls a job takes and the
-partial-match rules of search are this fake's choices.
+with `Retry-After`; the ticket and comment fields above, the CCs and followers update (Zendesk
+guide "Creating and updating tickets", Setting email CCs / followers), `tickets/ccd`,
+`show_many`, the agent-workspace redaction and its `▇`. Unconfirmed:
+`GET /users/{id}/tickets/requested` is not in the public spec (the fake serves it as the docs
+describe it); the number of polls a job takes, the partial-match rules of search, the 400 for
+an `html_body` that is not the comment's own, what a redacted attachment reads as and the
+422's `details` are this fake's choices.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +68,7 @@ from connectors.fakes.server import (
     FakeServer,
     basic_credentials,
     bearer_token,
+    json_object,
     person,
     route,
 )
@@ -60,6 +83,17 @@ DELETED_NAME = "Permanently Deleted User"
 SUBJECT_EMAIL = "femke.smit@example.nl"
 SUBJECT_PHONE = "+31611122233"
 SUBJECT_NAME = "Femke Smit"
+#: The other customer on the tickets `add_shared_tickets` seeds, and what each of them wrote.
+OTHER_NAME = "Jan Jansen"
+OTHER_EMAIL = "jan.jansen@example.com"
+OTHER_MESSAGE = "Jan here: my order 4471 went to Dorpsstraat 1, Delft"
+SUBJECT_MESSAGE = "Femke: the blue parcel is mine"
+AGENT_EMAIL = "support@shop.example"
+REDACTED = "\u2587"  # ▇, what each redacted character reads as
+
+_REDACT = re.compile(r"<redact>(.*?)</redact>", re.S)
+_REDACT_ATTRIBUTE = re.compile(r"\s+redact(?=[\s/>])")
+_TAG = re.compile(r"<[^>]*>")
 
 
 def _not_found() -> web.Response:
@@ -68,6 +102,17 @@ def _not_found() -> web.Response:
 
 def _bad(error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "description": description}, status=400)
+
+
+def _invalid(details: dict[str, Any]) -> web.Response:
+    return web.json_response(
+        {"error": "RecordInvalid", "description": "Record validation errors", "details": details},
+        status=422,
+    )
+
+
+def _text(html_body: str) -> str:
+    return html.unescape(_TAG.sub("", html_body))
 
 
 @dataclass(eq=False)
@@ -98,15 +143,24 @@ class Zendesk(FakeServer):
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self.compliance: dict[int, list[dict[str, Any]]] = {}
+        self.redactions: list[tuple[int, int]] = []
+        self.ticket_updates: list[tuple[int, dict[str, Any]]] = []
         self._ids = itertools.count(5001)  # ids of seeded records
         self.reset_faults()
 
     def add_user(
-        self, name: str, email: str | None, phone: str | None = None, *, extra_emails: int = 0
+        self,
+        name: str,
+        email: str | None,
+        phone: str | None = None,
+        *,
+        extra_emails: int = 0,
+        role: str = "end-user",
     ) -> int:
-        """Add an end user with an identity per email and phone; returns its id."""
+        """Add a user (an end user unless `role` says "agent" or "admin") with an identity
+        per email and phone; returns its id."""
         uid = next(self._ids)
-        self.users[uid] = person(uid, name, email, phone, role="end-user", active=True)
+        self.users[uid] = person(uid, name, email, phone, role=role, active=True)
         self.user_state[uid] = "active"
         values = [("email", email), ("phone_number", phone)]
         values += [("email", f"alias{n}.{uid}@mail.example") for n in range(extra_emails)]
@@ -117,25 +171,79 @@ class Zendesk(FakeServer):
         ]
         return uid
 
-    def add_ticket(self, requester_id: int, subject: str, *, comments: int = 1) -> int:
-        """Add a ticket requested by `requester_id` with `comments` comments; returns its id."""
+    def add_ticket(
+        self,
+        requester_id: int,
+        subject: str,
+        *,
+        comments: int = 1,
+        said: list[tuple[int, str]] | None = None,
+        ccs: tuple[int, ...] = (),
+        followers: tuple[int, ...] = (),
+    ) -> int:
+        """Add a ticket requested by `requester_id` with `comments` comments by the requester,
+        or the comments `said` as (author id, text), CC'ing `ccs` and followed by `followers`;
+        returns its id."""
         tid = next(self._ids)
+        said = said or [(requester_id, f"Message {n}") for n in range(comments)]
+        requester = self.users[requester_id]
         self.tickets[tid] = {
             "id": tid,
             "requester_id": requester_id,
+            "submitter_id": requester_id,
+            "assignee_id": None,
             "subject": subject,
+            "raw_subject": subject,
+            "description": said[0][1] if said else "",
             "status": "open",
+            "email_cc_ids": list(ccs),
+            "follower_ids": list(followers),
+            "collaborator_ids": [*ccs, *followers],
+            "via": self._via(requester),
         }
-        self.comments[tid] = [
-            {
-                "id": next(self._ids),
-                "author_id": requester_id,
-                "body": f"Message {n}",
-                "public": True,
-            }
-            for n in range(comments)
-        ]
+        self.comments[tid] = [self._comment(author, text) for author, text in said]
         return tid
+
+    def _comment(self, author_id: int, text: str) -> dict[str, Any]:
+        cid = next(self._ids)
+        return {
+            "id": cid,
+            "type": "Comment",
+            "author_id": author_id,
+            "body": text,
+            "html_body": f'<div class="zd-comment" dir="auto"><p>{html.escape(text)}</p></div>',
+            "plain_body": text,
+            "public": True,
+            "attachments": [
+                {
+                    "id": cid + 100_000,
+                    "file_name": f"photo-{cid}.jpg",
+                    "content_url": f"https://shop.zendesk.com/attachments/token/{cid}/?name=photo.jpg",
+                    "content_type": "image/jpeg",
+                }
+            ],
+            "via": self._via(self.users[author_id]),
+            "created_at": "2024-06-01T10:00:00Z",
+        }
+
+    @staticmethod
+    def _via(author: dict[str, Any]) -> dict[str, Any]:
+        sender = {"address": author["email"], "name": author["name"]}
+        return {"channel": "email", "source": {"from": sender, "to": {}, "rel": None}}
+
+    def add_shared_tickets(self, subject_id: int) -> dict[str, int]:
+        """Seed the other customer, an agent, and two tickets the subject shares with the
+        other customer: one the other requested with the subject CC'd ("cc"), one the subject
+        requested with the other CC'd ("requested"); both hold a message of each and an
+        agent's reply. Returns the ids by name (also "other" and "agent")."""
+        other = self.add_user(OTHER_NAME, OTHER_EMAIL)
+        agent = self.add_user("Support", AGENT_EMAIL, role="agent")
+        said = [(other, OTHER_MESSAGE), (subject_id, SUBJECT_MESSAGE), (agent, "Shipped.")]
+        cc = self.add_ticket(other, "Two parcels", said=said, ccs=(subject_id,), followers=(agent,))
+        requested = self.add_ticket(
+            subject_id, "Wrong address", said=[said[1], said[0], said[2]], ccs=(other,)
+        )
+        return {"other": other, "agent": agent, "cc": cc, "requested": requested}
 
     def restore_user(self, user_id: int) -> None:
         """Undo a soft delete (an agent can, until the user is permanently deleted)."""
@@ -231,6 +339,16 @@ class Zendesk(FakeServer):
             {"users": found, "next_page": None, "previous_page": None, "count": len(found)}
         )
 
+    @route("GET", "/users/show_many")
+    async def _show_many(self, request: web.Request) -> web.Response:
+        try:
+            wanted = [int(i) for i in request.query.get("ids", "").split(",") if i]
+        except ValueError:
+            return _bad("InvalidValue", "ids must be a comma-separated list of user ids")
+        if not 1 <= len(wanted) <= MAX_PAGE_SIZE:
+            return _bad("InvalidValue", "ids takes 1-100 user ids")
+        return web.json_response({"users": [self.users[i] for i in wanted if i in self.users]})
+
     @route("GET", "/users/{id}")
     async def _user(self, request: web.Request) -> web.Response:
         uid = int(request.match_info["id"])
@@ -252,6 +370,71 @@ class Zendesk(FakeServer):
             return _not_found()
         tickets = [t for t in self.tickets.values() if t["requester_id"] == uid]
         return self._list(request, "tickets", sorted(tickets, key=lambda t: t["id"]))
+
+    @route("GET", "/users/{id}/tickets/ccd")
+    async def _ccd(self, request: web.Request) -> web.Response:
+        uid = self._active_user(request)
+        if uid is None:
+            return _not_found()
+        tickets = [t for t in self.tickets.values() if uid in t["email_cc_ids"]]
+        return self._list(request, "tickets", sorted(tickets, key=lambda t: t["id"]))
+
+    @route("PUT", "/tickets/{id}")
+    async def _update_ticket(self, request: web.Request) -> web.Response:
+        ticket = self.tickets.get(int(request.match_info["id"]))
+        if ticket is None:
+            return _not_found()
+        body = await json_object(request, Answer(400, {"error": "InvalidJSON"}))
+        update = body.get("ticket")
+        if not isinstance(update, dict) or not update or set(update) - {"email_ccs", "followers"}:
+            return _invalid({"ticket": [{"description": "only email_ccs and followers"}]})
+        changes = [(field, change) for field in update for change in update[field] or []]
+        if any(
+            not isinstance(c, dict)
+            or c.get("action") not in ("put", "delete")
+            or "user_id" not in c
+            for _, c in changes
+        ):
+            return _invalid({"ticket": [{"description": "each entry needs user_id and action"}]})
+        for field, change in changes:
+            key = "email_cc_ids" if field == "email_ccs" else "follower_ids"
+            uid = int(change["user_id"])
+            for listed in (ticket[key], ticket["collaborator_ids"]):
+                if change["action"] == "delete" and uid in listed:
+                    listed.remove(uid)
+                elif change["action"] == "put" and uid not in listed:
+                    listed.append(uid)
+        self.ticket_updates.append((ticket["id"], body))
+        return web.json_response({"ticket": ticket, "audit": {"ticket_id": ticket["id"]}})
+
+    @route("PUT", "/comment_redactions/{id}")
+    async def _redact_comment(self, request: web.Request) -> web.Response:
+        body = await json_object(request, Answer(400, {"error": "InvalidJSON"}))
+        try:
+            tid, cid = int(body["ticket_id"]), int(request.match_info["id"])
+        except (KeyError, TypeError, ValueError):
+            return _bad("InvalidValue", "ticket_id is required")
+        found = [c for c in self.comments.get(tid, []) if c["id"] == cid]
+        if not found:
+            return _not_found()
+        comment = found[0]
+        marked = str(body.get("html_body") or comment["html_body"])
+        unmarked = _REDACT_ATTRIBUTE.sub("", _REDACT.sub(lambda m: m.group(1), marked))
+        if unmarked != comment["html_body"]:
+            return _bad("InvalidValue", "html_body must be the comment's html_body with redactions")
+        urls = set(body.get("external_attachment_urls") or [])
+        if urls - {a["content_url"] for a in comment["attachments"]}:
+            return _bad("InvalidValue", "external_attachment_urls must be the comment's own")
+        redacted = _REDACT.sub(lambda m: REDACTED * len(_text(m.group(1))), marked)
+        redacted = _TAG.sub(
+            lambda m: "" if _REDACT_ATTRIBUTE.search(m.group(0)) else m.group(0), redacted
+        )
+        comment |= {"html_body": redacted, "body": _text(redacted), "plain_body": _text(redacted)}
+        for attachment in comment["attachments"]:
+            if attachment["content_url"] in urls:
+                attachment |= {"file_name": "redacted.txt", "content_type": "text/plain"}
+        self.redactions.append((tid, cid))
+        return web.json_response({"comment": comment})
 
     @route("GET", "/tickets/{id}/comments")
     async def _comments(self, request: web.Request) -> web.Response:
@@ -360,4 +543,16 @@ class Zendesk(FakeServer):
         return web.json_response({"compliance_deletion_statuses": self.compliance.get(uid, [])})
 
 
-__all__ = ["API_TOKEN", "DELETED_NAME", "EMAIL", "OAUTH_TOKEN", "SUBJECT_EMAIL", "Zendesk"]
+__all__ = [
+    "API_TOKEN",
+    "DELETED_NAME",
+    "EMAIL",
+    "OAUTH_TOKEN",
+    "OTHER_EMAIL",
+    "OTHER_MESSAGE",
+    "OTHER_NAME",
+    "REDACTED",
+    "SUBJECT_EMAIL",
+    "SUBJECT_MESSAGE",
+    "Zendesk",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import Connector, Result
 from connectors.http import Auth, HttpClient, RateLimit, RetryPolicy
-from schemas.events import Counts, Evidence, RequestType, RetainedItem, Subject
+from schemas.events import Counts, Evidence, OutcomeStatus, RequestType, Subject
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -106,7 +106,7 @@ def erased_per_collection(deleted: Mapping[str, int]) -> list[Evidence]:
     collection (Art. 17(1), Art. 5(2) GDPR), records the vendor removed with their parent
     included.
     """
-    return [Evidence(kind=f"{name}_deleted", value=str(n)) for name, n in deleted.items() if n]
+    return _per_collection(deleted, "deleted")
 
 
 def erased(deleted: Mapping[str, int], evidence: Sequence[Evidence] = ()) -> Result:
@@ -118,51 +118,88 @@ def erased(deleted: Mapping[str, int], evidence: Sequence[Evidence] = ()) -> Res
     )
 
 
+def pointer(*tokens: str | int) -> str:
+    """The RFC 6901 JSON Pointer to the value under `tokens` (keys and list indexes), for
+    `Record.others`: `~` is written `~0` and `/` is written `~1`."""
+    return "".join("/" + str(t).replace("~", "~0").replace("/", "~1") for t in tokens)
+
+
+def mentions(data: Any, needles: Collection[str], at: tuple[str | int, ...] = ()) -> list[str]:
+    """Pointers to the strings in `data` that contain any of `needles` (ignoring case): where
+    a free text names a person, e.g. another contact's e-mail address in a deal's notes."""
+    wanted = [n.lower() for n in needles if n]
+    if isinstance(data, str):
+        text = data.lower()
+        return [pointer(*at)] if at and any(n in text for n in wanted) else []
+    if isinstance(data, Mapping):
+        items: Iterable[tuple[str | int, Any]] = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return []
+    return [p for key, value in items for p in mentions(value, wanted, (*at, key))]
+
+
 @dataclass
 class Erasure:
-    """An erasure under way: the subject's own ids (e.g. its contacts), the records deleted
-    per collection, and the records kept because they are linked to other people too."""
+    """An erasure under way: the subject's own ids (e.g. its contacts) and what was done.
+
+    An object shared with other people (a conversation, a deal with two buyers) is not the
+    subject's to delete: the subject's part of it is redacted, or the subject's link to it
+    removed, by the vendor's own means. What the other people wrote is their personal data
+    (Art. 4(1) GDPR), not the subject's, so it is neither erased nor reported "retained":
+    Art. 17(1) reaches the subject's data only. Whatever of the subject's the vendor's API
+    cannot remove is a manual step with exact instructions, never a retained item: a
+    `RetainedItem` needs a legal duty to keep (the register's retention rules).
+    """
 
     mine: set[str]
+    #: Records deleted, per collection (`tickets_deleted: 3`).
     erased: Counter[str] = field(default_factory=Counter)
-    retained: list[RetainedItem] = field(default_factory=list)
+    #: The subject's parts of shared objects made unreadable (`conversation_parts_redacted: 2`).
+    redacted: Counter[str] = field(default_factory=Counter)
+    #: The subject's links to other people's objects removed (`deal_associations_removed: 1`).
+    unlinked: Counter[str] = field(default_factory=Counter)
+    #: What a person must still do in the vendor's own interface, one step each.
+    manual: list[str] = field(default_factory=list)
 
     @property
     def deleted(self) -> int:
         """Records deleted, all collections together."""
         return sum(self.erased.values())
 
-    def split(
-        self, collection: str, linked: Mapping[str, Collection[str]], reason: str
-    ) -> list[str]:
-        """The records (of `linked`: record id -> ids of the people it is linked to) that are
-        the subject's alone; the shared ones are reported kept, with `reason`."""
+    def split(self, linked: Mapping[str, Collection[str]]) -> tuple[list[str], list[str]]:
+        """The records of `linked` (record id -> ids of the people it is linked to) that are
+        the subject's alone, and those shared with other people."""
         owned = [record for record, people in linked.items() if set(people) <= self.mine]
-        self.keep_shared(collection, len(linked) - len(owned), reason)
-        return owned
-
-    def keep_shared(self, collection: str, count: int, reason: str) -> None:
-        """Report `count` records of `collection` kept: they are other people's data too."""
-        if count:
-            self.retained.append(
-                RetainedItem(
-                    collection=collection,
-                    count=count,
-                    legal_basis="Art. 17(1) GDPR does not extend to other data subjects",
-                    reason=reason,
-                )
-            )
+        return owned, [record for record in linked if record not in owned]
 
     def result(self, evidence: Sequence[Evidence]) -> Result:
-        """Completed with the counts, or not found when nothing was there any more."""
-        if self.deleted == 0 and not self.retained:
+        """Completed with the counts (manual action required while steps are left), or not
+        found when nothing was there any more."""
+        done = self.deleted + sum(self.redacted.values()) + sum(self.unlinked.values())
+        if done == 0 and not self.manual:
             return Result.not_found()  # everything went meanwhile (a concurrent attempt)
-        retained = sum(r.count for r in self.retained)
-        return Result.completed(
-            Counts(deleted=self.deleted, retained=retained),
-            retained=self.retained,
-            evidence=erased_per_collection(self.erased) + list(evidence),
+        counts = Counts(deleted=self.deleted, anonymised=sum(self.redacted.values()))
+        itemised = (
+            erased_per_collection(self.erased)
+            + _per_collection(self.redacted, "redacted")
+            + _per_collection(self.unlinked, "removed")
+            + list(evidence)
         )
+        if self.manual:
+            return Result(
+                OutcomeStatus.MANUAL_ACTION_REQUIRED,
+                counts,
+                evidence=itemised,
+                instructions="\n".join(self.manual),
+                reason="the API cannot remove all of the subject's data in shared objects",
+            )
+        return Result.completed(counts, evidence=itemised)
+
+
+def _per_collection(counts: Mapping[str, int], done: str) -> list[Evidence]:
+    return [Evidence(kind=f"{name}_{done}", value=str(n)) for name, n in counts.items() if n]
 
 
 __all__ = [
@@ -175,4 +212,6 @@ __all__ = [
     "check_account",
     "erased",
     "erased_per_collection",
+    "mentions",
+    "pointer",
 ]

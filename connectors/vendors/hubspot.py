@@ -12,14 +12,22 @@ Erasure, and why in this order:
    first. So an address that search does not find is reported `not_found`, with no call.
 2. Records associated with the subject's contacts *only* (deals, tickets, engagements) are
    deleted explicitly: it is UNCONFIRMED whether gdpr-delete removes them. A record also
-   associated with another contact (e.g. a deal with two buyers) is someone else's too: it is
-   kept and reported as retained; gdpr-delete removes the subject's association with it.
+   associated with another contact (e.g. a deal with two buyers) is that person's too and is
+   not deleted: the subject's association with it is removed
+   (`DELETE /crm/v4/objects/contacts/{id}/associations/{type}/{toId}`, 204, "Remove
+   association between records"), counted as `deal_associations_removed` etc. Where such a
+   record's text still names the subject (e-mail, phone or full name), the API cannot take out
+   only the subject's words: that is a manual step naming the record and its fields.
    HubSpot offers no permanent delete for these objects: `batch/archive` moves them to the
    recycle bin, from which they are purged after 90 days (evidence says so).
 3. `POST /crm/v3/objects/contacts/gdpr-delete {"objectId": id}` (204) for each contact: the
    permanent delete. Never the plain `DELETE /crm/v3/objects/contacts/{id}`, which is
    restorable for 90 days. HubSpot finishes the purge (engagements, form submissions, email
    tracking) up to 30 days later; the evidence says so.
+
+Other people (Art. 15(4) GDPR): a record associated with another contact too is exported with
+`Record.others` pointing at each property whose text names that contact (e-mail, phone, full
+name; read from the contact) and, for an e-mail that contact sent, at its subject and text.
 
 Batch limits are UNCONFIRMED; 100 inputs per batch is assumed (`batch_size`). HubSpot sends
 `Retry-After` on 429 only UNCONFIRMED: without it the HTTP layer backs off exponentially.
@@ -34,13 +42,23 @@ from pydantic import Field
 
 from connectors.base import Result
 from connectors.http import Auth, CursorPaging, RateLimit
-from connectors.vendors.base import RECORD_RIGHTS, Erasure, HttpConnector, HttpSettings
+from connectors.vendors.base import (
+    RECORD_RIGHTS,
+    Erasure,
+    HttpConnector,
+    HttpSettings,
+    mentions,
+)
 from schemas.events import Evidence, Record, Subject
 
 #: Objects associated with a contact that access exports and erasure handles.
 RELATED_TYPES = ("deals", "tickets", "notes", "emails", "calls", "meetings")
 COLLECTIONS = ("contacts", *RELATED_TYPES)
 
+#: An engagement another contact wrote: who wrote it, and the properties that hold the message.
+_AUTHORED = {
+    "emails": ("hs_email_from_email", ("hs_email_subject", "hs_email_text", "hs_email_html"))
+}
 _SEARCH = "/crm/v3/objects/contacts/search"
 _SEARCH_LIMIT = 200  # the documented maximum
 
@@ -68,6 +86,27 @@ class HubSpotSettings(HttpSettings):
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _identifiers(contacts: Iterable[dict[str, Any]]) -> list[str]:
+    """What names a contact in free text: its e-mail, phone numbers and full name."""
+    found: list[str] = []
+    for contact in contacts:
+        p = contact.get("properties") or {}
+        found += [str(p[k]) for k in ("email", "phone", "mobilephone") if p.get(k)]
+        name = " ".join(str(p[k]) for k in ("firstname", "lastname") if p.get(k))
+        found += [name] if " " in name else []  # a first name alone matches too much
+    return found
+
+
+def _others(object_type: str, record: dict[str, Any], people: list[str]) -> list[str]:
+    """Pointers to what concerns other contacts in a shared record (Art. 15(4) GDPR)."""
+    properties = record.get("properties") or {}
+    marks = mentions(properties, people, ("properties",))
+    sender, message = _AUTHORED.get(object_type, ("", ()))
+    if str(properties.get(sender) or "").lower() in {p.lower() for p in people}:
+        marks += [f"/properties/{k}" for k in message if k in properties]
+    return sorted(set(marks))
 
 
 class HubSpotConnector(HttpConnector[HubSpotSettings]):
@@ -161,20 +200,36 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
             )
         return out
 
+    async def _shared(
+        self, related: dict[str, list[str]], mine: set[str]
+    ) -> tuple[dict[str, dict[str, set[str]]], list[dict[str, Any]]]:
+        """Per object type the contacts of each record, and the other contacts among them."""
+        linked = {t: await self._linked_contacts(t, ids) for t, ids in related.items() if ids}
+        others = sorted({c for per in linked.values() for people in per.values() for c in people}
+                        - mine)  # fmt: skip
+        return linked, await self._batch_read("contacts", others)
+
     async def access(self, subject: Subject) -> Result:
-        """Every contact of the subject and every record associated with it."""
+        """Every contact of the subject and every record associated with it; in records
+        shared with other contacts, what concerns those marked."""
         contacts = await self._contacts(subject)
         if not contacts:
             return Result.not_found()
+        mine = {str(c["id"]) for c in contacts}
         records = [Record(collection="contacts", data=c) for c in contacts]
-        for object_type, ids in (await self._related_ids(contacts)).items():
+        related = await self._related_ids(contacts)
+        linked, others = await self._shared(related, mine)
+        people = _identifiers(others)
+        for object_type, ids in related.items():
             for record in await self._batch_read(object_type, ids):
-                records.append(Record(collection=object_type, data=record))
+                shared = not linked[object_type].get(str(record["id"]), set()) <= mine
+                marks = _others(object_type, record, people) if shared else []
+                records.append(Record(collection=object_type, data=record, others=marks))
         return Result.found(records)
 
     # ------------------------------------------------------------------------- erasure
 
-    async def _other_contacts(self, object_type: str, ids: list[str]) -> dict[str, set[str]]:
+    async def _linked_contacts(self, object_type: str, ids: list[str]) -> dict[str, set[str]]:
         """For each record, the contacts it is associated with."""
         linked: dict[str, set[str]] = {i: set() for i in ids}
         for chunk in _chunks(ids, self.settings.batch_size):
@@ -190,8 +245,33 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
                 linked.setdefault(source, set()).update(str(t["toObjectId"]) for t in row["to"])
         return linked
 
+    async def _unlink(
+        self, erasure: Erasure, object_type: str, shared: dict[str, set[str]], subject: list[str]
+    ) -> None:
+        """Remove the subject's associations with records shared with other contacts; a record
+        whose text still names the subject becomes a manual step."""
+        for object_id, people in shared.items():
+            for contact_id in sorted(people & erasure.mine):
+                await self.http.request(
+                    "DELETE",
+                    "/crm/v4/objects/contacts/{id}/associations/{type}/{to}",
+                    path_params={"id": contact_id, "type": object_type, "to": object_id},
+                    expected=(204, 404),  # 404: either record went meanwhile
+                )
+                erasure.unlinked[f"{object_type.removesuffix('s')}_associations"] += 1
+        for record in await self._batch_read(object_type, list(shared)):
+            named = mentions(record.get("properties") or {}, subject)
+            if named:
+                fields = ", ".join(sorted(p.removeprefix("/") for p in named))
+                erasure.manual.append(
+                    f"HubSpot {object_type.removesuffix('s')} {record['id']} is shared with "
+                    f"another contact and still names the subject in: {fields}. Open it in "
+                    "HubSpot and remove the subject's details from those fields."
+                )
+
     async def erase(self, subject: Subject) -> Result:
-        """Delete records owned by the subject alone, then GDPR-delete each contact."""
+        """Delete records owned by the subject alone, unlink shared ones, then GDPR-delete
+        each contact."""
         contacts = await self._contacts(subject)
         if not contacts:
             # Deliberately no gdpr-delete by email: it would blocklist an unknown address.
@@ -200,13 +280,8 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
         for object_type, ids in (await self._related_ids(contacts)).items():
             if not ids:
                 continue
-            linked = await self._other_contacts(object_type, ids)
-            owned = erasure.split(
-                object_type,
-                {i: linked.get(i, set()) for i in ids},
-                "also associated with other contacts; the subject's association is removed by "
-                "the GDPR delete",
-            )
+            linked = await self._linked_contacts(object_type, ids)
+            owned, shared = erasure.split({i: linked.get(i, set()) for i in ids})
             for chunk in _chunks(owned, self.settings.batch_size):
                 await self.http.request(
                     "POST",
@@ -216,6 +291,9 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
                     expected=(204,),
                 )
             erasure.erased[object_type] += len(owned)
+            if shared:
+                people = {i: linked.get(i, set()) for i in shared}
+                await self._unlink(erasure, object_type, people, _identifiers(contacts))
         mine = sorted(erasure.mine)
         for contact_id in mine:
             response = await self.http.request(

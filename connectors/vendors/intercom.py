@@ -6,11 +6,21 @@ contact its conversations (`POST /conversations/search` on `contact_ids`, then
 (`POST /tickets/search`), notes and tags. Intercom returns the 500 most recent parts of a
 conversation; older parts of a longer conversation cannot be read through the API.
 
+Other people (Art. 15(4) GDPR): a conversation or ticket that also involves another contact
+is exported with `Record.others` pointing at that contact's entry in `contacts` and at every
+message (author, body, attachments) someone other than the subject wrote in it, the opening
+message included; ids, times and the subject's own messages stay, so the copy reads as a
+conversation. The controller's teammates' answers in a shared conversation are marked too:
+they may address or describe the other person.
+
 Erasure: conversations and tickets are separate objects that outlive their contact, so they
 are deleted first (`DELETE /conversations/{id}`, `DELETE /tickets/{id}`: permanent), then the
 contact (`DELETE /contacts/{id}` -> `deleted: true`; Intercom destroys it after a 7-day grace
-period, with its notes and taggings). A conversation that also involves another contact is
-someone else's too: it is kept and reported as retained. A 404 means already gone. Never
+period, with its notes and taggings). A conversation that also involves another contact is not
+deleted (the rest is the other person's): the subject's own messages in it are redacted with
+`POST /conversations/redact` (parts, and the opening message if the subject wrote it). What
+the API cannot reach becomes a manual step: messages older than the 500 it returns, and a
+shared ticket (the API redacts conversations only). A 404 means already gone. Never
 `POST /contacts/{id}/archive`: archiving keeps the data and is not an erasure.
 """
 
@@ -23,7 +33,13 @@ from pydantic import Field
 
 from connectors.base import Result
 from connectors.http import Auth, CursorPaging, RateLimit, json_body
-from connectors.vendors.base import RECORD_RIGHTS, Erasure, HttpConnector, HttpSettings
+from connectors.vendors.base import (
+    RECORD_RIGHTS,
+    Erasure,
+    HttpConnector,
+    HttpSettings,
+    pointer,
+)
 from schemas.events import Evidence, Record, Subject
 
 REGIONS = {
@@ -66,6 +82,44 @@ def _search_paging() -> CursorPaging:
 
 def _query(field: str) -> dict[str, Any]:
     return {"query": {"field": field, "operator": "=", "value": "{value}"}}
+
+
+def _people(item: dict[str, Any]) -> list[str]:
+    """The ids of the contacts a conversation or ticket involves."""
+    return [str(c["id"]) for c in (item.get("contacts") or {}).get("contacts", [])]
+
+
+def _parts(conversation: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = (conversation.get("conversation_parts") or {}).get("conversation_parts")
+    return listed if isinstance(listed, list) else []
+
+
+def _written_by(message: dict[str, Any], mine: set[str]) -> bool:
+    """Whether one of the subject's contacts wrote `message` (a part or the source)."""
+    author = message.get("author") or {}
+    return author.get("type") in ("user", "lead", "contact") and str(author.get("id")) in mine
+
+
+def _others(item: dict[str, Any], mine: set[str]) -> list[str]:
+    """Pointers to what concerns other people in a shared conversation or ticket: the other
+    contacts' entries and every message someone else wrote (Art. 15(4) GDPR)."""
+    people = _people(item)
+    if set(people) <= mine:
+        return []  # the subject's alone
+    marks = [pointer("contacts", "contacts", i) for i, c in enumerate(people) if c not in mine]
+    source = item.get("source")
+    if isinstance(source, dict) and not _written_by(source, mine):
+        marks += [pointer("source", k) for k in ("author", "body", "subject", "attachments")
+                  if k in source]  # fmt: skip
+    for i, part in enumerate(_parts(item)):
+        if not _written_by(part, mine):
+            marks += [pointer("conversation_parts", "conversation_parts", i, k)
+                      for k in ("author", "body", "attachments") if k in part]  # fmt: skip
+    return marks
+
+
+def _redactable(message: dict[str, Any], mine: set[str]) -> bool:
+    return _written_by(message, mine) and bool(message.get("body")) and not message.get("redacted")
 
 
 class IntercomConnector(HttpConnector[IntercomSettings]):
@@ -126,13 +180,20 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
         contacts = await self._contacts(subject)
         if not contacts:
             return Result.not_found()
+        mine = {str(c["id"]) for c in contacts}
         records = [Record(collection="contacts", data=c) for c in contacts]
         listed = await self._related(contacts, "/conversations/search", "conversations")
         # The limiter bounds concurrency and rate; gather only keeps its slots busy.
         full = await asyncio.gather(*(self._conversation(cid) for cid in listed))
-        records += [Record(collection="conversations", data=c) for c in full if c is not None]
+        records += [
+            Record(collection="conversations", data=c, others=_others(c, mine))
+            for c in full
+            if c is not None
+        ]
         tickets = await self._related(contacts, "/tickets/search", "tickets")
-        records += [Record(collection="tickets", data=t) for t in tickets.values()]
+        records += [
+            Record(collection="tickets", data=t, others=_others(t, mine)) for t in tickets.values()
+        ]
         for contact in contacts:
             for what in ("notes", "tags"):
                 for item in await self._list(str(contact["id"]), what):
@@ -149,8 +210,46 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
         )
         return response.status_code == 200
 
+    async def _redact(self, conversation_id: str, message: dict[str, Any], source: bool) -> bool:
+        """Redact one message of the subject's; False when it went meanwhile (404)."""
+        kind, key = (
+            ("source", "source_id") if source else ("conversation_part", "conversation_part_id")
+        )
+        response = await self.http.request(
+            "POST",
+            "/conversations/redact",
+            json={"type": kind, "conversation_id": conversation_id, key: str(message["id"])},
+            expected=(200, 404),
+        )
+        return response.status_code == 200
+
+    async def _redact_shared(self, erasure: Erasure, conversation_id: str) -> None:
+        """Redact the subject's messages in a conversation shared with other people."""
+        conversation = await self._conversation(conversation_id)
+        if conversation is None:
+            return
+        mine = erasure.mine
+        parts = _parts(conversation)
+        source = conversation.get("source")
+        done = 0
+        if isinstance(source, dict) and _redactable(source, mine):
+            done += await self._redact(conversation_id, source, source=True)
+        for part in parts:
+            if _redactable(part, mine):
+                done += await self._redact(conversation_id, part, source=False)
+        erasure.redacted["conversation_parts"] += done  # the opening message counted as one
+        total = (conversation.get("conversation_parts") or {}).get("total_count", len(parts))
+        if isinstance(total, int) and total > len(parts):
+            erasure.manual.append(
+                f"Intercom conversation {conversation_id} has {total} messages and the API "
+                f"returns only the {len(parts)} most recent: in the Intercom inbox, open the "
+                "conversation and delete each older message the subject wrote (message menu, "
+                "'Delete')."
+            )
+
     async def erase(self, subject: Subject) -> Result:
-        """Delete the subject's conversations and tickets, then its contacts."""
+        """Delete the subject's own conversations and tickets, redact its messages in shared
+        conversations, then delete its contacts."""
         contacts = await self._contacts(subject)
         if not contacts:
             return Result.not_found()
@@ -160,14 +259,18 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
             ("/tickets/search", "tickets"),
         ):
             items = await self._related(contacts, path, kind)
-            people = {
-                object_id: [str(c["id"]) for c in (item.get("contacts") or {}).get("contacts", [])]
-                for object_id, item in items.items()
-            }
-            reason = "also involves other contacts; delete by hand if the subject's part must go"
-            owned = erasure.split(kind, people, reason)
+            owned, shared = erasure.split({i: _people(item) for i, item in items.items()})
             done = await asyncio.gather(*(self._delete(kind, i) for i in owned))
             erasure.erased[kind] += sum(done)
+            for object_id in shared:
+                if kind == "conversations":
+                    await self._redact_shared(erasure, object_id)
+                else:
+                    erasure.manual.append(
+                        f"Intercom ticket {object_id} also involves other contacts and the API "
+                        "cannot redact tickets: in Intercom, open the ticket, delete each "
+                        "message the subject wrote and remove the subject from its customers."
+                    )
         contacts_deleted = 0
         for contact_id in sorted(erasure.mine):
             contacts_deleted += await self._delete("contacts", contact_id)

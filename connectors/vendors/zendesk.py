@@ -19,6 +19,25 @@ Erasure, in this order (the user must still exist to list its tickets):
 Comments go with their ticket and identities with their user; they are listed first and
 reported deleted per collection, so the certificate counts them.
 
+Other people (Art. 15(4), Art. 4(1) GDPR): the subject's tickets are those it requested and
+those it is CC'd on (`GET /users/{id}/tickets/ccd`). A ticket is shared when another end user
+is on it: requester, submitter, CC, or the author of a comment (agents are staff, found with
+`GET /users/show_many?ids=`, at most 100 ids a call). In a shared ticket `Record.others`
+points at the other people's ids (`requester_id`, `submitter_id`, `email_cc_ids/0`, ...),
+at the title, description and sender (`via`) when another person opened it, and at every
+comment someone other than the subject wrote (author, bodies, attachments, `via`, metadata):
+an agent's reply there may address or describe the other person. Ids, times and the
+subject's own comments stay, so the copy reads as a conversation.
+
+A shared ticket is not deleted (the rest is the other people's): each comment the subject
+wrote is redacted with `PUT /comment_redactions/{comment_id}` (the agent-workspace
+redaction, which Zendesk recommends over the older `.../comments/{id}/redact` it will
+deprecate; its text wrapped in `<redact>`, its attachments named in
+`external_attachment_urls`), and the subject is removed from the CCs and followers with
+`PUT /tickets/{id}` (`email_ccs`/`followers`, `action: "delete"`). A shared ticket the subject
+requested or submitted stays linked to it through that field, which only a person can
+re-assign: that is a manual step, never a retained item.
+
 A 404 at any step means already gone. `GET /users/{id}/tickets/requested` is UNCONFIRMED in
 the vendor's spec (vendor-apis.md); it is the documented path in Zendesk's guides.
 """
@@ -27,8 +46,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
@@ -37,10 +56,11 @@ from connectors.base import ConnectorError, Result
 from connectors.http import Auth, JobPolling, NextUrlPaging, RateLimit, json_body
 from connectors.vendors.base import (
     RECORD_RIGHTS,
+    Erasure,
     HttpConnector,
     HttpSettings,
     check_account,
-    erased,
+    pointer,
 )
 from schemas.events import Evidence, Record, Subject
 
@@ -48,6 +68,16 @@ COLLECTIONS = ("users", "identities", "tickets", "comments")
 
 _PHONE_STRIP = re.compile(r"[\s().\-]")
 _CURSOR = NextUrlPaging(next_path="links.next", has_more_path="meta.has_more")
+_SHOW_MANY = 100  # ids per `GET /users/show_many`, Zendesk's maximum
+#: A ticket's single people and its lists of people.
+_PERSON = ("requester_id", "submitter_id")
+_PEOPLE = ("email_cc_ids", "collaborator_ids", "follower_ids")
+#: What another person's comment, or a ticket another person opened, says of them.
+_WRITTEN = ("author_id", "body", "html_body", "plain_body", "attachments", "via", "metadata")
+_OPENED = ("subject", "raw_subject", "description", "via")
+_TAG = re.compile(r"(<[^>]*>)")
+_REDACTED = "\u2587"  # ▇: what Zendesk writes for each redacted character
+_ELEMENT = re.compile(r"^<(a|img)\b", re.I)
 
 
 class ZendeskSettings(HttpSettings):
@@ -85,6 +115,80 @@ class ZendeskSettings(HttpSettings):
 
 def _phone(value: Any) -> str:
     return _PHONE_STRIP.sub("", str(value or ""))
+
+
+def _id(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _people(ticket: dict[str, Any], comments: list[dict[str, Any]]) -> set[int]:
+    """Everyone on a ticket: requester, submitter, CCs, followers and comment authors."""
+    found: list[Any] = [ticket.get(k) for k in _PERSON]
+    found += [i for k in _PEOPLE for i in ticket.get(k) or []]
+    found += [c.get("author_id") for c in comments]
+    return {i for i in map(_id, found) if i is not None}
+
+
+def _present(data: dict[str, Any], keys: Iterable[str]) -> list[str]:
+    return [pointer(k) for k in keys if k in data]
+
+
+@dataclass
+class _Ticket:
+    """A ticket of the subject's, its comments, and the other end users on it."""
+
+    data: dict[str, Any]
+    comments: list[dict[str, Any]]
+    others: set[int]
+
+    def records(self, mine: set[int]) -> list[Record]:
+        """The ticket and its comments, what concerns other people marked (Art. 15(4))."""
+        data, others = self.data, self.others
+        marks = [pointer(k) for k in _PERSON if others and _id(data.get(k)) in others]
+        marks += [
+            pointer(k, n)
+            for k in _PEOPLE
+            for n, i in enumerate(data.get(k) or [])
+            if _id(i) in others
+        ]
+        if others and _id(data.get("requester_id")) not in mine:
+            marks += _present(data, _OPENED)  # another person opened it, in their words
+        shared = bool(others)
+        return [Record(collection="tickets", data=data, others=marks)] + [
+            Record(
+                collection="comments",
+                data=c,
+                others=_present(c, _WRITTEN)
+                if shared and _id(c.get("author_id")) not in mine
+                else [],
+            )
+            for c in self.comments
+        ]
+
+
+def _marked_for_redaction(html_body: str) -> str:
+    """The comment's `html_body` with all its text inside `<redact>` tags and its links and
+    images given the `redact` attribute: the whole comment made unreadable."""
+    pieces = []
+    for piece in _TAG.split(html_body):
+        if _ELEMENT.match(piece):
+            piece = _ELEMENT.sub(r"<\1 redact", piece, count=1)
+        elif piece.strip() and not piece.startswith("<"):
+            piece = f"<redact>{piece}</redact>"
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _redactable(comment: dict[str, Any]) -> bool:
+    """Whether a comment still has text or attachments to redact (not done before)."""
+    text = str(comment.get("plain_body") or comment.get("body") or "")
+    unread = text.replace(_REDACTED, "").strip()
+    return bool(unread) or any(
+        a.get("file_name") != "redacted.txt" for a in comment.get("attachments") or []
+    )
 
 
 class ZendeskConnector(HttpConnector[ZendeskSettings]):
@@ -145,7 +249,9 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
         return matched
 
     async def _tickets(self, user_id: int) -> list[dict[str, Any]]:
-        return await self._list("/users/{id}/tickets/requested", "tickets", id=user_id)
+        """The tickets a user requested, then those it is CC'd on."""
+        requested = await self._list("/users/{id}/tickets/requested", "tickets", id=user_id)
+        return requested + await self._list("/users/{id}/tickets/ccd", "tickets", id=user_id)
 
     async def _comments(self, tickets: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """Each ticket's comments, in the order of `tickets`."""
@@ -154,16 +260,44 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
             *(self._list("/tickets/{id}/comments", "comments", id=t["id"]) for t in tickets)
         )
 
+    async def _staff(self, user_ids: set[int]) -> set[int]:
+        """Which of `user_ids` are the account's agents or admins (not other customers)."""
+        ordered = sorted(user_ids)
+        staff: set[int] = set()
+        for start in range(0, len(ordered), _SHOW_MANY):
+            chunk = ",".join(str(i) for i in ordered[start : start + _SHOW_MANY])
+            response = await self.http.request("GET", "/users/show_many", params={"ids": chunk})
+            users = (json_body(response) or {}).get("users") or []
+            staff |= {int(u["id"]) for u in users if u.get("role") in ("agent", "admin")}
+        return staff
+
+    async def _shared(self, mine: set[int], users: list[dict[str, Any]]) -> list[_Ticket]:
+        """Every ticket of the subject's users once, with its comments and the other end
+        users on it (an id Zendesk no longer knows counts as another person)."""
+        listed: dict[int, dict[str, Any]] = {}
+        for user in users:
+            for ticket in await self._tickets(int(user["id"])):
+                listed.setdefault(int(ticket["id"]), ticket)
+        tickets = list(listed.values())
+        comments = await self._comments(tickets)
+        people = [_people(t, c) for t, c in zip(tickets, comments, strict=True)]
+        staff = await self._staff(set().union(*people) - mine)
+        return [
+            _Ticket(t, c, p - mine - staff)
+            for t, c, p in zip(tickets, comments, people, strict=True)
+        ]
+
     async def access(self, subject: Subject) -> Result:
-        """Every user, identity, requested ticket and comment of the subject."""
+        """Every user, identity, ticket and comment of the subject, other people's parts of
+        shared tickets marked."""
+        users = await self._users(subject)
+        mine = {int(u["id"]) for u, _ in users}
         records: list[Record] = []
-        for user, identities in await self._users(subject):
+        for user, identities in users:
             records.append(Record(collection="users", data=user))
             records += [Record(collection="identities", data=i) for i in identities]
-            tickets = await self._tickets(int(user["id"]))
-            records += [Record(collection="tickets", data=t) for t in tickets]
-            for comments in await self._comments(tickets):
-                records += [Record(collection="comments", data=c) for c in comments]
+        for ticket in await self._shared(mine, [u for u, _ in users]):
+            records += ticket.records(mine)
         return Result.found(records)
 
     # ------------------------------------------------------------------------- erasure
@@ -222,27 +356,86 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
         )
         return evidence
 
+    async def _redact(self, ticket_id: int, comment: dict[str, Any]) -> bool:
+        """Redact one of the subject's comments whole; False when it went meanwhile (404)."""
+        urls = [a["content_url"] for a in comment.get("attachments") or [] if a.get("content_url")]
+        body: dict[str, Any] = {
+            "ticket_id": ticket_id,
+            "html_body": _marked_for_redaction(str(comment.get("html_body") or "")),
+        }
+        if urls:
+            body["external_attachment_urls"] = urls
+        response = await self.http.request(
+            "PUT",
+            "/comment_redactions/{id}",
+            path_params={"id": comment["id"]},
+            json=body,
+            expected=(200, 404),
+        )
+        return response.status_code == 200
+
+    async def _release(self, erasure: Erasure, mine: set[int], ticket: _Ticket) -> None:
+        """Take the subject's part out of a ticket shared with other people."""
+        data, tid = ticket.data, int(ticket.data["id"])
+        done = [
+            await self._redact(tid, c)
+            for c in ticket.comments
+            if _id(c.get("author_id")) in mine and _redactable(c)
+        ]
+        erasure.redacted["comments"] += sum(done)
+        on = {k: {i for i in data.get(k) or [] if _id(i) in mine} for k in _PEOPLE}
+        followers = sorted(on["follower_ids"])
+        # `collaborator_ids` is the older name of CCs and followers together.
+        ccs = sorted((on["email_cc_ids"] | on["collaborator_ids"]) - on["follower_ids"])
+        update = {
+            key: [{"user_id": i, "action": "delete"} for i in ids]
+            for key, ids in (("email_ccs", ccs), ("followers", followers))
+            if ids
+        }
+        if update:
+            response = await self.http.request(
+                "PUT",
+                "/tickets/{id}",
+                path_params={"id": tid},
+                json={"ticket": update},
+                expected=(200, 404),
+            )
+            if response.status_code == 200:
+                erasure.unlinked.update(ccs=len(ccs), followers=len(followers))
+        opened = [k.removesuffix("_id") for k in _PERSON if _id(data.get(k)) in mine]
+        if opened:
+            erasure.manual.append(
+                f"Zendesk ticket {tid} is shared with other people and the subject is its "
+                f"{' and '.join(opened)}; the subject's comments in it are redacted. In Zendesk, "
+                "open the ticket, change Requester to another person on it, and change the "
+                "title if it describes the subject (agent workspace: select the text, 'Redact'); "
+                "the ticket stays, as the other people's messages are theirs."
+            )
+
     async def erase(self, subject: Subject) -> Result:
-        """Permanently delete the subject's tickets, then the subject's users."""
+        """Permanently delete the subject's own tickets, take its part out of tickets shared
+        with other people, then permanently delete the subject's users."""
         users = await self._users(subject)
         if not users:
             return Result.not_found("no Zendesk user of the subject (or already deleted)")
+        mine = {int(u["id"]) for u, _ in users}
+        erasure = Erasure({str(i) for i in mine})
+        tickets = await self._shared(mine, [u for u, _ in users])
+        owned = [t for t in tickets if not t.others]
         evidence: list[Evidence] = []
-        deleted: Counter[str] = Counter()
+        jobs = await asyncio.gather(*(self._destroy_ticket(int(t.data["id"])) for t in owned))
+        for job, ticket in zip(jobs, owned, strict=True):
+            if job is not None:  # None: permanently deleted already
+                # A ticket's comments go with it: counted, so the certificate states them.
+                erasure.erased.update(tickets=1, comments=len(ticket.comments))
+                evidence.append(job)
+        for ticket in tickets:
+            if ticket.others:
+                await self._release(erasure, mine, ticket)
         for user, identities in users:
-            uid = int(user["id"])
-            listed = await self._tickets(uid)
-            # A ticket's comments go with it, a user's identities with the user: count them
-            # first, so the certificate states everything that went.
-            comments = await self._comments(listed)
-            jobs = await asyncio.gather(*(self._destroy_ticket(int(t["id"])) for t in listed))
-            for job, said in zip(jobs, comments, strict=True):
-                if job is not None:  # None: permanently deleted already
-                    deleted.update(tickets=1, comments=len(said))
-                    evidence.append(job)
-            evidence += await self._destroy_user(uid)
-            deleted.update(users=1, identities=len(identities))
-        return erased(deleted, evidence)
+            evidence += await self._destroy_user(int(user["id"]))
+            erasure.erased.update(users=1, identities=len(identities))
+        return erasure.result(evidence)
 
 
 __all__ = ["COLLECTIONS", "ZendeskConnector", "ZendeskSettings"]

@@ -1,8 +1,10 @@
 """The signed deletion certificate: build it from a finished erasure, sign, verify, render.
 
 The body is canonicalised per RFC 8785 (JCS) and signed with Ed25519, so anyone holding the
-issuer's public key (JWKS from `dsr keys export-jwks`) can verify it offline. It carries no
-personal data: the subject appears only as a salted SHA-256 of the identifier values.
+issuer's public key (JWKS from `dsr keys export-jwks`) can verify it offline. It carries no raw
+personal data: the subject appears only as a salted SHA-256 of the identifier values. That hash
+is pseudonymised personal data, not anonymous data (Art. 4(5) and recital 26 GDPR: whoever holds
+the identifiers and the salt can attribute it), and the certificate says so to its reader.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,12 +36,15 @@ from schemas.events import (
     SystemProgress,
 )
 from schemas.primitives.encoding import b64url, b64url_decode
-from schemas.register import Controller
+from schemas.register import Controller, Text, localize
 
 CERTIFICATE_VERSION = 1
 ALG = "EdDSA"
 MIN_SALT_BYTES = 16
 _REDACTED = "[redacted: contained a subject identifier]"
+#: Evidence kinds `<collection>_<action>` with a count, as connectors itemise an erasure
+#: (`connectors.vendors.base.erased_per_collection`), by the action the certificate names.
+_COLLECTION_ACTIONS = ("deleted", "anonymised", "redacted", "removed")
 _REQUIRED = ("certificate_version", "request_id", "request_type", "dates", "systems", "status")
 
 
@@ -87,7 +92,7 @@ def build_certificate(
     register_titles: dict[str, str] | None = None,
     issued_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The certificate body for a finished erasure request (unsigned, no personal data)."""
+    """The certificate body for a finished erasure request (unsigned, no raw personal data)."""
     request, status = _finished_erasure(state)
     if len(salt) < MIN_SALT_BYTES:
         raise CertificateError(
@@ -179,7 +184,12 @@ def _system_entry(
             for r in progress.retained
         ],
         "manual_completion": any(e.kind == "manual_confirmation" for e in progress.evidence),
-        "evidence": [{"kind": e.kind, "value": scrub(e.value)} for e in progress.evidence],
+        "collections": per_collection(progress),
+        "evidence": [
+            {"kind": e.kind, "value": scrub(e.value)}
+            for e in progress.evidence
+            if _collection_action(e.kind, e.value) is None
+        ],
         "reason": scrub(progress.reason),
     }
     if progress.decision == "legal_hold" and progress.retained:
@@ -192,6 +202,34 @@ def _system_entry(
             "review_date": _iso(hold.until),
         }
     return entry
+
+
+def per_collection(progress: SystemProgress) -> list[dict[str, Any]]:
+    """What the erasure did in each collection of one system, from the connector's evidence.
+
+    A certificate states what was erased, collection by collection, records a vendor removed
+    along with their parent included (Freshdesk's hard delete of a contact takes its tickets and
+    conversations): Art. 17(1) and the accountability of Art. 5(2) GDPR. A connector that
+    reports totals only gives no rows; its counts stand in the system's table.
+    """
+    rows: dict[tuple[str, str], int] = {}
+    for item in progress.evidence:
+        found = _collection_action(item.kind, item.value)
+        if found is not None:
+            collection, action = found
+            rows[(collection, action)] = rows.get((collection, action), 0) + int(item.value)
+    return [
+        {"collection": collection, "action": action, "count": count}
+        for (collection, action), count in rows.items()
+    ]
+
+
+def _collection_action(kind: str, value: str) -> tuple[str, str] | None:
+    """(collection, action) of an evidence item `<collection>_<action>: <count>`, else None."""
+    collection, _, action = kind.rpartition("_")
+    if collection and action in _COLLECTION_ACTIONS and value.isdigit():
+        return collection, action
+    return None
 
 
 def canonical(certificate: dict[str, Any]) -> bytes:
@@ -306,11 +344,19 @@ def verify_certificate(
 
 
 def render_html(
-    certificate: dict[str, Any], language: Language = "nl", controller: Controller | None = None
+    certificate: dict[str, Any],
+    language: Language = "nl",
+    controller: Controller | None = None,
+    reasons: Mapping[tuple[str, str], Text] | None = None,
+    headings: Mapping[tuple[str, str], Text] | None = None,
 ) -> str:
     """The certificate (signed document or bare body) as a standalone HTML page in Dutch or
     English (`templates/certificate.html`, everything escaped); when data was kept, with the
-    remedies and the `controller`'s contact (Art. 12(4) GDPR)."""
+    remedies and the `controller`'s contact (Art. 12(4) GDPR), in the controller's tone.
+
+    `reasons` are the register's retention reasons per (system, collection): a connector reports
+    a kept collection's reason in one language, and the document says it in its own. `headings`
+    are the collections' titles for people (`connectors.metadata`), in the same way."""
     if language not in LANGUAGES:
         raise CertificateError(f"language {language!r} is not supported; use 'nl' or 'en'")
     kid: str | None = None
@@ -324,7 +370,17 @@ def render_html(
         kid=kid,
         controller=controller,
         keeps_data=_keeps_data(certificate),
+        reasons=_localized(reasons, language),
+        headings=_localized(headings, language),
     )
+
+
+def _localized(texts: Mapping[tuple[str, str], Text] | None, language: Language) -> dict[str, str]:
+    """Per "system/collection", the text in `language`."""
+    return {
+        f"{system}/{name}": localize(text, language)
+        for (system, name), text in (texts or {}).items()
+    }
 
 
 def _keeps_data(certificate: dict[str, Any]) -> bool:
@@ -351,9 +407,13 @@ class CertificateIssuer:
         issuer: str,
         register_titles: dict[str, str],
         controller: Controller | None = None,
+        reasons: Mapping[tuple[str, str], Text] | None = None,
+        headings: Mapping[tuple[str, str], Text] | None = None,
     ) -> None:
         self.store = KeyStore(keys_dir)
         self.controller = controller
+        self.reasons = dict(reasons or {})
+        self.headings = dict(headings or {})
         self.issuer = issuer
         self.titles = register_titles
         self._salt: bytes | None = None
@@ -394,5 +454,7 @@ class CertificateIssuer:
         path.write_bytes(dump_signed(signed))
         for language in ("nl", "en"):
             html_path = directory / f"{state.request_id}.{language}.html"
-            html_path.write_text(render_html(body, language, self.controller), encoding="utf-8")
+            html_path.write_text(
+                render_html(body, language, self.controller, self.reasons), encoding="utf-8"
+            )
         return path

@@ -13,6 +13,10 @@ Besides the export (access, portability) and the certificate (erasure), a reques
   not had (`orchestrator.lifecycle.verification`): the accepted ways, what to black out on a
   copy (photo, MRZ, document number, BSN), the KopieID app, and that the copy is destroyed after
   the check. From its own template, `templates/id_request.html`;
+- a **recipients** letter, when the subject of an erasure asked to be told the recipients of
+  their data (`RequestSubmitted.recipients_requested`, Art. 19 GDPR, second sentence) and no
+  other letter goes out; a confirmation or "what is missing" letter names them itself. Names
+  and categories come from `orchestrator.artifacts.notifications.select`: who was told;
 - a **reminder** of it, once, when nothing arrived (`orchestrator.lifecycle.reminders`): the
   same letter, saying when it was first asked.
 
@@ -35,7 +39,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from orchestrator.artifacts.render import AP_COMPLAINT_URL, Language, render_document, texts
+from orchestrator.artifacts.notifications import NOTIFIED, select
+from orchestrator.artifacts.render import (
+    AP_COMPLAINT_URL,
+    Language,
+    Tone,
+    render_document,
+    texts_in,
+)
 from orchestrator.lifecycle import decisions
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
@@ -51,7 +62,7 @@ from schemas.primitives.files import atomic_write
 from schemas.register import Register
 
 DocumentKind = Literal[
-    "refusal", "missing", "confirmation", "extension", "id_request", "reminder", "fee"
+    "refusal", "missing", "confirmation", "extension", "id_request", "reminder", "fee", "recipients"
 ]
 
 #: Requests whose completion is confirmed by letter (access has its export, erasure its
@@ -85,6 +96,8 @@ def documents_for(state: RequestState) -> list[DocumentKind]:
         return ["confirmation"]
     if state.status in (RequestStatus.PARTIALLY_COMPLETED, RequestStatus.FAILED):
         return ["missing"]
+    if request.recipients_requested and request.type in NOTIFIED:
+        return ["recipients"]
     return []
 
 
@@ -112,7 +125,7 @@ def render(
         controller=register.controller,
         partial=state.status != RequestStatus.COMPLETED,
         systems=[_system(n, titles.get(n, n), state.systems[n]) for n in sorted(state.systems)],
-        **_addressed(request.language, request.requester),
+        **_addressed(request.language, request.requester, _tone(register)),
         # Officers' decisions: the refusal's code and explanation, and per system a refusal
         # or a legal hold (`orchestrator.lifecycle.decisions`).
         refusal=decisions.refusal(state.decisions),
@@ -120,8 +133,18 @@ def render(
             (d.fee_eur for d in reversed(state.decisions) if d.decision == DecisionKind.FEE), None
         ),
         decided={n: decisions.system_decision(n, state.decisions) for n in state.systems},
+        recipients=_recipients(state, register),
         now=now,
     )
+
+
+def _recipients(state: RequestState, register: Register) -> list[dict[str, str]] | None:
+    """Art. 19 GDPR, second sentence: the recipients told of the request, by name and category,
+    when the subject asked for them; None when they did not ask (the letter then says nothing)."""
+    request = state.request
+    if request is None or not request.recipients_requested or request.type not in NOTIFIED:
+        return None
+    return [{"name": n.name, "category": n.category.value} for n in select(state, register)]
 
 
 def write(
@@ -157,19 +180,24 @@ def _render_id_request(
         request.language,
         kind=kind,
         reminder=kind == "reminder",
-        **_addressed(request.language, request.requester),
+        **_addressed(request.language, request.requester, _tone(register)),
         state=state,
         request=request,
         controller=register.controller,
         methods=[m.value for m in policy.accepted(request.type)],
-        rights=texts("letter")[request.language]["rights"],
+        rights=texts_in("letter", request.language, _tone(register))["rights"],
         now=now,
     )
 
 
-def _addressed(language: Language, requester: Requester) -> dict[str, Any]:
+def _addressed(language: Language, requester: Requester, tone: Tone) -> dict[str, Any]:
     """What `templates/_requester.html` needs: who asked, and its texts as `who`."""
-    return {"requester": requester, "who": texts("requester")[language]}
+    return {"requester": requester, "who": texts_in("requester", language, tone)}
+
+
+def _tone(register: Register) -> Tone:
+    """How the register's controller addresses readers in Dutch (u or je)."""
+    return register.controller.tone if register.controller is not None else "u"
 
 
 def _system(name: str, title: str, progress: SystemProgress) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The subject's HTML documents from Jinja2 templates: one environment, texts in nl and en.
 
 Each document is `templates/<document>.html` with its texts beside it in
-`templates/<document>.texts.yaml` (one mapping per language, the same keys in each); the words
+`templates/<document>.texts.yaml` (one mapping per language, the same keys in each, and an
+optional `nl-je` mapping with the Dutch texts that differ when the controller addresses the
+reader informally, `controller.tone: je`: only keys `nl` has, merged over it); the words
 every document shares (status words, kinds of system, engine reasons, the remedies, the months)
 are in `templates/common.texts.yaml`, given to every template as `common`. Every value
 is HTML-escaped (autoescape), because much of it comes from requests, the register and
@@ -22,7 +24,13 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
+from schemas.register import localize
+
 Language = Literal["nl", "en"]
+#: How a Dutch document addresses the reader: formal "u" or informal "je" (`Controller.tone`).
+Tone = Literal["u", "je"]
+#: The mapping in a texts file holding the informal Dutch variants.
+_INFORMAL = "nl-je"
 #: The languages every document is written in.
 LANGUAGES: tuple[Language, ...] = ("nl", "en")
 _PACKAGE = "orchestrator.artifacts"  # the templates/ folder ships inside it as package data
@@ -93,13 +101,23 @@ def _reason_filter(context: Context, reason: str | None) -> Markup | str:
     without one is kept, labelled as the system's own message (it is not translated)."""
     if not reason:
         return ""
-    words = texts("common")[context["document_language"]]["engine"]
+    words = context["common"]["engine"]  # in the document's language and tone
     code = reason_code(reason)
     if code is not None:
         return Markup('<span data-reason-code="{}">{}</span>').format(code, words[code])
     return Markup('<span data-reason-code="untranslated">{} {}</span>').format(
         reason, words["untranslated"]
     )
+
+
+@pass_context
+def _local_filter(context: Context, text: Any) -> str:
+    """`| local`: a register text (`Text`: one string, or `{nl, en}`) in the document's language."""
+    if text is None:
+        return ""
+    if isinstance(text, str):
+        return text
+    return str(localize(text, context["document_language"]))
 
 
 def _blank(value: Any) -> Any:
@@ -120,21 +138,64 @@ def environment() -> Environment:
     )
     env.filters["day"] = _day_filter
     env.filters["reason"] = _reason_filter
+    env.filters["local"] = _local_filter
     return env
 
 
-@cache
 def texts(document: str) -> dict[str, dict[str, Any]]:
-    """A document's texts by language, from `templates/<document>.texts.yaml`, checked."""
+    """A document's texts by language (`nl`, `en`), from `templates/<document>.texts.yaml`,
+    checked; `texts_in` gives one language in one tone."""
+    data = _texts_file(document)
+    return {language: data[language] for language in LANGUAGES}
+
+
+@cache
+def _texts_file(document: str) -> dict[str, dict[str, Any]]:
+    """The whole texts file, checked: `nl` and `en` with the same keys, and `nl-je` (optional)
+    with only keys `nl` has."""
     name = f"{document}.texts.yaml"
     source = resources.files(_PACKAGE) / "templates" / name
     data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or set(data) != set(LANGUAGES):
-        raise ValueError(f"{name}: expected one mapping per language ({', '.join(LANGUAGES)})")
+    if not isinstance(data, dict) or not set(LANGUAGES) <= set(data) <= {*LANGUAGES, _INFORMAL}:
+        raise ValueError(
+            f"{name}: expected one mapping per language ({', '.join(LANGUAGES)}) "
+            f"and optionally {_INFORMAL!r} (the informal Dutch variants)"
+        )
     shapes = {language: _keys(data[language]) for language in LANGUAGES}
     if len({frozenset(keys) for keys in shapes.values()}) != 1:
         raise ValueError(f"{name}: the languages differ in which texts they have; give each all")
+    if _INFORMAL in data:
+        informal = data[_INFORMAL]
+        unknown = sorted(_keys(informal) - shapes["nl"]) if isinstance(informal, dict) else ["?"]
+        if unknown:
+            raise ValueError(
+                f"{name}: {_INFORMAL!r} may only give variants of texts 'nl' has; "
+                f"not in 'nl': {', '.join(k.rstrip('.') for k in unknown)}"
+            )
     return data
+
+
+def informal_variants(document: str) -> dict[str, Any]:
+    """The `nl-je` variants of a document's Dutch texts (empty when it has none)."""
+    return dict(_texts_file(document).get(_INFORMAL) or {})
+
+
+def texts_in(document: str, language: Language, tone: Tone = "u") -> dict[str, Any]:
+    """A document's texts in `language`; Dutch in the informal tone takes the `nl-je` variants."""
+    if language == "nl" and tone == "je":
+        return _merge(texts(document)["nl"], informal_variants(document))
+    return texts(document)[language]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`, mapping by mapping (a variant replaces one text, not a group)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = _merge(base[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _keys(texts: Any, prefix: str = "") -> set[str]:
@@ -149,9 +210,16 @@ def _keys(texts: Any, prefix: str = "") -> set[str]:
     return found
 
 
-def render_document(document: str, language: Language, **context: Any) -> str:
+def render_document(
+    document: str, language: Language, *, tone: Tone | None = None, **context: Any
+) -> str:
     """`templates/<document>.html` with its texts in `language` as `t` (and `lang` unless given),
-    the shared words as `common` and the AP's complaint page as `ap_complaint_url`."""
+    the shared words as `common` and the AP's complaint page as `ap_complaint_url`.
+
+    Dutch texts follow `tone` ("u" or "je"); without it, the tone of the `controller` in the
+    context (`Controller.tone`), else the formal "u".
+    """
+    chosen: Tone = tone or getattr(context.get("controller"), "tone", None) or "u"
     template = environment().get_template(f"{document}.html")
     return template.render(
         {
@@ -159,8 +227,9 @@ def render_document(document: str, language: Language, **context: Any) -> str:
             "ap_complaint_url": AP_COMPLAINT_URL,
             **context,
             "document_language": language,
-            "t": texts(document)[language],
-            "common": texts("common")[language],
+            "tone": chosen,
+            "t": texts_in(document, language, chosen),
+            "common": texts_in("common", language, chosen),
         }
     )
 
@@ -170,9 +239,12 @@ __all__ = [
     "AP_URL",
     "LANGUAGES",
     "Language",
+    "Tone",
     "day",
     "environment",
+    "informal_variants",
     "reason_code",
     "render_document",
     "texts",
+    "texts_in",
 ]

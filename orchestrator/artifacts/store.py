@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,10 @@ class ArtifactStore:
         *,
         export_error: str | None = None,
         documents: Mapping[str, str] | None = None,
+        recipients: Sequence[Mapping[str, Any]] | None = None,
     ) -> Path:
-        """Write the request's result: per-system outcomes and where its documents are.
+        """Write the request's result: per-system outcomes and where its documents are, and
+        (rectification, erasure, restriction) who was told of it (Art. 19 GDPR).
 
         The records themselves are only in the export; the result says how many per
         collection each system found.
@@ -74,7 +76,7 @@ class ArtifactStore:
             systems[name] = entry
         certificate = self.certificate_path(state.request_id)
         export = self.export_path(state.request_id)
-        result = {
+        result: dict[str, Any] = {
             "request_id": state.request_id,
             "type": request.type.value,
             "status": state.status.value,
@@ -91,6 +93,8 @@ class ArtifactStore:
             "export_error": export_error,
             "documents": dict(documents or {}),
         }
+        if recipients is not None:
+            result["recipients"] = list(recipients)
         path = self.result_path(state.request_id)
         atomic_write(path, json.dumps(result, indent=2, ensure_ascii=False).encode())
         return path

@@ -16,6 +16,7 @@ from orchestrator.cli.exports import export
 from orchestrator.cli.keys import keys, verify
 from orchestrator.cli.options import DsrGroup
 from orchestrator.cli.publishers import publishers
+from orchestrator.cli.register import register_group
 from orchestrator.cli.requests import decide, deliver, extend, status, submit, verify_identity
 from orchestrator.cli.run import topics, up, worker
 from orchestrator.cli.tasks import tasks
@@ -35,6 +36,7 @@ from orchestrator.cli.tasks import tasks
         status,
         tasks,
         connectors_group,
+        register_group,
         demo,
         keys,
         verify,

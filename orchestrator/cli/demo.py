@@ -169,6 +169,7 @@ def _print_results(out: Path, results: Results) -> None:
             _print_retained(json.loads(Path(certificate).read_text()))
         for name, path in (result.get("documents") or {}).items():
             click.echo(f"  {name:<11} {path}")
+        _print_recipients(result.get("recipients") or [], out)
 
 
 def _print_retained(certificate: dict[str, Any]) -> None:
@@ -181,6 +182,18 @@ def _print_retained(certificate: dict[str, Any]) -> None:
                 f"{item.get('count')} until {item.get('until') or '(no date)'} "
                 f"({item.get('legal_basis')})"
             )
+
+
+def _print_recipients(recipients: list[dict[str, Any]], out: Path) -> None:
+    """Who was told of the erasure (Art. 19 GDPR), and who is still to be told by hand."""
+    if not recipients:
+        return
+    told = [r["name"] for r in recipients if r.get("status") == "notified"]
+    waiting = [r["name"] for r in recipients if r.get("status") != "notified"]
+    click.echo(f"  recipients  told: {', '.join(told) or '-'}")
+    if waiting:
+        click.echo(f"              to tell by hand: {', '.join(waiting)}")
+        click.echo(f"              see: dsr tasks list --data-dir {out}")
 
 
 __all__ = ["demo"]

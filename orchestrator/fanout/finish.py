@@ -1,4 +1,5 @@
-"""Finishing a request: its outcomes on disk, then its export or certificate, letters and result.
+"""Finishing a request: its outcomes on disk, then its export or certificate, the recipients
+told (Art. 19), letters and result.
 
 Everything here goes through `orchestrator.artifacts`; this module decides what a finished
 request gets and in which order. Results are on disk before the status event announcing them
@@ -12,9 +13,12 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from orchestrator.artifacts import delivery, letters
+from connectors.metadata import collection_info
+from orchestrator.artifacts import delivery, letters, notifications
+from orchestrator.artifacts.attachments import AttachedFiles
 from orchestrator.artifacts.certificate import CertificateIssuer
 from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.store import ArtifactStore
@@ -53,6 +57,10 @@ class Finisher:
         self._certificates: CertificateIssuer | None = None
         #: E-mails answers to subjects; None when DSR_SMTP_HOST is unset (officers record it).
         self.mailer = delivery.mailer(settings, keys)
+        #: Tells recipients of a rectification, erasure or restriction (Art. 19 GDPR).
+        self.notifier = notifications.Notifier(
+            settings.data_dir, delivery.SmtpServer.from_settings(settings)
+        )
         #: Exported requests -> when their record files may go (see `discard_records`).
         self.exported: dict[str, float] = {}
 
@@ -87,11 +95,17 @@ class Finisher:
                 # Kept as the request's problem, not the worker's: the batch goes on.
                 log.error("export of request %s failed: %s", state.request_id, exc)
                 export_error = f"the export could not be assembled: {exc}"
+        notices = await self._notify(state) if answered else None
         documents: dict[str, str] = {
             letter: str(self._write_letter(letter, state))
             for letter in letters.documents_for(state)
         }
-        path = self.artifacts.write_result(state, export_error=export_error, documents=documents)
+        path = self.artifacts.write_result(
+            state,
+            export_error=export_error,
+            documents=documents,
+            recipients=None if notices is None else notifications.for_result(notices),
+        )
         if kind in _EXPORTED and export_error is None:
             # The export holds them now. Removed a little later, not at once: if this worker
             # dies before the final state reaches the table's changelog, the last outcome is
@@ -100,6 +114,18 @@ class Finisher:
         _point_at(effects, path)
         log.info("request %s finished: %s", state.request_id, state.status)
         return [Path(letter) for letter in documents.values()]
+
+    async def _notify(self, state: RequestState) -> list[notifications.RecipientNotice] | None:
+        """Tell the recipients (Art. 19); None for rights that tell nobody. A ledger that cannot
+        be read is the request's problem, kept in the log, never the worker's."""
+        kind = state.request.type if state.request is not None else None
+        if kind not in notifications.NOTIFIED:
+            return None
+        try:
+            return await self.notifier.notify(state, self.register())
+        except notifications.NotificationError as exc:
+            log.error("request %s: recipients not notified: %s", state.request_id, exc)
+            return None
 
     def extension_notice(self, state: RequestState, effects: Effects) -> None:
         """Write the letter telling the subject of an extension (Art. 12(3)); its status event
@@ -148,6 +174,11 @@ class Finisher:
             generated_at=datetime.now(UTC),
             portability=portability,
             key=self.keys.get(state.request_id),
+            attachments=AttachedFiles(
+                self.records,
+                state.request_id,
+                partial(self.artifacts.load_outcome, state.request_id),
+            ),
         )
 
     def _write_letter(self, kind: letters.DocumentKind, state: RequestState) -> Path:
@@ -168,7 +199,21 @@ class Finisher:
             keys_dir = self.settings.key_store_dir()
             issuer = register.controller.name if register.controller else self.settings.app_id
             titles = {s.name: s.display_name for s in register.systems}
-            self._certificates = CertificateIssuer(keys_dir, issuer, titles, register.controller)
+            reasons = {
+                (s.name, rule.collection): rule.reason
+                for s in register.systems
+                for rule in s.retention_rules
+                if rule.reason is not None
+            }
+            headings = {
+                (s.name, name): info.title
+                for s in register.systems
+                for name, info in collection_info(s).items()
+                if info.title is not None
+            }
+            self._certificates = CertificateIssuer(
+                keys_dir, issuer, titles, register.controller, reasons, headings
+            )
         return self._certificates
 
 

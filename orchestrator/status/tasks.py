@@ -1,11 +1,14 @@
 """Manual tasks: systems where a person must act, and recording that the person did.
 
 `dsr tasks` and the dashboard both go through these functions, so a task completed from
-either is recorded the same way: a `TaskOutcome` on the outcomes topic, with the evidence.
+either is recorded the same way: a `TaskOutcome` on the outcomes topic, with the evidence, and
+for an access or portability request what the person found (files and records they attached,
+stored in the record store: `orchestrator.artifacts.attachments`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -15,9 +18,13 @@ from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.view import StatusView
 from schemas.errors import DsrError
 from schemas.events import (
+    Attachment,
+    Counts,
     Evidence,
     OutcomeStatus,
+    RecordsRef,
     RequestStatusChanged,
+    RequestType,
     SystemProgress,
     TaskOutcome,
 )
@@ -27,6 +34,8 @@ from schemas.kafka import KafkaSettings
 ManualOutcome = Literal["completed", "not_found"]
 MANUAL_OUTCOMES: tuple[ManualOutcome, ...] = ("completed", "not_found")
 EVIDENCE_MAX_LENGTH = 2000
+#: Rights whose answer is an export, so records a person found can be attached to their tasks.
+ATTACHABLE = frozenset({RequestType.ACCESS, RequestType.PORTABILITY})
 
 
 class TaskError(DsrError, ValueError):
@@ -87,15 +96,44 @@ def waiting_task(status: RequestStatusChanged | None, system: str, task: str) ->
     return ManualTask(status, system, progress)
 
 
+def check_attachable(
+    task: ManualTask, outcome: ManualOutcome = "completed", *, files: bool = False
+) -> None:
+    """Refuse to attach what a person found where the answer is no export, or where the task
+    reports nothing found.
+
+    What a person finds by hand is part of the subject's copy (Art. 15(3) GDPR; the EDPB
+    Guidelines 01/2022 on the right of access ask for all data in all systems, not a summary).
+    Files go to access requests only: a portability export holds the data the subject provided
+    (Art. 20(1) GDPR), which records can be filtered for and a file cannot.
+    """
+    kind = task.status.request_type
+    if kind not in ATTACHABLE or (files and kind != RequestType.ACCESS):
+        what = "files" if files else "records"
+        raise TaskError(
+            f"task {task.task_id!r} belongs to a {kind.value} request; {what} can only be "
+            f"attached to {'an access' if files else 'an access or portability'} request"
+        )
+    if outcome == "not_found":
+        raise TaskError(
+            f"task {task.task_id!r}: attachments say something was found; complete it with "
+            "--outcome completed, or attach nothing"
+        )
+
+
 def manual_outcome(
     task: ManualTask,
     evidence: str,
     *,
     completed_by: str | None = None,
     outcome: ManualOutcome = "completed",
+    attachments: Sequence[Attachment] = (),
+    records_ref: RecordsRef | None = None,
     now: datetime | None = None,
 ) -> TaskOutcome:
-    """The outcome recording that a person carried out `task`, with their evidence.
+    """The outcome recording that a person carried out `task`, with their evidence and what
+    they found: attached files and records, already in the record store. Each attached file
+    counts as one item found.
 
     Evidence lands on the status topic, which carries no personal data: text containing an
     email address or phone number is refused.
@@ -114,6 +152,9 @@ def manual_outcome(
             )
     if outcome not in MANUAL_OUTCOMES:
         raise TaskError(f"outcome {outcome!r} is not one of {', '.join(MANUAL_OUTCOMES)}")
+    if attachments or records_ref is not None:
+        check_attachable(task, outcome, files=bool(attachments))
+    found = len(attachments) + (records_ref.count if records_ref is not None else 0)
     proof = [Evidence(kind="manual_confirmation", value=evidence)]
     if completed_by:
         proof.append(Evidence(kind="completed_by", value=completed_by.strip()))
@@ -124,6 +165,9 @@ def manual_outcome(
         action=task.status.request_type,
         attempt=max(task.progress.attempt, 1),
         status=OutcomeStatus(outcome),
+        counts=Counts(found=found),
+        records_ref=records_ref,
+        attachments=list(attachments),
         evidence=proof,
         completed_at=now or datetime.now(UTC),
     )
@@ -137,17 +181,27 @@ def complete_task(
     completed_by: str | None = None,
     outcome: ManualOutcome = "completed",
     source: str,
+    attachments: Sequence[Attachment] = (),
+    records_ref: RecordsRef | None = None,
 ) -> TaskOutcome:
     """Publish that a person carried out `task`; it then counts as done. Blocks until acked."""
     from orchestrator.intake.client import RequestPublisher
 
-    result = manual_outcome(task, evidence, completed_by=completed_by, outcome=outcome)
+    result = manual_outcome(
+        task,
+        evidence,
+        completed_by=completed_by,
+        outcome=outcome,
+        attachments=attachments,
+        records_ref=records_ref,
+    )
     with RequestPublisher(kafka, source=source) as publisher:
         publisher.report_outcome(result)
     return result
 
 
 __all__ = [
+    "ATTACHABLE",
     "EVIDENCE_MAX_LENGTH",
     "MANUAL_OUTCOMES",
     "ManualOutcome",
@@ -155,6 +209,7 @@ __all__ = [
     "TaskError",
     "TaskNotWaiting",
     "UnknownTask",
+    "check_attachable",
     "complete_task",
     "manual_outcome",
     "open_tasks",

@@ -11,7 +11,9 @@ and the orchestrator share: one machine, or a shared volume in Kubernetes. Files
 data, so each is sealed in chunks with the request's data key (`schemas.primitives.sealed_files`,
 bound to its name in the store) and unreadable once that key is destroyed. The reference's
 SHA-256 and size are of the plaintext JSON Lines, what the connector wrote; the seal protects
-the file itself. The orchestrator removes a request's files once its export is written.
+the file itself. Files a person attached to a manual task (`RecordStore.attach`) are kept
+the same way, next to the records. The orchestrator removes a request's files once its export
+is written.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from schemas.errors import DsrError
-from schemas.events import Record, RecordsRef
+from schemas.events import Attachment, Record, RecordsRef
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter
 from schemas.primitives.sealing import DataKeys, SealingError, context
 
@@ -126,7 +128,7 @@ class RecordStore:
         name = f"{system}.{attempt}.{uuid.uuid4().hex[:12]}.jsonl"
         return RecordWriter(self.root, f"{request_id}/{name}", self.keys.get(request_id))
 
-    def path(self, ref: RecordsRef) -> Path:
+    def path(self, ref: RecordsRef | Attachment) -> Path:
         """The file a reference points to; refuses paths leaving the store."""
         path = (self.root / ref.path).resolve()
         if not path.is_relative_to(self.root.resolve()):
@@ -139,19 +141,9 @@ class RecordStore:
         A mismatch raises `RecordStoreError` (at the latest after the last record): consumers
         write to a temporary file and publish only when the iteration ends cleanly.
         """
-        if not ref.path.startswith(f"{request_id}/"):
-            raise RecordStoreError(
-                f"record reference {ref.path} does not belong to request {request_id!r}"
-            )
-        path = self.path(ref)
         digest = hashlib.sha256()
         size = count = 0
-        try:
-            raw = SealedReader(path, self.keys.get(request_id), _context(ref.path))
-        except FileNotFoundError:
-            raise RecordStoreError(f"record file {ref.path} is missing") from None
-        except SealingError as exc:
-            raise RecordStoreError(f"record file {ref.path} cannot be opened: {exc}") from None
+        raw = self._open(ref, request_id)
         with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as handle:
             lines = iter(handle)
             while True:
@@ -176,6 +168,78 @@ class RecordStore:
                 f"(size {size}/{ref.size}, records {count}/{ref.count}, sha256 differs: "
                 f"{digest.hexdigest() != ref.sha256})"
             )
+
+    def attach(
+        self,
+        request_id: str,
+        system: str,
+        source: IO[bytes],
+        *,
+        name: str,
+        media_type: str,
+        max_bytes: int,
+    ) -> Attachment:
+        """Store a file a person attached to a manual task, sealed like a record file.
+
+        It lives in the request's folder, so it goes when the request's records go. A file
+        growing past `max_bytes` while it is read is refused and nothing is kept.
+        """
+        _check_name(request_id)
+        _check_name(system)
+        relative = f"{request_id}/{system}.attachment.{uuid.uuid4().hex[:12]}"
+        final = self.root / relative
+        final.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with SealedWriter(
+            final.with_name(f".tmp-{final.name}"), self.keys.get(request_id), _context(relative)
+        ) as sealed:
+            while piece := source.read(CHUNK_SIZE):
+                size += len(piece)
+                if size > max_bytes:  # leaving the block aborts: the partial file is removed
+                    raise RecordStoreError(f"the attached file is larger than {max_bytes} bytes")
+                digest.update(piece)
+                sealed.write(piece)
+        os.replace(sealed.path, final)
+        return Attachment(
+            name=name, path=relative, sha256=digest.hexdigest(), size=size, media_type=media_type
+        )
+
+    def read_attachment(self, attachment: Attachment, request_id: str) -> Iterator[bytes]:
+        """Stream an attached file back, checking seal, size and SHA-256; a mismatch raises
+        `RecordStoreError` after the last piece (consumers publish only a clean end)."""
+        digest = hashlib.sha256()
+        size = 0
+        with self._open(attachment, request_id) as raw:
+            while True:
+                try:
+                    piece = raw.read(CHUNK_SIZE)
+                except SealingError as exc:
+                    raise RecordStoreError(f"attached file {attachment.path}: {exc}") from None
+                if not piece:
+                    break
+                digest.update(piece)
+                size += len(piece)
+                yield piece
+        if size != attachment.size or digest.hexdigest() != attachment.sha256:
+            raise RecordStoreError(
+                f"attached file {attachment.path} does not match its SHA-256 and size "
+                f"(size {size}/{attachment.size})"
+            )
+
+    def _open(self, ref: RecordsRef | Attachment, request_id: str) -> SealedReader:
+        """A stored file of `request_id`, opened for reading (seal and ownership checked)."""
+        relative = ref.path
+        if not relative.startswith(f"{request_id}/"):
+            raise RecordStoreError(
+                f"record reference {relative} does not belong to request {request_id!r}"
+            )
+        try:
+            return SealedReader(self.path(ref), self.keys.get(request_id), _context(relative))
+        except FileNotFoundError:
+            raise RecordStoreError(f"record file {relative} is missing") from None
+        except SealingError as exc:
+            raise RecordStoreError(f"record file {relative} cannot be opened: {exc}") from None
 
     def discard(self, request_id: str) -> None:
         """Remove every record file of a request (its export holds them now)."""

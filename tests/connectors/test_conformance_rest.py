@@ -38,6 +38,7 @@ def system(fake: acme.AcmeCRM, connector: str, **settings: str) -> System:
         data_categories=["contact details"],
         purposes=["sales"],
         legal_basis=["contract"],
+        profiling="none",
         retention="2 years",
     )
 

@@ -178,6 +178,7 @@ def test_a_connector_that_cannot_apply_rules_refuses_them() -> None:
         data_categories=["chats"],
         purposes=["support"],
         legal_basis=["contract"],
+        profiling="none",
         retention="1 year",
         retention_rules=[_rule(collection="chats")],
     )

@@ -46,6 +46,7 @@ SYSTEMS = [
         "data_categories": ["email address"],
         "purposes": ["customer relationship management"],
         "legal_basis": ["contract"],
+        "profiling": "none",
         "retention": "2 years",
     },
     {
@@ -55,6 +56,7 @@ SYSTEMS = [
         "data_categories": ["email address"],
         "purposes": ["newsletter"],
         "legal_basis": ["consent"],
+        "profiling": "none",
         "retention": "until unsubscribed",
     },
     factories.paper_archive("archive"),

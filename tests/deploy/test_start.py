@@ -165,6 +165,7 @@ def values_for(bootstrap: str, group: str, health_port: int) -> dict[str, Any]:
                 "data_categories": ["email address"],
                 "purposes": ["testing the chart"],
                 "legal_basis": ["consent"],
+                "profiling": "none",
                 "retention": "30 days",
                 "group": group,
             }

@@ -34,6 +34,7 @@ EXTRA_SYSTEMS = [
         "data_categories": ["email"],
         "purposes": ["testing"],
         "legal_basis": ["consent"],
+        "profiling": "none",
         "retention": "1 day",
     },
     factories.paper_archive("paper_archive"),
@@ -124,6 +125,7 @@ def running(
             "data_categories": ["contact details"],
             "purposes": ["sales"],
             "legal_basis": ["contract"],
+            "profiling": "none",
             "retention": "2 years",
         }
     )

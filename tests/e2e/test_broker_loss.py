@@ -39,6 +39,7 @@ def test_a_lost_embedded_broker_is_reported_with_the_requests_in_flight(
             "data_categories": ["contact details"],
             "purposes": ["service"],
             "legal_basis": ["contract"],
+            "profiling": "none",
             "retention": "1 year",
         }
 

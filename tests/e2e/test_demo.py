@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.fakes import hubspot
 from orchestrator.runtime import demo
 
 pytestmark = pytest.mark.broker
@@ -68,6 +69,15 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
     with zipfile.ZipFile(opened) as archive:
         names = archive.namelist()
         manifest = json.loads(archive.read("manifest.json"))
+        contents = {name: archive.read(name).decode("utf-8", "replace") for name in names}
+    # Art. 15(4) GDPR: the HubSpot deal and e-mail and the Intercom conversation the subject
+    # shares with Jan Jansen are in the copy, but none of Jan's identifiers or messages are.
+    for name, text in contents.items():
+        for other in (hubspot.OTHER_EMAIL, hubspot.OTHER_NAME, hubspot.OTHER_PHONE, "jan.jansen"):
+            assert other.lower() not in text.lower(), f"{other!r} appears in {name}"
+    shared = contents["data/hubspot/deals.json"] + contents["data/intercom/conversations.json"]
+    assert "[afgeschermd: gegevens van een ander]" in shared
+    assert demo.DEMO_EMAIL in contents["data/hubspot/contacts.json"]  # the subject's own data
     assert "report.html" in names and any(n.startswith("data/hubspot/") for n in names)
     assert manifest["request_id"] == access["request_id"]
     assert access["type"] == "access" and access["status"] == "completed"
@@ -96,6 +106,24 @@ def test_demo_runs_end_to_end_and_logs_no_personal_data(tmp_path: Path) -> None:
         assert system["status"] in ("completed", "not_found"), name
         assert system["deleted"] + system["anonymised"] > 0 or system["not_found"], name
     assert re.search(r"retained\s+orders/invoices: 2 until 2032-12-31", proc.stdout)
+
+    # Art. 17(1), 5(2) GDPR: the certificate states what was erased per collection, records
+    # the vendor removed along with their parent included: Freshdesk's hard delete of the
+    # contact takes its tickets and conversations, and every collection access found is
+    # counted (issue 14: "found 1, deleted 1" undersold it).
+    found = access["systems"]["freshdesk"]["collections"]
+    assert {"contacts", "tickets", "conversations"} <= set(found), found
+    erased = {
+        item["collection"]: item["count"]
+        for item in signed["systems"]["freshdesk"]["collections"]
+        if item["action"] == "deleted"
+    }
+    assert erased == found
+    page = certificate.with_suffix(".nl.html").read_text()
+    table = page.split('<table data-collections="freshdesk">')[1].split("</table>")[0]
+    for collection, count in found.items():
+        row = table.split(f'data-collection="{collection}"')[1].split("</tr>")[0]
+        assert f"<td>{count}</td>" in row, (collection, row)
 
     # The demo's own output and every worker's log: none of the subject's identifiers.
     texts = {"stdout": proc.stdout, "stderr": proc.stderr, "certificate": certificate_text}

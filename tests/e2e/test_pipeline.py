@@ -328,6 +328,7 @@ def test_system_added_to_the_register_is_served_without_a_restart(running: Syste
             "data_categories": ["email address"],
             "purposes": ["newsletter"],
             "legal_basis": ["consent"],
+            "profiling": "none",
             "retention": "until unsubscribed",
         }
     )

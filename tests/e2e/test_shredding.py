@@ -60,6 +60,7 @@ def _register() -> dict[str, object]:
                 "data_categories": ["email", "name"],
                 "purposes": ["service"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 year",
             }
             for name in ("crm", "chat")

@@ -355,3 +355,104 @@ def test_cli_verify_empty_store(tmp_path: Path, signed: bytes) -> None:
     result = CliRunner().invoke(verify, [str(cert), "--dir", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert "--key" in result.output
+
+
+# -- per collection, the hash described truthfully, the controller's contact (issue 14) ---------
+
+
+def _freshdesk_state() -> RequestState:
+    """Freshdesk's hard delete of a contact takes its tickets and conversations along; the
+    connector itemises them per collection (`connectors.vendors.base.erased_per_collection`)."""
+    state = _state()
+    state.systems["support"] = SystemProgress(
+        status=OutcomeStatus.COMPLETED,
+        counts=Counts(found=9, deleted=9),
+        evidence=[
+            Evidence(kind="contacts_deleted", value="1"),
+            Evidence(kind="tickets_deleted", value="3"),
+            Evidence(kind="conversations_deleted", value="5"),
+            Evidence(kind="freshdesk_hard_delete", value="contact 42: 204"),
+        ],
+    )
+    state.systems["chat"] = SystemProgress(
+        status=OutcomeStatus.COMPLETED,
+        counts=Counts(deleted=1),
+        evidence=[
+            Evidence(kind="conversation_parts_redacted", value="2"),
+            Evidence(kind="conversations_removed", value="1"),
+            Evidence(kind="contacts_deleted", value="1"),
+        ],
+    )
+    return state
+
+
+def test_art_17_1_certificate_states_what_was_erased_per_collection() -> None:
+    """What an erasure removed is stated per collection, records a vendor removed along with
+    their parent included (Art. 17(1), accountability of Art. 5(2) GDPR)."""
+    body = build_certificate(_freshdesk_state(), salt=SALT, issuer="Example B.V.")
+    support = body["systems"]["support"]
+    assert support["collections"] == [
+        {"collection": "contacts", "action": "deleted", "count": 1},
+        {"collection": "tickets", "action": "deleted", "count": 3},
+        {"collection": "conversations", "action": "deleted", "count": 5},
+    ]
+    # The per-collection items are in the table, not repeated as evidence; the rest stays.
+    assert support["evidence"] == [{"kind": "freshdesk_hard_delete", "value": "contact 42: 204"}]
+    rows = body["systems"]["chat"]["collections"]
+    chat = {(c["collection"], c["action"]): c["count"] for c in rows}
+    assert chat == {
+        ("conversation_parts", "redacted"): 2,
+        ("conversations", "removed"): 1,
+        ("contacts", "deleted"): 1,
+    }
+    assert body["systems"]["crm"]["collections"] == []  # totals only: no rows invented
+    page = render_html(body, "nl")
+    table = page.split('<table data-collections="support">')[1].split("</table>")[0]
+    for collection, count in (("contacts", 1), ("tickets", 3), ("conversations", 5)):
+        row = table.split(f'data-collection="{collection}"')[1].split("</tr>")[0]
+        assert f"<td>{count}</td>" in row and "verwijderd" in row
+    assert "onleesbaar gemaakt" in page
+    assert "redacted" in render_html(body, "en").split('data-collections="chat"')[1]
+
+
+def test_art_4_5_the_subject_hash_is_described_as_pseudonymised_personal_data(body: dict) -> None:
+    """The salted hash lets whoever holds the identifiers and the salt attribute the certificate
+    to the subject: pseudonymised personal data (Art. 4(5) and recital 26 GDPR), never called
+    "no personal data"."""
+    nl, en = render_html(body, "nl"), render_html(body, "en")
+    assert "gepseudonimiseerd persoonsgegeven" in nl and "overweging 26" in nl
+    assert "pseudonymised personal data" in en and "recital 26" in en
+    for page in (nl, en):
+        assert "SHA-256" in page
+        lowered = page.lower()
+        assert "no personal data" not in lowered and "geen persoonsgegevens" not in lowered
+
+
+def test_art_12_certificate_gives_the_controllers_contact(body: dict) -> None:
+    from schemas.register import Controller
+
+    controller = Controller(name="Example B.V.", contact="privacy@example.nl")
+    page = render_html(body, "nl", controller)
+    row = page.split("<tr data-contact>")[1].split("</tr>")[0]
+    assert "Example B.V." in row and "privacy@example.nl" in row
+    assert "data-contact" not in render_html(body, "nl")  # no controller known: no row
+
+
+def test_certificate_names_collections_and_retention_reasons_in_its_language() -> None:
+    """A Dutch certificate is Dutch throughout: collections by their titles for people
+    (connectors.metadata) and the register's retention reasons in the document's language."""
+    from schemas.register import LocalText
+
+    body = build_certificate(_freshdesk_state(), salt=SALT, issuer="Example B.V.")
+    headings = {("support", "tickets"): LocalText(nl="Supportvragen", en="Support questions")}
+    reasons = {("support", "invoices"): LocalText(nl="fiscale bewaarplicht", en="fiscal duty")}
+    body["systems"]["support"]["retained"] = [
+        {"collection": "invoices", "count": 2, "legal_basis": "Art. 47 AWR",
+         "reason": "fiscal duty", "until": "2032-12-31"}
+    ]  # fmt: skip
+    nl = render_html(body, "nl", None, reasons, headings)
+    en = render_html(body, "en", None, reasons, headings)
+    assert "Supportvragen" in nl and "Support questions" in en
+    kept_nl = nl.split("Art. 47 AWR")[1].split("</tr>")[0]
+    assert "fiscale bewaarplicht" in kept_nl and "fiscal duty" not in kept_nl
+    assert "fiscal duty" in en.split("Art. 47 AWR")[1].split("</tr>")[0]

@@ -41,6 +41,7 @@ REGISTER = parse_register(
                 "data_categories": ["contact details"],
                 "purposes": ["service"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 year",
             }
             for name, title in [

@@ -34,6 +34,7 @@ REGISTER = parse_register(
                 "data_categories": ["email"],
                 "purposes": ["sales"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 year",
             }
         ]

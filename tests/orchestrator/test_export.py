@@ -10,12 +10,14 @@ import re
 import tracemalloc
 import zipfile
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from orchestrator.artifacts.export import AP_URL, write_export
+from orchestrator.artifacts.digest import LISTING_LIMIT, record_date
+from orchestrator.artifacts.export import ExportSummary, write_export
+from orchestrator.artifacts.redaction import MARKERS
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import OutcomeStatus, Record, RequestStatus, RequestSubmitted, SystemProgress
 from schemas.register import Register, parse_register
@@ -32,10 +34,15 @@ REGISTER = {
             "title": "HubSpot CRM",
             "kind": "crm",
             "connector": "memory",
-            "processor": {"name": "HubSpot Inc.", "sub_processors": ["AWS", "Google Cloud"]},
+            "processor": {
+                "name": "HubSpot Inc.",
+                "sub_processors": ["AWS", "Google Cloud"],
+                "agreement": {"signed_on": "2024-02-01", "reference": "DPA 2024-02"},
+            },
             "data_categories": ["name", "email", "phone"],
             "purposes": ["customer relations"],
             "legal_basis": ["contract"],
+            "profiling": "none",
             "retention": "2 years after the last order",
             "location": {"region": "US", "transfer_mechanism": "EU-US Data Privacy Framework"},
         },
@@ -44,10 +51,14 @@ REGISTER = {
             "title": "ActiveCampaign",
             "kind": "mailing",
             "connector": "memory",
-            "processor": {"name": "ActiveCampaign LLC"},
+            "processor": {
+                "name": "ActiveCampaign LLC",
+                "agreement": {"signed_on": "2024-03-01", "reference": "DPA 2024-03"},
+            },
             "data_categories": ["name", "email", "IP address"],
             "purposes": ["newsletter <b>&</b> offers"],
             "legal_basis": ["consent"],
+            "profiling": "none",
             "retention": "180 days",
         },
         {
@@ -57,6 +68,7 @@ REGISTER = {
             "data_categories": ["IP address"],
             "purposes": ["fraud prevention"],
             "legal_basis": ["legitimate_interests"],
+            "profiling": "none",
             "retention": "30 days",
             "source": "our web server logs",
         },
@@ -179,7 +191,7 @@ def test_report_has_every_art15_item_for_every_system(tmp_path: Path, language: 
                 rf'<div data-art15="{item}"><dt>[^<]+</dt><dd>(.+?)</dd></div>', section
             )
             assert match and match.group(1).strip(), f"{system}: Art. 15(1)({item}) missing"
-        assert AP_URL in section
+        assert 'href="#remedies"' in section  # the remedies are stated once, linked
         assert 'data-art15="2"' in section  # storage location and transfer safeguards
     crm = _section(report, "crm")
     assert "HubSpot Inc." in crm and "AWS, Google Cloud" in crm
@@ -216,7 +228,8 @@ def test_portability_has_provided_data_only_and_no_report(tmp_path: Path) -> Non
     assert manifest["type"] == "portability" and manifest["systems"] == ["crm", "mailing"]
     assert "report.html" not in names
     assert not any(n.startswith("data/analytics/") for n in names)
-    assert all(n.endswith((".json", ".csv")) for n in names)
+    assert all(n.endswith((".json", ".csv")) for n in names if n != "README.html")
+    assert manifest["excluded"] == [{"system": "analytics", "reason_code": "legal_basis"}]
 
 
 def test_only_systems_in_the_request_and_odd_collection_names(tmp_path: Path) -> None:
@@ -272,3 +285,130 @@ def test_memory_stays_flat_for_a_large_export(tmp_path: Path) -> None:
     raw = sum(f.bytes for f in summary.files if f.path.endswith(".json"))
     assert raw > 45_000_000
     assert peak < 20_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+SHARED = {
+    "controller": {"name": "Voorbeeld B.V."},
+    "systems": [
+        {
+            "name": "chat",
+            "kind": "chat",
+            "connector": "intercom",
+            "data_categories": ["berichten"],
+            "purposes": ["klantenservice"],
+            "legal_basis": ["contract"],
+            "profiling": "none",
+            "retention": "1 jaar",
+            "third_parties": {"tickets": "hold"},
+        }
+    ],
+}
+OTHER = ("Jan Jansen", "jan@example.com", "Bel mij op 0612345678")
+
+
+def _shared(system: str) -> Iterator[Record]:
+    """A conversation the subject shares with Jan, one of the subject's own, a shared ticket."""
+    yield Record(
+        collection="conversations",
+        data={
+            "id": "shared",
+            "created_at": 1717200000,
+            "parts": [
+                {"author": "Anna", "body": "Waar is mijn bestelling?"},
+                {"author": OTHER[0], "email": OTHER[1], "body": OTHER[2]},
+            ],
+        },
+        others=["/parts/1/author", "/parts/1/email", "/parts/1/body"],
+    )
+    yield Record(
+        collection="conversations",
+        data={"id": "own", "created_at": "2024-06-01T10:00:00Z", "parts": []},
+    )
+    yield Record(collection="tickets", data={"id": "t1", "cc": OTHER[1]}, others=["/cc"])
+
+
+def _shared_export(tmp_path: Path, language: str = "nl") -> tuple[ExportSummary, Path]:
+    out = tmp_path / "export.zip"
+    request = factories.request("req-shared-1", "anna@example.nl", received_at=NOW)
+    state = completed(request.model_copy(update={"language": language}), ["chat"])
+    summary = write_export(out, state, parse_register(SHARED), _shared, generated_at=NOW)
+    return summary, out
+
+
+def test_art_15_4_export_redacts_shared_records(tmp_path: Path) -> None:
+    """Art. 15(4) GDPR (EDPB Guidelines 01/2022, section 6.2): the copy carries the subject's
+    part of a shared conversation and a marker where the other person's data was, never that
+    data; a collection the register holds for review has its record held back and counted."""
+    summary, out = _shared_export(tmp_path)
+    with open_zip(out) as archive:
+        everything = b"".join(archive.read(n) for n in archive.namelist()).decode("utf-8")
+        conversations = json.loads(archive.read("data/chat/conversations.json"))
+        manifest = json.loads(archive.read("manifest.json"))
+        names = archive.namelist()
+    for value in OTHER:
+        assert value not in everything
+    shared = conversations[0]["parts"]
+    assert shared[0] == {"author": "Anna", "body": "Waar is mijn bestelling?"}
+    assert shared[1] == {"author": MARKERS["nl"], "email": MARKERS["nl"], "body": MARKERS["nl"]}
+    assert "data/chat/tickets.json" not in names  # its only record is held
+    collections = {c["collection"]: c for c in manifest["collections"]}
+    assert collections["tickets"] == {
+        "system": "chat", "collection": "tickets", "records": 0, "held": 1, "redacted": 0
+    }  # fmt: skip
+    assert collections["conversations"]["redacted"] == 1
+    [tickets] = [d for d in summary.digests["chat"] if d.collection == "tickets"]
+    assert tickets.held == 1 and tickets.count == 0 and tickets.sample == []
+
+
+def test_digests_count_and_date_each_collection(tmp_path: Path) -> None:
+    """The report's summary: per collection how many records, since when, a listing sample;
+    dates from the connector metadata's date field, ISO text or epoch seconds alike."""
+    summary, _ = _shared_export(tmp_path, "en")
+    [conversations, tickets] = summary.digests["chat"]
+    assert (conversations.collection, conversations.count) == ("conversations", 2)
+    assert conversations.earliest == date(2024, 6, 1) == conversations.latest
+    assert list(conversations.fields) == ["id", "created_at", "parts"]
+    assert conversations.sample[0]["parts"][1]["body"] == MARKERS["en"]  # redacted in the listing
+    assert tickets.earliest is None and tickets.latest is None
+
+
+def test_digest_listing_is_bounded_and_dates_span(tmp_path: Path) -> None:
+    days = [date(2025, 1, 1) + timedelta(days=(37 * n) % 365) for n in range(LISTING_LIMIT + 19)]
+
+    def records(system: str) -> Iterator[Record]:
+        for n, day in enumerate(days):
+            when = f"{day.isoformat()}T08:00:00Z"
+            yield Record(collection="conversations", data={"id": n, "created_at": when})
+        yield Record(collection="conversations", data={"id": "odd", "created_at": "gisteren"})
+
+    out = tmp_path / "export.zip"
+    request = factories.request("req-digest-1", "anna@example.nl", received_at=NOW)
+    state = completed(request, ["chat"])
+    summary = write_export(out, state, parse_register(SHARED), records, generated_at=NOW)
+    [digest] = summary.digests["chat"]
+    assert digest.count == LISTING_LIMIT + 20 and len(digest.sample) == LISTING_LIMIT
+    assert (digest.earliest, digest.latest) == (min(days), max(days))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-03-01T10:00:00.000Z", date(2024, 3, 1)),
+        ("2024-01-01T10:00:00-06:00", date(2024, 1, 1)),
+        ("2024-03-01", date(2024, 3, 1)),
+        (1717200000, date(2024, 6, 1)),
+        ("1717200000", date(2024, 6, 1)),
+        (1717200000123, date(2024, 6, 1)),  # milliseconds
+        (True, None),
+        (None, None),
+        ("gisteren", None),
+        ("2024-13-45", None),
+        (1e300, None),
+        (float("nan"), None),
+        ("9" * 5000, None),
+        ([2024], None),
+        ({"date": "2024-03-01"}, None),
+    ],
+)
+def test_record_dates_parse_safely(value: object, expected: date | None) -> None:
+    assert record_date(value) == expected

@@ -10,9 +10,11 @@ import pytest
 
 from orchestrator.artifacts import letters
 from orchestrator.artifacts.certificate import build_certificate, render_html
-from orchestrator.artifacts.export import render_report
-from orchestrator.artifacts.render import AP_COMPLAINT_URL, reason_code
+from orchestrator.artifacts.register_export import load_for_export, render_register
+from orchestrator.artifacts.render import AP_COMPLAINT_URL, informal_variants, reason_code, texts_in
+from orchestrator.artifacts.report import render_report
 from orchestrator.lifecycle.reducer import RequestState, record_decision, submit
+from orchestrator.runtime.demo import register_path
 from schemas.events import (
     Counts,
     DeadlineExtended,
@@ -24,7 +26,7 @@ from schemas.events import (
     SystemProgress,
 )
 from schemas.events import RetainedItem as Kept  # what a system keeps despite the request
-from schemas.register import parse_register
+from schemas.register import Register, parse_register
 from tests.orchestrator.test_decisions import decision
 from tests.orchestrator.test_documents import _text
 from tests.orchestrator.test_lifecycle import NOW, ctx, request
@@ -46,6 +48,7 @@ REGISTER = parse_register(
                 "data_categories": ["contactgegevens"],
                 "purposes": ["klantenservice"],
                 "legal_basis": ["contract"],
+                "profiling": "none",
                 "retention": "1 jaar na het laatste contact",
                 "source": "the data subject",
             }
@@ -80,6 +83,16 @@ ENGLISH = [
     "legal hold",
     "kept under",
     "Result",
+    "kind:",
+    "Kind",
+    "Reason",
+    "Evidence",
+    "Deleted",
+    "Collection",
+    "rate limited",
+    "server error",
+    "connection failed",
+    "no outcome",
     "System type",
     "Status: ",
     "records",
@@ -149,22 +162,22 @@ def _refused(code: RefusalReason, language: str) -> RequestState:
     return state
 
 
-def _letters(language: str) -> dict[str, str]:
+def _letters(language: str, register: Register = REGISTER) -> dict[str, str]:
     """Every letter kind in `language`, by name, from a realistic state."""
     pages = {
         f"refusal-{code.value}": letters.render(
-            "refusal", _refused(code, language), REGISTER, now=NOW
+            "refusal", _refused(code, language), register, now=NOW
         )
         for code in RefusalReason
     }
     access = RequestType.ACCESS
     partial = _state(access, RequestStatus.PARTIALLY_COMPLETED, language)
-    pages["missing"] = letters.render("missing", partial, REGISTER, now=NOW)
+    pages["missing"] = letters.render("missing", partial, register, now=NOW)
     rectified = _state(RequestType.RECTIFICATION, RequestStatus.PARTIALLY_COMPLETED, language)
-    pages["confirmation-partial"] = letters.render("confirmation", rectified, REGISTER, now=NOW)
+    pages["confirmation-partial"] = letters.render("confirmation", rectified, register, now=NOW)
     done = {"crm": SystemProgress(status=OutcomeStatus.COMPLETED, counts=Counts(updated=2))}
     confirmed = _state(RequestType.RECTIFICATION, RequestStatus.COMPLETED, language, systems=done)
-    pages["confirmation"] = letters.render("confirmation", confirmed, REGISTER, now=NOW)
+    pages["confirmation"] = letters.render("confirmation", confirmed, register, now=NOW)
     why = {"nl": "veel systemen en veel gegevens", "en": "many systems and much data"}[language]
     extension = DeadlineExtended(request_id="req-1", months=2, reason=why, extended_at=NOW)
     extended = _state(
@@ -175,41 +188,46 @@ def _letters(language: str) -> dict[str, str]:
         original_deadline=datetime(2026, 4, 9, 23, 59, tzinfo=UTC),
         finished_at=None,
     )
-    pages["extension"] = letters.render("extension", extended, REGISTER, now=NOW)
+    pages["extension"] = letters.render("extension", extended, register, now=NOW)
     waiting, _ = submit(None, request(verified=False, language=language), ctx())
     assert waiting is not None
     for kind in ("id_request", "reminder"):
-        pages[kind] = letters.render(letters.document_kind(kind), waiting, REGISTER, now=NOW)
+        pages[kind] = letters.render(letters.document_kind(kind), waiting, register, now=NOW)
     fee, _ = record_decision(waiting, decision("fee", fee_eur=25), ctx())
     assert fee is not None
-    pages["fee"] = letters.render("fee", fee, REGISTER, now=NOW)
+    pages["fee"] = letters.render("fee", fee, register, now=NOW)
     return pages
 
 
-def _certificate(language: str) -> str:
+def _certificate(language: str, register: Register = REGISTER) -> str:
     erased = _state(RequestType.ERASURE, RequestStatus.PARTIALLY_COMPLETED, language)
-    titles = {s.name: s.display_name for s in REGISTER.systems}
+    titles = {s.name: s.display_name for s in register.systems}
     body = build_certificate(erased, salt=SALT, issuer="Webwinkel B.V.", register_titles=titles)
-    return render_html(body, language, REGISTER.controller)  # type: ignore[arg-type]
+    return render_html(body, language, register.controller)  # type: ignore[arg-type]
 
 
-def _report(language: str) -> str:
+def _report(language: str, register: Register = REGISTER) -> str:
     state = _state(RequestType.ACCESS, RequestStatus.PARTIALLY_COMPLETED, language)
     return render_report(
         state,
-        REGISTER.systems,
+        register.systems,
         {},
         language=language,
         generated_at=NOW,
-        controller=REGISTER.controller,
+        controller=register.controller,
     )
 
 
-def _documents(language: str) -> dict[str, str]:
+def _documents(language: str, register: Register = REGISTER) -> dict[str, str]:
     return {
-        **_letters(language),
-        "certificate": _certificate(language),
-        "report": _report(language),
+        **_letters(language, register),
+        "certificate": _certificate(language, register),
+        "report": _report(language, register),
+        "register": render_register(
+            load_for_export(register_path(), {}),
+            language,
+            today=NOW.date(),  # type: ignore[arg-type]
+        ),
     }
 
 
@@ -332,3 +350,59 @@ def test_dates_are_written_out_in_the_documents_language(language: str, written:
     assert '<time datetime="2026-04-09T23:59:00+00:00">' in missing  # ISO kept for machines
     certificate = _text(_documents(language)["certificate"])
     assert {"nl": "31 januari 2033", "en": "31 January 2033"}[language] in certificate
+
+
+# ---------------------------------------------------------------------------------------------
+# Tone: the controller's u or je, the same throughout a Dutch document
+# ---------------------------------------------------------------------------------------------
+
+#: The register above, addressing its readers informally (`controller.tone: je`).
+JE_REGISTER = REGISTER.model_copy(
+    update={"controller": REGISTER.controller.model_copy(update={"tone": "je"})}  # type: ignore[union-attr]
+)
+FORMAL = re.compile(r"(?<!\w)(u|uw|U|Uw)(?!\w)")
+INFORMAL = re.compile(r"(?<!\w)(je|jouw|jij|Je|Jouw|Jij)(?!\w)")
+URL = re.compile(r"https?://\S+")  # the AP's complaint page is ".../gebruik-uw-privacyrechten/..."
+#: Documents whose texts another part of issue 14 owns and has not given `nl-je` yet.
+_NOT_YET_INFORMAL: dict[str, str] = {}
+
+
+def _informal_case(name: str) -> object:
+    if name not in _NOT_YET_INFORMAL:
+        return name
+    return pytest.param(name, marks=pytest.mark.xfail(reason=_NOT_YET_INFORMAL[name]))
+
+
+@pytest.mark.parametrize("name", sorted(_documents("nl")))
+def test_a_formal_dutch_document_never_says_je(name: str) -> None:
+    text = URL.sub("", _text(_documents("nl")[name]))
+    assert INFORMAL.findall(text) == [], name
+
+
+# The record of processing activities addresses staff and the AP, not the subject: no tone.
+@pytest.mark.parametrize(
+    "name", [_informal_case(n) for n in sorted(_documents("nl")) if n != "register"]
+)
+def test_an_informal_dutch_document_never_says_u(name: str) -> None:
+    text = URL.sub("", _text(_documents("nl", JE_REGISTER)[name]))
+    assert FORMAL.findall(text) == [], name
+
+
+@pytest.mark.parametrize("name", ["certificate", "id_request", "reminder"])
+def test_the_informal_tone_is_used_where_the_reader_is_addressed(name: str) -> None:
+    assert INFORMAL.search(_text(_documents("nl", JE_REGISTER)[name])), name
+
+
+@pytest.mark.parametrize(
+    "document", ["certificate", "common", "id_request", "letter", "report", "requester"]
+)
+def test_every_informal_text_replaces_a_formal_one(document: str) -> None:
+    """`nl-je` holds only texts that differ from `nl` and address the reader."""
+    formal, informal = texts_in(document, "nl"), texts_in(document, "nl", "je")
+    for key, value in informal_variants(document).items():
+        assert (value != formal[key] and informal[key] == value) or isinstance(value, dict), key
+
+
+def test_the_tone_scan_catches_a_mixed_document() -> None:
+    assert FORMAL.findall("Je kunt uw gegevens inzien.") == ["uw"]
+    assert INFORMAL.findall("U kunt je gegevens inzien.") == ["je"]

@@ -18,8 +18,9 @@ import pytest
 
 from orchestrator.artifacts import letters as documents
 from orchestrator.artifacts.certificate import CertificateIssuer, build_certificate, render_html
-from orchestrator.artifacts.export import render_report, write_export
+from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.render import LANGUAGES, environment, texts
+from orchestrator.artifacts.report import render_report
 from orchestrator.lifecycle.reducer import submit
 from schemas.events import (
     Counts,
@@ -185,6 +186,10 @@ def test_documents_render_in_chromium_and_are_saved_as_screenshots(tmp_path: Pat
             assert heading.is_visible(), name
             assert heading.inner_text().strip(), name
             if name.startswith("report"):
+                # The summary first; the rights and remedies once, not per system.
+                assert page.locator("[data-summary]").is_visible()
+                assert page.locator("[data-rights]").count() == 1
+                assert page.locator("[data-remedies]").count() == 1
                 # Every Art. 15(1) item (a)-(h), visible, for every system.
                 for system in ("crm", "mailing", "analytics"):
                     section = page.locator(f"section#system-{system}")

@@ -75,6 +75,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSystem]:
                         "data_categories": ["email address"],
                         "purposes": ["testing"],
                         "legal_basis": ["consent"],
+                        "profiling": "none",
                         "retention": "1 day",
                     }
                     for name in SYSTEMS

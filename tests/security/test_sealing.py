@@ -237,6 +237,7 @@ def _worker(tmp_path: Path, keys: DataKeys | None) -> ConnectorWorker:
                     "data_categories": ["email"],
                     "purposes": ["sales"],
                     "legal_basis": ["contract"],
+                    "profiling": "none",
                     "retention": "1 year",
                 }
             ]

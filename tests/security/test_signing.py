@@ -211,6 +211,7 @@ def _register(tmp_path: Path) -> Path:
                         "data_categories": ["email"],
                         "purposes": ["testing"],
                         "legal_basis": ["consent"],
+                        "profiling": "none",
                         "retention": "1 day",
                     }
                 ]

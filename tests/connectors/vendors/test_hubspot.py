@@ -80,7 +80,7 @@ def test_rate_limit_every_third_call_completes(fresh: hubspot.FakeHubSpot) -> No
     assert fresh.max_in_window(1.0) <= 40
 
 
-def test_erasure_uses_gdpr_delete_and_keeps_shared_records(fresh: hubspot.FakeHubSpot) -> None:
+def test_erasure_uses_gdpr_delete_and_unlinks_shared_records(fresh: hubspot.FakeHubSpot) -> None:
     outcome = completed(fresh, build(fresh), SUBJECT, RequestType.ERASURE)
     assert fresh.gdpr_deleted == ["501"]
     assert "501" not in fresh.data["contacts"]  # not merely archived
@@ -88,14 +88,16 @@ def test_erasure_uses_gdpr_delete_and_keeps_shared_records(fresh: hubspot.FakeHu
     assert not [e for e in fresh.endpoints if e == ("DELETE", "/crm/v3/objects/{type}/{id}")]
     assert ("POST", "/crm/v3/objects/contacts/gdpr-delete") in fresh.endpoints
     assert outcome.counts.deleted == hubspot.SUBJECT_ERASED
-    # The deal shared with another contact stays; other people's records are untouched.
+    # The deal shared with another contact stays, unlinked from the subject (nothing is
+    # "retained" of the subject's); other people's records are untouched.
     assert not fresh.data["deals"]["703"]["archived"]
     assert not fresh.data["deals"]["704"]["archived"]
     assert not fresh.data["notes"]["9900"]["archived"]
-    assert [(r.collection, r.count) for r in outcome.retained] == [("deals", 1)]
+    assert outcome.retained == []
     assert all(fresh.data["notes"][str(9000 + n)]["archived"] for n in range(60))
     kinds = {e.kind for e in outcome.evidence}
-    assert kinds - {f"{c}_deleted" for c in hubspot.SUBJECT_EXPECTED} == {"vendor_note"}
+    unlinked = {"deal_associations_removed", "email_associations_removed"}
+    assert kinds - {f"{c}_deleted" for c in hubspot.SUBJECT_EXPECTED} == {"vendor_note", *unlinked}
     assert sum(erased_counts(outcome).values()) == hubspot.SUBJECT_ERASED
     assert any("30 days" in e.value for e in outcome.evidence)
 

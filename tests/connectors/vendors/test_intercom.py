@@ -23,8 +23,10 @@ from tests.connectors.targets import (
 
 FAKE = intercom.FakeIntercom
 SUBJECT = subject(intercom.SUBJECT_EMAIL)
-#: Erasure deletes four own conversations, two tickets and the contact; the shared one stays.
+#: Erasure deletes four own conversations, two tickets and the contact; in the conversation
+#: shared with another contact it redacts the subject's two messages (opening and one reply).
 ERASED = 7
+REDACTED = 2
 
 
 build = builder(
@@ -40,7 +42,7 @@ build = builder(
 SEEDED = Seeded(
     SUBJECT,
     expected=dict(intercom.SUBJECT_EXPECTED),
-    erased=ERASED,
+    erased=ERASED + REDACTED,
     personal_values=[intercom.SUBJECT_NAME, "+31612345678"],
 )
 
@@ -75,16 +77,18 @@ def test_429_with_reset_header_completes_within_the_configured_rate(
 def test_erasure_deletes_permanently_and_never_archives(fresh: intercom.FakeIntercom) -> None:
     outcome = completed(fresh, build(fresh), SUBJECT, RequestType.ERASURE)
     assert outcome.counts.deleted == ERASED
+    assert outcome.counts.anonymised == REDACTED
     assert erased_counts(outcome) == {"conversations": 4, "tickets": 2, "contacts": 1}
     deletes = Counter(route for method, route in fresh.endpoints if method == "DELETE")
     assert deletes == {"/conversations/{id}": 4, "/tickets/{id}": 2, "/contacts/{id}": 1}
     assert fresh.archived == []
     assert not [e for e in fresh.endpoints if e[1] == "/contacts/{id}/archive"]
     assert intercom.SUBJECT_ID not in fresh.contacts
-    # Other people's data stays, and so does the conversation shared with one of them.
+    # Other people's data stays, and so does the conversation shared with one of them, with
+    # the subject's messages redacted (tests/connectors/vendors/test_third_parties.py).
     assert {"shared", "jan"} == set(fresh.conversations)
     assert set(fresh.tickets) == {"t3"}
-    assert [(r.collection, r.count) for r in outcome.retained] == [("conversations", 1)]
+    assert outcome.retained == []
 
 
 def test_region_selects_the_base_url() -> None:

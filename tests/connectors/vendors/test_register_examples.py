@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connectors import registry
-from schemas.register import load_register
+from schemas.register import load_register, localize
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "register.yaml"
 SECRETS = {
@@ -29,7 +29,9 @@ def test_example_register_covers_the_processors_of_the_seeds() -> None:
         "hubspot", "activecampaign", "mailchimp", "intercom", "tawkto", "freshdesk", "zendesk",
     }  # fmt: skip
     freshdesk = register.get("freshdesk")
-    assert "12 months" in freshdesk.retention  # seed 001: at the latest after 12 months
+    # seed 001: at the latest after 12 months
+    assert "12 months" in localize(freshdesk.retention, "en")
+    assert "12 maanden" in localize(freshdesk.retention, "nl")
     assert register.get("activecampaign").location.transfer_mechanism
 
 

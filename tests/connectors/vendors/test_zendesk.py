@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from connectors.base import ConnectorConfigError
+from connectors.conformance import run_task
 from connectors.fakes import zendesk as zd
 from connectors.vendors.zendesk import ZendeskConnector
 from schemas.events import RequestType
@@ -162,3 +163,34 @@ def test_bearer_auth_works_against_the_fake(fake: zd.Zendesk) -> None:
         {"base_url": f"{fake.url}/api/v2", "oauth_token": zd.OAUTH_TOKEN, "retry": FAST_RETRY},
     )
     completed(fake, connector, SUBJECT)
+
+
+def test_the_fake_redaction_and_ticket_update_are_strict(fake: zd.Zendesk) -> None:
+    seeded = seed(fake)
+    base = f"{fake.url}/api/v2"
+    headers = {"Authorization": f"Bearer {zd.OAUTH_TOKEN}"}
+    tid = seeded.ids["tickets"][0]
+    comment = fake.comments[tid][0]
+    url = f"{base}/comment_redactions/{comment['id']}"
+    # Only the comment's own html_body, with <redact> tags added, is accepted.
+    altered = {"ticket_id": tid, "html_body": "<p><redact>something else</redact></p>"}
+    assert httpx.put(url, json=altered, headers=headers).json()["error"] == "InvalidValue"
+    other_ticket = {"ticket_id": seeded.ids["tickets"][1], "html_body": comment["html_body"]}
+    assert httpx.put(url, json=other_ticket, headers=headers).status_code == 404
+    assert fake.redactions == []
+    wrong = {"ticket": {"status": "solved"}}
+    answer = httpx.put(f"{base}/tickets/{tid}", json=wrong, headers=headers)
+    assert answer.status_code == 422 and answer.json()["error"] == "RecordInvalid"
+    many = ",".join(str(n) for n in range(101))
+    assert httpx.get(f"{base}/users/show_many?ids={many}", headers=headers).status_code == 400
+
+
+def test_a_comment_with_a_link_and_an_image_is_redacted_whole(fake: zd.Zendesk) -> None:
+    femke = seed(fake).ids["user"]
+    shared = fake.add_shared_tickets(femke)
+    [comment] = [c for c in fake.comments[shared["cc"]] if c["author_id"] == femke]
+    comment["html_body"] = '<p>See <a href="https://x.example">my page</a> <img src="y.png" /></p>'
+    run_task(build(fake), "zendesk", RequestType.ERASURE, SUBJECT)
+    left = comment["html_body"]
+    assert zd.REDACTED in left
+    assert not any(text in left for text in ("See", "my page", "x.example", "y.png"))

@@ -1,0 +1,255 @@
+"""The Art. 15 report in an access export (`report.html`): intelligible first, complete after.
+
+It opens with a one-screen summary (which systems hold what, how much, since when), states the
+rights and remedies once, then per system the Art. 15(1)(a)-(h) and 15(2) information from the
+register (purposes with their legal bases, recipients beyond processors, retention, source,
+profiling as the register states it), and per collection a glossary of the field names and a
+readable listing of the records beside the JSON and CSV files. The export computes the
+per-collection digests while it writes (`orchestrator.artifacts.digest`), so the report never
+reads the records twice. Templates: `templates/report.html` and its `_report_*.html` parts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from connectors.metadata import CollectionInfo, collection_info
+from orchestrator.artifacts.digest import CollectionDigest, ExportFile
+from orchestrator.artifacts.render import LANGUAGES, Language, day, render_document, texts
+from orchestrator.lifecycle.reducer import RequestState
+from schemas.register import Controller, LegalBasis, Register, System, localize
+
+
+def render_report(
+    state: RequestState,
+    systems: list[System],
+    files: dict[str, list[ExportFile]],
+    *,
+    language: str,
+    generated_at: datetime,
+    controller: Controller | None = None,
+    digests: dict[str, list[CollectionDigest]] | None = None,
+    register: Register | None = None,
+    attached: list[ExportFile] | None = None,
+) -> str:
+    """The human-readable report of an access request (`templates/report.html`; a language
+    without texts gets the Dutch ones).
+
+    Art. 12(1) GDPR asks for a "concise, transparent, intelligible and easily accessible form,
+    using clear and plain language", and the EDPB (Guidelines 01/2022 on the right of access,
+    5.2.3-5.2.4) for a layered answer when there is much of it: so the report opens with a
+    summary (which systems hold what, how much, since when), states the rights (Art. 15(1)(e)) and
+    remedies (Art. 15(1)(f), 77; Art. 35 UAVG) once, and then gives per system Art. 15(1)(a)-(h)
+    and 15(2) as the register states them, and the data itself per collection, titled and with
+    a glossary, beside the JSON and CSV files (Art. 15(3); CJEU C-487/21: a faithful and
+    intelligible reproduction). `digests` (per system, from the write path) give the counts,
+    dates and listings; `register` gives the recipients besides the processors (Art. 15(1)(c);
+    CJEU C-154/21: named, not only by category). `attached` are the files a person attached
+    when completing a manual system's task (`orchestrator.artifacts.attachments`).
+    """
+    words = report_language(language)
+    sections = [
+        _section(
+            state,
+            system,
+            files.get(system.name, []),
+            (digests or {}).get(system.name, []),
+            register,
+            words,
+            [f for f in attached or () if f.system == system.name],
+        )
+        for system in systems
+    ]
+    return render_document(
+        "report",
+        words,
+        tone=controller.tone if controller is not None else None,
+        lang=language,
+        request_id=state.request_id,
+        generated_at=generated_at,
+        controller=controller,
+        sections=sections,
+        summary=_summary(sections),
+        rights={
+            "portable": [s["system"].display_name for s in sections if s["portable"]],
+            "consent": [s["system"].display_name for s in sections if s["consent"]],
+        },
+        general_recipients=[r for r in register.recipients if not r.systems] if register else [],
+    )
+
+
+def report_language(language: str) -> Language:
+    """The language the report's texts are in: the request's, else Dutch."""
+    return next((known for known in LANGUAGES if known == language), "nl")
+
+
+#: Outcomes after which a system without data truly has none (anything else: not searched yet).
+_SEARCHED = frozenset({"completed", "not_found", "delivered", "-"})
+
+
+def _section(
+    state: RequestState,
+    system: System,
+    files: list[ExportFile],
+    digests: list[CollectionDigest],
+    register: Register | None,
+    language: Language,
+    attached: list[ExportFile],
+) -> dict[str, Any]:
+    """What the report says about one system, decided here; the template words it."""
+    progress = state.systems.get(system.name)
+    collections = _collections(system, files, digests, language)
+    return {
+        "system": system,
+        "status": progress.status if progress is not None else "-",
+        "purposes": system.purpose_list(),
+        "recipients": [r for r in register.recipients if system.name in r.systems]
+        if register is not None
+        else [],
+        "portable": system.is_portable(),
+        "consent": LegalBasis.CONSENT in system.legal_basis,
+        # The register's default source, in English: said in the report's language instead.
+        "from_subject": localize(system.source, "en").strip().lower() == "the data subject",
+        "in_eea": system.location.region.upper() == "EEA",
+        "collections": collections,
+        "attached": attached,
+        "count": sum(c["count"] for c in collections) + len(attached),
+        "held": sum(c["held"] for c in collections),
+        "since": min((c["earliest"] for c in collections if c["earliest"]), default=None),
+    }
+
+
+def _summary(sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's opening: systems with data (what, how much, since when), systems searched
+    without a find, and systems not (fully) searched yet with their status."""
+    found, nothing, waiting = [], [], []
+    for section in sections:
+        system, status = section["system"], str(section["status"])
+        if section["count"] or section["held"]:
+            found.append(
+                {
+                    "system": system,
+                    "what": [c["heading"] for c in section["collections"] if c["count"]],
+                    "count": section["count"],
+                    "held": section["held"],
+                    "since": section["since"],
+                }
+            )
+        elif status in _SEARCHED:
+            nothing.append(system)
+        else:
+            waiting.append((system, status))
+    return {"found": found, "nothing": nothing, "open": waiting}
+
+
+def _collections(
+    system: System, files: list[ExportFile], digests: list[CollectionDigest], language: Language
+) -> list[dict[str, Any]]:
+    """Each collection of one system as the report shows it: from its digest where the write
+    path made one, else from its files alone (counts, no listing)."""
+    info = collection_info(system)
+    paths = {f.collection: f.path for f in files if f.path.endswith(".json")}
+    records = {f.collection: f.records or 0 for f in files if f.path.endswith(".json")}
+    by_name = {d.collection: d for d in digests}
+    names = list(by_name) + [name for name in paths if name not in by_name and name is not None]
+    parts = []
+    for index, name in enumerate(names):
+        digest = by_name.get(name) or CollectionDigest(system.name, name, count=records[name])
+        json_path = paths.get(name)
+        parts.append(
+            _collection(
+                digest,
+                info.get(name, CollectionInfo()),
+                f"{system.name}-{index + 1}",
+                (json_path, json_path.removesuffix(".json") + ".csv") if json_path else None,
+                language,
+            )
+        )
+    return parts
+
+
+def _collection(
+    digest: CollectionDigest,
+    info: CollectionInfo,
+    anchor: str,
+    paths: tuple[str, str] | None,
+    language: Language,
+) -> dict[str, Any]:
+    """One collection: its title, a glossary of the fields present, and the listing of its
+    first records with labels as column headers and values written out (cells are text)."""
+    fields = list(digest.fields)
+    yes_no = _yes_no(language)
+    return {
+        "name": digest.collection,
+        "anchor": anchor,
+        "heading": info.heading(digest.collection, language),
+        "count": digest.count,
+        "earliest": digest.earliest,
+        "latest": digest.latest,
+        "held": digest.held,
+        "redacted": digest.redacted,
+        "json": paths[0] if paths else None,
+        "csv": paths[1] if paths else None,
+        "glossary": [(f, info.label(f, language)) for f in fields if f in info.fields],
+        "columns": [info.label(f, language) for f in fields],
+        "rows": [[_shown(r.get(f), language, yes_no) for f in fields] for r in digest.sample],
+        "cut": digest.count > len(digest.sample),
+    }
+
+
+_ISO_MOMENT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
+#: Characters of one value shown in the listing; the files hold it whole.
+_SHOWN_LIMIT = 300
+
+
+def _yes_no(language: Language) -> tuple[str, str]:
+    words = texts("report")[language]
+    return words["yes"], words["no"]
+
+
+def _shown(value: Any, language: Language, yes_no: tuple[str, str], depth: int = 0) -> str:
+    """A value as the listing shows it: dates written out in `language`, yes/no for booleans,
+    nested values compactly ("key: value; ..."), long text cut (the JSON and CSV are whole)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return yes_no[0] if value else yes_no[1]
+    if isinstance(value, str):
+        text = _moment(value, language) if _ISO_MOMENT.match(value) else value
+    elif isinstance(value, dict) and depth < 2:
+        text = "; ".join(
+            f"{k}: {_shown(v, language, yes_no, depth + 1)}"
+            for k, v in value.items()
+            if v is not None
+        )
+    elif isinstance(value, list) and depth < 2:
+        text = ", ".join(_shown(v, language, yes_no, depth + 1) for v in value)
+    elif isinstance(value, float) and language == "nl":
+        text = repr(value).replace(".", ",")
+    elif isinstance(value, (int, float)):
+        text = str(value)
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _SHOWN_LIMIT else text[: _SHOWN_LIMIT - 1] + "…"
+
+
+def _moment(value: str, language: Language) -> str:
+    """An ISO date or date-time written out ("3 maart 2026, 14:05 UTC"); unparsable: as given."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    written = day(moment, language)
+    if len(value) <= 10:
+        return written
+    offset = moment.utcoffset()
+    zone = " UTC" if offset is not None and not offset else ""
+    return f"{written}, {moment:%H:%M}{zone}"
+
+
+__all__ = ["render_report", "report_language"]
