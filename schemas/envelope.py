@@ -35,6 +35,13 @@ from schemas.events import (
     TaskDispatched,
     TaskOutcome,
 )
+from schemas.sweeps import (
+    SweepApproved,
+    SweepDispatched,
+    SweepOutcome,
+    SweepRequested,
+    SweepStatusChanged,
+)
 
 SPEC_VERSION = "1.0"
 #: The Kafka header that carries a request event's signature (`schemas.primitives.signing`).
@@ -57,9 +64,14 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "dsr.request.deadline_extended.v1": DeadlineExtended,
     "dsr.request.decision_recorded.v1": DecisionRecorded,
     "dsr.request.delivery_recorded.v1": DeliveryRecorded,
+    "dsr.sweep.requested.v1": SweepRequested,
+    "dsr.sweep.approved.v1": SweepApproved,
     "dsr.task.dispatched.v1": TaskDispatched,
     "dsr.task.outcome.v1": TaskOutcome,
+    "dsr.sweep.dispatched.v1": SweepDispatched,
+    "dsr.sweep.outcome.v1": SweepOutcome,
     "dsr.request.status_changed.v1": RequestStatusChanged,
+    "dsr.sweep.status_changed.v1": SweepStatusChanged,
     "dsr.deadletter.v1": DeadLetter,
 }
 TYPE_OF: dict[type[BaseModel], str] = {model: name for name, model in EVENT_TYPES.items()}
@@ -106,10 +118,11 @@ def encode(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> KafkaMessage:
-    """Wrap a body model in a binary-mode CloudEvent keyed by its request id."""
+    """Wrap a body model in a binary-mode CloudEvent keyed by its request id (a sweep's
+    events: by its sweep id)."""
     ce_type = TYPE_OF[type(body)]
     if key is None:
-        key = getattr(body, "request_id", None)
+        key = getattr(body, "request_id", None) or getattr(body, "sweep_id", None)
     stamp = (time or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     headers = [
         ("ce_specversion", SPEC_VERSION.encode()),

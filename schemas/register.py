@@ -301,6 +301,90 @@ ThirdPartyMode = Literal["redact", "hold"]
 Provided = Literal["all", "none"] | list[str]
 
 
+class CollectionRetention(_Config):
+    """How long one collection's records are kept, machine-readable: what a sweep enforces
+    (storage limitation, Art. 5(1)(e) GDPR). The free-text `System.retention` says it in words.
+
+    A record has expired when its `date_field` lies more than `period` before today; with
+    `counted_from: book_year_end` the period starts at the end of the record's calendar year.
+    The register's `retention_rules` (legal duties to keep, e.g. invoices for 7 years) win:
+    a sweep keeps what they cover.
+    """
+
+    collection: Annotated[str, Field(min_length=1, description="Table or collection name.")]
+    period: Annotated[str, Field(examples=["180 days", "12 months", "2 years"])]
+    counted_from: Literal["created", "last_activity", "relationship_end", "book_year_end"] = Field(
+        description="What the period counts from."
+    )
+    date_field: Annotated[
+        str,
+        Field(min_length=1, description="The record's field holding that date, e.g. updated_at."),
+    ]
+    action: Literal["delete", "anonymise"] = "delete"
+    fields: list[str] = Field(
+        default_factory=list, description="With action 'anonymise': the fields to clear."
+    )
+
+    @field_validator("period")
+    @classmethod
+    def _period_parses(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_anonymise(self) -> CollectionRetention:
+        if self.action == "anonymise" and not self.fields:
+            raise ValueError("action 'anonymise' needs 'fields': the fields to clear")
+        if self.action == "delete" and self.fields:
+            raise ValueError("'fields' is only used with action 'anonymise'")
+        return self
+
+    def cutoff(self, today: date) -> date:
+        """Records dated before this day have expired on `today`."""
+        earliest = today - parse_period(self.period)
+        if self.counted_from == "book_year_end":
+            # Expired once the end of its year plus the period has passed: dated before
+            # 1 January of the year the period reaches back to.
+            return date(earliest.year, 1, 1)
+        return earliest
+
+    def describe(self) -> str:
+        """The rule in words (English, for staff and certificates' rule column)."""
+        start = {
+            "created": "creation",
+            "last_activity": "the last activity",
+            "relationship_end": "the end of the customer relationship",
+            "book_year_end": "the end of the book year",
+        }[self.counted_from]
+        return f"{self.period} after {start} ({self.date_field})"
+
+
+class SweepPolicy(_Config):
+    """A system's retention sweeps: when they run, whether they wait for an officer, and the
+    retention per collection they enforce."""
+
+    schedule: Annotated[
+        str, Field(examples=["1 day", "1 week"], description="How often a sweep runs.")
+    ] = "1 day"
+    approval: Literal["required", "not_required"] = Field(
+        default="required",
+        description="'required': every sweep is a dry run first and deletes only after an "
+        "officer's approval; 'not_required' once the system is trusted.",
+    )
+    collections: Annotated[list[CollectionRetention], Field(min_length=1)]
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_parses(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_per_collection(self) -> SweepPolicy:
+        _refuse_repeated((c.collection for c in self.collections), "sweep rule for collection")
+        return self
+
+
 class System(_Config):
     """One system in the register."""
 
@@ -359,6 +443,10 @@ class System(_Config):
     retention_rules: list[RetentionRule] = Field(
         default_factory=list,
         description="Legal duties to keep records despite erasure (applied by the connector).",
+    )
+    sweep: SweepPolicy | None = Field(
+        default=None,
+        description="Retention sweeps: the register's retention periods enforced (Art. 5(1)(e)).",
     )
 
     @model_validator(mode="after")
@@ -431,6 +519,29 @@ class Controller(_Config):
     )
 
 
+class CaseFiles(_Config):
+    """How long our own case files are kept (storage limitation applies to them too).
+
+    The defaults weigh accountability (Art. 5(2) GDPR: showing that each request was answered
+    lawfully and on time, and defending a complaint or a court case) against storage
+    limitation (Art. 5(1)(e)); see docs for the reasoning. A sweep of the case files removes
+    what has expired and destroys the request's data key.
+    """
+
+    results: Annotated[str, Field(description="Result files and letters.")] = "2 years"
+    certificates: Annotated[str, Field(description="Deletion and sweep certificates.")] = "5 years"
+    status_topic: Annotated[
+        str, Field(description="Retention of the status topic (Kafka retention.ms).")
+    ] = "2 years"
+    schedule: str = "1 day"
+
+    @field_validator("results", "certificates", "status_topic", "schedule")
+    @classmethod
+    def _period_parses(cls, value: str) -> str:
+        parse_period(value)
+        return value
+
+
 class Register(_Config):
     """All systems holding personal data, and who else receives it (Art. 30 GDPR)."""
 
@@ -447,6 +558,9 @@ class Register(_Config):
         default_factory=list,
         description="General description of the technical and organisational security "
         "measures (Art. 30(1)(g), 32(1)).",
+    )
+    case_files: CaseFiles = Field(
+        default_factory=CaseFiles, description="How long our own case files are kept."
     )
 
     @model_validator(mode="after")
@@ -622,6 +736,8 @@ class WatchedRegister:
 
 __all__ = [
     "PORTABLE_BASES",
+    "CaseFiles",
+    "CollectionRetention",
     "Controller",
     "LegalBasis",
     "LocalText",
@@ -637,6 +753,7 @@ __all__ = [
     "Register",
     "RegisterError",
     "RetentionRule",
+    "SweepPolicy",
     "System",
     "SystemKind",
     "Text",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from schemas import events
+from schemas import events, sweeps
 from schemas.envelope import TYPE_OF
 
 
@@ -27,22 +27,27 @@ REQUESTS = Topic(
         events.DeadlineExtended,
         events.DecisionRecorded,
         events.DeliveryRecorded,
+        sweeps.SweepRequested,
+        sweeps.SweepApproved,
     ),
     "Requests, identity verifications, deadline extensions, officers' decisions and "
-    "deliveries, published by intake services, the dashboard and the CLI.",
+    "deliveries, and retention sweeps started and approved, published by intake services, "
+    "the dashboard and the CLI.",
 )
 TASKS = Topic(
     "dsr.tasks.v1",
-    (events.TaskDispatched,),
-    "One task per request and system, for connector workers.",
+    (events.TaskDispatched, sweeps.SweepDispatched),
+    "One task per request and system, and one per retention sweep, for connector workers.",
 )
 OUTCOMES = Topic(
-    "dsr.outcomes.v1", (events.TaskOutcome,), "What each connector reports for each task."
+    "dsr.outcomes.v1",
+    (events.TaskOutcome, sweeps.SweepOutcome),
+    "What each connector reports for each task and each sweep.",
 )
 STATUS = Topic(
     "dsr.status.v1",
-    (events.RequestStatusChanged,),
-    "Every state change of every request; carries no personal data.",
+    (events.RequestStatusChanged, sweeps.SweepStatusChanged),
+    "Every state change of every request and every sweep; carries no personal data.",
 )
 DEAD_LETTER = Topic(
     "dsr.deadletter.v1",
@@ -57,6 +62,9 @@ REQUEST_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[model] for model in REQUEST
 DECISION_EVENT_TYPES: tuple[str, ...] = (
     TYPE_OF[events.DecisionRecorded],
     TYPE_OF[events.DeliveryRecorded],
+    # A sweep deletes data nobody asked to erase: only publishers allowed to decide start one.
+    TYPE_OF[sweeps.SweepRequested],
+    TYPE_OF[sweeps.SweepApproved],
 )
 #: What a publisher may send when the publisher keys file gives no `events` for it.
 DEFAULT_PUBLISHER_EVENTS: tuple[str, ...] = tuple(

@@ -18,7 +18,12 @@ from aiokafka.partitioner import murmur2
 
 from orchestrator.lifecycle.reducer import InputEvent
 from schemas.envelope import EnvelopeError, KafkaRecord, RawEvent, decode
+from schemas.sweeps import SweepApproved, SweepOutcome, SweepRequested
 from schemas.topics import OUTCOMES, REQUESTS
+
+#: A retention sweep's events on the input topics (`schemas.sweeps`).
+SweepInput = SweepRequested | SweepApproved | SweepOutcome
+SWEEP_INPUT = (SweepRequested, SweepApproved, SweepOutcome)
 
 #: Where a dead letter was refused (`schemas.events.DeadLetter.stage`).
 Stage = Literal["envelope", "signature", "body", "process"]
@@ -58,6 +63,8 @@ class Intake:
     by_request: dict[str, list[tuple[KafkaRecord, InputEvent]]] = field(default_factory=dict)
     #: In arrival order, so reroutes keep the order their events came in.
     turned_away: list[Refused | Misrouted] = field(default_factory=list)
+    #: Retention sweeps' events (requested, approved, outcomes), in batch order.
+    sweeps: list[tuple[KafkaRecord, SweepInput]] = field(default_factory=list)
 
 
 def sort_batch(
@@ -83,6 +90,9 @@ def sort_batch(
             refused = Refused(record, stage, str(exc), exc.ce_type, exc.withhold)
             intake.turned_away.append(refused)
             continue
+        if isinstance(envelope.body, SWEEP_INPUT):
+            intake.sweeps.append((record, envelope.body))
+            continue
         body: InputEvent = envelope.body  # type: ignore[assignment]
         request_id = body.request_id
         if record.partition != partition_for(request_id, partitions):
@@ -93,4 +103,13 @@ def sort_batch(
     return intake
 
 
-__all__ = ["Intake", "Misrouted", "Refused", "Stage", "partition_for", "sort_batch"]
+__all__ = [
+    "SWEEP_INPUT",
+    "Intake",
+    "Misrouted",
+    "Refused",
+    "Stage",
+    "SweepInput",
+    "partition_for",
+    "sort_batch",
+]

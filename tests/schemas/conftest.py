@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from schemas import events as ev
+from schemas import sweeps as sw
 from schemas.envelope import dead_letter_for
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -135,7 +136,43 @@ def all_samples() -> dict[str, BaseModel]:
             stage="envelope",
             reason="structured CloudEvent is not valid JSON",
         ),
+        **_sweep_samples(),
     }
+
+
+def _sweep_samples() -> dict[str, BaseModel]:
+    """One valid body per sweep event type (no identifiers: sweeps work on dates)."""
+    rule = sw.SweepRule(
+        collection="tickets",
+        date_field="updated_at",
+        cutoff=(NOW - timedelta(days=365)).date(),
+        period="12 months",
+        counted_from=sw.CountedFrom.LAST_ACTIVITY,
+    )
+    counts = [sw.SweepCount(collection="tickets", expired=3, deleted=3)]
+    return {
+        "dsr.sweep.requested.v1": sw.SweepRequested(
+            sweep_id="sweep-support-1", system="support", requested_by="officer-7",
+            requested_at=NOW,
+        ),
+        "dsr.sweep.approved.v1": sw.SweepApproved(
+            sweep_id="sweep-support-1", approved_by="officer-7", approved_at=NOW
+        ),
+        "dsr.sweep.dispatched.v1": sw.SweepDispatched(
+            sweep_id="sweep-support-1", task_id="sweep-support-1/support#dry", system="support",
+            dry_run=True, rules=[rule], dispatched_at=NOW,
+        ),
+        "dsr.sweep.outcome.v1": sw.SweepOutcome(
+            sweep_id="sweep-support-1", task_id="sweep-support-1/support#dry", system="support",
+            dry_run=True, status=ev.OutcomeStatus.COMPLETED, counts=counts, completed_at=NOW,
+        ),
+        "dsr.sweep.status_changed.v1": sw.SweepStatusChanged(
+            sweep_id="sweep-support-1", system="support", sequence=2,
+            status=sw.SweepStatus.AWAITING_APPROVAL, previous_status=sw.SweepStatus.COUNTING,
+            trigger=sw.SweepTrigger.SCHEDULE, dry_run_counts=counts, rules=[rule],
+            requested_at=NOW, changed_at=NOW,
+        ),
+    }  # fmt: skip
 
 
 @pytest.fixture
