@@ -38,6 +38,7 @@ from schemas.events import (
 )
 from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule
+from schemas.sweeps import SweepCount, SweepRule
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
@@ -89,6 +90,28 @@ class Result:
         return cls.completed(Counts(found=len(records)), records=list(records))
 
 
+@dataclass(slots=True)
+class SweepResult:
+    """What a connector did for one retention sweep: counts per collection, no identifiers."""
+
+    status: OutcomeStatus
+    counts: list[SweepCount] = field(default_factory=list)
+    retained: list[RetainedItem] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    reason: str | None = None
+    instructions: str | None = None
+
+    @classmethod
+    def done(cls, counts: Sequence[SweepCount], **kwargs: Any) -> SweepResult:
+        """Swept (or counted, in a dry run)."""
+        return cls(OutcomeStatus.COMPLETED, list(counts), **kwargs)
+
+    @classmethod
+    def manual(cls, instructions: str) -> SweepResult:
+        """The connector cannot sweep: a person must; `instructions` say exactly what to do."""
+        return cls(OutcomeStatus.MANUAL_ACTION_REQUIRED, instructions=instructions)
+
+
 class Connector(ABC, Generic[SettingsT]):
     """Base class for connectors; override the methods for the rights in `capabilities`.
 
@@ -107,6 +130,8 @@ class Connector(ABC, Generic[SettingsT]):
     collections: ClassVar[Mapping[str, CollectionInfo]] = {}
     #: Applies the register's `retention_rules` when erasing (see `use_retention`).
     supports_retention: ClassVar[bool] = False
+    #: Carries out retention sweeps (`sweep`); otherwise a sweep becomes a manual task.
+    sweeps: ClassVar[bool] = False
 
     settings: SettingsT
 
@@ -193,8 +218,22 @@ class Connector(ABC, Generic[SettingsT]):
         """Stop consent-based processing (Art. 7(3))."""
         raise NotImplementedError
 
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Delete (or anonymise) the records past each rule's cutoff, in every collection a rule
+        names, by the same permanent paths as erasure; keep what the register's retention
+        duties cover (`self.retention_rules`). A dry run counts and changes nothing. Counts
+        per collection only: never an identifier (Art. 5(1)(e) GDPR)."""
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         """Release connections; called once when the worker stops."""
 
 
-__all__ = ["Connector", "ConnectorConfigError", "ConnectorError", "Result", "SettingsT"]
+__all__ = [
+    "Connector",
+    "ConnectorConfigError",
+    "ConnectorError",
+    "Result",
+    "SettingsT",
+    "SweepResult",
+]

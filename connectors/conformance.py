@@ -23,6 +23,12 @@ answers are retried, then reported as retryable; bad credentials give a fatal ou
 clear reason; nothing personal is logged. A check that does not apply to a target (no HTTP,
 no credentials) is skipped with the reason.
 
+A connector that declares `sweeps` proves its retention sweeps too, when the target seeds
+records of known ages (`Target.seed_sweep`): a dry run counts exactly the expired records per
+collection and changes nothing; a sweep removes exactly those (read back from the system); a
+second sweep finds nothing; no identifier reaches the outcome or a log line. `SweepConformance`
+holds only these checks, for a target already proven by the rest of the suite.
+
 Installed as the pytest plugin `dsr_conformance` (entry point group `pytest11`), which adds
 the `conformance` marker to every inherited test.
 """
@@ -34,7 +40,7 @@ import logging
 import traceback
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,8 +49,9 @@ from typing import Any
 import pytest
 
 from connectors.base import Connector
-from connectors.execute import perform
+from connectors.execute import perform, perform_sweep
 from schemas.events import OutcomeStatus, RequestType, Subject, TaskDispatched, TaskOutcome
+from schemas.sweeps import SweepCount, SweepDispatched, SweepOutcome, SweepRule
 
 
 @dataclass
@@ -56,6 +63,20 @@ class Seeded:
     #: How many records erasure must report (deleted + anonymised); None: at least one.
     erased: int | None = None
     #: Values that identify the subject besides its identifiers (e.g. a name), for the log check.
+    personal_values: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SeededSweep:
+    """Records of known ages seeded for a sweep: the rules, what must go, and how to count
+    what is left in the system itself (not through the connector under test)."""
+
+    rules: list[SweepRule]
+    #: Per collection, how many seeded records are past their rule's cutoff (none under a duty).
+    expired: dict[str, int]
+    #: How many records each collection of `expired` holds now, read from the system.
+    remaining: Callable[[], dict[str, int]]
+    #: Values in the seeded records (e-mail addresses, names) for the identifier check.
     personal_values: list[str] = field(default_factory=list)
 
 
@@ -102,6 +123,10 @@ class Target(ABC):
         """Fault controls of the fake vendor; None when the target has no HTTP."""
         return None
 
+    def seed_sweep(self) -> SeededSweep | None:
+        """Seed records of known ages for the sweep checks; None skips them."""
+        return None
+
 
 def dispatched(system: str, action: RequestType, subject: Subject, **fields: Any) -> TaskDispatched:
     """A task for `subject` as the orchestrator dispatches it, due in 30 days; `fields` add to
@@ -129,6 +154,28 @@ async def _perform(connector: Connector, task: TaskDispatched) -> TaskOutcome:
         return await perform(connector, task)
     finally:
         await connector.aclose()
+
+
+def run_sweep(
+    connector: Connector, system: str, rules: Sequence[SweepRule], *, dry_run: bool
+) -> SweepOutcome:
+    """Carry out one sweep exactly as a connector worker would, then close the connector."""
+    task = SweepDispatched(
+        sweep_id="conformance-sweep-1",
+        task_id=f"conformance-sweep-1/{system}",
+        system=system,
+        dry_run=dry_run,
+        rules=list(rules),
+        dispatched_at=datetime.now(UTC),
+    )
+
+    async def sweep() -> SweepOutcome:
+        try:
+            return await perform_sweep(connector, task)
+        finally:
+            await connector.aclose()
+
+    return asyncio.run(sweep())
 
 
 class _Capture(logging.Handler):
@@ -164,8 +211,8 @@ def _values(seeded: Seeded) -> list[str]:
     return [i.value for i in seeded.subject.identifiers] + seeded.personal_values
 
 
-class ConnectorConformance:
-    """Inherit in a `Test*` class and provide a `target` fixture returning a `Target`."""
+class SweepConformance:
+    """The sweep checks alone: inherit in a `Test*` class with a `target` fixture."""
 
     @pytest.fixture
     def target(self) -> Target:
@@ -173,6 +220,50 @@ class ConnectorConformance:
         raise NotImplementedError(
             "define a `target` fixture returning a connectors.conformance.Target"
         )
+
+    def test_sweep_dry_run_counts_the_expired_records_and_changes_nothing(
+        self, target: Target
+    ) -> None:
+        seeded = _seeded_sweep(target)
+        before = seeded.remaining()
+        outcome = _sweep(target, seeded, dry_run=True)
+        assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+        assert _per_collection(outcome, seeded, lambda c: c.expired - c.kept) == seeded.expired
+        assert all(c.deleted == 0 and c.anonymised == 0 for c in outcome.counts)
+        assert seeded.remaining() == before
+
+    def test_sweep_removes_exactly_the_expired_records(self, target: Target) -> None:
+        seeded = _seeded_sweep(target)
+        before = seeded.remaining()
+        outcome = _sweep(target, seeded, dry_run=False)
+        assert outcome.status == OutcomeStatus.COMPLETED, outcome.reason
+        done = _per_collection(outcome, seeded, lambda c: c.deleted + c.anonymised)
+        assert done == seeded.expired
+        after = seeded.remaining()
+        deleted = _per_collection(outcome, seeded, lambda c: c.deleted)
+        assert {name: before[name] - after[name] for name in before} == deleted
+
+    def test_a_second_sweep_finds_nothing(self, target: Target) -> None:
+        seeded = _seeded_sweep(target)
+        _sweep(target, seeded, dry_run=False)
+        again = _sweep(target, seeded, dry_run=False)
+        assert again.status == OutcomeStatus.COMPLETED, again.reason
+        assert all(c.deleted == 0 and c.anonymised == 0 for c in again.counts), again.counts
+
+    def test_a_sweep_reports_and_logs_no_identifier(self, target: Target) -> None:
+        seeded = _seeded_sweep(target)
+        with capture_all_logs() as logs:
+            outcomes = [_sweep(target, seeded, dry_run=d) for d in (True, False)]
+        texts = logs.texts + [o.model_dump_json() for o in outcomes]
+        for value in seeded.personal_values:
+            leaks = [t for t in texts if value.lower() in t.lower()]
+            assert not leaks, (
+                f"a seeded value appears in a sweep's outcome or logs: {leaks[0][:200]}"
+            )
+
+
+class ConnectorConformance(SweepConformance):
+    """Inherit in a `Test*` class and provide a `target` fixture returning a `Target`."""
 
     @pytest.fixture
     def seeded(self, target: Target) -> Seeded:
@@ -272,6 +363,27 @@ def _run(
     return run_task(connector or target.connector(), target.name, action, seeded.subject)
 
 
+def _seeded_sweep(target: Target) -> SeededSweep:
+    """The target's records for the sweep checks; skipped where they do not apply."""
+    if not type(target.connector()).sweeps:
+        pytest.skip("not applicable: the connector does not sweep (sweeps become manual tasks)")
+    seeded = target.seed_sweep()
+    if seeded is None:
+        pytest.skip("not applicable: the target seeds no records of known ages (seed_sweep)")
+    return seeded
+
+
+def _sweep(target: Target, seeded: SeededSweep, *, dry_run: bool) -> SweepOutcome:
+    return run_sweep(target.connector(), target.name, seeded.rules, dry_run=dry_run)
+
+
+def _per_collection(
+    outcome: SweepOutcome, seeded: SeededSweep, figure: Callable[[SweepCount], int]
+) -> dict[str, int]:
+    """One figure of the outcome's counts, for the collections the target seeded."""
+    return {c.collection: figure(c) for c in outcome.counts if c.collection in seeded.expired}
+
+
 def _http_faults(target: Target) -> Faults:
     """The target's fault controls; a target without HTTP skips the check."""
     faults = target.faults()
@@ -289,7 +401,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test inherited from the suite."""
     for item in items:
         cls = getattr(item, "cls", None)
-        if cls is not None and issubclass(cls, ConnectorConformance):
+        if cls is not None and issubclass(cls, SweepConformance):
             item.add_marker(pytest.mark.conformance)
 
 
@@ -297,8 +409,11 @@ __all__ = [
     "ConnectorConformance",
     "Faults",
     "Seeded",
+    "SeededSweep",
+    "SweepConformance",
     "Target",
     "capture_all_logs",
     "dispatched",
+    "run_sweep",
     "run_task",
 ]

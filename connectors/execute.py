@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from connectors.base import Connector, ConnectorError, Result
+from connectors.base import Connector, ConnectorError, Result, SweepResult
 from schemas.events import (
     OutcomeStatus,
     RecordsRef,
@@ -18,6 +18,8 @@ from schemas.events import (
 )
 from schemas.primitives.records import RecordStore
 from schemas.primitives.sealing import SealingError
+from schemas.register import RetentionRule
+from schemas.sweeps import SweepDispatched, SweepOutcome, SweepRule
 
 log = logging.getLogger(__name__)
 
@@ -168,4 +170,104 @@ def outcome_of(
     )
 
 
-__all__ = ["manual_instructions", "outcome_of", "perform", "redact"]
+# -- retention sweeps -----------------------------------------------------------------------
+
+#: The longest `reason` and `instructions` a sweep outcome may carry (see `SweepOutcome`).
+_SWEEP_REASON_MAX = 2000
+_SWEEP_INSTRUCTIONS_MAX = 4000
+#: What a sweep outcome repeats of its task, and what it reports of the connector's result.
+_SWEEP_FROM_TASK = ("sweep_id", "task_id", "system", "dry_run", "attempt")
+_SWEEP_FROM_RESULT = ("status", "counts", "retained", "evidence")
+
+
+def manual_sweep_instructions(
+    system: str, rules: Sequence[SweepRule], duties: Sequence[RetentionRule], task_id: str
+) -> str:
+    """What a person deletes by hand when a system's connector cannot sweep: per rule the
+    collection, the date field, the cutoff and the action; the duties that keep records.
+
+    Dates and rules only, never an identifier: sweeps do not concern one subject.
+    """
+    lines = [f"System {system!r} cannot sweep automatically. By hand, in {system!r}:"]
+    for rule in rules:
+        what = (
+            "delete every record"
+            if rule.action == "delete"
+            else f"clear {', '.join(rule.fields)} of every record"
+        )
+        lines.append(
+            f"- {rule.collection}: {what} whose {rule.date_field} is before "
+            f"{rule.cutoff.isoformat()} (retention: {rule.period} from {rule.counted_from})."
+        )
+    if duties:
+        kept = "; ".join(f"{d.collection} ({d.describe()}: {d.legal_basis})" for d in duties)
+        lines.append(f"Keep what a retention duty covers: {kept}.")
+    lines.append(
+        f"Then record the number of records removed per collection for sweep task {task_id}."
+    )
+    text = "\n".join(lines)
+    if len(text) <= _SWEEP_INSTRUCTIONS_MAX:
+        return text
+    # Too many rules for one outcome: the register's sweep policy holds them all.
+    cut = text[: _SWEEP_INSTRUCTIONS_MAX - 120].rsplit("\n", 1)[0]
+    return f"{cut}\n... and more: see the sweep policy of {system!r} in the register."
+
+
+async def perform_sweep(connector: Connector, task: SweepDispatched) -> SweepOutcome:
+    """Run a retention sweep with the connector and report its outcome; never raises.
+
+    A connector that cannot sweep (`sweeps = False`) gives a manual task whose instructions
+    say what a person deletes. The register's retention duties (Art. 17(3)(b) GDPR) are
+    always applied: the connector got them at build time (`use_retention`).
+    """
+    duties = connector.retention_rules
+    manual = SweepResult.manual(
+        manual_sweep_instructions(task.system, task.rules, duties, task.task_id)
+    )
+    if not connector.sweeps:
+        return sweep_outcome_of(task, manual)
+    try:
+        result = await connector.sweep(task.rules, dry_run=task.dry_run)
+    except ConnectorError as exc:
+        # Sweeps name no subject; a connector's own message is already free of personal data.
+        log.warning("sweep task %s on %s failed: %s", task.task_id, task.system, exc)
+        failed = SweepResult(OutcomeStatus.FAILED, reason=str(exc))
+        return sweep_outcome_of(task, failed, retryable=exc.retryable)
+    except NotImplementedError:
+        return sweep_outcome_of(task, manual)
+    except Exception as exc:
+        # The message of an unknown error may quote a row (a database's DETAIL): its type only.
+        log.error("sweep task %s on %s raised %s", task.task_id, task.system, type(exc).__name__)
+        reason = f"unexpected {type(exc).__name__} in connector for {task.system!r}"
+        failed = SweepResult(OutcomeStatus.FAILED, reason=reason)
+        return sweep_outcome_of(task, failed, retryable=True)
+    return sweep_outcome_of(task, result)
+
+
+def sweep_outcome_of(
+    task: SweepDispatched, result: SweepResult, *, retryable: bool = False
+) -> SweepOutcome:
+    """The outcome event for a sweep task's result."""
+    reason = result.reason[:_SWEEP_REASON_MAX] if result.reason else result.reason
+    instructions = result.instructions
+    if instructions is not None:
+        instructions = instructions[:_SWEEP_INSTRUCTIONS_MAX]
+    return SweepOutcome(
+        **{name: getattr(task, name) for name in _SWEEP_FROM_TASK},
+        **{name: getattr(result, name) for name in _SWEEP_FROM_RESULT},
+        reason=reason,
+        instructions=instructions,
+        retryable=retryable,
+        completed_at=datetime.now(UTC),
+    )
+
+
+__all__ = [
+    "manual_instructions",
+    "manual_sweep_instructions",
+    "outcome_of",
+    "perform",
+    "perform_sweep",
+    "redact",
+    "sweep_outcome_of",
+]

@@ -8,6 +8,9 @@ Settings:
     fail: null | "retryable" | "fatal": every task fails this way (failure tests).
     delay_seconds: every task takes this long (crash and soak tests: a worker killed "mid-task").
     fault_rate: this share of tasks fails as a vendor outage would (HTTP 503, retryable).
+
+Retention sweeps compare each record's `data[date_field]` (an ISO date or timestamp) with the
+rule's cutoff; a record without a readable date has not expired.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from connectors.base import Connector, ConnectorError, Result
+from connectors.base import Connector, ConnectorError, Result, SweepResult
 from schemas.events import Counts, FieldChange, Record, RequestType, Subject
+from schemas.sweeps import SweepCount, SweepRule
 
 
 class _Generate(BaseModel):
@@ -43,6 +48,7 @@ class MemoryConnector(Connector[MemorySettings]):
     """Holds records in memory; supports every right."""
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
+    sweeps = True
     description = "In-memory records from settings (tests, benchmarks)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -137,6 +143,42 @@ class MemoryConnector(Connector[MemorySettings]):
     async def withdraw_consent(self, subject: Subject) -> Result:
         """Count the records whose consent-based processing stops."""
         return await self._suppress(subject)
+
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Drop (or clear the rule's fields of) the records dated before each rule's cutoff."""
+        await self._check()
+        counts = []
+        for rule in rules:
+            expired = [
+                n
+                for n, r in enumerate(self.records)
+                if r.collection == rule.collection
+                and _before(r.data.get(rule.date_field), rule.cutoff)
+                and (rule.action == "delete" or any(r.data.get(f) is not None for f in rule.fields))
+            ]
+            count = SweepCount(collection=rule.collection, expired=len(expired))
+            if not dry_run and rule.action == "delete":
+                gone = set(expired)
+                self.records = [r for n, r in enumerate(self.records) if n not in gone]
+                count = count.model_copy(update={"deleted": len(expired)})
+            elif not dry_run:
+                for n in expired:
+                    record = self.records[n]
+                    data = record.data | dict.fromkeys(rule.fields)
+                    self.records[n] = Record(collection=record.collection, data=data)
+                count = count.model_copy(update={"anonymised": len(expired)})
+            counts.append(count)
+        return SweepResult.done(counts)
+
+
+def _before(value: JsonValue, cutoff: date) -> bool:
+    """Whether a stored ISO date (or timestamp) lies before the cutoff day."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return date.fromisoformat(value[:10]) < cutoff
+    except ValueError:
+        return False
 
 
 __all__ = ["MemoryConnector", "MemorySettings"]

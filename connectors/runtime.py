@@ -1,5 +1,8 @@
 """The connector worker: consumes tasks for its systems, runs connectors, publishes outcomes.
 
+Retention sweeps (`SweepDispatched`) arrive on the same tasks topic and run under the same
+per-system limit; their outcome (`SweepOutcome`, keyed by sweep id) goes to the outcomes topic.
+
 One consumer group per worker group (`System.group` in the register), so a slow vendor can be
 given its own workers. Offsets are committed only after every outcome of a batch was taken
 by the broker: a crash means re-delivery, never a lost task (at least once; connectors are
@@ -16,8 +19,8 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from connectors import registry
-from connectors.base import Connector, ConnectorError, Result
-from connectors.execute import outcome_of, perform
+from connectors.base import Connector, ConnectorError, Result, SweepResult
+from connectors.execute import outcome_of, perform, perform_sweep, sweep_outcome_of
 from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
 from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
@@ -30,6 +33,7 @@ from schemas.primitives.sealing import (
     open_task,
 )
 from schemas.register import Register, System, WatchedRegister
+from schemas.sweeps import SweepDispatched, SweepOutcome
 from schemas.topics import DEAD_LETTER, OUTCOMES, TASKS
 
 log = logging.getLogger("dsr.connectors")
@@ -147,24 +151,31 @@ class ConnectorWorker:
                 jobs.append(letter)
                 continue
             task = envelope.body
-            if not isinstance(task, TaskDispatched):
-                continue  # a retention sweep's task: not wired to connectors yet
+            if not isinstance(task, (TaskDispatched, SweepDispatched)):
+                continue  # the tasks topic carries nothing else (decode checked the type)
             if task.system in self.systems:
                 jobs.append(self._run_task(producer, task))
         futures = await asyncio.gather(*jobs)
         await asyncio.gather(*futures)
 
     async def _run_task(
-        self, producer: AIOKafkaProducer, task: TaskDispatched
+        self, producer: AIOKafkaProducer, task: TaskDispatched | SweepDispatched
     ) -> asyncio.Future[object]:
+        # Sweeps share the system's limit with tasks: a sweep must not starve requests.
         limit = self._limits.setdefault(task.system, asyncio.Semaphore(self.concurrency))
-        if task.not_before is not None:
-            wait = (task.not_before - datetime.now(UTC)).total_seconds()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 300))
-        async with limit:
-            outcome = await self.execute(task)
+        outcome: TaskOutcome | SweepOutcome
+        if isinstance(task, SweepDispatched):
+            async with limit:
+                outcome = await self.execute_sweep(task)
+        else:
+            if task.not_before is not None:
+                wait = (task.not_before - datetime.now(UTC)).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(min(wait, 300))
+            async with limit:
+                outcome = await self.execute(task)
         self.processed += 1
+        # Keyed by request id, or a sweep's by its sweep id (`encode`).
         message = encode(outcome, source=self.source, event_id=f"{task.task_id}#{task.attempt}")
         return await producer.send(
             OUTCOMES.name, key=message.key, value=message.value, headers=message.headers
@@ -196,6 +207,15 @@ class ConnectorWorker:
             frozenset(rights) if rights is not None else None,
             store=self.records,
         )
+
+    async def execute_sweep(self, task: SweepDispatched) -> SweepOutcome:
+        """Run one retention sweep with the system's connector; a connector that cannot start
+        gives a failed outcome, one that cannot sweep a manual task."""
+        connector = self._connector(task.system)
+        if isinstance(connector, ConnectorError):
+            failed = SweepResult(OutcomeStatus.FAILED, reason=str(connector))
+            return sweep_outcome_of(task, failed, retryable=connector.retryable)
+        return await perform_sweep(connector, task)
 
     def _opened(self, task: TaskDispatched) -> TaskDispatched:
         """The task with its subject in the clear (it is sealed with the request's data key)."""

@@ -40,6 +40,12 @@ or `hash`: the hex SHA-256 of the salt followed by the UTF-8 value. A salted has
 pseudonymous, not anonymous, data while the salt exists: keep it secret, or use `null`.
 MySQL tables must be transactional (InnoDB) for the rollback to hold.
 
+Retention sweeps (`sweep`) delete, per rule, the rows of the rule's table dated before its
+cutoff, with one set-based statement per table (never loading keys into Python), children
+first along the same relations, in one transaction; rows of tables referencing a deleted row
+go with it. Rows under a retention duty stay, and so does a row such a kept row references;
+both are reported as kept. `action: anonymise` sets the rule's fields to NULL instead.
+
 Every right is in `capabilities`. Restriction, objection and consent withdrawal report a
 manual task, with instructions, when no table configures column updates for them: the
 register then decides per system, without a second connector class.
@@ -92,6 +98,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     func,
     inspect,
     literal,
@@ -105,7 +112,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, NoSuchTableError, SQLAlchemyError
 
-from connectors.base import Connector, ConnectorConfigError, ConnectorError, Result
+from connectors.base import Connector, ConnectorConfigError, ConnectorError, Result, SweepResult
 from schemas.events import (
     IDENTIFIER_TYPE_PATTERN,
     Counts,
@@ -119,6 +126,7 @@ from schemas.events import (
 )
 from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule, localize
+from schemas.sweeps import SweepCount, SweepRule
 
 log = logging.getLogger(__name__)
 
@@ -400,22 +408,42 @@ class _Dataset:
 
     def rows_of(self, subject: Subject) -> dict[str, ColumnElement[bool] | None]:
         """Per table, the condition selecting the subject's rows; None where it has none."""
+        return self.linked({bound.name: bound.identity_match(subject) for bound in self.tables})
+
+    def linked(
+        self,
+        own: Mapping[str, ColumnElement[bool] | None],
+        hand_down: Callable[[_BoundTable, ColumnElement[bool]], ColumnElement[bool] | None]
+        | None = None,
+    ) -> dict[str, ColumnElement[bool] | None]:
+        """Per table, its `own` rows and the rows referencing (through links) a parent's
+        selected rows; None where there are none. `hand_down` narrows what a table's children
+        follow (a sweep: only the rows it deletes)."""
         found: dict[str, ColumnElement[bool] | None] = {}
+        handed: dict[str, ColumnElement[bool] | None] = {}
         for bound in reversed(self.tables):  # parents first: a link needs its parent's rows
-            clauses: list[ColumnElement[bool]] = []
-            identity = bound.identity_match(subject)
-            if identity is not None:
-                clauses.append(identity)
+            mine = own.get(bound.name)
+            clauses: list[ColumnElement[bool]] = [] if mine is None else [mine]
             for link in bound.links:
-                parent_rows = found[link.parent]
+                parent_rows = handed[link.parent]
                 if parent_rows is None:
                     continue
                 parent = self.by_name[link.parent].table
-                own = [bound.table.c[mine] for mine, _ in link.columns]
+                columns = [bound.table.c[name] for name, _ in link.columns]
                 keys = select(*(parent.c[theirs] for _, theirs in link.columns)).where(parent_rows)
-                clauses.append(own[0].in_(keys) if len(own) == 1 else tuple_(*own).in_(keys))
-            found[bound.name] = or_(*clauses) if clauses else None
+                clauses.append(
+                    columns[0].in_(keys) if len(columns) == 1 else tuple_(*columns).in_(keys)
+                )
+            rows = or_(*clauses) if clauses else None
+            found[bound.name] = rows
+            handed[bound.name] = (
+                rows if rows is None or hand_down is None else hand_down(bound, rows)
+            )
         return found
+
+    def children(self, name: str) -> list[tuple[_BoundTable, _Link]]:
+        """The tables whose links reference table `name`, with the link."""
+        return [(b, link) for b in self.tables for link in b.links if link.parent == name]
 
 
 @dataclass(slots=True)
@@ -423,6 +451,26 @@ class _Step:
     """The table a unit of work is on, so an error can name it."""
 
     table: str | None = None
+
+
+@dataclass(slots=True)
+class _SweepPlan:
+    """What one retention sweep does, per table: the rule naming its collection, the
+    retention duty keeping some of its rows, and the rows past the cutoff (own or through
+    a parent that goes)."""
+
+    rules: dict[str, SweepRule]
+    duties: dict[str, RetentionRule]
+    going: dict[str, ColumnElement[bool] | None]
+    #: Tables with a retention duty on them or on a table below them: that duty's legal basis.
+    guarded: dict[str, str]
+    today: date
+
+    def action(self, bound: _BoundTable) -> Literal["delete", "anonymise"]:
+        """Delete or anonymise: the sweep rule's, else (rows reached through a parent) what
+        erasure does in the table."""
+        rule = self.rules.get(bound.name)
+        return rule.action if rule is not None else bound.settings.erasure
 
 
 class _DropRowLogs(logging.Filter):
@@ -438,6 +486,7 @@ class SQLConnector(Connector[SQLSettings]):
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
     supports_retention = True
+    sweeps = True
     description = "SQL database via SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -488,6 +537,15 @@ class SQLConnector(Connector[SQLSettings]):
     async def withdraw_consent(self, subject: Subject) -> Result:
         """Apply the tables' `consent_withdrawal` column updates to the subject's rows."""
         return await asyncio.to_thread(self._mark, "consent_withdrawal", subject)
+
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Delete (or anonymise) the rows past each rule's cutoff, children first, in one
+        transaction, keeping the rows under a retention duty; a dry run only counts.
+
+        Set-based: one statement per table (`DELETE ... WHERE date < :cutoff AND NOT duty`),
+        no row is loaded into Python, so memory stays flat however many rows expire.
+        """
+        return await asyncio.to_thread(self._sweep, list(rules), dry_run)
 
     async def aclose(self) -> None:
         """Close the engine's connections."""
@@ -580,23 +638,21 @@ class SQLConnector(Connector[SQLSettings]):
         rule: RetentionRule,
         today: date,
         retained: list[RetainedItem],
+        *,
+        change: bool = True,
     ) -> ColumnElement[bool]:
         """Keep (or clear fields of) the rows still under `rule`; return the rest's condition.
 
-        A row without a date is kept: nobody can show that its period has passed.
+        A row without a date is kept: nobody can show that its period has passed. With
+        `change` false (a sweep's dry run) the rows are only counted.
         """
-        if rule.date_field not in bound.table.c:
-            raise ConnectorConfigError(
-                f"system {self.system!r}: retention rule for {rule.collection!r} names "
-                f"date_field {rule.date_field!r}, which table {bound.name!r} does not have"
-            )
+        under_rule = self._under_rule(bound, rule, today)
         column = bound.table.c[rule.date_field]
-        under_rule = or_(column.is_(None), column >= rule.cutoff(today))
         count, latest = conn.execute(
             select(func.count(), func.max(column)).where(where, under_rule)
         ).one()
         if count:
-            if rule.action == "anonymise":
+            if rule.action == "anonymise" and change:
                 missing = [name for name in rule.fields if name not in bound.table.c]
                 if missing:
                     raise ConnectorConfigError(
@@ -620,6 +676,18 @@ class SQLConnector(Connector[SQLSettings]):
                 )
             )
         return and_(where, not_(under_rule))
+
+    def _under_rule(
+        self, bound: _BoundTable, rule: RetentionRule, today: date
+    ) -> ColumnElement[bool]:
+        """The rows `rule` still keeps on `today`: dated on or after its cutoff, or undated."""
+        if rule.date_field not in bound.table.c:
+            raise ConnectorConfigError(
+                f"system {self.system!r}: retention rule for {rule.collection!r} names "
+                f"date_field {rule.date_field!r}, which table {bound.name!r} does not have"
+            )
+        column = bound.table.c[rule.date_field]
+        return or_(column.is_(None), column >= _day(column, rule.cutoff(today)))
 
     def _masking(self, conn: Connection, bound: _BoundTable, where: ColumnElement[bool]) -> Any:
         """The UPDATE masking the subject's rows that are not masked yet."""
@@ -704,12 +772,189 @@ class SQLConnector(Connector[SQLSettings]):
             return Result.not_found()
         return Result.completed(Counts(found=suppressed, suppressed=suppressed))
 
-    def _run(self, action: str, work: Callable[[Connection, _Dataset, _Step], T]) -> T:
-        """Run `work` in one transaction; turn database errors into messages without values."""
+    def _sweep(self, rules: list[SweepRule], dry_run: bool) -> SweepResult:
+        """Storage limitation (Art. 5(1)(e) GDPR): what expired goes, except what a legal duty
+        keeps (Art. 17(3)(b) GDPR), reported per collection with its basis and until-date."""
+        plan = self._sweep_plan(self._bound(), rules)
+        retained: list[RetainedItem] = []
+
+        def work(conn: Connection, dataset: _Dataset, step: _Step) -> list[SweepCount]:
+            retained.clear()
+            counts: dict[str, SweepCount] = {}
+            given_up: dict[str, ColumnElement[bool]] = {}
+            for bound in dataset.tables:  # children first: no reference is left dangling
+                where = plan.going[bound.name]
+                if where is None:
+                    continue
+                step.table = bound.name
+                count, given_up[bound.name] = self._sweep_table(
+                    conn, bound, where, plan, given_up, retained, dry_run=dry_run
+                )
+                if bound.name in plan.rules or count.expired:
+                    counts[count.collection] = _added(counts.get(count.collection), count)
+            return list(counts.values())
+
+        counts = self._run("sweep", work, dry_run=dry_run)
+        for count in counts:
+            log.info(
+                "system %s: sweep%s of %s: %d expired, %d deleted, %d anonymised, %d kept",
+                self.system,
+                " (dry run)" if dry_run else "",
+                count.collection,
+                count.expired,
+                count.deleted,
+                count.anonymised,
+                count.kept,
+            )
+        return SweepResult.done(counts, retained=list(retained))
+
+    def _sweep_plan(self, dataset: _Dataset, rules: Sequence[SweepRule]) -> _SweepPlan:
+        """Each rule's tables checked against the database, and the rows each table gives up."""
+        today = date.today()
+        by_table: dict[str, SweepRule] = {}
+        for rule in rules:
+            tables = [
+                b for b in dataset.tables if rule.collection in (b.settings.export_name, b.name)
+            ]
+            if not tables:
+                known = ", ".join(sorted({b.settings.export_name for b in dataset.tables}))
+                raise ConnectorConfigError(
+                    f"system {self.system!r}: the sweep rule names collection "
+                    f"{rule.collection!r}, which no table of this system holds (its "
+                    f"collections: {known}); fix the collection in the register's sweep policy"
+                )
+            for bound in tables:
+                self._check_sweep_columns(bound, rule)
+                by_table[bound.name] = rule
+        by_collection = {duty.collection: duty for duty in self.retention_rules}
+        duties = {
+            b.name: duty
+            for b in dataset.tables
+            if (duty := by_collection.get(b.settings.export_name) or by_collection.get(b.name))
+        }
+        under = {
+            name: self._under_rule(dataset.by_name[name], duty, today)
+            for name, duty in duties.items()
+        }
+        guarded: dict[str, str] = {}
+        for bound in dataset.tables:  # children first: a parent inherits a child's duty
+            below = [guarded[c.name] for c, _ in dataset.children(bound.name) if c.name in guarded]
+            if bound.name in duties or below:
+                guarded[bound.name] = (
+                    duties[bound.name].legal_basis if bound.name in duties else below[0]
+                )
+        plan = _SweepPlan(by_table, duties, {}, guarded, today)
+
+        def hand_down(bound: _BoundTable, rows: ColumnElement[bool]) -> ColumnElement[bool] | None:
+            # Children follow only the rows that are deleted: not the anonymised, not the kept.
+            if plan.action(bound) != "delete":
+                return None
+            return rows if bound.name not in under else and_(rows, not_(under[bound.name]))
+
+        own = {name: _expired(dataset.by_name[name], rule) for name, rule in by_table.items()}
+        plan.going = dataset.linked(own, hand_down)
+        return plan
+
+    def _check_sweep_columns(self, bound: _BoundTable, rule: SweepRule) -> None:
+        missing = [n for n in (rule.date_field, *rule.fields) if n not in bound.table.c]
+        if missing:
+            columns = ", ".join(sorted(bound.table.c.keys()))
+            raise ConnectorConfigError(
+                f"system {self.system!r}: the sweep rule for {rule.collection!r} names "
+                f"{', '.join(missing)}, which table {bound.name!r} does not have (its columns: "
+                f"{columns}); fix the register's sweep policy"
+            )
+
+    def _sweep_table(
+        self,
+        conn: Connection,
+        bound: _BoundTable,
+        where: ColumnElement[bool],
+        plan: _SweepPlan,
+        given_up: Mapping[str, ColumnElement[bool]],
+        retained: list[RetainedItem],
+        *,
+        dry_run: bool,
+    ) -> tuple[SweepCount, ColumnElement[bool]]:
+        """Sweep one table's expired rows; returns its counts and the rows it gave up."""
+        kept_before = sum(item.count for item in retained)
+        duty = plan.duties.get(bound.name)
+        if duty is not None:
+            where = self._retain(conn, bound, where, duty, plan.today, retained, change=not dry_run)
+        blocked = self._blocked(bound, plan, given_up)
+        if blocked is not None:
+            held = conn.execute(
+                select(func.count()).select_from(bound.table).where(where, blocked)
+            ).scalar_one()
+            if held:
+                retained.append(
+                    RetainedItem(
+                        collection=bound.settings.export_name,
+                        count=held,
+                        legal_basis=plan.guarded[bound.name],
+                        reason="referenced by records kept under a retention duty",
+                    )
+                )
+            where = and_(where, not_(blocked))
+        kept = sum(item.count for item in retained) - kept_before
+        collection = bound.settings.export_name
+        if dry_run:
+            expired = conn.execute(
+                select(func.count()).select_from(bound.table).where(where)
+            ).scalar_one()
+            return SweepCount(collection=collection, expired=expired + kept, kept=kept), where
+        deleted = anonymised = 0
+        rule = plan.rules.get(bound.name)
+        if plan.action(bound) == "delete":
+            deleted = conn.execute(delete(bound.table).where(where)).rowcount
+        elif rule is not None:
+            fields = {bound.table.c[name]: None for name in rule.fields}
+            anonymised = conn.execute(update(bound.table).where(where).values(fields)).rowcount
+        else:
+            anonymised = conn.execute(self._masking(conn, bound, where)).rowcount
+        count = SweepCount(
+            collection=collection,
+            expired=deleted + anonymised + kept,
+            deleted=deleted,
+            anonymised=anonymised,
+            kept=kept,
+        )
+        return count, where
+
+    def _blocked(
+        self, bound: _BoundTable, plan: _SweepPlan, given_up: Mapping[str, ColumnElement[bool]]
+    ) -> ColumnElement[bool] | None:
+        """The rows a kept row below still references: deleting them would break the reference
+        to a record a retention duty keeps, so they stay too."""
+        if plan.action(bound) != "delete":
+            return None
+        dataset = self._bound()
+        clauses: list[ColumnElement[bool]] = []
+        for child, link in dataset.children(bound.name):
+            if child.name not in plan.guarded:
+                continue
+            refers = [child.table.c[mine] == bound.table.c[theirs] for mine, theirs in link.columns]
+            if child.name in given_up:  # a child row that stays is one the sweep did not take
+                refers.append(not_(given_up[child.name]))
+            clauses.append(exists().where(*refers))
+        return or_(*clauses) if clauses else None
+
+    def _run(
+        self,
+        action: str,
+        work: Callable[[Connection, _Dataset, _Step], T],
+        *,
+        dry_run: bool = False,
+    ) -> T:
+        """Run `work` in one transaction; turn database errors into messages without values.
+
+        A dry run's transaction is rolled back, never committed, whatever `work` did.
+        """
         dataset = self._bound()
         engine = self._get_engine()
         step = _Step()
-        with self._database_errors(action, step), engine.begin() as conn:
+        transaction = engine.connect() if dry_run else engine.begin()
+        with self._database_errors(action, step), transaction as conn:
             return work(conn, dataset, step)
 
     @contextmanager
@@ -955,6 +1200,44 @@ def _as_date(value: Any) -> date | None:
         return date.fromisoformat(str(value)[:10])
     except ValueError:
         return None
+
+
+def _day(column: Column[Any], day: date) -> Any:
+    """A day as the column compares with it: midnight for a timestamp, ISO text for text."""
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return day
+    if python_type is datetime:
+        return datetime.combine(day, time.min)
+    if python_type is str:
+        return day.isoformat()
+    return day
+
+
+def _expired(bound: _BoundTable, rule: SweepRule) -> ColumnElement[bool]:
+    """The table's rows past the rule's cutoff (to anonymise: those not anonymised yet).
+
+    A row without a date has not expired: nobody can show that its period has passed.
+    """
+    column = bound.table.c[rule.date_field]
+    expired = column < _day(column, rule.cutoff)
+    if rule.action == "anonymise":
+        return and_(expired, or_(*(bound.table.c[name].is_not(None) for name in rule.fields)))
+    return expired
+
+
+def _added(total: SweepCount | None, count: SweepCount) -> SweepCount:
+    """Two tables' counts for one collection, summed."""
+    if total is None:
+        return count
+    return SweepCount(
+        collection=count.collection,
+        expired=total.expired + count.expired,
+        deleted=total.deleted + count.deleted,
+        anonymised=total.anonymised + count.anonymised,
+        kept=total.kept + count.kept,
+    )
 
 
 def _sha256_hex(value: str | None) -> str | None:

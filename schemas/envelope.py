@@ -264,11 +264,12 @@ def decode(
             "body", f"{ce_type}: {describe_validation_error(exc)}", ce_type, withhold=withhold
         ) from None
 
-    body_key = getattr(body, "request_id", None)
+    id_field = "request_id" if hasattr(body, "request_id") else "sweep_id"
+    body_key = getattr(body, id_field, None)
     if key is not None and body_key is not None and key.decode("utf-8", "replace") != body_key:
         raise EnvelopeError(
             "body",
-            "message key differs from the body's request_id; key events by request_id",
+            f"message key differs from the body's {id_field}; key events by {id_field}",
             ce_type,
         )
     return Envelope(id=attrs["id"], source=attrs["source"], type=ce_type, time=time, body=body)

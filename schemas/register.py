@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from schemas.errors import DsrError
 from schemas.events import SYSTEM_NAME_PATTERN, RequestType
+from schemas.sweeps import describe_rule
 
 _log = logging.getLogger("dsr.register")
 
@@ -350,13 +351,7 @@ class CollectionRetention(_Config):
 
     def describe(self) -> str:
         """The rule in words (English, for staff and certificates' rule column)."""
-        start = {
-            "created": "creation",
-            "last_activity": "the last activity",
-            "relationship_end": "the end of the customer relationship",
-            "book_year_end": "the end of the book year",
-        }[self.counted_from]
-        return f"{self.period} after {start} ({self.date_field})"
+        return describe_rule(self.period, self.counted_from, self.date_field)
 
 
 class SweepPolicy(_Config):

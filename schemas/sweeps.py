@@ -77,6 +77,21 @@ class SweepRule(_Model):
         default_factory=list, description="With action 'anonymise': the fields to clear."
     )
 
+    def describe(self) -> str:
+        """The rule in words (English, for staff): "2 years after creation (ordered_at)"."""
+        return describe_rule(self.period, self.counted_from, self.date_field)
+
+
+def describe_rule(period: str, counted_from: str, date_field: str) -> str:
+    """A retention rule in words (English, for staff and the rule column of certificates)."""
+    start = {
+        CountedFrom.CREATED: "creation",
+        CountedFrom.LAST_ACTIVITY: "the last activity",
+        CountedFrom.RELATIONSHIP_END: "the end of the customer relationship",
+        CountedFrom.BOOK_YEAR_END: "the end of the book year",
+    }[CountedFrom(counted_from)]
+    return f"{period} after {start} ({date_field})"
+
 
 class SweepRequested(_Model):
     """Start a sweep of one system (dry run unless `dry_run` is false and approval is not
@@ -110,9 +125,6 @@ class SweepDispatched(_Model):
     system: SystemName
     dry_run: bool
     rules: Annotated[list[SweepRule], Field(min_length=1)]
-    retention_duties: bool = Field(
-        default=True, description="Keep records under the register's retention duties."
-    )
     attempt: Annotated[int, Field(ge=1)] = 1
     dispatched_at: AwareDatetime
 
@@ -211,4 +223,5 @@ __all__ = [
     "SweepStatus",
     "SweepStatusChanged",
     "SweepTrigger",
+    "describe_rule",
 ]

@@ -4,6 +4,10 @@ What it reproduces (everything under `/api/3`):
 
 - auth: the `Api-Token` header must hold the key, else 401 `{"message": ...}` (the real API
   answers 401/403 with a `message`; the code is UNCONFIRMED, both are "credentials");
+- `GET /contacts?filters[updated_before]=|filters[created_before]=` (YYYY-MM-DD, else 400):
+  the contacts whose `udate` / `cdate` falls on or before that day. Whether the vendor includes
+  the day itself is UNCONFIRMED; the fake does (the nastier case: a client trusting the filter
+  would delete a day early). `add_contact(email, age_days=...)` seeds a contact of known age;
 - `GET /contacts?email=` (case-insensitive) with `limit` (default 20, max 100) + `offset`
   paging and `meta.total`; every related listing pages the same way. A `limit` above 100 is
   clamped to 100 (`over_limit="clamp"`, the default) or answered 400 (`"error"`): which one
@@ -12,8 +16,9 @@ What it reproduces (everything under `/api/3`):
 - `/contacts/{id}/{contactLists,contactAutomations,fieldValues,notes,deals,contactDeals,
   contactLogs,trackingLogs,bounceLogs,geoIps,contactGoals,scoreValues,accountContacts}` and
   `GET /activities?contact={id}`; an unknown contact answers 404 `{"message": ...}`;
-- `DELETE /contacts/{id}`: 200 `{}`, or 404 `{"message": "No result found for contact with id
-  N"}`; it removes the contact's related data but NOT its deals (separate records);
+- `DELETE /contacts/{id}`: 200 `{}` (recorded in `deleted_contacts`), or 404
+  `{"message": "No result found for contact with id N"}`; it removes the contact's related
+  data but NOT its deals (separate records);
   `DELETE /notes/{id}` and `DELETE /deals/{id}` likewise;
 - `POST /contactLists {"contactList": {"list", "contact", "status"}}` changes a subscription
   (status 1 active, 2 unsubscribed); every change is kept in `subscription_changes`;
@@ -30,7 +35,9 @@ deals she is the primary contact of, one deal she is a secondary contact on, thr
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
 from aiohttp import web
@@ -62,7 +69,8 @@ def seed() -> dict[str, Any]:
          "firstName": "Sofie", "lastName": "Peeters"},
     ]  # fmt: skip
     for c in contacts:
-        c.update({"cdate": "2024-01-01T10:00:00-06:00", "deleted": "0", "anonymized": "0"})
+        c.update({"cdate": "2024-01-01T10:00:00-06:00", "udate": _stamp(datetime.now(UTC)),
+                  "deleted": "0", "anonymized": "0"})  # fmt: skip
     related: dict[str, dict[str, list[dict[str, Any]]]] = {
         "11": {
             "fieldValues": [{"id": "501", "field": "1", "value": "Utrecht"}],
@@ -99,6 +107,16 @@ def seed() -> dict[str, Any]:
     }
 
 
+def _stamp(moment: datetime) -> str:
+    """A date as ActiveCampaign writes it: ISO 8601 with the account's offset (US Central)."""
+    return moment.astimezone(_CENTRAL).isoformat(timespec="seconds")
+
+
+_CENTRAL = timezone(timedelta(hours=-6))
+#: The date filters of `GET /contacts` and the contact field each one reads.
+_BEFORE = {"filters[updated_before]": "udate", "filters[created_before]": "cdate"}
+
+
 def _message(status: int, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status)
 
@@ -126,7 +144,19 @@ class ActiveCampaign(FakeServer):
         """Fresh data, empty logs, the vendor's own limit and no injected faults."""
         self.data = seed()
         self.subscription_changes: list[dict[str, str]] = []
+        self.deleted_contacts: list[str] = []
+        self._ids = itertools.count(20)
         self.reset_faults()
+
+    def add_contact(self, email: str, *, age_days: float) -> str:
+        """Add a contact created and last updated `age_days` ago; returns its id."""
+        cid = str(next(self._ids))
+        when = _stamp(datetime.now(UTC) - timedelta(days=age_days))
+        self.data["contacts"].append(
+            {"id": cid, "email": email, "phone": "", "firstName": "", "lastName": "",
+             "cdate": when, "udate": when, "deleted": "0", "anonymized": "0"}
+        )  # fmt: skip
+        return cid
 
     def authorised(self, request: web.Request) -> bool:
         """The API key in the `Api-Token` header."""
@@ -174,6 +204,13 @@ class ActiveCampaign(FakeServer):
         if "email" in request.query:
             wanted = request.query["email"].lower()
             found = [c for c in found if c["email"].lower() == wanted]
+        for param, field in _BEFORE.items():
+            if param in request.query:
+                try:
+                    last = date.fromisoformat(request.query[param])
+                except ValueError:
+                    return _message(400, f"{param} must be a date (YYYY-MM-DD)")
+                found = [c for c in found if datetime.fromisoformat(c[field]).date() <= last]
         return self._page(request, "contacts", found)
 
     @route("GET", "/contacts/{id}")
@@ -212,6 +249,7 @@ class ActiveCampaign(FakeServer):
         if self._contact(contact_id) is None:
             return self._gone("contact", contact_id)
         self.data["contacts"] = [c for c in self.data["contacts"] if c["id"] != contact_id]
+        self.deleted_contacts.append(contact_id)
         self.data["related"].pop(contact_id, None)
         # Deals are separate records: they survive their contact (vendor-apis.md).
         for key in ("notes",):

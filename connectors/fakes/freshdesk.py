@@ -12,6 +12,12 @@ reproduced the way the connector must cope with them, not relied on):
 - `page`/`per_page` paging (default 30, `per_page` above 100 answers 400 "Validation failed"),
   with a `Link: <...>; rel="next"` header while more follow (`link_header=False` drops it);
 - `GET /tickets/{id}/conversations`: 30 per page, `page=`;
+- `GET /search/tickets?query="updated_at:<'YYYY-MM-DD'"` (the filter API; also `created_at`,
+  `:>`): the query in double quotes, else 400; `:<` and `:>` include the day ("less/greater
+  than or equal to"); 30 results a page, `page` 1 to 10 only (else 400), answering
+  `{"results": [...], "total": N}`; tickets in the Trash are not found;
+- `DELETE /tickets/{id}`: 204, the ticket moves to the Trash (listed with `filter=deleted`,
+  recorded in `ticket_deletes`); 404 for an unknown ticket or one in the Trash already;
 - `DELETE /contacts/{id}`: a restorable soft delete (`PUT /contacts/{id}/restore`), recorded;
   `DELETE /contacts/{id}/hard_delete`: 400 unless `force=true` or soft-deleted first, then 204
   and the contact's tickets and conversations are gone; 404 for an unknown contact;
@@ -24,8 +30,9 @@ reproduced the way the connector must cope with them, not relied on):
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +51,9 @@ MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 30
 CONVERSATIONS_PER_PAGE = 30
 RECENT_DAYS = 30
+FILTER_PER_PAGE = 30
+FILTER_LAST_PAGE = 10
+_FILTER = re.compile(r"^\"(created_at|updated_at):([<>])'(\d{4}-\d{2}-\d{2})'\"$")
 
 SUBJECT_EMAIL = "femke.smit@example.nl"
 SUBJECT_PHONE = "+31611122233"
@@ -114,6 +124,7 @@ class Freshdesk(FakeServer):
         self.conversations: dict[int, list[dict[str, Any]]] = {}
         self.soft_deleted: list[int] = []  # contact ids, in order of soft deletion
         self.hard_deleted: list[int] = []
+        self.ticket_deletes: list[int] = []  # ticket ids, in order of deletion
         self._ids = itertools.count(1001)  # ids of seeded records
         self.reset_faults()
 
@@ -255,6 +266,45 @@ class Freshdesk(FakeServer):
         return self._paged(
             request, self.conversations.get(tid, []), CONVERSATIONS_PER_PAGE, allow_size=False
         )
+
+    @route("GET", "/search/tickets")
+    async def _filter_tickets(self, request: web.Request) -> web.Response:
+        found = _FILTER.match(request.query.get("query", ""))
+        if found is None:
+            return _validation("query", "It should be a valid query in double quotes")
+        field, operator, day = found.group(1), found.group(2), date.fromisoformat(found.group(3))
+        try:
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            page = 0
+        if not 1 <= page <= FILTER_LAST_PAGE:
+            return _validation("page", f"It should be between 1 and {FILTER_LAST_PAGE}")
+        matched = [
+            t
+            for t in sorted(self.tickets.values(), key=lambda t: t["id"])
+            if not t["deleted"]
+            and (
+                _parse(t[field]).date() <= day
+                if operator == "<"
+                else _parse(t[field]).date() >= day
+            )
+        ]
+        start = (page - 1) * FILTER_PER_PAGE
+        return web.json_response(
+            {"results": matched[start : start + FILTER_PER_PAGE], "total": len(matched)}
+        )
+
+    @route("DELETE", "/tickets/{id}")
+    async def _delete_ticket(self, request: web.Request) -> web.Response:
+        try:
+            ticket = self.tickets.get(int(request.match_info["id"]))
+        except ValueError:
+            ticket = None
+        if ticket is None or ticket["deleted"]:
+            return _not_found()
+        ticket["deleted"] = True
+        self.ticket_deletes.append(ticket["id"])
+        return web.Response(status=204)
 
     def _contact(self, request: web.Request) -> dict[str, Any] | None:
         try:

@@ -9,6 +9,10 @@ Documented behaviours it reproduces (vendor-apis.md, Intercom):
   starting_after}}}`, default 50 per page, more than 150 answers 400 error.list;
 - `POST /conversations/search` and `POST /tickets/search` on `contact_ids` (<= 150 per page,
   same cursor); search results carry no conversation parts;
+- every search also on a date field (`created_at`, `updated_at`, ...) with `<` or `>` and a
+  UNIX timestamp; contacts compare by UTC day, as documented ("Searching for Timestamp
+  Fields": `> 1577869200`, 9:00 on 1 January, means from 2 January on); a date as text
+  answers 400. `age(days)` is the timestamp of `days` ago, for seeding records of known ages;
 - `GET /conversations/{id}` with its parts (the 500 most recent, as documented);
 - `GET /contacts/{id}/notes` and `/tags`;
 - `DELETE /contacts/{id}` -> 200 `{type:"contact", id, external_id, deleted:true}`; its notes and
@@ -34,7 +38,9 @@ The fault knobs of every fake (`faults`); a 5xx is 503 error.list `service_unava
 from __future__ import annotations
 
 import copy
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +64,16 @@ OTHER_MESSAGE = "<p>Jan here: send mine to Dorpsstraat 1, Delft</p>"
 SUBJECT_MESSAGE = "<p>Anna: the blue one is mine</p>"
 ADMIN_ID = "814860"
 ADMIN_EMAIL = "support@shop.example"
+
+
+_DAY = 86_400
+#: The date fields the fake searches on, per searched model.
+_DATES = ("created_at", "updated_at", "last_seen_at", "signed_up_at", "last_contacted_at")
+
+
+def age(days: float) -> int:
+    """The UNIX timestamp of `days` ago: the date of a record that old."""
+    return int(time.time() - days * _DAY)
 
 
 #: The request id of canned answers (a real one is fresh per answer).
@@ -114,6 +130,7 @@ class FakeIntercom(FakeServer):
             self.contacts[cid] = {
                 "type": "contact", "id": cid, "external_id": f"ext-{cid[-2:]}", "role": "user",
                 "email": email, "name": name, "phone": phone, "archived": False,
+                "created_at": age(30), "updated_at": age(1),
             }  # fmt: skip
         other = OTHER_ID
         for n in range(conversations):
@@ -126,7 +143,8 @@ class FakeIntercom(FakeServer):
         self.add_conversation("jan", [other], parts=1)
         self.tickets = {
             tid: {"type": "ticket", "id": tid, "ticket_attributes": {"_default_title_": title},
-                  "contacts": {"type": "contact.list", "contacts": [{"id": owner}]}}
+                  "contacts": {"type": "contact.list", "contacts": [{"id": owner}]},
+                  "created_at": age(3), "updated_at": age(2)}
             for tid, owner, title in (("t1", SUBJECT_ID, "Parcel lost"),
                                       ("t2", SUBJECT_ID, "Refund"), ("t3", other, "Other"))
         }  # fmt: skip
@@ -150,14 +168,17 @@ class FakeIntercom(FakeServer):
         contacts: list[str],
         parts: int = 1,
         said: list[tuple[str, str]] | None = None,
+        *,
+        age_days: float = 1,
     ) -> None:
         """Add a conversation the first of `contacts` opened, with `parts` admin replies, or
-        the parts `said` as (author id, body)."""
+        the parts `said` as (author id, body), last updated `age_days` ago."""
         said = said or [(ADMIN_ID, f"Reply {n}") for n in range(parts)]
         self.conversations[cid] = {
             "type": "conversation",
             "id": cid,
-            "created_at": 1717200000,
+            "created_at": min(1717200000, age(age_days)),
+            "updated_at": age(age_days),
             "source": {"type": "conversation", "id": f"{cid}-s", "redacted": False,
                        "author": self._author(contacts[0]),
                        "body": "<p>Hello, where is my order?</p>"},
@@ -204,6 +225,31 @@ class FakeIntercom(FakeServer):
         return str(query.get("value", ""))
 
     @staticmethod
+    def _matcher(
+        body: dict[str, Any], people: str | None, *, by_day: bool = False
+    ) -> Callable[[dict[str, Any]], bool]:
+        """Which records a search's query selects: those whose contacts include the value of
+        the `people` field (`contact_ids`), or whose date field lies before (`<`) or after
+        (`>`) a UNIX timestamp (compared by UTC day when `by_day`)."""
+        query = body.get("query") or {}
+        if people and query.get("operator") == "=" and query.get("field") == people:
+            wanted = str(query.get("value", ""))
+            return lambda item: any(c["id"] == wanted for c in item["contacts"]["contacts"])
+        name, operator, value = query.get("field"), query.get("operator"), query.get("value")
+        if name not in _DATES or operator not in ("<", ">"):
+            raise _invalid("query not supported by the fake").refusal()
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _invalid(f"{name} must be a UNIX timestamp").refusal()
+
+        def day(moment: int) -> int:
+            return moment // _DAY * _DAY if by_day else moment
+
+        limit = day(value)
+        if operator == "<":
+            return lambda item: item.get(name) is not None and day(item[name]) < limit
+        return lambda item: item.get(name) is not None and day(item[name]) > limit
+
+    @staticmethod
     def _page(
         body: dict[str, Any], items: list[dict[str, Any]], key: str, list_type: str
     ) -> web.Response:
@@ -243,17 +289,21 @@ class FakeIntercom(FakeServer):
     @route("POST", "/contacts/search")
     async def _search_contacts(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        email = self._query_value(body, "email").lower()
-        found = [c for c in self.contacts.values() if (c["email"] or "").lower() == email]
+        if (body.get("query") or {}).get("field") == "email":
+            email = self._query_value(body, "email").lower()
+            found = [c for c in self.contacts.values() if (c["email"] or "").lower() == email]
+        else:
+            dated = self._matcher(body, None, by_day=True)
+            found = [c for c in self.contacts.values() if dated(c)]
         return self._page(body, found, "data", "list")
 
     @route("POST", "/conversations/search")
     async def _search_conversations(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        contact = self._query_value(body, "contact_ids")
+        selected = self._matcher(body, "contact_ids")
         found = []
         for conversation in self.conversations.values():
-            if any(c["id"] == contact for c in conversation["contacts"]["contacts"]):
+            if selected(conversation):
                 brief = {k: v for k, v in conversation.items() if k != "conversation_parts"}
                 found.append(brief)  # search results carry no parts
         return self._page(body, found, "conversations", "conversation.list")
@@ -261,12 +311,8 @@ class FakeIntercom(FakeServer):
     @route("POST", "/tickets/search")
     async def _search_tickets(self, request: web.Request) -> web.Response:
         body = await self._body(request)
-        contact = self._query_value(body, "contact_ids")
-        found = [
-            t
-            for t in self.tickets.values()
-            if any(c["id"] == contact for c in t["contacts"]["contacts"])
-        ]
+        selected = self._matcher(body, "contact_ids")
+        found = [t for t in self.tickets.values() if selected(t)]
         return self._page(body, found, "tickets", "ticket.list")
 
     @route("GET", "/conversations/{id}")
@@ -373,4 +419,5 @@ __all__ = [
     "SUBJECT_NAME",
     "TOKEN",
     "FakeIntercom",
+    "age",
 ]

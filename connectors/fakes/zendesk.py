@@ -33,6 +33,12 @@ What it enforces:
   "followers": [...]}}` adds or removes CCs and followers; anything else in it answers 422
   `RecordInvalid` (this fake updates nothing else). `ticket_updates` lists
   `(ticket id, body)` of each;
+- `GET /search/export?query=&filter[type]=ticket&page[size]=` (Export Search Results): the
+  `filter[type]` is required (else 400), cursor paging as the lists, results under `results`;
+  the query's terms `type:ticket`, `status:<status>` and `updated<YYYY-MM-DD` /
+  `created<...` (`>` too; before or after that day) are all applied, any other term answers
+  400 (this fake searches no text); soft-deleted tickets are not found. Tickets carry
+  `status`, `created_at` and `updated_at` (`add_ticket(age_days=..., status=...)`);
 - 404 `{"error": "RecordNotFound", "description": "Not found"}` for anything unknown;
 - rate limit `faults.max_rate=(requests, seconds)`: 429 with `Retry-After`; while it is set
   every answer carries `X-Rate-Limit` and `X-Rate-Limit-Remaining`;
@@ -58,6 +64,7 @@ import html
 import itertools
 import re
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -94,6 +101,7 @@ REDACTED = "\u2587"  # ▇, what each redacted character reads as
 _REDACT = re.compile(r"<redact>(.*?)</redact>", re.S)
 _REDACT_ATTRIBUTE = re.compile(r"\s+redact(?=[\s/>])")
 _TAG = re.compile(r"<[^>]*>")
+_TERM = re.compile(r"^(?:type:(\w+)|status:(\w+)|(created|updated)([<>])(\d{4}-\d{2}-\d{2}))$")
 
 
 def _not_found() -> web.Response:
@@ -109,6 +117,12 @@ def _invalid(details: dict[str, Any]) -> web.Response:
         {"error": "RecordInvalid", "description": "Record validation errors", "details": details},
         status=422,
     )
+
+
+def _before_or_after(stamp: str, operator: str, day: date) -> bool:
+    """Whether a ticket's timestamp lies before (`<`) or after (`>`) the day."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00")).date()
+    return moment < day if operator == "<" else moment > day
 
 
 def _text(html_body: str) -> str:
@@ -180,11 +194,14 @@ class Zendesk(FakeServer):
         said: list[tuple[int, str]] | None = None,
         ccs: tuple[int, ...] = (),
         followers: tuple[int, ...] = (),
+        age_days: float = 1,
+        status: str = "open",
     ) -> int:
         """Add a ticket requested by `requester_id` with `comments` comments by the requester,
-        or the comments `said` as (author id, text), CC'ing `ccs` and followed by `followers`;
-        returns its id."""
+        or the comments `said` as (author id, text), CC'ing `ccs` and followed by `followers`,
+        in `status` and last updated `age_days` ago; returns its id."""
         tid = next(self._ids)
+        when = (datetime.now(UTC) - timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
         said = said or [(requester_id, f"Message {n}") for n in range(comments)]
         requester = self.users[requester_id]
         self.tickets[tid] = {
@@ -195,7 +212,9 @@ class Zendesk(FakeServer):
             "subject": subject,
             "raw_subject": subject,
             "description": said[0][1] if said else "",
-            "status": "open",
+            "status": status,
+            "created_at": when,
+            "updated_at": when,
             "email_cc_ids": list(ccs),
             "follower_ids": list(followers),
             "collaborator_ids": [*ccs, *followers],
@@ -338,6 +357,25 @@ class Zendesk(FakeServer):
         return web.json_response(
             {"users": found, "next_page": None, "previous_page": None, "count": len(found)}
         )
+
+    @route("GET", "/search/export")
+    async def _search_export(self, request: web.Request) -> web.Response:
+        if request.query.get("filter[type]") != "ticket":
+            return _bad("InvalidValue", "filter[type] is required (this fake: ticket)")
+        found = [t for t in self.tickets.values()]
+        for term in request.query.get("query", "").split():
+            match = _TERM.match(term)
+            if match is None:
+                return _bad("InvalidValue", "query term not supported by the fake")
+            kind, status, field, operator, day = match.groups()
+            if kind is not None and kind != "ticket":
+                return _bad("InvalidValue", "type must match filter[type]")
+            if status is not None:
+                found = [t for t in found if t["status"] == status]
+            if field is not None:
+                bound = date.fromisoformat(day)
+                found = [t for t in found if _before_or_after(t[f"{field}_at"], operator, bound)]
+        return self._list(request, "results", sorted(found, key=lambda t: t["id"]))
 
     @route("GET", "/users/show_many")
     async def _show_many(self, request: web.Request) -> web.Response:

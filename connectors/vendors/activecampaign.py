@@ -20,21 +20,31 @@ logs for good is not documented; erasure says so in its evidence.
 Objection and consent withdrawal unsubscribe the contact from every list it is on
 (`POST /contactLists` with status 2) and delete nothing: counts.suppressed = lists changed.
 
+Retention sweeps (Art. 5(1)(e) GDPR): contacts last updated (`udate`) or created (`cdate`)
+before the cutoff are listed with the documented filter of `GET /contacts`,
+`filters[updated_before]` / `filters[created_before]` (YYYY-MM-DD), and deleted by the erasure's
+`DELETE /contacts/{id}`. Whether the filter includes the cutoff day is UNCONFIRMED, so every
+contact listed is checked against its own date as well: only those dated before the cutoff go.
+All are listed before the first is deleted: deleting while paging by offset would skip some.
+Deals are separate records with their own dates: a sweep of contacts leaves them.
+
 Rate limit: 5 requests/second per account (client-side limiter); 429 with `Retry-After` is
 waited out, and so is a 503 (an old report says the vendor limits with 503).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import Field
 
-from connectors.base import Result
+from connectors.base import Result, SweepResult
 from connectors.http import Auth, OffsetPaging, RateLimit
 from connectors.vendors.base import HttpSettings, MailingConnector
+from connectors.vendors.sweep import Sweepable, delete_each, expired_before, sweep_collections
 from schemas.events import Counts, Evidence, Record, Subject
+from schemas.sweeps import SweepCount, SweepRule
 
 #: Related listings under /contacts/{id}/, each a collection of the same name.
 RELATED = (
@@ -54,6 +64,13 @@ RELATED = (
 )
 MAX_PAGE_SIZE = 100
 UNSUBSCRIBED = 2
+#: A contact's date fields and the `GET /contacts` filter that lists those before a day.
+SWEEP_FILTERS = {"udate": "filters[updated_before]", "cdate": "filters[created_before]"}
+_CAVEAT = Evidence(
+    kind="vendor_caveat",
+    value="ActiveCampaign v3 has no GDPR forget endpoint; whether deleting a "
+    "contact purges its tracking logs permanently is UNCONFIRMED",
+)
 
 
 class ActiveCampaignSettings(HttpSettings):
@@ -77,6 +94,7 @@ class ActiveCampaignConnector(MailingConnector[ActiveCampaignSettings]):
     """ActiveCampaign contacts with their lists, deals, notes, logs and activities."""
 
     description = "ActiveCampaign (API v3): contacts and related records; unsubscribe all lists"
+    sweeps = True
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
         super().__init__(system, settings)
@@ -155,11 +173,7 @@ class ActiveCampaignConnector(MailingConnector[ActiveCampaignSettings]):
                 Evidence(kind="contacts_deleted", value=str(deleted)),
                 Evidence(kind="deals_deleted", value=str(deals)),
                 Evidence(kind="notes_deleted", value=str(notes)),
-                Evidence(
-                    kind="vendor_caveat",
-                    value="ActiveCampaign v3 has no GDPR forget endpoint; whether deleting a "
-                    "contact purges its tracking logs permanently is UNCONFIRMED",
-                ),
+                _CAVEAT,
             ],
         )
 
@@ -196,5 +210,34 @@ class ActiveCampaignConnector(MailingConnector[ActiveCampaignSettings]):
             evidence=[Evidence(kind="lists_unsubscribed", value=str(changed))],
         )
 
+    async def _sweep_contacts(self, rule: SweepRule, dry_run: bool) -> SweepCount:
+        """Contacts dated before the cutoff (the vendor's filter, then each one's own date)."""
+        listed = self._list(
+            "/contacts",
+            "contacts",
+            params={SWEEP_FILTERS[rule.date_field]: rule.cutoff.isoformat()},
+        )
+        expired = [
+            str(c["id"])
+            async for c in listed
+            if expired_before(c.get(rule.date_field), rule.cutoff)
+        ]
+        return await delete_each(
+            "contacts",
+            expired,
+            lambda cid: self._delete("/contacts/{id}", cid),
+            dry_run=dry_run,
+        )
 
-__all__ = ["ActiveCampaignConnector", "ActiveCampaignSettings"]
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Delete the contacts the rules say have expired."""
+        return await sweep_collections(
+            "ActiveCampaign",
+            rules,
+            {"contacts": Sweepable(SWEEP_FILTERS, self._sweep_contacts)},
+            dry_run=dry_run,
+            evidence=[_CAVEAT],
+        )
+
+
+__all__ = ["SWEEP_FILTERS", "ActiveCampaignConnector", "ActiveCampaignSettings"]

@@ -15,17 +15,32 @@ removes the profile with its tickets, calls, forum posts, ratings, todos and not
 plain `DELETE /contacts/{id}`: that is a restorable soft delete. A 404 means already gone.
 The contact's tickets and conversations are listed first, as access lists them, and reported
 deleted per collection with the contact: the certificate must count what went with it.
+
+Retention sweeps (Art. 5(1)(e) GDPR), tickets only: the filter API finds the tickets whose
+`updated_at` (or `created_at`) lies before the cutoff, `GET /search/tickets?query="updated_at:<
+'YYYY-MM-DD'"`. Its `:<` means "on or before", so the day before the cutoff is asked, and every
+result is checked against its own date too. It answers 30 results a page, pages 1 to 10 only
+(300 a query) with the `total`: a dry run counts the `total`; a sweep deletes what it lists and
+asks again until nothing new comes back (the search index may lag a few minutes, so a ticket
+deleted a moment ago can still be listed: it is not counted twice). Each is deleted with
+`DELETE /tickets/{id}`, which moves it to the Trash; Freshdesk removes tickets from the Trash
+for good after 30 days, and no API call is documented that does it at once (the evidence says
+so). Contacts are not swept: a contact's `updated_at` does not move when it opens a ticket,
+and its hard delete takes every ticket along, recent ones too; a contact rule becomes a manual
+step.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from connectors.base import Result
+from connectors.base import Result, SweepResult
 from connectors.http import Auth, Page, PageNumberPaging, PageRequest, RateLimit
 from connectors.vendors.base import (
     RECORD_RIGHTS,
@@ -34,13 +49,22 @@ from connectors.vendors.base import (
     check_account,
     erased,
 )
+from connectors.vendors.sweep import Sweepable, expired_before, sweep_collections
 from schemas.events import Evidence, Record, Subject
+from schemas.sweeps import SweepCount, SweepRule
 
 COLLECTIONS = ("contacts", "tickets", "conversations")
 
 #: Long before any Freshdesk account existed: lists every ticket, not only the last 30 days'.
 UPDATED_SINCE = "2000-01-01T00:00:00Z"
 _CONVERSATIONS_PER_PAGE = 30  # fixed by Freshdesk; `per_page` is not documented there
+_FILTER_PER_PAGE = 30  # the filter API's fixed page size
+_FILTER_LAST_PAGE = 10  # the filter API answers pages 1 to 10 only
+_TRASH = Evidence(
+    kind="vendor_note",
+    value="Freshdesk moves deleted tickets to the Trash and removes them for good after 30 "
+    "days; 'Delete forever' in the Trash view removes them at once",
+)
 
 
 class FreshdeskSettings(HttpSettings):
@@ -81,10 +105,22 @@ class _FullPageOrLink(PageNumberPaging):
         return self._set(request, **{self.page_param: number})
 
 
+class _FilterPaging(PageNumberPaging):
+    """The filter API's pages: `page` from 1 to 10, 30 results each, nothing after page 10."""
+
+    def next(self, page: Page, request: PageRequest) -> PageRequest | None:
+        """The next page, or None after a short page or page 10."""
+        following = super().next(page, request)
+        if following is None or int(following.params[self.page_param]) > _FILTER_LAST_PAGE:
+            return None
+        return following
+
+
 class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
     """Freshdesk support desk: contacts, tickets (also old and trashed), conversations."""
 
     capabilities = RECORD_RIGHTS
+    sweeps = True
     description = "Freshdesk: contacts, tickets, conversations; permanent hard delete"
 
     # ------------------------------------------------------------------------- reading
@@ -178,6 +214,59 @@ class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
             # Another task deleted some in between; the rest are gone as asked.
             evidence.append(Evidence(kind="freshdesk_hard_delete", value="some already gone"))
         return erased(deleted, evidence)
+
+    # ------------------------------------------------------------------------- sweeps
+
+    async def _filtered(self, rule: SweepRule) -> tuple[int, list[int]]:
+        """How many tickets the filter API finds dated before the cutoff, and the ids of the
+        (at most 300) it lists."""
+        last_day = (rule.cutoff - timedelta(days=1)).isoformat()  # `:<` includes the day
+        listed = total = 0
+        expired: list[int] = []
+        async for page in self.http.paginate(
+            "GET",
+            "/search/tickets",
+            params={"query": f"\"{rule.date_field}:<'{last_day}'\""},
+            paging=_FilterPaging(page_size=_FILTER_PER_PAGE, size_param=None),
+            records_path="results",
+        ):
+            total = max(total, int((page.body or {}).get("total") or 0))
+            listed += len(page.records)
+            expired += [
+                int(t["id"])
+                for t in page.records
+                if expired_before(t.get(rule.date_field), rule.cutoff)
+            ]
+        return len(expired) + max(0, total - listed), expired
+
+    async def _delete_ticket(self, ticket_id: int) -> bool:
+        response = await self.http.request(
+            "DELETE", "/tickets/{id}", path_params={"id": ticket_id}, expected=(204, 404)
+        )
+        return response.status_code == 204
+
+    async def _sweep_tickets(self, rule: SweepRule, dry_run: bool) -> SweepCount:
+        """Count the expired tickets; unless dry, delete them, 300 at a time."""
+        expired, found = await self._filtered(rule)
+        if dry_run:
+            return SweepCount(collection="tickets", expired=expired)
+        seen: set[int] = set()
+        deleted = 0
+        while fresh := [i for i in dict.fromkeys(found) if i not in seen]:
+            seen.update(fresh)
+            deleted += sum(await asyncio.gather(*(self._delete_ticket(i) for i in fresh)))
+            _, found = await self._filtered(rule)
+        return SweepCount(collection="tickets", expired=max(expired, len(seen)), deleted=deleted)
+
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Delete the tickets the rules say have expired; contacts are a manual step."""
+        return await sweep_collections(
+            "Freshdesk",
+            rules,
+            {"tickets": Sweepable(("updated_at", "created_at"), self._sweep_tickets)},
+            dry_run=dry_run,
+            evidence=[_TRASH],
+        )
 
 
 __all__ = ["COLLECTIONS", "UPDATED_SINCE", "FreshdeskConnector", "FreshdeskSettings"]

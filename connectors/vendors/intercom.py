@@ -22,16 +22,25 @@ deleted (the rest is the other person's): the subject's own messages in it are r
 the API cannot reach becomes a manual step: messages older than the 500 it returns, and a
 shared ticket (the API redacts conversations only). A 404 means already gone. Never
 `POST /contacts/{id}/archive`: archiving keeps the data and is not an erasure.
+
+Retention sweeps (Art. 5(1)(e) GDPR): conversations, tickets and contacts whose date field is
+before the cutoff are found with the same search endpoints (`{"field": "updated_at",
+"operator": "<", "value": <the cutoff's UTC midnight, epoch seconds>}`) and deleted by the
+erasure's paths. Intercom compares a contact's timestamps by UTC day, so "before the cutoff's
+midnight" is exact for contacts too. A conversation shared by several contacts is deleted when
+it has expired (sweeps are about age, not about a person). A deleted contact is destroyed with
+its notes and taggings after Intercom's 7-day grace period; the evidence says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field
 
-from connectors.base import Result
+from connectors.base import Result, SweepResult
 from connectors.http import Auth, CursorPaging, RateLimit, json_body
 from connectors.vendors.base import (
     RECORD_RIGHTS,
@@ -40,7 +49,9 @@ from connectors.vendors.base import (
     HttpSettings,
     pointer,
 )
+from connectors.vendors.sweep import Sweepable, delete_each, midnight, sweep_collections
 from schemas.events import Evidence, Record, Subject
+from schemas.sweeps import SweepCount, SweepRule
 
 REGIONS = {
     "us": "https://api.intercom.io",
@@ -49,6 +60,17 @@ REGIONS = {
 }
 API_VERSION = "2.14"
 _PER_PAGE = 150  # the documented maximum of the search endpoints
+#: What a sweep searches per collection: the search path, where its records are, and the date
+#: fields the search accepts (Intercom's "accepted fields" of each model).
+_SWEEPS = {
+    "conversations": ("/conversations/search", "conversations", ("created_at", "updated_at")),
+    "tickets": ("/tickets/search", "tickets", ("created_at", "updated_at")),
+    "contacts": (
+        "/contacts/search",
+        "data",
+        ("created_at", "updated_at", "last_seen_at", "signed_up_at", "last_contacted_at"),
+    ),
+}
 
 
 class IntercomSettings(HttpSettings):
@@ -80,8 +102,8 @@ def _search_paging() -> CursorPaging:
     )
 
 
-def _query(field: str) -> dict[str, Any]:
-    return {"query": {"field": field, "operator": "=", "value": "{value}"}}
+def _query(field: str, operator: str = "=") -> dict[str, Any]:
+    return {"query": {"field": field, "operator": operator, "value": "{value}"}}
 
 
 def _people(item: dict[str, Any]) -> list[str]:
@@ -126,15 +148,18 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
     """Intercom: contacts, conversations, tickets, notes, tags; permanent deletes."""
 
     capabilities = RECORD_RIGHTS
+    sweeps = True
     description = "Intercom chat: contacts, conversations, tickets, notes, tags; deletion"
     headers = {"Intercom-Version": API_VERSION, "Accept": "application/json"}
 
-    async def _search(self, path: str, field: str, value: str, key: str) -> list[dict[str, Any]]:
+    async def _search(
+        self, path: str, field: str, value: str | int, key: str, operator: str = "="
+    ) -> list[dict[str, Any]]:
         return await self.http.all_records(
             "POST",
             path,
             path_params={"value": value},
-            json=_query(field),
+            json=_query(field, operator),
             paging=_search_paging(),
             records_path=key,
         )
@@ -283,6 +308,36 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
                     "they are destroyed with their notes after a 7-day grace period",
                 )
             ]
+        )
+
+    # ------------------------------------------------------------------------- sweeps
+
+    async def _sweep_one(self, rule: SweepRule, dry_run: bool) -> SweepCount:
+        """Find one collection's records dated before the cutoff; delete them unless dry."""
+        path, key, _ = _SWEEPS[rule.collection]
+        before = int(midnight(rule.cutoff).timestamp())
+        found = await self._search(path, rule.date_field, before, key, operator="<")
+        return await delete_each(
+            rule.collection,
+            (str(item["id"]) for item in found),
+            lambda object_id: self._delete(rule.collection, object_id),
+            dry_run=dry_run,
+        )
+
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Delete the conversations, tickets and contacts the rules say have expired."""
+        return await sweep_collections(
+            "Intercom",
+            rules,
+            {name: Sweepable(fields, self._sweep_one) for name, (_, _, fields) in _SWEEPS.items()},
+            dry_run=dry_run,
+            evidence=[
+                Evidence(
+                    kind="vendor_note",
+                    value="Intercom destroys deleted contacts with their notes and tags after "
+                    "a 7-day grace period; conversations and tickets are deleted at once",
+                )
+            ],
         )
 
 

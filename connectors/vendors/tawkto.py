@@ -5,6 +5,9 @@ are not publicly documented (vendor-apis.md: UNCONFIRMED), so no request is auto
 Every right becomes a manual task whose instructions walk a person through the Tawk.to
 dashboard; `dsr tasks complete` then records what they did as evidence.
 
+Retention sweeps are not automated either (`sweeps` stays False, for the same reason): the
+runtime turns each into a manual sweep task that states the rule and cutoff.
+
 The instructions never contain the subject's identifiers (they travel on the status topic):
 they refer to the request, whose details the privacy officer has in the case file.
 """

@@ -40,19 +40,27 @@ re-assign: that is a manual step, never a retained item.
 
 A 404 at any step means already gone. `GET /users/{id}/tickets/requested` is UNCONFIRMED in
 the vendor's spec (vendor-apis.md); it is the documented path in Zendesk's guides.
+
+Retention sweeps (Art. 5(1)(e) GDPR), tickets only: closed tickets last updated (or created)
+before the cutoff are found with the Export Search Results endpoint, `GET /search/export?
+query=type:ticket status:closed updated<YYYY-MM-DD&filter[type]=ticket` (cursor paging with
+`page[size]`, no 1,000-result limit as `GET /search` has), each checked against its own date
+too, and deleted by the erasure's path: `DELETE /tickets/{id}`, `DELETE /deleted_tickets/{id}`
+and its job polled until completed. A ticket not closed is still being handled and is kept.
+Users are not swept (an end user's `updated_at` says nothing of its tickets): a manual step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from connectors.base import ConnectorError, Result
+from connectors.base import ConnectorError, Result, SweepResult
 from connectors.http import Auth, JobPolling, NextUrlPaging, RateLimit, json_body
 from connectors.vendors.base import (
     RECORD_RIGHTS,
@@ -62,7 +70,9 @@ from connectors.vendors.base import (
     check_account,
     pointer,
 )
+from connectors.vendors.sweep import Sweepable, delete_each, expired_before, sweep_collections
 from schemas.events import Evidence, Record, Subject
+from schemas.sweeps import SweepCount, SweepRule
 
 COLLECTIONS = ("users", "identities", "tickets", "comments")
 
@@ -78,6 +88,13 @@ _OPENED = ("subject", "raw_subject", "description", "via")
 _TAG = re.compile(r"(<[^>]*>)")
 _REDACTED = "\u2587"  # ▇: what Zendesk writes for each redacted character
 _ELEMENT = re.compile(r"^<(a|img)\b", re.I)
+#: A ticket's date fields a sweep can use, and their names in a search query.
+_SWEEP_DATES = {"updated_at": "updated", "created_at": "created"}
+_PERMANENT = Evidence(
+    kind="zendesk_permanent_ticket_deletion",
+    value="each ticket soft-deleted, then deleted permanently (DELETE /deleted_tickets/{id}); "
+    "every vendor job polled until completed",
+)
 
 
 class ZendeskSettings(HttpSettings):
@@ -195,6 +212,7 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
     """Zendesk Support: users, identities, requested tickets, comments; permanent deletion."""
 
     capabilities = RECORD_RIGHTS
+    sweeps = True
     description = "Zendesk Support: users, tickets, comments; permanent delete with job polling"
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -302,8 +320,9 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
 
     # ------------------------------------------------------------------------- erasure
 
-    async def _destroy_ticket(self, ticket_id: int) -> Evidence | None:
-        """Soft-delete, then permanently delete one ticket; the job's evidence, or None."""
+    async def _destroy_ticket(self, ticket_id: int) -> tuple[str, str] | None:
+        """Soft-delete, then permanently delete one ticket; the vendor job's id and final
+        status, or None when it was deleted permanently already."""
         ids = {"id": ticket_id}
         await self.http.request(
             "DELETE", "/tickets/{id}", path_params=ids, expected=(200, 204, 404)
@@ -326,7 +345,7 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
             what="DELETE /deleted_tickets/{id}",
             status=job.get("status"),
         )
-        return Evidence(kind="vendor_job_id", value=f"{job_id} (ticket {ticket_id}): {status}")
+        return str(job_id), status
 
     async def _destroy_user(self, user_id: int) -> list[Evidence]:
         ids = {"id": user_id}
@@ -428,7 +447,13 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
             if job is not None:  # None: permanently deleted already
                 # A ticket's comments go with it: counted, so the certificate states them.
                 erasure.erased.update(tickets=1, comments=len(ticket.comments))
-                evidence.append(job)
+                job_id, status = job
+                evidence.append(
+                    Evidence(
+                        kind="vendor_job_id",
+                        value=f"{job_id} (ticket {ticket.data['id']}): {status}",
+                    )
+                )
         for ticket in tickets:
             if ticket.others:
                 await self._release(erasure, mine, ticket)
@@ -436,6 +461,44 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
             evidence += await self._destroy_user(int(user["id"]))
             erasure.erased.update(users=1, identities=len(identities))
         return erasure.result(evidence)
+
+    # ------------------------------------------------------------------------- sweeps
+
+    async def _sweep_tickets(self, rule: SweepRule, dry_run: bool) -> SweepCount:
+        """Closed tickets dated before the cutoff; deleted permanently unless dry."""
+        field = rule.date_field
+        found = await self.http.all_records(
+            "GET",
+            "/search/export",
+            params={
+                "query": f"type:ticket status:closed {_SWEEP_DATES[field]}<{rule.cutoff}",
+                "filter[type]": "ticket",
+                "page[size]": self.settings.page_size,
+            },
+            paging=_CURSOR,
+            records_path="results",
+        )
+        expired = [
+            int(t["id"])
+            for t in found
+            if t.get("status") == "closed" and expired_before(t.get(field), rule.cutoff)
+        ]
+
+        async def destroy(ticket_id: int) -> bool:
+            return await self._destroy_ticket(ticket_id) is not None
+
+        return await delete_each("tickets", expired, destroy, dry_run=dry_run)
+
+    async def sweep(self, rules: Sequence[SweepRule], *, dry_run: bool) -> SweepResult:
+        """Permanently delete the closed tickets the rules say have expired; users are a
+        manual step."""
+        return await sweep_collections(
+            "Zendesk",
+            rules,
+            {"tickets": Sweepable(_SWEEP_DATES, self._sweep_tickets)},
+            dry_run=dry_run,
+            evidence=[_PERMANENT],
+        )
 
 
 __all__ = ["COLLECTIONS", "ZendeskConnector", "ZendeskSettings"]

@@ -45,7 +45,15 @@ _REDACTED = "[redacted: contained a subject identifier]"
 #: Evidence kinds `<collection>_<action>` with a count, as connectors itemise an erasure
 #: (`connectors.vendors.base.erased_per_collection`), by the action the certificate names.
 _COLLECTION_ACTIONS = ("deleted", "anonymised", "redacted", "removed")
-_REQUIRED = ("certificate_version", "request_id", "request_type", "dates", "systems", "status")
+#: The fields every deletion certificate body has (a sweep certificate has its own).
+REQUIRED_FIELDS = (
+    "certificate_version",
+    "request_id",
+    "request_type",
+    "dates",
+    "systems",
+    "status",
+)
 
 
 _log = logging.getLogger("dsr.certificate")
@@ -66,6 +74,11 @@ class VerifiedCertificate:
     def request_id(self) -> str:
         """The request the certificate is about."""
         return str(self.certificate["request_id"])
+
+    @property
+    def kind(self) -> str:
+        """'sweep' for a retention sweep's certificate, else 'deletion' (an erasure's)."""
+        return str(self.certificate.get("kind", "deletion"))
 
     @property
     def issued_at(self) -> str | None:
@@ -288,28 +301,17 @@ def verify_certificate(
     document: dict[str, Any] | bytes | str, public_keys: dict[str, Ed25519PublicKey]
 ) -> VerifiedCertificate:
     """Check a signed certificate against the given public keys; raise CertificateError if not."""
-    signed = parse_signed(document)
-    missing = [k for k in ("certificate", "signature") if k not in signed]
-    if missing:
-        raise CertificateError(
-            f"not a signed certificate: missing {', '.join(missing)} "
-            "(expected {'certificate': {...}, 'signature': {...}})"
-        )
-    extra = sorted(set(signed) - {"certificate", "signature"})
-    if extra:
-        raise CertificateError(f"unexpected top-level fields {extra}; only the signed parts belong")
-    certificate, signature = signed["certificate"], signed["signature"]
-    if not isinstance(certificate, dict) or not isinstance(signature, dict):
-        raise CertificateError("'certificate' and 'signature' must both be JSON objects")
-    sig_missing = [k for k in ("alg", "kid", "value") if not isinstance(signature.get(k), str)]
-    if sig_missing:
-        raise CertificateError(f"the signature lacks {', '.join(sig_missing)} (text fields)")
-    if set(signature) - {"alg", "kid", "value"}:
-        raise CertificateError("the signature has unexpected fields; only alg, kid, value belong")
-    if signature["alg"] != ALG:
-        raise CertificateError(
-            f"the signature algorithm is {signature['alg']!r}; only {ALG!r} (Ed25519) is accepted"
-        )
+    verified = verify_signed(document, public_keys)
+    check_body(verified.certificate, REQUIRED_FIELDS)
+    return verified
+
+
+def verify_signed(
+    document: dict[str, Any] | bytes | str, public_keys: dict[str, Ed25519PublicKey]
+) -> VerifiedCertificate:
+    """Check the signature of any signed certificate (deletion or sweep), not its body's fields;
+    raise CertificateError if it does not hold."""
+    certificate, signature = _signed_parts(parse_signed(document))
     kid = signature["kid"]
     key = public_keys.get(kid)
     if key is None:
@@ -331,8 +333,40 @@ def verify_certificate(
             "the signature does not match: the certificate was changed after signing, "
             "or it was signed with another key"
         ) from None
-    # Only after the signature holds: a signed but incomplete body is an issuer bug.
-    body_missing = [k for k in _REQUIRED if k not in certificate]
+    return VerifiedCertificate(certificate=certificate, kid=kid)
+
+
+def _signed_parts(signed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The certificate body and its signature, checked for shape (not yet for validity)."""
+    missing = [k for k in ("certificate", "signature") if k not in signed]
+    if missing:
+        raise CertificateError(
+            f"not a signed certificate: missing {', '.join(missing)} "
+            "(expected {'certificate': {...}, 'signature': {...}})"
+        )
+    extra = sorted(set(signed) - {"certificate", "signature"})
+    if extra:
+        raise CertificateError(f"unexpected top-level fields {extra}; only the signed parts belong")
+    certificate, signature = signed["certificate"], signed["signature"]
+    if not isinstance(certificate, dict) or not isinstance(signature, dict):
+        raise CertificateError("'certificate' and 'signature' must both be JSON objects")
+    sig_missing = [k for k in ("alg", "kid", "value") if not isinstance(signature.get(k), str)]
+    if sig_missing:
+        raise CertificateError(f"the signature lacks {', '.join(sig_missing)} (text fields)")
+    if set(signature) - {"alg", "kid", "value"}:
+        raise CertificateError("the signature has unexpected fields; only alg, kid, value belong")
+    if signature["alg"] != ALG:
+        raise CertificateError(
+            f"the signature algorithm is {signature['alg']!r}; only {ALG!r} (Ed25519) is accepted"
+        )
+    return certificate, signature
+
+
+def check_body(certificate: dict[str, Any], required: tuple[str, ...]) -> None:
+    """A verified body has the `required` fields and a version this tool reads.
+
+    Checked only after the signature holds: a signed but incomplete body is an issuer bug."""
+    body_missing = [k for k in required if k not in certificate]
     if body_missing:
         raise CertificateError(f"the certificate lacks required fields: {', '.join(body_missing)}")
     if certificate["certificate_version"] != CERTIFICATE_VERSION:
@@ -340,7 +374,6 @@ def verify_certificate(
             f"certificate version {certificate['certificate_version']!r} is not supported "
             f"(this tool reads version {CERTIFICATE_VERSION}); upgrade dsr"
         )
-    return VerifiedCertificate(certificate=certificate, kid=kid)
 
 
 def render_html(
@@ -357,12 +390,7 @@ def render_html(
     `reasons` are the register's retention reasons per (system, collection): a connector reports
     a kept collection's reason in one language, and the document says it in its own. `headings`
     are the collections' titles for people (`connectors.metadata`), in the same way."""
-    if language not in LANGUAGES:
-        raise CertificateError(f"language {language!r} is not supported; use 'nl' or 'en'")
-    kid: str | None = None
-    if "certificate" in certificate and "signature" in certificate:
-        kid = str(certificate["signature"].get("kid"))
-        certificate = certificate["certificate"]
+    certificate, kid = body_to_render(certificate, language)
     return render_document(
         "certificate",
         language,
@@ -373,6 +401,16 @@ def render_html(
         reasons=_localized(reasons, language),
         headings=_localized(headings, language),
     )
+
+
+def body_to_render(certificate: dict[str, Any], language: str) -> tuple[dict[str, Any], str | None]:
+    """The body of a signed document (or a bare body) and the key id that signed it, for a
+    page in `language`, which must be one the documents are written in."""
+    if language not in LANGUAGES:
+        raise CertificateError(f"language {language!r} is not supported; use 'nl' or 'en'")
+    if "certificate" in certificate and "signature" in certificate:
+        return certificate["certificate"], str(certificate["signature"].get("kid"))
+    return certificate, None
 
 
 def _localized(texts: Mapping[tuple[str, str], Text] | None, language: Language) -> dict[str, str]:
@@ -390,6 +428,22 @@ def _keeps_data(certificate: dict[str, Any]) -> bool:
         s.get("retained") or s.get("legal_hold") or s.get("status") == OutcomeStatus.FAILED.value
         for s in systems
     )
+
+
+def signing_key(store: KeyStore) -> tuple[str, Ed25519PrivateKey]:
+    """The store's active signing key; on first use it is created (and logged), so a fresh
+    installation issues certificates from the first request or sweep."""
+    try:
+        return store.active()
+    except KeyStoreError:
+        info = store.create()
+        _log.warning(
+            "created signing key %s in %s; back it up and publish the public key with "
+            "'dsr keys export-jwks'",
+            info.kid,
+            store.root,
+        )
+        return store.active()
 
 
 class CertificateIssuer:
@@ -429,25 +483,12 @@ class CertificateIssuer:
             self._salt = path.read_bytes()
         return self._salt
 
-    def _signing_key(self) -> tuple[str, Any]:
-        try:
-            return self.store.active()
-        except KeyStoreError:
-            info = self.store.create()
-            _log.warning(
-                "created signing key %s in %s; back it up and publish the public key with "
-                "'dsr keys export-jwks'",
-                info.kid,
-                self.store.root,
-            )
-            return self.store.active()
-
     def issue(self, state: RequestState, directory: Path) -> Path:
         """Write `<request>.json` (signed) and `<request>.nl.html` / `.en.html`; return the JSON."""
         body = build_certificate(
             state, salt=self._salt_bytes(), issuer=self.issuer, register_titles=self.titles
         )
-        kid, key = self._signing_key()
+        kid, key = signing_key(self.store)
         signed = sign_certificate(body, key, kid)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{state.request_id}.json"

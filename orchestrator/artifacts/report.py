@@ -18,7 +18,15 @@ from typing import Any
 
 from connectors.metadata import CollectionInfo, collection_info
 from orchestrator.artifacts.digest import CollectionDigest, ExportFile
-from orchestrator.artifacts.render import LANGUAGES, Language, day, render_document, texts
+from orchestrator.artifacts.render import (
+    LANGUAGES,
+    Language,
+    day,
+    render_document,
+    texts,
+    texts_in,
+)
+from orchestrator.artifacts.sweep_certificate import period_in_words
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.register import Controller, LegalBasis, Register, System, localize
 
@@ -114,12 +122,31 @@ def _section(
         # The register's default source, in English: said in the report's language instead.
         "from_subject": localize(system.source, "en").strip().lower() == "the data subject",
         "in_eea": system.location.region.upper() == "EEA",
+        "retention_rules": _retention_rules(system, language),
         "collections": collections,
         "attached": attached,
         "count": sum(c["count"] for c in collections) + len(attached),
         "held": sum(c["held"] for c in collections),
         "since": min((c["earliest"] for c in collections if c["earliest"]), default=None),
     }
+
+
+def _retention_rules(system: System, language: Language) -> list[str]:
+    """The register's machine-readable retention per collection, in words (Art. 15(1)(d)):
+    "Supportvragen: 12 maanden na de laatste activiteit"."""
+    if system.sweep is None:
+        return []
+    words = texts_in("sweep_certificate", language)
+    infos = collection_info(system)
+    rules = []
+    for rule in system.sweep.collections:
+        info = infos.get(rule.collection)
+        heading = info.heading(rule.collection, language) if info else rule.collection
+        period = period_in_words(rule.period, words["units"])
+        rules.append(
+            f"{heading}: {period} {words['after']} {words['counted_from'][rule.counted_from]}"
+        )
+    return rules
 
 
 def _summary(sections: list[dict[str, Any]]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ class ArtifactStore:
         path = self.outcome_path(outcome.request_id, outcome.system)
         atomic_write(path, outcome.model_dump_json(indent=None).encode())
         return path
+
+    def discard_outcomes(self, request_id: str) -> None:
+        """Remove a request's kept outcomes (shredding: records may be inline in them)."""
+        shutil.rmtree(self.root / "requests" / request_id / "outcomes", ignore_errors=True)
 
     def load_outcome(self, request_id: str, system: str) -> TaskOutcome | None:
         """A stored outcome, or None."""

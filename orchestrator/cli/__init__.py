@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.cli.casefiles import casefiles
 from orchestrator.cli.connectors import connectors_group
 from orchestrator.cli.dashboard import dashboard, watch
 from orchestrator.cli.demo import demo
@@ -19,6 +20,7 @@ from orchestrator.cli.publishers import publishers
 from orchestrator.cli.register import register_group
 from orchestrator.cli.requests import decide, deliver, extend, status, submit, verify_identity
 from orchestrator.cli.run import topics, up, worker
+from orchestrator.cli.sweeps import sweep
 from orchestrator.cli.tasks import tasks
 
 
@@ -38,10 +40,12 @@ from orchestrator.cli.tasks import tasks
         connectors_group,
         register_group,
         demo,
+        sweep,
         keys,
         verify,
         publishers,
         export,
+        casefiles,
         dashboard,
         watch,
     ],

@@ -1,4 +1,4 @@
-"""`dsr keys` (signing keys) and `dsr verify` (check a deletion certificate offline)."""
+"""`dsr keys` (signing keys) and `dsr verify` (check a deletion or sweep certificate offline)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _store(keys_dir: Path | None) -> KeyStore:
 
 @click.group("keys", cls=DsrGroup)
 def keys() -> None:
-    """Signing keys for deletion certificates."""
+    """Signing keys for deletion and sweep certificates."""
 
 
 @keys.command("create")
@@ -89,9 +89,10 @@ def keys_export_jwks(keys_dir: Path | None, out: Path | None) -> None:
 )
 @_dir_option
 def verify(certificate: Path, key_files: tuple[Path, ...], keys_dir: Path | None) -> None:
-    """Verify a signed deletion certificate offline."""
-    from orchestrator.artifacts.certificate import CertificateError, verify_certificate
+    """Verify a signed deletion or sweep certificate offline."""
+    from orchestrator.artifacts.certificate import CertificateError
     from orchestrator.artifacts.keys import KeyStoreError
+    from orchestrator.artifacts.sweep_certificate import verify_any_certificate
     from orchestrator.cli.errors import CommandError
 
     try:
@@ -100,13 +101,16 @@ def verify(certificate: Path, key_files: tuple[Path, ...], keys_dir: Path | None
             data = certificate.read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read {certificate}: {exc.strerror}") from None
-        result = verify_certificate(data, public_keys)
+        result = verify_any_certificate(data, public_keys)
     except (KeyStoreError, CertificateError) as exc:
         raise CommandError(f"{certificate}: invalid: {exc}") from None
-    click.echo(
-        f"valid: certificate for request {result.request_id} signed by key {result.kid} "
-        f"on {result.issued_at}"
+    body = result.certificate
+    about = (
+        f"sweep certificate for sweep {body['sweep_id']} (system {body['system'].get('name')})"
+        if result.kind == "sweep"
+        else f"certificate for request {result.request_id}"
     )
+    click.echo(f"valid: {about} signed by key {result.kid} on {result.issued_at}")
 
 
 def _public_keys(key_files: tuple[Path, ...], keys_dir: Path | None) -> dict[str, Ed25519PublicKey]:

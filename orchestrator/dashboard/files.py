@@ -1,8 +1,9 @@
-"""The documents of a finished request, as the dashboard offers them for download.
+"""The documents of a finished request or sweep, as the dashboard offers them for download.
 
-Found through `results/<request id>.json` in the data dir, which the orchestrator writes when a
-request finishes. Only files that resolve to a regular file inside the data dir are offered;
-a download names one of them, never a path.
+A request's are found through `results/<request id>.json` in the data dir, which the
+orchestrator writes when a request finishes; a sweep's certificate through the path its status
+event names. Only files that resolve to a regular file inside the data dir are offered; a
+download names one of them, never a path.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.dashboard.model import ResultFile
+from schemas.sweeps import SweepStatusChanged
 
 log = logging.getLogger("dsr.dashboard")
 
@@ -41,11 +43,7 @@ class ResultFiles:
             found["export"] = ("Export (ZIP: data per system, manifest, report)", Path(export))
         certificate = result.get("certificate")
         if isinstance(certificate, str):
-            signed = Path(certificate)
-            found["certificate"] = ("Deletion certificate (signed JSON)", signed)
-            for language, name in (("nl", "Dutch"), ("en", "English")):
-                rendering = signed.with_name(f"{signed.stem}.{language}.html")
-                found[f"certificate-{language}"] = (f"Deletion certificate ({name})", rendering)
+            found.update(_certificate("Deletion certificate", Path(certificate)))
         documents = result.get("documents")
         if isinstance(documents, dict):
             for kind, path in sorted(documents.items()):
@@ -62,16 +60,27 @@ class ResultFiles:
 
     def listing(self, request_id: str) -> list[ResultFile]:
         """The documents of a request, with their download links."""
-        return [
-            ResultFile(
-                name=name,
-                title=title,
-                filename=download_name(request_id, path),
-                size=path.stat().st_size,
-                href=f"/api/requests/{request_id}/files/{name}",
-            )
-            for name, (title, path) in self.paths(request_id).items()
-        ]
+        return _listed(request_id, self.paths(request_id), f"/api/requests/{request_id}/files")
+
+    def sweep_paths(self, status: SweepStatusChanged) -> dict[str, tuple[str, Path]]:
+        """name -> (title, path) of a sweep's certificate (signed JSON, nl and en HTML) that
+        exist; a relative path in the status event is inside the data dir."""
+        if status.certificate is None:
+            return {}
+        signed = Path(status.certificate)
+        if not signed.is_absolute():
+            signed = self.root / signed
+        found = _certificate("Sweep certificate", signed)
+        return {
+            name: (title, resolved)
+            for name, (title, path) in found.items()
+            if (resolved := self._inside(path)) is not None
+        }
+
+    def sweep_listing(self, status: SweepStatusChanged) -> list[ResultFile]:
+        """A sweep's certificate files, with their download links."""
+        href = f"/api/sweeps/{status.sweep_id}/files"
+        return _listed(status.sweep_id, self.sweep_paths(status), href)
 
     def get(self, request_id: str, name: str) -> Path | None:
         """The path of one named document, or None."""
@@ -98,6 +107,28 @@ class ResultFiles:
         if not resolved.is_relative_to(self.root) or not resolved.is_file():
             return None
         return resolved
+
+
+def _certificate(title: str, signed: Path) -> dict[str, tuple[str, Path]]:
+    """A signed certificate and the nl/en HTML written beside it."""
+    found = {"certificate": (f"{title} (signed JSON)", signed)}
+    for language, name in (("nl", "Dutch"), ("en", "English")):
+        rendering = signed.with_name(f"{signed.stem}.{language}.html")
+        found[f"certificate-{language}"] = (f"{title} ({name})", rendering)
+    return found
+
+
+def _listed(key: str, paths: dict[str, tuple[str, Path]], href: str) -> list[ResultFile]:
+    return [
+        ResultFile(
+            name=name,
+            title=title,
+            filename=download_name(key, path),
+            size=path.stat().st_size,
+            href=f"{href}/{name}",
+        )
+        for name, (title, path) in paths.items()
+    ]
 
 
 def download_name(request_id: str, path: Path) -> str:

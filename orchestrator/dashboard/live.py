@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.status.view import StatusFollower, StatusView
-from schemas.events import RequestStatusChanged
+from orchestrator.status.view import StatusEvent, StatusFollower, StatusView
 from schemas.kafka import KafkaSettings
+from schemas.sweeps import SweepStatusChanged
 
 #: A subscriber further behind than this many changed requests is told to reload instead.
 MAX_PENDING = 5000
+#: How a changed sweep is named among changed request ids (a space: never in an id).
+SWEEP_CHANGED = "sweep "
 
 
 class Subscription:
-    """The ids of requests that changed since a subscriber last looked (coalesced)."""
+    """The ids of requests (and, prefixed `SWEEP_CHANGED`, of sweeps) that changed since a
+    subscriber last looked (coalesced)."""
 
     def __init__(self) -> None:
         self._pending: dict[str, None] = {}
@@ -90,9 +93,13 @@ class LiveView:
             subscription.close()
         self._subscribers.clear()
 
-    def _changed(self, event: RequestStatusChanged) -> None:
+    def _changed(self, event: StatusEvent) -> None:
+        if isinstance(event, SweepStatusChanged):
+            key = SWEEP_CHANGED + event.sweep_id
+        else:
+            key = event.request_id
         for subscription in self._subscribers:
-            subscription.notify(event.request_id)
+            subscription.notify(key)
 
 
-__all__ = ["MAX_PENDING", "LiveView", "Subscription"]
+__all__ = ["MAX_PENDING", "SWEEP_CHANGED", "LiveView", "Subscription"]

@@ -1,8 +1,8 @@
 """Prometheus metrics computed from the status view at scrape time (no counters kept aside).
 
 A restarted dashboard reports the same numbers as soon as it has re-read the status topic.
-Labels are request types, statuses, system names and consumer groups: never a request id or
-anything about a subject.
+Labels are request types, statuses, system and collection names and consumer groups: never a
+request id, a sweep id or anything about a subject.
 """
 
 from __future__ import annotations
@@ -23,19 +23,30 @@ from prometheus_client.registry import Collector
 from orchestrator.dashboard.lag import ConsumerLag
 from orchestrator.dashboard.live import LiveView
 from orchestrator.dashboard.model import failed_attempts, latencies, summarise
+from orchestrator.dashboard.sweep_routes import SweepRegister
+from orchestrator.dashboard.sweeps import swept_records, system_sweeps
 from schemas.events import OutcomeStatus, RequestStatus, RequestType
+from schemas.sweeps import SweepStatus
 
 #: Task latency buckets (seconds): connectors answer in seconds, people in days.
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400)
 
 
 class DashboardCollector(Collector):
-    """Requests by status and type, deadlines, per-system tasks, latency, failures and lag."""
+    """Requests by status and type, deadlines, per-system tasks, latency, failures, lag, and
+    retention sweeps (records swept, overdue sweeps)."""
 
-    def __init__(self, live: LiveView, lag: ConsumerLag | None, due_soon_days: int) -> None:
+    def __init__(
+        self,
+        live: LiveView,
+        lag: ConsumerLag | None,
+        due_soon_days: int,
+        register: SweepRegister | None = None,
+    ) -> None:
         self.live = live
         self.lag = lag
         self.due_soon_days = due_soon_days
+        self.register = register
         #: Latencies per request, recomputed only when its latest sequence changes.
         self._latency_cache: dict[str, tuple[int, dict[str, float]]] = {}
 
@@ -100,6 +111,7 @@ class DashboardCollector(Collector):
             failed.add_metric([name], count)
         yield failed
         yield _histogram(histograms)
+        yield from self._sweep_metrics(now)
         yield from self._follower_metrics()
         yield from self._lag_metrics()
 
@@ -109,6 +121,31 @@ class DashboardCollector(Collector):
             cached = (sequence, latencies(self.live.view.history.get(request_id, [])))
             self._latency_cache[request_id] = cached
         return cached[1]
+
+    def _sweep_metrics(self, now: datetime) -> Iterator[Metric]:
+        """Storage limitation (Art. 5(1)(e) GDPR) as numbers: what sweeps removed, per system
+        and collection, and how many systems' sweeps are overdue."""
+        view = self.live.view
+        swept = CounterMetricFamily(
+            "dsr_sweep_records_swept",
+            "Records deleted or anonymised by retention sweeps, by system and collection.",
+            labels=["system", "collection"],
+        )
+        for (name, collection), count in sorted(swept_records(view).items()):
+            swept.add_metric([name, collection], count)
+        yield swept
+        register = self.register.current()[0] if self.register is not None else None
+        systems = system_sweeps(view, register, now=now)
+        yield GaugeMetricFamily(
+            "dsr_sweeps_overdue",
+            "Systems with a sweep policy whose sweep did not start within its schedule.",
+            value=sum(row.overdue for row in systems),
+        )
+        yield GaugeMetricFamily(
+            "dsr_sweeps_awaiting_approval",
+            "Retention sweeps whose dry run waits for an officer's approval.",
+            value=sum(s.status == SweepStatus.AWAITING_APPROVAL for s in view.sweeps.values()),
+        )
 
     def _follower_metrics(self) -> Iterator[Metric]:
         follower = self.live.follower

@@ -22,6 +22,14 @@ from orchestrator.dashboard.model import (
     TaskRecorded,
     VerificationBody,
 )
+from orchestrator.dashboard.sweeps import (
+    SweepApprovalBody,
+    SweepDetail,
+    SweepPage,
+    SweepPublished,
+    SweepStartBody,
+    SweepSummary,
+)
 from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN, RequestStatus, RequestType
 
 _MODELS: tuple[type[BaseModel], ...] = (
@@ -35,11 +43,25 @@ _MODELS: tuple[type[BaseModel], ...] = (
     DeliveryBody,
     ExtensionBody,
     EventPublished,
+    SweepPage,
+    SweepSummary,
+    SweepDetail,
+    SweepStartBody,
+    SweepApprovalBody,
+    SweepPublished,
     Problem,
 )
 #: Request bodies: their schemas describe what is accepted (validation mode).
 _BODIES: frozenset[type[BaseModel]] = frozenset(
-    {TaskCompletion, DecisionBody, VerificationBody, ExtensionBody, DeliveryBody}
+    {
+        TaskCompletion,
+        DecisionBody,
+        VerificationBody,
+        ExtensionBody,
+        DeliveryBody,
+        SweepStartBody,
+        SweepApprovalBody,
+    }
 )
 
 
@@ -259,6 +281,93 @@ def _officer_paths() -> dict[str, Any]:
     }
 
 
+def _sweep_paths() -> dict[str, Any]:
+    """Retention sweeps: the list, one sweep, starting one, approving one, its certificate."""
+    sweep_id = _path("sweep_id", pattern=REQUEST_ID_PATTERN)
+    published = _json(
+        SweepPublished,
+        "Published, signed, on the requests topic; the sweep's status changes once the "
+        "orchestrator processed it.",
+    )
+    list_sweeps = _operation(
+        "Systems with a sweep policy (with a sweep awaiting approval first, then overdue ones) "
+        "and the sweeps on the status topic.",
+        "listSweeps",
+        {
+            "200": _json(SweepPage, "Systems, sweeps and totals."),
+            "400": _problem("The limit is not understood."),
+            "401": _UNAUTHORISED,
+            "503": _NOT_READY,
+        },
+        parameters=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 10000})],
+    )
+    start = _operation(
+        "Start a sweep of one system, a dry run unless `dry_run` is false (SweepRequested, "
+        "trigger manual; as `dsr sweep SYSTEM`); `requested_by` is the signed-in officer.",
+        "startSweep",
+        {
+            "202": published,
+            "400": _problem("The body is not understood."),
+            "401": _UNAUTHORISED,
+            "404": _problem("The register has no such system."),
+            "409": _problem("The system has no sweep policy, or a sweep of it is under way."),
+            "415": _problem("The body is not JSON."),
+            "503": _problem("Still reading the status topic, or Kafka did not acknowledge."),
+        },
+        body=SweepStartBody,
+    )
+    get_sweep = _operation(
+        "One sweep: rules and cutoffs, dry-run counts and what was deleted per collection, "
+        "retained duties, approver, certificate, timeline.",
+        "getSweep",
+        {
+            "200": _json(SweepDetail, "The sweep."),
+            "401": _UNAUTHORISED,
+            "404": _problem("The status topic never mentioned this sweep."),
+            "503": _NOT_READY,
+        },
+        parameters=[sweep_id],
+    )
+    approve = _operation(
+        "Approve deleting what a sweep's dry run counted (SweepApproved; as `dsr sweep "
+        "approve`); `approved_by` is the signed-in officer. The body is `{}`.",
+        "approveSweep",
+        {
+            "202": published,
+            "400": _problem("The body is not `{}`."),
+            "401": _UNAUTHORISED,
+            "404": _problem("No such sweep."),
+            "409": _problem("The sweep is not awaiting approval."),
+            "415": _problem("The body is not JSON."),
+            "503": _problem("Still reading the status topic, or Kafka did not acknowledge."),
+        },
+        parameters=[sweep_id],
+        body=SweepApprovalBody,
+    )
+    return {
+        "/api/sweeps": {"get": list_sweeps, "post": start},
+        "/api/sweeps/{sweep_id}": {"get": get_sweep},
+        "/api/sweeps/{sweep_id}/approval": {"post": approve},
+        "/api/sweeps/{sweep_id}/files/{name}": {"get": _sweep_download(sweep_id)},
+    }
+
+
+def _sweep_download(sweep_id: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's certificate files."""
+    return _operation(
+        "A sweep's certificate: `certificate` (signed JSON), `certificate-nl`, `certificate-en`.",
+        "downloadSweepFile",
+        {
+            "200": _content(
+                "The file (Content-Disposition: attachment).", "application/octet-stream"
+            ),
+            "401": _UNAUTHORISED,
+            "404": _problem("No such sweep or document."),
+        },
+        parameters=[sweep_id, _path("name", description="A `name` from the sweep's `files`.")],
+    )
+
+
 def _download_paths() -> dict[str, Any]:
     """A finished request's documents, and the expiring links that stream its export."""
     download_file = _operation(
@@ -300,8 +409,9 @@ def _download_paths() -> dict[str, Any]:
 def _service_paths() -> dict[str, Any]:
     """Live updates, metrics and the probes."""
     events = _operation(
-        "Server-sent events: `request` (data: a RequestSummary) for every change, `reload` "
-        "when the client should fetch the list again.",
+        "Server-sent events: `request` (data: a RequestSummary) for every change of a "
+        "request, `sweep` (data: a SweepSummary) for every change of a sweep, `reload` when "
+        "the client should fetch the list again.",
         "streamEvents",
         {
             "200": _content("An event stream.", "text/event-stream", _ref(RequestSummary)),
@@ -349,13 +459,15 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "dsr-orchestrator dashboard API",
             "version": version,
             "description": "Data-subject requests as the status topic shows them: what is open, "
-            "what is late, which system is stuck, and the documents of finished requests. "
-            "No personal data: requests are known by their id.",
+            "what is late, which system is stuck, and the documents of finished requests; "
+            "retention sweeps, their schedules and certificates. "
+            "No personal data: requests are known by their id, sweeps count per collection.",
         },
         "security": [{"bearer": []}, {"session": []}],
         "paths": {
             **_request_paths(),
             **_officer_paths(),
+            **_sweep_paths(),
             **_download_paths(),
             **_service_paths(),
         },

@@ -29,7 +29,7 @@ from orchestrator.dashboard.auth import Auth, local_path
 from orchestrator.dashboard.delivery_routes import SUBJECT_PAGE, add_subject_routes, stream
 from orchestrator.dashboard.files import ResultFiles, download_name
 from orchestrator.dashboard.lag import ConsumerLag, our_groups, our_topics
-from orchestrator.dashboard.live import LiveView
+from orchestrator.dashboard.live import SWEEP_CHANGED, LiveView
 from orchestrator.dashboard.metrics import DashboardCollector, registry
 from orchestrator.dashboard.model import (
     Action,
@@ -37,7 +37,6 @@ from orchestrator.dashboard.model import (
     DeliveryBody,
     EventPublished,
     ExtensionBody,
-    Problem,
     RequestFilter,
     TaskCompletion,
     TaskRecorded,
@@ -48,6 +47,15 @@ from orchestrator.dashboard.model import (
     summarise,
 )
 from orchestrator.dashboard.openapi import openapi_document
+from orchestrator.dashboard.responses import json_response as _json
+from orchestrator.dashboard.responses import problem as _problem
+from orchestrator.dashboard.sweep_routes import (
+    SweepRegister,
+    SweepRoutes,
+    SweepStep,
+    publish_sweep_step,
+)
+from orchestrator.dashboard.sweeps import summarise_sweep
 from orchestrator.intake.client import PublishError, RequestPublisher
 from orchestrator.intake.publishers import LOCAL_KEYS_FILE, LOCAL_PUBLISHER
 from orchestrator.lifecycle.delivery import delivered_now
@@ -89,6 +97,8 @@ OFFICER = "dashboard"
 _CLOCK_SKEW = timedelta(minutes=5)
 _Body = TypeVar("_Body", DecisionBody, VerificationBody, ExtensionBody)
 _Event = TypeVar("_Event", DecisionRecorded, IdentityVerified, DeadlineExtended)
+#: Anything an officer's step publishes: a request's event or a sweep's.
+_Sent = TypeVar("_Sent", bound=BaseModel)
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
@@ -127,7 +137,10 @@ class Dashboard:
         )
         self.files = ResultFiles(settings.data_dir)
         self._download_service: Any = None
-        self.metrics = registry(DashboardCollector(self.live, self.lag, settings.due_soon_days))
+        self.register = SweepRegister(settings.register_file)
+        self.metrics = registry(
+            DashboardCollector(self.live, self.lag, settings.due_soon_days, self.register)
+        )
         self.host = settings.dashboard_host
         self.port = settings.dashboard_port
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,6 +166,8 @@ class Dashboard:
         routes = [
             web.get("/", self._page),
             web.get("/requests/{request_id}", self._page),
+            web.get("/sweeps", self._page),
+            web.get("/sweeps/{sweep_id}", self._page),
             web.get("/login", self._login_form),
             web.post("/login", self._login),
             web.post("/logout", self._logout),
@@ -172,6 +187,7 @@ class Dashboard:
             web.get("/api/events", self._events),
         ]
         app.add_routes(routes)
+        app.add_routes(self._sweeps().routes())
         add_subject_routes(app, self._downloads, self.settings.data_dir)  # public: link + code
         app.router.add_static("/static/", STATIC, follow_symlinks=False, show_index=False)
         app.on_shutdown.append(self._on_shutdown)
@@ -558,9 +574,23 @@ class Dashboard:
         )
         return _json(published, status=202)
 
-    def _send(self, event: _Event, publish: Callable[[RequestPublisher, _Event], None]) -> None:
+    def _send(self, event: _Sent, publish: Callable[[RequestPublisher, _Sent], None]) -> None:
         with RequestPublisher(self.kafka, source="dsr-dashboard", signer=self._signer()) as client:
             publish(client, event)
+
+    def _sweeps(self) -> SweepRoutes:
+        """The sweep pages' API, taking steps as the request decisions do."""
+        return SweepRoutes(
+            self.live,
+            self.files,
+            self.register,
+            not_ready=self._not_ready,
+            officer=self._officer,
+            send=self._send_sweep,
+        )
+
+    def _send_sweep(self, event: SweepStep) -> None:
+        self._send(event, publish_sweep_step)
 
     def _signer(self) -> RequestSigner | None:
         """The key officers' steps are signed with: DSR_PUBLISHER_*, else the local publisher
@@ -634,12 +664,23 @@ class Dashboard:
     async def _send_changes(self, stream: Any, request_ids: list[str]) -> None:
         now = datetime.now(UTC)
         for request_id in request_ids:
+            if request_id.startswith(SWEEP_CHANGED):
+                await self._send_sweep_change(stream, request_id.removeprefix(SWEEP_CHANGED))
+                continue
             status = self.live.view.get(request_id)
             if status is not None:
                 summary = summarise(status, now=now, due_soon_days=self.settings.due_soon_days)
                 await stream.send(
                     summary.model_dump_json(), event="request", id=f"{request_id}@{status.sequence}"
                 )
+
+    async def _send_sweep_change(self, stream: Any, sweep_id: str) -> None:
+        sweep = self.live.view.sweep(sweep_id)
+        if sweep is not None:
+            summary = summarise_sweep(sweep)
+            await stream.send(
+                summary.model_dump_json(), event="sweep", id=f"sweep:{sweep_id}@{sweep.sequence}"
+            )
 
 
 def _not_offered(status: RequestStatusChanged, action: Action) -> web.Response | None:
@@ -710,21 +751,6 @@ def _see_other(location: str) -> web.Response:
 
 def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/") or request.path == "/metrics"
-
-
-def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        text=model.model_dump_json(), status=status, content_type="application/json"
-    )
-
-
-def _problem(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        text=Problem(error=error).model_dump_json(),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def _status(code: int, status: str, reason: str | None = None) -> web.Response:

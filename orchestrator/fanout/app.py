@@ -16,6 +16,9 @@ One event's path, in order:
    dead letters and reroutes are sent; the batch waits until the broker has them all, then the
    table's changelog is flushed, and only then do the batch's offsets count as done.
 
+Retention sweeps' events are sorted aside by intake and decided by `orchestrator.fanout.sweeps`
+(their own table and lifecycle), in the same batch and with the same flush before the offsets.
+
 Beside the agent, `orchestrator.fanout.timers` runs on Faust's timer: deadlines, shredding, the
 recovery index, resending final statuses after a restart. The per-event cost of Faust, not the
 broker, limits throughput; hence batches. Delivery is at least once; the reducer is idempotent.
@@ -33,9 +36,10 @@ import faust
 from faust.types import EventT
 
 from orchestrator.artifacts.delivery import DeliveryError
-from orchestrator.fanout.faust_app import create_app, input_topic, requests_table
+from orchestrator.fanout.faust_app import create_app, input_topic, requests_table, sweeps_table
 from orchestrator.fanout.finish import AnyRegister, Finisher
 from orchestrator.fanout.output import OutputProducer, Sender
+from orchestrator.fanout.sweeps import SweepRunner, SweepTable
 from orchestrator.fanout.table import RequestTable
 from orchestrator.fanout.timers import Timers
 from orchestrator.intake.decode import Intake, partition_for, sort_batch
@@ -68,6 +72,14 @@ class Orchestrator:
         self.table = requests_table(self.app, self.partitions)
         watchlist = Watchlist(self.policy)
         self.requests = RequestTable(self.table, self.data_keys, watchlist, self.partitions)
+        self.sweeps = SweepRunner(
+            settings,
+            SweepTable(sweeps_table(self.app, self.partitions), self.partitions),
+            self.sender,
+            register=self.finisher.register,
+            data_keys=self.data_keys,
+            owned_partitions=self._owned_partitions,
+        )
         self.timers = Timers(
             self.requests,
             self.finisher,
@@ -75,6 +87,8 @@ class Orchestrator:
             carry_out=self._carry_out,
             owned_partitions=self._owned_partitions,
             data_dir=settings.data_dir,
+            sweeps=self.sweeps,
+            flush=self._flush,
         )
         self.app.agent(input_topic(self.app), name="lifecycle")(self._agent)
         self.app.timer(settings.tick_interval_seconds)(self.timers.tick)
@@ -96,8 +110,9 @@ class Orchestrator:
         intake = sort_batch((e.message for e in events), self.verifier, self.partitions)
         pending = self.sender.turned_away(intake.turned_away)
         all_effects, finished = self._decide(intake, pending)
+        swept = bool(intake.sweeps) and self.sweeps.handle(intake.sweeps, pending)
         await self._carry_out(all_effects, finished, pending)
-        if all_effects:
+        if all_effects or swept:
             # Faust commits a batch's offsets once the agent moves on, but writes the table's
             # changelog through a buffer: a worker killed in between would lose the state of
             # requests whose events count as done, and they would never finish. Flush first.
@@ -167,6 +182,10 @@ class Orchestrator:
         artifact = effects.statuses[-1].artifact if effects.statuses else None
         effects.statuses += [s.model_copy(update={"artifact": artifact}) for s in more.statuses]
         self.requests.store(state.request_id, state)
+
+    async def _flush(self) -> None:
+        """Write the tables' changelog buffer out (before offsets count as done)."""
+        await self.app.producer.flush()
 
     def _context(self) -> Context:
         return Context(systems=self.systems, policy=self.policy, now=datetime.now(UTC))

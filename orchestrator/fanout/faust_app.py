@@ -12,6 +12,8 @@ from schemas.topics import OUTCOMES, REQUESTS
 
 #: The table of request states (`orchestrator.fanout.table`).
 TABLE_NAME = "requests"
+#: The table of retention sweeps' states (`orchestrator.fanout.sweeps`).
+SWEEPS_TABLE_NAME = "sweeps"
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -45,8 +47,18 @@ def input_topic(app: faust.App) -> faust.TopicT:
 
 def requests_table(app: faust.App, partitions: int) -> TableT[str, str]:
     """The table of request states: request id -> sealed state (`orchestrator.lifecycle.state`)."""
+    return _string_table(app, TABLE_NAME, partitions)
+
+
+def sweeps_table(app: faust.App, partitions: int) -> TableT[str, str]:
+    """The table of sweep states: sweep id -> state as JSON (`orchestrator.fanout.sweeps`)."""
+    return _string_table(app, SWEEPS_TABLE_NAME, partitions)
+
+
+def _string_table(app: faust.App, name: str, partitions: int) -> TableT[str, str]:
+    # Partitioned by key, not by the event being processed: the timer writes too.
     return app.Table(
-        TABLE_NAME,
+        name,
         default=None,
         partitions=partitions,
         use_partitioner=True,
@@ -104,4 +116,11 @@ def _faust_broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-__all__ = ["TABLE_NAME", "create_app", "input_topic", "requests_table"]
+__all__ = [
+    "SWEEPS_TABLE_NAME",
+    "TABLE_NAME",
+    "create_app",
+    "input_topic",
+    "requests_table",
+    "sweeps_table",
+]

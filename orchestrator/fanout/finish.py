@@ -151,6 +151,8 @@ class Finisher:
         self.records.discard(request_id)
         self.exported.pop(request_id, None)
         self.artifacts.export_path(request_id).unlink(missing_ok=True)
+        # A manual completion may carry its records inline, in the clear: they go too.
+        self.artifacts.discard_outcomes(request_id)
         result = self.artifacts.result_path(request_id)
         if effects.statuses and result.exists():
             _point_at(effects, result)

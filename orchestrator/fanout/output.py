@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 
 from orchestrator.intake.decode import Misrouted, Refused, Stage, partition_for
 from orchestrator.lifecycle.reducer import Effects
+from orchestrator.lifecycle.sweeps import SweepEffects
 from schemas.envelope import KafkaMessage, KafkaRecord, dead_letter_for, encode
 from schemas.primitives.sealing import DataKeys, seal_task
 from schemas.topics import DEAD_LETTER, STATUS, TASKS
@@ -96,6 +97,17 @@ class Sender:
                 event_id = f"{status.request_id}#{status.sequence}"
                 message = encode(status, source=self.source, event_id=event_id)
                 pending.append(self.output.send(STATUS.name, message))
+
+    def sweep_effects(self, effects: SweepEffects, pending: list[Awaitable[Any]]) -> None:
+        """Queue a sweep decision's tasks and status events (nothing personal: not sealed)."""
+        for task in effects.tasks:
+            event_id = f"{task.task_id}#{task.attempt}"
+            message = encode(task, source=self.source, event_id=event_id)
+            pending.append(self.output.send(TASKS.name, message))
+        for status in effects.statuses:
+            event_id = f"{status.sweep_id}#{status.sequence}"
+            message = encode(status, source=self.source, event_id=event_id)
+            pending.append(self.output.send(STATUS.name, message))
 
     def turned_away(self, records: Iterable[Refused | Misrouted]) -> list[Awaitable[Any]]:
         """Dead letters for refused input, and misrouted events moved to their partition."""

@@ -3,7 +3,8 @@
 Every tick the deadline rules (`lifecycle.tick`) look at the open requests whose time has come
 (the watchlist says which), final requests past their retention window are shredded, the index
 of open requests on disk is brought up to date (`orchestrator.lifecycle.recovery`), and the
-record files of exported requests go once their grace period is over.
+record files of exported requests go once their grace period is over. Retention sweeps
+(`orchestrator.fanout.sweeps`) start on their schedules, retry and time out here too.
 
 When this worker's partitions change, the watchlist is rebuilt from the table, and requests
 finished recently get their final status event again: the worker before may have died before
@@ -18,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from orchestrator.fanout.finish import Finisher
+from orchestrator.fanout.sweeps import Flush, SweepRunner
 from orchestrator.fanout.table import RequestTable
 from orchestrator.intake.decode import partition_for
 from orchestrator.lifecycle import recovery
@@ -46,6 +48,8 @@ class Timers:
         carry_out: CarryOut,
         owned_partitions: Callable[[], set[int]],
         data_dir: Path,
+        sweeps: SweepRunner | None = None,
+        flush: Flush | None = None,
     ) -> None:
         self.requests = requests
         self.watchlist = requests.watchlist
@@ -57,6 +61,8 @@ class Timers:
         self._watched_partitions: set[int] | None = None
         # Finished requests whose final status is sent again after a (re)assignment.
         self._resend: set[str] = set()
+        self._sweeps = sweeps
+        self._flush = flush
 
     async def tick(self) -> None:
         """Let the deadline rules look at every open request whose time has come."""
@@ -93,6 +99,11 @@ class Timers:
         if self.watchlist.dirty:
             self._write_open_index()
         self.finisher.discard_records()
+        if self._sweeps is not None and self._flush is not None:
+            try:
+                await self._sweeps.tick(self._flush)
+            except Exception as exc:  # a sweep's bug must not stop the timer: next tick again
+                log.error("retention sweeps failed on the timer", exc_info=exc)
 
     def _shred(self, request_id: str, effects: Effects) -> None:
         """Destroy a request's data key, and with it every copy of its personal data: in the

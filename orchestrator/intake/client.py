@@ -31,6 +31,7 @@ from schemas.events import (
 )
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import PublisherKeyError, RequestSigner
+from schemas.sweeps import SweepApproved, SweepRequested
 from schemas.topics import OUTCOMES, REQUESTS
 
 log = logging.getLogger("dsr.client")
@@ -111,6 +112,11 @@ class RequestPublisher:
         like decisions, only to publishers whose keys file `events` lists it."""
         self._send(_validated(event, DeliveryRecorded))
 
+    def publish_sweep(self, event: SweepRequested | SweepApproved) -> None:
+        """Publish a retention sweep's start or an officer's approval of it (signed); allowed
+        like decisions, only to publishers whose keys file `events` lists the type."""
+        self._send(_validated(event, type(event)))
+
     def report_outcome(self, outcome: TaskOutcome) -> None:
         """Publish a task's outcome, e.g. a manual task completed by a person."""
         self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
@@ -122,7 +128,9 @@ class RequestPublisher:
         | DeadlineExtended
         | DecisionRecorded
         | DeliveryRecorded
-        | TaskOutcome,
+        | TaskOutcome
+        | SweepRequested
+        | SweepApproved,
         topic: str = REQUESTS.name,
     ) -> None:
         if self._producer is None:
@@ -139,7 +147,12 @@ class RequestPublisher:
                     "unless it runs with DSR_ALLOW_UNSIGNED_REQUESTS=true; set DSR_PUBLISHER_ID "
                     "and DSR_PUBLISHER_KEY_FILE, or pass signer="
                 )
-        what = f"{TYPE_OF[type(body)]} for request {body.request_id}"
+        about = (
+            f"sweep {body.sweep_id}"
+            if isinstance(body, SweepRequested | SweepApproved)
+            else f"request {body.request_id}"
+        )
+        what = f"{TYPE_OF[type(body)]} for {about}"
         try:
             future = self._producer.send(
                 topic, key=message.key, value=message.value, headers=message.headers

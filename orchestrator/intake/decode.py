@@ -50,10 +50,10 @@ class Refused:
 
 @dataclass(frozen=True, slots=True)
 class Misrouted:
-    """A valid event on another partition than its request's: it moves there."""
+    """A valid event on another partition than its request's (or sweep's): it moves there."""
 
     record: KafkaRecord
-    request_id: str
+    request_id: str  # or the sweep id
 
 
 @dataclass(slots=True)
@@ -91,7 +91,12 @@ def sort_batch(
             intake.turned_away.append(refused)
             continue
         if isinstance(envelope.body, SWEEP_INPUT):
-            intake.sweeps.append((record, envelope.body))
+            sweep_id = envelope.body.sweep_id
+            if record.partition != partition_for(sweep_id, partitions):
+                # A sweep's state lives on its sweep id's partition, as a request's does.
+                intake.turned_away.append(Misrouted(record, sweep_id))
+            else:
+                intake.sweeps.append((record, envelope.body))
             continue
         body: InputEvent = envelope.body  # type: ignore[assignment]
         request_id = body.request_id

@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         description="A task without an outcome after this long is dispatched again; after "
         "MAX_ATTEMPTS dispatches the system fails with the reason.",
     )
+    sweep_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A retention sweep's task without an outcome after this long is dispatched "
+        "again (a sweep of a large table takes a while); after MAX_ATTEMPTS dispatches the "
+        "sweep fails with the reason.",
+    )
+    sweep_schedules: bool = Field(
+        True,
+        description="Start each system's retention sweep on the register's schedule "
+        "(`sweep.schedule`). Off: sweeps run only when started (dsr sweep SYSTEM).",
+    )
     tick_interval_seconds: float = Field(30.0, gt=0, description="Deadline check period.")
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.01, gt=0)

@@ -125,7 +125,7 @@ class Stack:
             log_path = self.log_dir / "broker.log" if self.log_dir else None
             self.broker = EmbeddedBroker(log_path=log_path).start()
             self.settings = self.settings.for_embedded(self.broker.bootstrap)
-        ensure_topics(self.settings.kafka)
+        ensure_topics(self.settings.kafka, case_files=self.register.case_files)
         for n in range(self.settings.orchestrator_workers):
             self.spawn(f"orchestrator-{n}" if n else "orchestrator", ["worker", "orchestrator"])
         for group in sorted({s.group for s in self.register.systems}):

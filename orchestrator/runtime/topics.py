@@ -1,16 +1,26 @@
-"""Creating our topics (idempotently) with the configured partitions and replication."""
+"""Creating our topics (idempotently) with the configured partitions and replication.
+
+The status topic keeps what the dashboard and `dsr status` rebuild their view from, for as long
+as the register's `case_files.status_topic` says (Art. 5(1)(e) and 5(2) GDPR): its `retention.ms`
+is set when it is created and brought up to date on an existing topic.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.kafka import KafkaSettings
-from schemas.topics import ALL_TOPICS
+from schemas.register import CaseFiles, parse_period
+from schemas.topics import ALL_TOPICS, STATUS
+
+#: The topic config that holds how long a topic keeps its events.
+RETENTION_MS = "retention.ms"
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +53,38 @@ def parse_topic_configs(items: Iterable[str]) -> dict[str, dict[str, str]]:
     return {name: {**general, **specific.get(name, {})} for name in names}
 
 
+def retention_ms(period: str) -> int:
+    """A calendar period ('2 years') as Kafka's `retention.ms`, never shorter than the period:
+    a year counts 366 days and a month 31."""
+    delta = parse_period(period)
+    days = delta.years * 366 + delta.months * 31 + delta.days
+    return int(timedelta(days=days).total_seconds() * 1000)
+
+
+def status_topic_configs(
+    case_files: CaseFiles | None, configs: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, dict[str, str]]:
+    """`configs` per topic with the status topic's retention from the register's case files
+    (its defaults without a register); a `retention.ms` in `configs` wins."""
+    per_topic = {name: dict(items) for name, items in (configs or {}).items()}
+    retention = str(retention_ms((case_files or CaseFiles()).status_topic))
+    per_topic.setdefault(STATUS.name, {}).setdefault(RETENTION_MS, retention)
+    return per_topic
+
+
 def ensure_topics(
     settings: KafkaSettings,
     timeout: float = 30.0,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    case_files: CaseFiles | None = None,
 ) -> list[str]:
     """Create any missing topic of ours (with `configs` per topic); return the names created.
 
-    Existing topics are left as they are: their partitions and configs are not changed.
+    The status topic gets its `retention.ms` from `case_files` (see `status_topic_configs`).
+    Existing topics keep their partitions and configs, except that with `case_files` given
+    the status topic's retention is set to the register's (`update_status_retention`).
     """
+    configs = status_topic_configs(case_files, configs)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -82,9 +115,47 @@ def ensure_topics(
                 pass
         if created:
             log.info("created topics: %s", ", ".join(created))
+        if case_files is not None and STATUS.name in existing:
+            update_status_retention(admin, configs[STATUS.name][RETENTION_MS])
         return created
     finally:
         admin.close()
 
 
-__all__ = ["ensure_topics", "parse_topic_configs", "topic_names"]
+def update_status_retention(admin: KafkaAdminClient, retention: str) -> bool:
+    """Set the existing status topic's `retention.ms` (IncrementalAlterConfigs: the topic's
+    other configs stay as they are); False, with a warning, where the broker refuses.
+
+    A refusal does not stop the caller: the topic then keeps its retention until an operator
+    changes it (`kafka-configs --alter`), which the warning says.
+    """
+    resource = ConfigResource(ConfigResourceType.TOPIC, STATUS.name, {RETENTION_MS: retention})
+    try:
+        answer = admin.alter_configs([resource], raise_on_unknown=False, incremental=True)
+    except (KafkaError, ValueError) as exc:
+        answer = {"topic": {STATUS.name: str(exc)}}
+    outcome = answer.get("topic", {}).get(STATUS.name, "no answer")
+    if outcome == "OK":
+        return True
+    log.warning(
+        "the retention of topic %s could not be set to %s ms (%s); set it on the broker, "
+        "e.g. kafka-configs --alter --entity-type topics --entity-name %s "
+        "--add-config retention.ms=%s",
+        STATUS.name,
+        retention,
+        outcome,
+        STATUS.name,
+        retention,
+    )
+    return False
+
+
+__all__ = [
+    "RETENTION_MS",
+    "ensure_topics",
+    "parse_topic_configs",
+    "retention_ms",
+    "status_topic_configs",
+    "topic_names",
+    "update_status_retention",
+]

@@ -1,6 +1,8 @@
-"""Reading the status topic: the latest state of every request, built from its events.
+"""Reading the status topic: the latest state of every request and every retention sweep,
+built from their events.
 
-Any service can build the same view; the CLI (`dsr status`, `dsr demo`) and the dashboard do.
+Any service can build the same view; the CLI (`dsr status`, `dsr sweep`, `dsr demo`) and the
+dashboard do.
 """
 
 from __future__ import annotations
@@ -10,40 +12,64 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.envelope import EnvelopeError, decode
 from schemas.events import RequestStatusChanged
 from schemas.kafka import KafkaSettings
+from schemas.sweeps import SweepStatusChanged
 from schemas.topics import STATUS
 
 log = logging.getLogger("dsr.status")
 
+#: What the status topic carries: a request's or a retention sweep's change of state.
+StatusEvent = RequestStatusChanged | SweepStatusChanged
+
 
 @dataclass
 class StatusView:
-    """Latest status per request, folded from status events (out-of-order safe by sequence)."""
+    """Latest status per request and per sweep, folded from status events (out-of-order safe
+    by sequence)."""
 
     requests: dict[str, RequestStatusChanged] = field(default_factory=dict)
     history: dict[str, list[RequestStatusChanged]] = field(default_factory=dict)
+    #: Retention sweeps, by sweep id: the latest status and every status in sequence order.
+    sweeps: dict[str, SweepStatusChanged] = field(default_factory=dict)
+    sweep_history: dict[str, list[SweepStatusChanged]] = field(default_factory=dict)
 
-    def apply(self, event: RequestStatusChanged) -> bool:
+    def apply(self, event: StatusEvent) -> bool:
         """Fold one status event in; False when it was known already (a re-delivery)."""
-        timeline = self.history.setdefault(event.request_id, [])
-        if any(e.sequence == event.sequence for e in timeline):
-            return False
-        timeline.append(event)
-        timeline.sort(key=lambda e: e.sequence)
-        current = self.requests.get(event.request_id)
-        if current is None or event.sequence > current.sequence:
-            self.requests[event.request_id] = event
-        return True
+        if isinstance(event, SweepStatusChanged):
+            return _fold(self.sweeps, self.sweep_history, event.sweep_id, event)
+        return _fold(self.requests, self.history, event.request_id, event)
 
     def get(self, request_id: str) -> RequestStatusChanged | None:
         """The latest status of one request."""
         return self.requests.get(request_id)
+
+    def sweep(self, sweep_id: str) -> SweepStatusChanged | None:
+        """The latest status of one retention sweep."""
+        return self.sweeps.get(sweep_id)
+
+
+_Event = TypeVar("_Event", RequestStatusChanged, SweepStatusChanged)
+
+
+def _fold(
+    latest: dict[str, _Event], history: dict[str, list[_Event]], key: str, event: _Event
+) -> bool:
+    """Add `event` to its timeline and make it the latest when its sequence is the highest."""
+    timeline = history.setdefault(key, [])
+    if any(e.sequence == event.sequence for e in timeline):
+        return False
+    timeline.append(event)
+    timeline.sort(key=lambda e: e.sequence)
+    current = latest.get(key)
+    if current is None or event.sequence > current.sequence:
+        latest[key] = event
+    return True
 
 
 async def read_status(
@@ -97,7 +123,7 @@ class StatusFollower:
         kafka: KafkaSettings,
         view: StatusView | None = None,
         *,
-        on_change: Callable[[RequestStatusChanged], None] | None = None,
+        on_change: Callable[[StatusEvent], None] | None = None,
         retry_seconds: float = 2.0,
     ) -> None:
         self.kafka = kafka
@@ -188,14 +214,14 @@ async def _assign_from_start(
     return tps
 
 
-def _decode(value: bytes | None, headers: Any) -> RequestStatusChanged | None:
+def _decode(value: bytes | None, headers: Any) -> StatusEvent | None:
     """The status event in a record, or None for anything else."""
     try:
         envelope = decode(value, headers, expect=STATUS.events)
     except EnvelopeError:
         return None  # not ours to judge; the status topic is written by us only
-    assert isinstance(envelope.body, RequestStatusChanged)
+    assert isinstance(envelope.body, RequestStatusChanged | SweepStatusChanged)
     return envelope.body
 
 
-__all__ = ["StatusFollower", "StatusView", "read_status"]
+__all__ = ["StatusEvent", "StatusFollower", "StatusView", "read_status"]

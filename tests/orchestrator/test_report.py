@@ -510,3 +510,23 @@ def test_the_demo_report_in_chromium(tmp_path: Path, language: str) -> None:
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         assert errors == []
+
+
+def test_art_15_1_d_report_states_the_machine_readable_retention_in_words() -> None:
+    """Art. 15(1)(d) GDPR: the period for which the data will be stored. The register's sweep
+    rules (what a sweep enforces) are stated per collection, in the report's language."""
+    from orchestrator.artifacts.report import _retention_rules
+    from schemas.register import System
+
+    system = System.model_validate(
+        {
+            "name": "support", "kind": "support_desk", "connector": "freshdesk",
+            "data_categories": ["vragen"], "purposes": ["klantvragen"],
+            "legal_basis": ["contract"], "profiling": "none", "retention": "12 maanden",
+            "sweep": {"collections": [{"collection": "tickets", "period": "12 months",
+                                       "counted_from": "last_activity",
+                                       "date_field": "updated_at"}]},
+        }
+    )  # fmt: skip
+    assert _retention_rules(system, "nl") == ["Supportvragen: 12 maanden na de laatste activiteit"]
+    assert _retention_rules(system, "en")[0].startswith("Support questions: 12 months after")

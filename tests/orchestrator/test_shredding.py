@@ -207,3 +207,26 @@ def test_art_46_uavg_a_stored_state_with_a_bsn_is_refused_not_a_crash(tmp_path: 
         decode_state(json.dumps(raw), keys)
     assert isinstance(caught.value, SealingError)
     assert bsn not in str(caught.value)
+
+
+def test_shredding_removes_kept_outcomes_with_inline_records(tmp_path: Path) -> None:
+    """A manual completion can carry its records inline; once a request is shredded nothing of
+    the subject's may stay readable on disk (Art. 5(1)(e) GDPR), so its kept outcomes go too."""
+    from orchestrator.artifacts.store import ArtifactStore
+    from schemas.events import OutcomeStatus, Record, RequestType, TaskOutcome
+
+    store = ArtifactStore(tmp_path)
+    outcome = TaskOutcome(
+        request_id="req-shred-1",
+        task_id="req-shred-1/archive",
+        system="archive",
+        action=RequestType.ACCESS,
+        status=OutcomeStatus.COMPLETED,
+        records=[Record(collection="notes", data={"email": "anna@example.nl"})],
+        completed_at=datetime.now(UTC),
+    )
+    path = store.save_outcome(outcome)
+    assert "anna@example.nl" in path.read_text()
+    store.discard_outcomes("req-shred-1")
+    assert not path.exists() and store.load_outcome("req-shred-1", "archive") is None
+    assert not any("anna" in p.read_text() for p in tmp_path.rglob("*") if p.is_file())

@@ -115,7 +115,11 @@ def test_binary_mode_round_trip(ce_type: str, samples: dict[str, BaseModel]) -> 
 def test_structured_mode_round_trip(ce_type: str, samples: dict[str, BaseModel]) -> None:
     body = samples[ce_type]
     value, headers = _structured(body.model_dump(mode="json"), type=ce_type)
-    envelope = decode(value, headers, key=getattr(body, "request_id", "x").encode())
+    envelope = decode(
+        value,
+        headers,
+        key=(getattr(body, "request_id", None) or getattr(body, "sweep_id", "x")).encode(),
+    )
     assert envelope.body == body
     assert (envelope.id, envelope.source, envelope.type) == ("evt-1", "portal", ce_type)
     assert envelope.time == NOW
@@ -355,3 +359,19 @@ def test_decoded_body_is_normalised_like_the_model() -> None:
     assert body.subject.first("email") == SECRET_EMAIL.lower()
     assert body.received_at == NOW and body.received_at.tzinfo is not None
     assert body.received_at.astimezone(UTC) == NOW
+
+
+def test_a_sweep_event_keyed_by_another_sweep_is_refused() -> None:
+    """Sweep events are keyed by their sweep id, checked like request ids: the key decides
+    the partition, and so which worker holds the sweep's state."""
+    from datetime import UTC, datetime
+
+    from schemas.envelope import EnvelopeError, decode, encode
+    from schemas.sweeps import SweepApproved
+
+    body = SweepApproved(sweep_id="sweep-a", approved_by="officer-1", approved_at=datetime.now(UTC))
+    message = encode(body, source="test")
+    assert message.key == b"sweep-a"
+    assert decode(message.value, message.headers, key=message.key).body == body
+    with pytest.raises(EnvelopeError, match="sweep_id"):
+        decode(message.value, message.headers, key=b"sweep-b")

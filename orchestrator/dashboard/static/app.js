@@ -125,7 +125,8 @@ async function fetchJson(path, retry) {
 
 // -- live updates ---------------------------------------------------------------------------
 
-function follow(onRequest, onReload) {
+// `onSweep` (optional) hears of every sweep that changed; the request pages ignore sweeps.
+function follow(onRequest, onReload, onSweep = null) {
   const live = $("#live");
   const source = new EventSource("/api/events");
   source.addEventListener("hello", () => {
@@ -135,6 +136,7 @@ function follow(onRequest, onReload) {
   });
   source.addEventListener("request", (event) => onRequest(JSON.parse(event.data)));
   source.addEventListener("reload", () => onReload());
+  if (onSweep) source.addEventListener("sweep", (event) => onSweep(JSON.parse(event.data)));
   source.addEventListener("error", () => {
     live.dataset.state = "reconnecting";
     live.textContent = "reconnecting…";
@@ -651,6 +653,9 @@ function startDetail(id) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const match = location.pathname.match(/^\/requests\/(.+)$/);
+  const sweep = location.pathname.match(/^\/sweeps\/(.+)$/);
   if (match) startDetail(decodeURIComponent(match[1]));
+  else if (sweep) startSweep(decodeURIComponent(sweep[1])); // sweeps.js
+  else if (location.pathname === "/sweeps") startSweeps();
   else startList();
 });

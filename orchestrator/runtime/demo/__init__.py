@@ -6,6 +6,10 @@ demo subject among other people, and points the built-in connectors at them. `ds
 and the end-to-end tests use four SQLite databases instead. Both also have the company's own
 order database (SQLite) with invoices under Dutch fiscal retention: its erasure keeps the
 recent invoices and orders and reports them as retained.
+
+`dsr demo --sweep` adds records of other (fictitious) people that have outlived the
+register's retention periods (`seed_expired`, `vendor_fakes(aged=True)`), for the retention
+sweeps of the systems with a `sweep` policy in the register to find.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -185,6 +189,38 @@ def seed(directory: Path, only: Iterable[str] | None = None) -> Path:
     return directory
 
 
+#: Chat messages of other visitors, by age in days, that `seed_expired` adds: two older than
+#: the chat's 180 days (swept), one younger (kept).
+EXPIRED_CHAT_AGES = (400, 200, 10)
+#: Freshdesk tickets of other people, by age in days, that `vendor_fakes(aged=True)` adds: two
+#: untouched for longer than the 12 months of the register (swept), one recent (kept).
+EXPIRED_TICKET_AGES = (500, 400, 30)
+
+
+def seed_expired(directory: Path, today: date | None = None) -> Path:
+    """Add records of different ages to the demo databases in `directory` for retention
+    sweeps: chat messages of other visitors (`EXPIRED_CHAT_AGES`) when chat.db is there. The
+    order database needs nothing more: its orders of 2017 and 2024 are past the two years of
+    the register's sweep rule, and only the fiscal retention duty keeps the recent ones."""
+    today = today or datetime.now(UTC).date()
+    chat = directory / "chat.db"
+    if not chat.exists():
+        return directory
+    rows = [
+        (email, f"{today - timedelta(days=age)}T10:00:00Z", "Is dit nog op voorraad?")
+        for (_, email, _), age in zip(_OTHERS * 2, EXPIRED_CHAT_AGES, strict=False)
+    ]
+    conn = sqlite3.connect(chat)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO chat_messages (visitor_email, sent_at, body) VALUES (?, ?, ?)", rows
+            )
+    finally:
+        conn.close()
+    return directory
+
+
 def sql_register_path() -> Path:
     """The SQLite demo register shipped with the package (paths use ${DSR_DEMO_DIR})."""
     return Path(str(files("orchestrator.runtime.demo") / "register-sql.yaml"))
@@ -196,8 +232,10 @@ def register_path() -> Path:
 
 
 @contextmanager
-def vendor_fakes() -> Iterator[dict[str, str]]:
-    """Start the four vendor fakes with the demo subject; yield the DSR_DEMO_* variables."""
+def vendor_fakes(*, aged: bool = False) -> Iterator[dict[str, str]]:
+    """Start the four vendor fakes with the demo subject; yield the DSR_DEMO_* variables.
+
+    `aged`: Freshdesk also holds other people's tickets of `EXPIRED_TICKET_AGES`, for a sweep."""
     from connectors.fakes import activecampaign, freshdesk, hubspot, intercom
 
     with ExitStack() as stack:
@@ -205,7 +243,7 @@ def vendor_fakes() -> Iterator[dict[str, str]]:
         mailing = stack.enter_context(activecampaign.ActiveCampaign())
         chat = stack.enter_context(intercom.FakeIntercom())
         support = stack.enter_context(freshdesk.Freshdesk())
-        _seed_freshdesk(support)
+        _seed_freshdesk(support, aged=aged)
         yield {
             "DSR_DEMO_HUBSPOT_URL": crm.url,
             "DSR_DEMO_HUBSPOT_TOKEN": hubspot.TOKEN,
@@ -218,8 +256,9 @@ def vendor_fakes() -> Iterator[dict[str, str]]:
         }
 
 
-def _seed_freshdesk(fake: Freshdesk) -> None:
-    """The demo subject with a recent, an old (> 30 days) and a trashed ticket; and others."""
+def _seed_freshdesk(fake: Freshdesk, *, aged: bool = False) -> None:
+    """The demo subject with a recent, an old (> 30 days) and a trashed ticket; and others
+    (`aged`: with tickets of different ages for a sweep too)."""
     anna = fake.add_contact("Anna de Vries", DEMO_EMAIL, DEMO_PHONE)
     fake.add_ticket(anna, "Waar blijft mijn bestelling?", age_days=2, conversations=3)
     fake.add_ticket(anna, "Factuur kwijt", age_days=200, conversations=2)
@@ -227,14 +266,20 @@ def _seed_freshdesk(fake: Freshdesk) -> None:
     for name, email, phone in _OTHERS:
         other = fake.add_contact(name, email, phone)
         fake.add_ticket(other, "Retour aanvragen", age_days=5, conversations=1)
+        if aged:
+            for age in EXPIRED_TICKET_AGES:
+                fake.add_ticket(other, "Levertijd", age_days=age, conversations=1)
 
 
 __all__ = [
     "DEMO_EMAIL",
     "DEMO_PHONE",
     "DEMO_SUBJECT",
+    "EXPIRED_CHAT_AGES",
+    "EXPIRED_TICKET_AGES",
     "register_path",
     "seed",
+    "seed_expired",
     "sql_register_path",
     "vendor_fakes",
     "verified_request",
