@@ -8,18 +8,24 @@
 # The base image is pinned by tag; pin it by digest too in your registry
 # (python:3.11.13-slim-bookworm@sha256:...) and let a bot bump both.
 
-# -- build: our wheel and every dependency's, then a virtual environment from them only ------
+# -- build: every dependency from the hash-checked lock, then our wheel without resolving -------
+# The virtual environment gets no pip or setuptools of its own: the build stage's pip installs
+# into it (`--python`), so the image carries only what the lock names and our package.
 FROM python:3.11.13-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY requirements.lock ./
+RUN python -m venv --without-pip /opt/dsr \
+ && python -m pip --python /opt/dsr/bin/python install --require-hashes --no-deps \
+    -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY orchestrator ./orchestrator
 COPY connectors ./connectors
-RUN python -m pip wheel --wheel-dir /wheels . \
- && python -m venv /opt/dsr \
- && /opt/dsr/bin/pip install --no-index --find-links /wheels dsr-orchestrator \
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m pip --python /opt/dsr/bin/python install --no-deps --no-index /wheels/*.whl \
+ && python -m pip --python /opt/dsr/bin/python check \
  && /opt/dsr/bin/dsr --version
 
 # -- run: the virtual environment only; no compiler, no pip cache, no sources --------------------

@@ -16,6 +16,15 @@ identifier type in `find`; `{id}`, `{record.<field>}` and identifier types in `r
 `erase`; `{job_id}` in a job's `poll`. Paging, rate limits, retries and auth come from
 `connectors.http`, so the spec reads like the vendor's API docs.
 
+Exact matches. A vendor's search is not trusted to match exactly: some match partially, some
+treat `*` or `%` as wildcards, so `*@example.com` would find (and erase) everyone there. A
+search result is kept only when one of its identifier fields (`find.match`, by default a field
+named after each identifier `find` uses: `{email: email}`) equals one of the subject's
+identifiers exactly: e-mail ignoring case, phone as E.164 digits. A result without any of
+those fields fails the task (the spec names the wrong field). `match: none` keeps every
+result and logs a warning. Placeholder values are percent-encoded, and a `.` or `..` path
+segment after substitution is refused (`connectors.http.render_path`).
+
 Personal data and URLs: the subject's values are only ever rendered into a request by the HTTP
 layer; log lines and error messages show the spec's templates (`GET /contacts?email={email}`),
 never a rendered URL, and never a vendor's error body (vendors echo what they did not find).
@@ -34,7 +43,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
@@ -52,8 +61,10 @@ from connectors.http import (
     json_body,
     lookup,
     placeholders,
+    render_path,
     render_value,
 )
+from connectors.vendors.base import matches_subject
 from schemas.events import IDENTIFIER_TYPE_PATTERN, Counts, Evidence, Record, RequestType, Subject
 
 log = logging.getLogger(__name__)
@@ -103,11 +114,33 @@ class FindSpec(Listing):
 
     collection: str
     id_field: str = "id"
-    match: dict[str, str] = Field(
-        default_factory=dict,
-        description="Keep only records whose field (dotted) equals one of the subject's values "
-        "of an identifier type, e.g. {email: email}: for vendors whose search is fuzzy.",
+    match: dict[str, str] | Literal["none"] | None = Field(
+        default=None,
+        description="Keep only records in which one of these fields (dotted path -> identifier "
+        "type, e.g. {email_address: email}) equals one of the subject's identifiers exactly "
+        "(e-mail ignoring case, phone as E.164 digits). Default: a field named after each "
+        "identifier the find step uses ({email: email}). 'none' keeps whatever the vendor "
+        "returns (logged as a warning): a search treating * or % as a wildcard finds others.",
     )
+
+    @model_validator(mode="after")
+    def _match_types(self) -> FindSpec:
+        if isinstance(self.match, dict):
+            for field_path, identifier_type in self.match.items():
+                if not _is_identifier(identifier_type):
+                    raise ValueError(
+                        f"match: {field_path}: {identifier_type!r} is not an identifier type "
+                        "such as email"
+                    )
+        return self
+
+    def match_fields(self) -> dict[str, str] | None:
+        """The fields a search result must match the subject on; None for `match: none`."""
+        if self.match == "none":
+            return None
+        if self.match:
+            return dict(self.match)
+        return {name: name for name in sorted(placeholders(self.templates()))}
 
 
 class RelatedSpec(Listing):
@@ -315,8 +348,19 @@ class DeclarativeConnector(Connector[DeclarativeSettings]):
         assert self._loaded is not None
         return self._loaded
 
+    def _warn_unmatched(self, spec: ConnectorSpec) -> None:
+        if spec.find.match_fields() is None:
+            log.warning(
+                "%s: %s: find.match is none: search results are kept as the vendor returns "
+                "them, without an exact identifier match; a search treating * or %% as a "
+                "wildcard would hand over or erase other people",
+                self.system,
+                self.spec_path,
+            )
+
     def _load(self) -> _Loaded:
         spec = load_spec(self.spec_path)
+        self._warn_unmatched(spec)
         base_url = self.settings.base_url or spec.base_url
         if not base_url:
             raise ConnectorConfigError(
@@ -374,6 +418,9 @@ class DeclarativeConnector(Connector[DeclarativeSettings]):
             return found
         if not found:
             return Result.not_found()
+        for item in found:  # a '.' or '..' id is refused before anything is erased
+            for step in loaded.spec.erase:
+                render_path(step.path, item.values, where=f"{self.system}: {step.method}")
         client = loaded.client
         deleted = 0
         evidence: list[Evidence] = []
@@ -424,12 +471,13 @@ class DeclarativeConnector(Connector[DeclarativeSettings]):
         choices = [subject.values(t) for t in types]
         if not all(choices):
             return self._cannot_search(spec)
+        fields = spec.find.match_fields()
         found: dict[str, _Found] = {}
         for combination in itertools.product(*choices):
             identifiers = dict(zip(types, combination, strict=True))
             async for data in spec.find.records(loaded.client, identifiers):
                 record = _as_dict(data)
-                if not _matches(record, spec.find.match, subject):
+                if fields is not None and not self._is_subject(record, fields, subject):
                     continue
                 record_id = lookup(record, spec.find.id_field)
                 if record_id in (None, ""):
@@ -440,6 +488,21 @@ class DeclarativeConnector(Connector[DeclarativeSettings]):
                 values = {**_first_values(subject), "id": record_id, "record": record}
                 found.setdefault(str(record_id), _Found(record, values))
         return list(found.values())
+
+    def _is_subject(self, record: dict[str, Any], fields: dict[str, str], subject: Subject) -> bool:
+        """Whether a search result is the subject's by an exact identifier match; a record
+        without any of the fields means the spec names the wrong ones: an error, not a miss."""
+        if matches_subject(record, fields, subject):
+            return True
+        if all(lookup(record, path) in (None, "", []) for path in fields):
+            names = ", ".join(fields)
+            raise ConnectorError(
+                f"{self.system}: a search result has none of the fields {names} to match the "
+                f"subject's identifiers on; set find.match in {self.spec_path} to the fields "
+                "that hold them, e.g. {email_address: email}"
+            )
+        log.debug("%s: a search result is not an exact match of the subject", self.system)
+        return False
 
     def _cannot_search(self, spec: ConnectorSpec) -> Result:
         types = " or ".join(spec.identifier_types())
@@ -459,15 +522,6 @@ def _first_values(subject: Subject) -> dict[str, str]:
     for identifier in subject.identifiers:
         values.setdefault(identifier.type, identifier.value)
     return values
-
-
-def _matches(record: dict[str, Any], match: Mapping[str, str], subject: Subject) -> bool:
-    for field_path, identifier_type in match.items():
-        value = lookup(record, field_path)
-        wanted = {v.lower() for v in subject.values(identifier_type)}
-        if not isinstance(value, str) or value.lower() not in wanted:
-            return False
-    return True
 
 
 __all__ = [

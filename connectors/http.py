@@ -39,7 +39,7 @@ from datetime import UTC
 from functools import cache
 from string import Formatter
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -351,6 +351,38 @@ def render(template: str, values: Mapping[str, Any], *, encode: bool = False) ->
         text = str(value)
         out.append(quote(text, safe="") if encode else text)
     return "".join(out)
+
+
+class PathSegmentError(ConnectorError):
+    """A filled-in path has a `.` or `..` segment: refused, as it would address another
+    resource. Bad input, not retryable; the message never quotes the value."""
+
+
+#: The dot-segments of RFC 3986, section 3.3: clients and servers resolve them (section 5.2.4,
+#: remove_dot_segments), so `/contacts/{id}/notes` with `..` as the id would call `/notes`.
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def render_path(template: str, values: Mapping[str, Any], *, where: str = "") -> str:
+    """The path `template` with its placeholders filled in, each value percent-encoded.
+
+    Every value is encoded as a whole (RFC 3986, section 2.1; only the unreserved characters
+    stay), so a `/`, `?` or `#` in it cannot split a segment or end the path. A `.` or `..`
+    segment after substitution is refused with a `PathSegmentError`: httpx and the vendor's
+    server would resolve it (section 5.2.4) and call another resource. Percent-encoded dots
+    count too: `%2E` is equivalent to `.` (section 2.3). The message names the call (`where`,
+    e.g. `crm: DELETE`) and the template, never the value.
+    """
+    path = render(template, values, encode=True)
+    segments = path.split("?", 1)[0].split("/")
+    if any(unquote(segment) in _DOT_SEGMENTS for segment in segments):
+        call = f"{where} {template}" if where else template
+        raise PathSegmentError(
+            f"{call}: refused: a value filled into the path makes a '.' or '..' segment, "
+            "which would address another resource; check the request's identifiers and the "
+            "ids the vendor returned"
+        )
+    return path
 
 
 def render_value(value: Any, values: Mapping[str, Any]) -> Any:
@@ -715,7 +747,8 @@ class HttpClient:
         Never put a subject's value into `path_template` or `params` yourself: pass it in
         `path_params`, so messages can show the template instead.
         """
-        path, first, template = _prepare(path_template, path_params, params, json)
+        where = f"{self.system}: {method.upper()}"
+        path, first, template = _prepare(where, path_template, path_params, params, json)
         return await self._send(method, path, first, template, expected)
 
     async def _send(
@@ -813,7 +846,8 @@ class HttpClient:
     ) -> AsyncIterator[Page]:
         """Yield every page; a status in `absent` (e.g. 404) means nothing there: no pages."""
         paging = paging or NoPaging()
-        path, first, template = _prepare(path_template, path_params, params, json)
+        where = f"{self.system}: {method.upper()}"
+        path, first, template = _prepare(where, path_template, path_params, params, json)
         request: PageRequest | None = paging.first(first)
         seen: set[str] = set()
         pages = 0
@@ -899,17 +933,20 @@ def _tls_context() -> ssl.SSLContext:
 
 
 def _prepare(
+    where: str,
     path_template: str,
     path_params: Mapping[str, Any] | None,
     params: Mapping[str, Any] | None,
     json: Any,
 ) -> tuple[str, PageRequest, str]:
-    """The rendered path, the rendered first request, and the template for messages."""
+    """The rendered path, the rendered first request, and the template for messages;
+    `where` ("system: METHOD") starts any message about a refused path."""
     values = path_params or {}
     request = PageRequest(
         params=render_value(dict(params or {}), values), json=render_value(json, values)
     )
-    return render(path_template, values, encode=True), request, describe(path_template, params)
+    template = describe(path_template, params)
+    return render_path(path_template, values, where=where), request, template
 
 
 def _json(response: httpx.Response, system: str, method: str, template: str) -> Any:
@@ -945,6 +982,7 @@ __all__ = [
     "PageNumberPaging",
     "PageRequest",
     "Paging",
+    "PathSegmentError",
     "RateLimit",
     "RateLimiter",
     "RetryPolicy",
@@ -957,6 +995,7 @@ __all__ = [
     "placeholders",
     "records_at",
     "render",
+    "render_path",
     "render_value",
     "server_wait",
 ]

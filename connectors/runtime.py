@@ -7,13 +7,19 @@ One consumer group per worker group (`System.group` in the register), so a slow 
 given its own workers. Offsets are committed only after every outcome of a batch was taken
 by the broker: a crash means re-delivery, never a lost task (at least once; connectors are
 idempotent and the orchestrator ignores duplicate outcomes).
+
+The bus is authenticated (`schemas.primitives.signing`): a task runs only when signed by a
+publisher allowed to dispatch it (the orchestrator); anything else is dead-lettered at stage
+`signature` and not run. Outcomes are signed with the group's own key (`connectors-<group>`),
+which the orchestrator accepts only for the systems this group serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -21,7 +27,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from connectors import registry
 from connectors.base import Connector, ConnectorError, Result, SweepResult
 from connectors.execute import outcome_of, perform, perform_sweep, sweep_outcome_of
-from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
+from schemas.envelope import (
+    EnvelopeError,
+    KafkaMessage,
+    RawEvent,
+    dead_letter_for,
+    decode,
+    encode,
+    header_dict,
+)
 from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
 from schemas.primitives.records import RecordStore
@@ -31,6 +45,13 @@ from schemas.primitives.sealing import (
     DataKeys,
     SealingError,
     open_task,
+)
+from schemas.primitives.signing import (
+    TASK_EVENT_TYPES,
+    PublisherKeyError,
+    RequestSigner,
+    RequestVerifier,
+    connector_publisher,
 )
 from schemas.register import Register, System, WatchedRegister
 from schemas.sweeps import SweepDispatched, SweepOutcome
@@ -53,8 +74,14 @@ class ConnectorWorker:
         max_batch: int = 500,
         records: RecordStore | None = None,
         data_keys: DataKeys | None = None,
+        verify: Callable[[RawEvent], None] | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
         self.kafka = kafka
+        #: The tasks' signature check, and the group's key for outcomes. None: `run()` takes
+        #: them from the environment; `_process` alone (tests, tools) leaves them out.
+        self.verify = verify
+        self.signer = signer
         #: Where access and portability records go; None sends them inline (tests, dry runs).
         self.records = records
         #: Opens the sealed subject of a task (the orchestrator seals every task it sends).
@@ -101,8 +128,35 @@ class ConnectorWorker:
                 self._connectors[name] = exc
         return self._connectors[name]
 
+    def _keys_from_env(self) -> None:
+        """The keys a worker process runs with: DSR_PUBLISHER_KEYS (to verify tasks) and its
+        group's key, DSR_PUBLISHER_ID `connectors-<group>` with DSR_PUBLISHER_KEY_FILE.
+
+        Fails closed: without them the worker does not start (unless
+        DSR_ALLOW_UNSIGNED_REQUESTS=true, the trusted test setup). Read once, not per message.
+        """
+        env = os.environ
+        allow = env.get("DSR_ALLOW_UNSIGNED_REQUESTS", "").strip().lower() in ("1", "true", "yes")
+        if self.verify is None:
+            self.verify = RequestVerifier(
+                env.get("DSR_PUBLISHER_KEYS") or None,
+                allow_unsigned=allow,
+                only_events=TASK_EVENT_TYPES,  # no request publisher's secret needed here
+            )
+        if self.signer is None:
+            self.signer = RequestSigner.from_env(env)
+        expected = connector_publisher(self.group)
+        if (self.signer.publisher != expected) if self.signer is not None else not allow:
+            raise PublisherKeyError(
+                f"connector worker group {self.group!r} signs its outcomes as publisher "
+                f"{expected!r}: set DSR_PUBLISHER_ID={expected} and DSR_PUBLISHER_KEY_FILE to "
+                "its key (`dsr publishers create "
+                f"{expected} --event dsr.task.outcome.v1 --event dsr.sweep.outcome.v1`)"
+            )
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Consume and process tasks until `stop()` is called."""
+        self._keys_from_env()
         consumer = AIOKafkaConsumer(
             TASKS.name,
             **self.kafka.consumer_options(),
@@ -153,8 +207,14 @@ class ConnectorWorker:
             task = envelope.body
             if not isinstance(task, (TaskDispatched, SweepDispatched)):
                 continue  # the tasks topic carries nothing else (decode checked the type)
-            if task.system in self.systems:
-                jobs.append(self._run_task(producer, task))
+            if task.system not in self.systems:
+                continue  # another group's: it verifies (and dead-letters) its own
+            try:
+                self._verified(record, envelope.type)
+            except EnvelopeError as exc:
+                jobs.append(self._dead_letter(producer, record, exc.stage, str(exc), exc.ce_type))
+                continue
+            jobs.append(self._run_task(producer, task))
         futures = await asyncio.gather(*jobs)
         await asyncio.gather(*futures)
 
@@ -176,10 +236,27 @@ class ConnectorWorker:
                 outcome = await self.execute(task)
         self.processed += 1
         # Keyed by request id, or a sweep's by its sweep id (`encode`).
-        message = encode(outcome, source=self.source, event_id=f"{task.task_id}#{task.attempt}")
+        message = self._signed(
+            encode(outcome, source=self.source, event_id=f"{task.task_id}#{task.attempt}")
+        )
         return await producer.send(
             OUTCOMES.name, key=message.key, value=message.value, headers=message.headers
         )
+
+    def _verified(self, record: ConsumerRecord, ce_type: str) -> None:
+        """Raise `EnvelopeError` (stage 'signature') unless the task is signed by a publisher
+        allowed to dispatch it. Checked only for our own systems' tasks (each group checks its
+        own), after the body is parsed to see whose it is; nothing runs before."""
+        if self.verify is None:
+            return
+        headers = header_dict(record.headers)
+        attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce_")}
+        attributes.setdefault("type", ce_type)
+        self.verify(RawEvent(attributes, record.key, record.value or b"", headers))
+
+    def _signed(self, message: KafkaMessage) -> KafkaMessage:
+        """An outcome message signed with the group's key (when it has one)."""
+        return self.signer.sign(message) if self.signer is not None else message
 
     async def execute(self, task: TaskDispatched) -> TaskOutcome:
         """Run one task with the system's connector; a broken connector, or a subject that cannot

@@ -616,11 +616,18 @@ def _expand_env(value: Any, path: str, env: Mapping[str, str]) -> Any:
 
 
 def parse_register(
-    data: Any, origin: str = "<register>", env: Mapping[str, str] | None = None
+    data: Any,
+    origin: str = "<register>",
+    env: Mapping[str, str] | None = None,
+    *,
+    group: str | None = None,
 ) -> Register:
     """Validate register data (already parsed YAML); errors name origin, entry and field.
 
     `${VAR}` references in settings are filled from `env` (default: the process environment).
+    With `group` (a connector worker's group), only the settings of that group's systems are
+    filled: a worker holds only its own systems' credentials, and the other systems keep their
+    `${VAR}` text, never built by that worker.
     """
     env = os.environ if env is None else env
     if not isinstance(data, dict):
@@ -630,7 +637,7 @@ def parse_register(
         data = dict(data)
         expanded = []
         for i, entry in enumerate(systems):
-            if isinstance(entry, dict) and "settings" in entry:
+            if isinstance(entry, dict) and "settings" in entry and _served_by(entry, group):
                 label = _entry_label(data, i)
                 entry = {
                     **entry,
@@ -666,6 +673,11 @@ _MISSING: dict[tuple[Any, ...], str] = {
 }
 
 
+def _served_by(entry: dict[str, Any], group: str | None) -> bool:
+    """Whether a register entry's settings are expanded for `group` (None: every group)."""
+    return group is None or entry.get("group", "default") == group
+
+
 def _entry_label(data: dict[str, Any], index: int) -> str:
     try:
         name = data["systems"][index].get("name")
@@ -674,8 +686,11 @@ def _entry_label(data: dict[str, Any], index: int) -> str:
     return f"systems[{index}]" + (f" ({name})" if name else "")
 
 
-def load_register(path: str | Path, env: Mapping[str, str] | None = None) -> Register:
-    """Read and validate the register YAML file (`${VAR}` filled from `env`)."""
+def load_register(
+    path: str | Path, env: Mapping[str, str] | None = None, *, group: str | None = None
+) -> Register:
+    """Read and validate the register YAML file (`${VAR}` filled from `env`, for the systems
+    of `group` only when given)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -685,7 +700,7 @@ def load_register(path: str | Path, env: Mapping[str, str] | None = None) -> Reg
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RegisterError(f"{path}: not valid YAML ({exc})") from None
-    return parse_register(data, str(path), env)
+    return parse_register(data, str(path), env, group=group)
 
 
 class WatchedRegister:
@@ -694,11 +709,14 @@ class WatchedRegister:
     An edit that does not validate is reported once and the last valid register stays in use.
     """
 
-    def __init__(self, path: str | Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, env: Mapping[str, str] | None = None, *, group: str | None = None
+    ) -> None:
         self.path = Path(path)
         self._env = env
+        self._group = group
         self._stamp = self._read_stamp()
-        self.register = load_register(self.path, env)
+        self.register = load_register(self.path, env, group=group)
         self.error: RegisterError | None = None
         self.version = 1
 
@@ -715,7 +733,7 @@ class WatchedRegister:
         if stamp != self._stamp:
             self._stamp = stamp
             try:
-                self.register = load_register(self.path, self._env)
+                self.register = load_register(self.path, self._env, group=self._group)
                 self.error = None
                 self.version += 1
                 _log.info("register %s reloaded (version %d)", self.path, self.version)

@@ -66,16 +66,20 @@ DECISION_EVENT_TYPES: tuple[str, ...] = (
     TYPE_OF[sweeps.SweepRequested],
     TYPE_OF[sweeps.SweepApproved],
 )
-#: What a publisher may send when the publisher keys file gives no `events` for it.
-DEFAULT_PUBLISHER_EVENTS: tuple[str, ...] = tuple(
-    t for t in REQUEST_EVENT_TYPES if t not in DECISION_EVENT_TYPES
-)
+#: What a publisher may send when the publisher keys file gives no `events` for it: new
+#: requests only. Least privilege: a web form that can submit cannot also verify an identity,
+#: extend a deadline, decide, deliver or sweep; each of those needs its type in `events`.
+DEFAULT_PUBLISHER_EVENTS: tuple[str, ...] = (TYPE_OF[events.RequestSubmitted],)
+#: A RequestSubmitted saying `verification.verified: true` is an identity verification too:
+#: honoured only from a publisher allowed this type.
+IDENTITY_VERIFIED_EVENT_TYPE: str = TYPE_OF[events.IdentityVerified]
 
 __all__ = [
     "ALL_TOPICS",
     "DEAD_LETTER",
     "DECISION_EVENT_TYPES",
     "DEFAULT_PUBLISHER_EVENTS",
+    "IDENTITY_VERIFIED_EVENT_TYPE",
     "OUTCOMES",
     "REQUESTS",
     "STATUS",

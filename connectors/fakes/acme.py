@@ -152,11 +152,9 @@ class AcmeCRM(FakeServer):
                 400, {"error": "invalid_request", "message": f"limit must be 1-{MAX_LIMIT}"}
             )
         found = self.data["contacts"]
-        if "email" in request.query:
-            email = request.query["email"].lower()
-            found = [c for c in found if (c["email"] or "").lower() == email]
-        if "phone" in request.query:
-            found = [c for c in found if c["phone"] == request.query["phone"]]
+        for key in ("email", "phone"):
+            if key in request.query:
+                found = [c for c in found if self.search_matches(c[key], request.query[key])]
         page = copy.deepcopy(found[offset : offset + limit])
         return web.json_response(
             {"contacts": page, "meta": {"total": len(found), "limit": limit, "offset": offset}}

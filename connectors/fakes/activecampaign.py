@@ -202,8 +202,8 @@ class ActiveCampaign(FakeServer):
     async def _search(self, request: web.Request) -> web.Response:
         found = self.data["contacts"]
         if "email" in request.query:
-            wanted = request.query["email"].lower()
-            found = [c for c in found if c["email"].lower() == wanted]
+            wanted = request.query["email"]
+            found = [c for c in found if self.search_matches(c["email"], wanted)]
         for param, field in _BEFORE.items():
             if param in request.query:
                 try:

@@ -229,11 +229,9 @@ class Freshdesk(FakeServer):
     async def _list_contacts(self, request: web.Request) -> web.Response:
         found = self._view(request, "state", _STATES, self.contacts.values())
         q = request.query
-        if "email" in q:
-            found = [c for c in found if _has_email(c, q["email"])]
-        for key in ("phone", "mobile"):
+        for key in ("email", "phone", "mobile"):
             if key in q:
-                found = [c for c in found if c[key] == q[key]]
+                found = [c for c in found if self.search_matches(c[key], q[key])]
         return self._paged(request, found, DEFAULT_PER_PAGE)
 
     @route("GET", "/tickets")

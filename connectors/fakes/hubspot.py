@@ -246,12 +246,11 @@ class FakeHubSpot(FakeServer):
             result["paging"] = {"next": {"after": str(after + limit), "link": "?after="}}
         return web.json_response(result)
 
-    @staticmethod
-    def _matches(record: dict[str, Any], condition: dict[str, Any]) -> bool:
+    def _matches(self, record: dict[str, Any], condition: dict[str, Any]) -> bool:
         if condition.get("operator") != "EQ":
             raise _invalid("operator not supported by the fake").refusal()
         value = record["properties"].get(condition.get("propertyName"))
-        return str(value or "").lower() == str(condition.get("value", "")).lower()
+        return self.search_matches(value, str(condition.get("value", "")))
 
     @route("GET", "/crm/v3/properties/{type}")
     async def _properties(self, request: web.Request) -> web.Response:

@@ -290,8 +290,8 @@ class FakeIntercom(FakeServer):
     async def _search_contacts(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         if (body.get("query") or {}).get("field") == "email":
-            email = self._query_value(body, "email").lower()
-            found = [c for c in self.contacts.values() if (c["email"] or "").lower() == email]
+            email = self._query_value(body, "email")
+            found = [c for c in self.contacts.values() if self.search_matches(c["email"], email)]
         else:
             dated = self._matcher(body, None, by_day=True)
             found = [c for c in self.contacts.values() if dated(c)]

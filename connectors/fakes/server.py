@@ -27,6 +27,7 @@ import asyncio
 import base64
 import json
 import math
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -151,6 +152,9 @@ class Faults:
     max_connections: int | None = None
     #: Every answer comes this much later (to make requests overlap).
     latency_seconds: float = 0.0
+    #: Searches treat `*` and `%` in the searched value as wildcards, as some vendors' do: a
+    #: search for `*@example.com` finds everyone at example.com (see `search_matches`).
+    wildcard_search: bool = False
 
 
 class FakeServer(ABC):
@@ -238,6 +242,17 @@ class FakeServer(ABC):
         route = request.match_info.route.resource
         self.endpoints.append((request.method, route.canonical if route else request.path))
         return None
+
+    def search_matches(self, stored: Any, wanted: str) -> bool:
+        """Whether the vendor's search for `wanted` finds a record holding `stored`: equal
+        ignoring case, or, with `faults.wildcard_search`, where `*` and `%` match any text."""
+        if stored is None:
+            return False
+        text, wanted = str(stored).lower(), wanted.lower()
+        if not self.faults.wildcard_search:
+            return text == wanted
+        pattern = ".*".join(re.escape(part) for part in re.split(r"[*%]", wanted))
+        return re.fullmatch(pattern, text, re.DOTALL) is not None
 
     def reset_faults(self) -> None:
         """Back to the vendor's own limits, without injected faults; an empty request log."""

@@ -348,11 +348,16 @@ class Zendesk(FakeServer):
         query = request.query.get("query", "").lower()
         if not query:
             return _bad("InvalidValue", "query is required")
+        wildcard = self.faults.wildcard_search
         found = [
             u
             for uid, u in self.users.items()
             if self.user_state[uid] == "active"
-            and any(query in (u[f] or "").lower() for f in ("name", "email", "phone"))
+            and any(
+                query in (u[f] or "").lower()
+                or (wildcard and self.search_matches(u[f], f"*{query}*"))
+                for f in ("name", "email", "phone")
+            )
         ]
         return web.json_response(
             {"users": found, "next_page": None, "previous_page": None, "count": len(found)}

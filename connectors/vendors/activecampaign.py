@@ -41,7 +41,7 @@ from pydantic import Field
 
 from connectors.base import Result, SweepResult
 from connectors.http import Auth, OffsetPaging, RateLimit
-from connectors.vendors.base import HttpSettings, MailingConnector
+from connectors.vendors.base import HttpSettings, MailingConnector, exact_matches
 from connectors.vendors.sweep import Sweepable, delete_each, expired_before, sweep_collections
 from schemas.events import Counts, Evidence, Record, Subject
 from schemas.sweeps import SweepCount, SweepRule
@@ -122,7 +122,7 @@ class ActiveCampaignConnector(MailingConnector[ActiveCampaignSettings]):
                 "/contacts", "contacts", params={"email": "{email}"}, email=email
             ):
                 found.setdefault(str(contact.get("id")), contact)
-        return list(found.values())
+        return exact_matches(self.system, found.values(), {"email": "email"}, subject)
 
     async def access(self, subject: Subject) -> Result:
         """Every contact of the subject with all related records."""

@@ -7,6 +7,7 @@ and closes it with the connector. The vendor module is then only the vendor's ow
 
 from __future__ import annotations
 
+import logging
 import re
 from abc import abstractmethod
 from collections import Counter
@@ -17,8 +18,17 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import Connector, Result
-from connectors.http import Auth, HttpClient, RateLimit, RetryPolicy
-from schemas.events import Counts, Evidence, OutcomeStatus, RequestType, Subject
+from connectors.http import Auth, HttpClient, RateLimit, RetryPolicy, lookup
+from schemas.events import (
+    Counts,
+    Evidence,
+    IdentifierType,
+    OutcomeStatus,
+    RequestType,
+    Subject,
+)
+
+log = logging.getLogger(__name__)
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -97,6 +107,64 @@ class MailingConnector(HttpConnector[HttpSettingsT]):
     async def withdraw_consent(self, subject: Subject) -> Result:
         """Unsubscribe the subject everywhere (consent to mailings withdrawn)."""
         return await self.unsubscribe_everywhere(subject)
+
+
+# ------------------------------------------------------------------------- exact matches
+
+_NOT_DIGITS = re.compile(r"\D")
+RecordT = TypeVar("RecordT", bound=Mapping[str, Any])
+
+
+def identifier_key(identifier_type: str, value: Any) -> str | None:
+    """How a value of `identifier_type` is compared: an e-mail address ignoring case, a phone
+    number as its E.164 digits (no `+`, spaces or punctuation; a leading international `00`
+    counts as `+`), anything else as written; None when there is no value to compare."""
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    if identifier_type == IdentifierType.EMAIL:
+        text = text.lower()
+    elif identifier_type == IdentifierType.PHONE:
+        digits = _NOT_DIGITS.sub("", text)
+        text = digits[2:] if digits.startswith("00") and not text.startswith("+") else digits
+    return text or None
+
+
+def matches_subject(record: Any, fields: Mapping[str, str], subject: Subject) -> bool:
+    """Whether one of the record's identifier `fields` (dotted path -> identifier type; a
+    field may hold a list) equals one of the subject's identifiers of that type exactly.
+
+    A vendor's search is not trusted to have done this: a fuzzy search returns partial
+    matches, and one that treats `*` or `%` as a wildcard returns other people for an
+    address such as `*@example.com`. Handing those over or erasing them is an unauthorised
+    disclosure or an accidental destruction of another person's data: a personal data breach
+    (Art. 4(12), Art. 5(1)(f) GDPR), and a copy that harms others (Art. 15(4)).
+    """
+    for path, identifier_type in fields.items():
+        wanted = {identifier_key(identifier_type, v) for v in subject.values(identifier_type)}
+        wanted.discard(None)
+        found = lookup(record, path) if isinstance(record, Mapping) else None
+        values = found if isinstance(found, list) else [found]
+        if wanted and any(identifier_key(identifier_type, v) in wanted for v in values):
+            return True
+    return False
+
+
+def exact_matches(
+    system: str, records: Iterable[RecordT], fields: Mapping[str, str], subject: Subject
+) -> list[RecordT]:
+    """The search results that are the subject's by an exact identifier (`matches_subject`);
+    the rest are dropped, and only their number is logged."""
+    listed = list(records)
+    kept = [record for record in listed if matches_subject(record, fields, subject)]
+    if len(kept) < len(listed):
+        log.info(
+            "%s: dropped %d of %d search results: no identifier equals the subject's exactly",
+            system,
+            len(listed) - len(kept),
+            len(listed),
+        )
+    return kept
 
 
 def erased_per_collection(deleted: Mapping[str, int]) -> list[Evidence]:
@@ -212,6 +280,9 @@ __all__ = [
     "check_account",
     "erased",
     "erased_per_collection",
+    "exact_matches",
+    "identifier_key",
+    "matches_subject",
     "mentions",
     "pointer",
 ]

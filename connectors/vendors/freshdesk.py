@@ -48,6 +48,7 @@ from connectors.vendors.base import (
     HttpSettings,
     check_account,
     erased,
+    exact_matches,
 )
 from connectors.vendors.sweep import Sweepable, expired_before, sweep_collections
 from schemas.events import Evidence, Record, Subject
@@ -60,6 +61,13 @@ UPDATED_SINCE = "2000-01-01T00:00:00Z"
 _CONVERSATIONS_PER_PAGE = 30  # fixed by Freshdesk; `per_page` is not documented there
 _FILTER_PER_PAGE = 30  # the filter API's fixed page size
 _FILTER_LAST_PAGE = 10  # the filter API answers pages 1 to 10 only
+#: A contact's identifier fields: a search result counts only when one equals the subject's.
+_IDENTIFIER_FIELDS = {
+    "email": "email",
+    "other_emails": "email",
+    "phone": "phone",
+    "mobile": "phone",
+}
 _TRASH = Evidence(
     kind="vendor_note",
     value="Freshdesk moves deleted tickets to the Trash and removes them for good after 30 "
@@ -137,7 +145,7 @@ class FreshdeskConnector(HttpConnector[FreshdeskSettings]):
                     "GET", "/contacts", path_params={"value": value}, params=params, paging=paging
                 ):
                     found.setdefault(int(contact["id"]), contact)
-        return list(found.values())
+        return exact_matches(self.system, found.values(), _IDENTIFIER_FIELDS, subject)
 
     async def _tickets(self, contact_id: int) -> list[dict[str, Any]]:
         paging = _FullPageOrLink(page_size=self.settings.page_size)

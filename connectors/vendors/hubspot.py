@@ -47,6 +47,7 @@ from connectors.vendors.base import (
     Erasure,
     HttpConnector,
     HttpSettings,
+    exact_matches,
     mentions,
 )
 from schemas.events import Evidence, Record, Subject
@@ -157,7 +158,7 @@ class HubSpotConnector(HttpConnector[HubSpotSettings]):
                 records_path="results",
             ):
                 found.setdefault(str(contact["id"]), contact)
-        return list(found.values())
+        return exact_matches(self.system, found.values(), {"properties.email": "email"}, subject)
 
     async def _associated(self, contact_id: str, object_type: str) -> list[str]:
         paging = CursorPaging(

@@ -47,6 +47,7 @@ from connectors.vendors.base import (
     Erasure,
     HttpConnector,
     HttpSettings,
+    exact_matches,
     pointer,
 )
 from connectors.vendors.sweep import Sweepable, delete_each, midnight, sweep_collections
@@ -169,7 +170,7 @@ class IntercomConnector(HttpConnector[IntercomSettings]):
         for email in subject.values("email"):
             for contact in await self._search("/contacts/search", "email", email, "data"):
                 found.setdefault(str(contact["id"]), contact)
-        return list(found.values())
+        return exact_matches(self.system, found.values(), {"email": "email"}, subject)
 
     async def _related(
         self, contacts: list[dict[str, Any]], path: str, key: str

@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from connectors.base import Result
 from connectors.http import Auth, OffsetPaging, RateLimit
-from connectors.vendors.base import HttpSettings, MailingConnector
+from connectors.vendors.base import HttpSettings, MailingConnector, matches_subject
 from schemas.events import Counts, Evidence, Record, Subject
 
 MAX_COUNT = 1000
@@ -120,7 +120,11 @@ class MailchimpConnector(MailingConnector[MailchimpSettings]):
         hashes = sorted({subscriber_hash(e) for e in subject.values("email")})
         pairs = [(list_id, h) for h in hashes for list_id in audiences]
         members = await asyncio.gather(*(self._member(list_id, h) for list_id, h in pairs))
-        return [(lid, h, m) for (lid, h), m in zip(pairs, members, strict=True) if m is not None]
+        return [
+            (lid, h, m)
+            for (lid, h), m in zip(pairs, members, strict=True)
+            if m is not None and matches_subject(m, {"email_address": "email"}, subject)
+        ]
 
     async def access(self, subject: Subject) -> Result:
         """Every membership of the subject with its related listings."""

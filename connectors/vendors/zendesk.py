@@ -68,6 +68,7 @@ from connectors.vendors.base import (
     HttpConnector,
     HttpSettings,
     check_account,
+    matches_subject,
     pointer,
 )
 from connectors.vendors.sweep import Sweepable, delete_each, expired_before, sweep_collections
@@ -76,7 +77,9 @@ from schemas.sweeps import SweepCount, SweepRule
 
 COLLECTIONS = ("users", "identities", "tickets", "comments")
 
-_PHONE_STRIP = re.compile(r"[\s().\-]")
+#: A user's identifier fields, and the identifier type each kind of identity holds.
+_USER_FIELDS = {"email": "email", "phone": "phone"}
+_IDENTITY_TYPES = {"email": "email", "phone_number": "phone"}
 _CURSOR = NextUrlPaging(next_path="links.next", has_more_path="meta.has_more")
 _SHOW_MANY = 100  # ids per `GET /users/show_many`, Zendesk's maximum
 #: A ticket's single people and its lists of people.
@@ -130,8 +133,14 @@ class ZendeskSettings(HttpSettings):
         return Auth(type="basic", username=f"{self.email}/token", password=self.api_token)
 
 
-def _phone(value: Any) -> str:
-    return _PHONE_STRIP.sub("", str(value or ""))
+def _is_subject(user: dict[str, Any], identities: list[dict[str, Any]], subject: Subject) -> bool:
+    """Whether the user's primary email or phone, or one of its identities, is one of the
+    subject's identifiers exactly: the search matches partially."""
+    return matches_subject(user, _USER_FIELDS, subject) or any(
+        matches_subject(i, {"value": _IDENTITY_TYPES[str(i.get("type"))]}, subject)
+        for i in identities
+        if str(i.get("type")) in _IDENTITY_TYPES
+    )
 
 
 def _id(value: Any) -> int | None:
@@ -241,10 +250,8 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
 
     async def _users(self, subject: Subject) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """The subject's users, each with its identities, matched exactly."""
-        emails = {v.lower() for v in subject.values("email")}
-        phones = {_phone(v) for v in subject.values("phone")}
         candidates: dict[int, dict[str, Any]] = {}
-        for value in [*sorted(emails), *sorted(phones)]:
+        for value in [*sorted({*subject.values("email")}), *sorted({*subject.values("phone")})]:
             async for user in self.http.records(
                 "GET",
                 "/users/search",
@@ -256,13 +263,7 @@ class ZendeskConnector(HttpConnector[ZendeskSettings]):
         matched = []
         for uid, user in candidates.items():
             identities = await self._list("/users/{id}/identities", "identities", id=uid)
-            values = [("email", user.get("email")), ("phone_number", user.get("phone"))]
-            values += [(str(i.get("type")), i.get("value")) for i in identities]
-            if any(
-                (kind == "email" and str(value or "").lower() in emails)
-                or (kind == "phone_number" and value and _phone(value) in phones)
-                for kind, value in values
-            ):
+            if _is_subject(user, identities, subject):
                 matched.append((user, identities))
         return matched
 

@@ -17,6 +17,7 @@ What a request leaves in the data dir, by kind (`KINDS`), all named after its re
 | records | `records/ID/` (record files, attachments; normally gone already) | `results` |
 | notifications | `notifications/ID.json` (the Art. 19 ledger) | `results` |
 | delivery_codes | `delivery-codes/ID.json` (download codes, hashed) | `results` |
+| deliveries | `delivery-sent/ID.json` (when the answer was e-mailed) | `results` |
 | certificates | `certificates/ID.json`, `ID.nl.html`, `ID.en.html` | `certificates` |
 
 Both periods count from when the request finished (`finished_at` in its result file; the result
@@ -27,9 +28,9 @@ a sweep certificate); it counts from its own mtime.
 
 The data key goes with the results (Art. 5(1)(e) GDPR): it opens the subject's identifiers
 wherever they are still sealed (tasks and the table's changelog in Kafka, exports, record files),
-and what is kept longer, the certificate, is signed and names the subject only by a salted hash,
-so it never needs the key. `DataKeys.destroy` leaves a `.shredded` marker, so the request id can
-never get a key again.
+and what is kept longer, the certificate, is signed and names the subject only by a keyed
+hash (HMAC-SHA256), so it never needs the key. `DataKeys.destroy` leaves a `.shredded` marker,
+so the request id can never get a key again.
 
 Fast on a data dir with many requests: one scan per directory (names and mtimes); a result file
 is opened only when its mtime alone cannot tell that it has expired. The result file goes last,
@@ -97,6 +98,7 @@ _PLACES: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
     ("records", "records", _same),
     ("notifications", "notifications", _strip(".json")),
     ("delivery_codes", "delivery-codes", _strip(".json")),
+    ("deliveries", "delivery-sent", _strip(".json")),
     ("certificates", "certificates", _certificate_id),
 )
 #: Every kind, in the order a sweep reports them.

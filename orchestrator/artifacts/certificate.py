@@ -2,14 +2,16 @@
 
 The body is canonicalised per RFC 8785 (JCS) and signed with Ed25519, so anyone holding the
 issuer's public key (JWKS from `dsr keys export-jwks`) can verify it offline. It carries no raw
-personal data: the subject appears only as a salted SHA-256 of the identifier values. That hash
-is pseudonymised personal data, not anonymous data (Art. 4(5) and recital 26 GDPR: whoever holds
-the identifiers and the salt can attribute it), and the certificate says so to its reader.
+personal data: the subject appears only as a keyed hash (HMAC-SHA256, `subject_hash`) of the
+typed identifiers, keyed with the deployment's secret. That hash is pseudonymised personal data,
+not anonymous data (Art. 4(5) and recital 26 GDPR: whoever holds the identifiers and the secret
+can attribute it), and the certificate says so to its reader.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -41,6 +43,12 @@ from schemas.register import Controller, Text, localize
 CERTIFICATE_VERSION = 1
 ALG = "EdDSA"
 MIN_SALT_BYTES = 16
+#: The subject hash's `alg` in the certificate body. Certificates issued before issue 16 say
+#: `sha256-salted` (SHA-256 of the salt and the newline-joined values); they stay valid as signed
+#: documents, and the body's shape and `certificate_version` did not change.
+SUBJECT_HASH_ALG = "hmac-sha256"
+#: Domain separation: the key serves this hash only, and a future encoding gets a new label.
+SUBJECT_HASH_LABEL = "dsr-subject-hash-v1"
 _REDACTED = "[redacted: contained a subject identifier]"
 #: Evidence kinds `<collection>_<action>` with a count, as connectors itemise an erasure
 #: (`connectors.vendors.base.erased_per_collection`), by the action the certificate names.
@@ -87,10 +95,40 @@ class VerifiedCertificate:
         return str(value) if value is not None else None
 
 
-def subject_hash(subject: Subject, salt: bytes) -> str:
-    """Salted SHA-256 (hex) over the sorted normalised identifier values, newline-joined."""
-    values = sorted({i.value for i in subject.identifiers})
-    return hashlib.sha256(salt + "\n".join(values).encode("utf-8")).hexdigest()
+def subject_hash(subject: Subject, key: bytes) -> str:
+    """HMAC-SHA256 (hex), keyed with the deployment's secret, over the typed identifiers.
+
+    Each identifier is encoded as its type and its value, each prefixed with its length in
+    UTF-8 bytes; the encodings are deduplicated, sorted and concatenated after a fixed label.
+    So the order the publisher listed them in does not matter, while `["a\\nb"]` and
+    `["a", "b"]`, or an e-mail address and a phone number with the same text, hash apart.
+    Whoever holds the key and a person's identifiers can confirm a certificate is about that
+    person; without the key the hash cannot be computed, so a list of candidate e-mail
+    addresses cannot be tested against it, and another deployment (another key) gives the same
+    person another hash. The key is required: a missing or short one raises CertificateError.
+    A message authentication code keyed with a secret kept apart is the pseudonymisation that
+    EDPB Guidelines 01/2025 on pseudonymisation describe (the key is the "pseudonymisation
+    secret" of Art. 4(5) GDPR); a plain hash of guessable identifiers is not.
+    """
+    if len(key) < MIN_SALT_BYTES:
+        raise CertificateError(
+            f"the subject-hash key is {len(key)} bytes; use at least {MIN_SALT_BYTES} random "
+            "bytes (the key store's subject-salt file)"
+        )
+    encoded = sorted({_typed(i.type, i.value) for i in subject.identifiers})
+    message = _length_prefixed(SUBJECT_HASH_LABEL) + b"".join(encoded)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _typed(kind: str, value: str) -> bytes:
+    """One identifier as its length-prefixed type followed by its length-prefixed value."""
+    return _length_prefixed(kind) + _length_prefixed(value)
+
+
+def _length_prefixed(text: str) -> bytes:
+    """The UTF-8 bytes of `text` after their length as 4 bytes, big-endian."""
+    data = text.encode("utf-8")
+    return len(data).to_bytes(4, "big") + data
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -107,11 +145,6 @@ def build_certificate(
 ) -> dict[str, Any]:
     """The certificate body for a finished erasure request (unsigned, no raw personal data)."""
     request, status = _finished_erasure(state)
-    if len(salt) < MIN_SALT_BYTES:
-        raise CertificateError(
-            f"the subject-hash salt is {len(salt)} bytes; "
-            f"use at least {MIN_SALT_BYTES} random bytes"
-        )
     titles = register_titles or {}
     scrub = _scrubber(request.subject)
     systems: dict[str, Any] = {}
@@ -137,7 +170,7 @@ def build_certificate(
             "completed": _iso(completed),
             "deadline": _iso(state.deadline),
         },
-        "subject_hash": {"alg": "sha256-salted", "value": subject_hash(request.subject, salt)},
+        "subject_hash": {"alg": SUBJECT_HASH_ALG, "value": subject_hash(request.subject, salt)},
         "status": status.value,
         "reason": scrub(state.reason),
         "totals": totals,

@@ -52,6 +52,7 @@ from schemas.events import (
     RequestStatus,
     RequestType,
 )
+from schemas.primitives.files import atomic_write
 from schemas.primitives.sealing import DataKeys
 
 log = logging.getLogger("dsr.orchestrator")
@@ -229,6 +230,9 @@ class Mailer:
         self.server = server
         self.downloads = downloads
         self.codes = DownloadCodes(settings.data_dir)
+        #: One marker per request whose answer went out: a batch processed again (a restart, a
+        #: rebalance) records the same delivery instead of mailing the subject a second time.
+        self.sent = settings.data_dir / "delivery-sent"
         self.base_url = settings.public_url.rstrip("/")
         self.link_ttl = timedelta(hours=settings.delivery_link_hours)
 
@@ -244,10 +248,16 @@ class Mailer:
         address = answer_address(state)
         if address is None:
             return None
+        marker = self.sent / f"{state.request_id}.json"
+        if marker.exists():  # mailed already: record that delivery again, mail nothing
+            return DeliveryRecorded.model_validate_json(marker.read_bytes())
         messages = self.compose(state, address, list(documents), now=datetime.now(UTC))
         await asyncio.to_thread(self.server.send, messages)
         log.info("request %s: answer e-mailed (%d messages)", state.request_id, len(messages))
-        return delivered_now(state.request_id, DeliveryChannel.EMAIL, ORCHESTRATOR)
+        event = delivered_now(state.request_id, DeliveryChannel.EMAIL, ORCHESTRATOR)
+        self.sent.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, event.model_dump_json().encode())
+        return event
 
     def compose(
         self, state: RequestState, address: str, documents: list[Path], *, now: datetime

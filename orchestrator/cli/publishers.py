@@ -35,9 +35,10 @@ _out_option = click.option(
 
 
 def _request_event_types() -> tuple[str, ...]:
-    from schemas.topics import REQUEST_EVENT_TYPES
+    """Request events, and the tasks and outcomes components (and people) sign."""
+    from schemas.primitives.signing import SIGNED_EVENT_TYPES
 
-    return REQUEST_EVENT_TYPES
+    return SIGNED_EVENT_TYPES
 
 
 def _algorithm_options(default: bool) -> Callable[[_F], _F]:
@@ -103,7 +104,9 @@ def _report(issued: IssuedKey, what: str) -> None:
     "events",
     multiple=True,
     type=LazyChoice(_request_event_types),
-    help="Only these event types (repeatable), e.g. a web form that may only submit.",
+    help="Only these event types (repeatable), e.g. a web form that may only submit; "
+    "components: orchestrator dsr.task.dispatched.v1 + dsr.sweep.dispatched.v1, "
+    "connectors-GROUP dsr.task.outcome.v1 + dsr.sweep.outcome.v1.",
 )
 @_keys_file_option
 @_out_option
@@ -165,7 +168,7 @@ def publishers_list(keys_file: Path) -> None:
         click.echo(f"no publishers in {keys_file}; add one with `dsr publishers create NAME`")
     named = {
         frozenset(REQUEST_EVENT_TYPES): "all request events, decisions included",
-        frozenset(DEFAULT_PUBLISHER_EVENTS): "all request events except officers' decisions",
+        frozenset(DEFAULT_PUBLISHER_EVENTS): "submit only (the default)",
     }
     for publisher, events in keys.events.items():
         allowed = named.get(frozenset(events)) or ", ".join(sorted(events))

@@ -126,7 +126,7 @@ def worker_connectors(group: str) -> None:
 
     setup_logging()
     settings = _worker_settings()
-    register = WatchedRegister(settings.register_file)
+    register = WatchedRegister(settings.register_file, group=group)
     data_keys = settings.data_keys()
     runner = ConnectorWorker(
         settings.kafka,

@@ -124,6 +124,7 @@ def tasks_complete(
     the export with their SHA-256.
     """
     from orchestrator.artifacts import notifications
+    from orchestrator.cli.requests import _client_signer
     from orchestrator.status.tasks import (
         TaskError,
         complete_task,
@@ -164,6 +165,7 @@ def tasks_complete(
         source="dsr-cli",
         attachments=files,
         records_ref=found,
+        signer=_client_signer(kafka),
     )
     attached = f", {len(files)} files and {found.count if found else 0} records attached"
     click.echo(f"task {task} recorded as {outcome}{attached if files or found else ''}")

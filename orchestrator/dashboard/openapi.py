@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from orchestrator.dashboard.audit import AuditPage
 from orchestrator.dashboard.model import (
     STATUS_GROUPS,
     DecisionBody,
@@ -33,6 +34,7 @@ from orchestrator.dashboard.sweeps import (
 from schemas.events import REQUEST_ID_PATTERN, SYSTEM_NAME_PATTERN, RequestStatus, RequestType
 
 _MODELS: tuple[type[BaseModel], ...] = (
+    AuditPage,
     RequestPage,
     RequestSummary,
     RequestDetail,
@@ -439,7 +441,23 @@ def _service_paths() -> dict[str, Any]:
             ),
         ]
     }
+    audit = _operation(
+        "The audit log: who downloaded, decided, verified, delivered, extended, completed or "
+        "swept what, and when (no personal data of the subject).",
+        "getAuditLog",
+        {
+            "200": _json(AuditPage, "The newest entries, oldest first."),
+            "400": _problem("limit is not a whole number between 1 and 100000."),
+            "401": _UNAUTHORISED,
+        },
+        parameters=[
+            _query("request_id", {"type": "string"}, "Only entries about this request."),
+            _query("sweep_id", {"type": "string"}, "Only entries about this sweep."),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 100000}),
+        ],
+    )
     return {
+        "/api/audit": {"get": audit},
         "/api/events": {"get": events},
         "/metrics": {"get": metrics},
         **{f"/{name}": {"get": probe} for name, probe in probes.items()},

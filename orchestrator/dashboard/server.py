@@ -25,7 +25,8 @@ from aiohttp_sse import sse_response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.dashboard.auth import Auth, local_path
+from orchestrator.dashboard.audit import AuditAction, AuditLog, AuditPage
+from orchestrator.dashboard.auth import HSTS, USER, Auth, local_path
 from orchestrator.dashboard.delivery_routes import SUBJECT_PAGE, add_subject_routes, stream
 from orchestrator.dashboard.files import ResultFiles, download_name
 from orchestrator.dashboard.lag import ConsumerLag, our_groups, our_topics
@@ -49,6 +50,13 @@ from orchestrator.dashboard.model import (
 from orchestrator.dashboard.openapi import openapi_document
 from orchestrator.dashboard.responses import json_response as _json
 from orchestrator.dashboard.responses import problem as _problem
+from orchestrator.dashboard.sessions import (
+    SHARED_USER,
+    SessionSettings,
+    Users,
+    UsersFileError,
+    load_users,
+)
 from orchestrator.dashboard.sweep_routes import (
     SweepRegister,
     SweepRoutes,
@@ -81,6 +89,7 @@ from schemas.events import (
 )
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import PublisherKeyError, RequestSigner
+from schemas.sweeps import SweepRequested
 from schemas.topics import STATUS
 
 log = logging.getLogger("dsr.dashboard")
@@ -117,17 +126,17 @@ _Step = tuple[tuple[type[Any], str, Any], Callable[..., Any], Callable[..., None
 class Dashboard:
     """The dashboard server: `start()` serves and follows the status topic, `stop()` ends both."""
 
-    def __init__(self, settings: Settings, kafka: KafkaSettings | None = None) -> None:
-        token = settings.dashboard_token
-        if token is None and not settings.dashboard_allow_anonymous:
-            raise ConfigError(
-                "the dashboard needs a token: set DSR_DASHBOARD_TOKEN (at least 16 characters, "
-                "e.g. `openssl rand -hex 32`); only behind a proxy that authenticates, set "
-                "DSR_DASHBOARD_ALLOW_ANONYMOUS=true instead"
-            )
+    def __init__(
+        self,
+        settings: Settings,
+        kafka: KafkaSettings | None = None,
+        *,
+        sessions: SessionSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.kafka = kafka or settings.kafka
-        self.auth = Auth(token.get_secret_value() if token else None)
+        self.auth = _auth(settings, sessions)
+        self.audit = AuditLog.in_data_dir(settings.data_dir)
         self.live = LiveView(self.kafka)
         self.lag = ConsumerLag(
             self.kafka,
@@ -185,6 +194,7 @@ class Dashboard:
             web.get("/api/requests/{request_id}/files/{name}", self._file),
             web.get("/api/downloads/{token}", self._download),
             web.get("/api/events", self._events),
+            web.get("/api/audit", self._audit_log),
         ]
         app.add_routes(routes)
         app.add_routes(self._sweeps().routes())
@@ -231,12 +241,13 @@ class Dashboard:
 
     @web.middleware
     async def _headers(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        hsts = self.auth.is_secure(request)
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
-            _secure(request, exc.headers)
+            _secure(request, exc.headers, hsts=hsts)
             raise
-        _secure(request, response.headers)
+        _secure(request, response.headers, hsts=hsts)
         return response
 
     @web.middleware
@@ -245,15 +256,17 @@ class Dashboard:
             return await handler(request)
         token = request.query.get("token")
         if token is not None and request.method == "GET" and not _is_api(request):
-            if not self.auth.token_ok(token):
-                log.info("sign-in with a wrong token refused")
-                return self._login_page(request.path, "That token is not right.", status=401)
             # Signed in: the token leaves the address bar (and the history) at once.
             query = {k: v for k, v in request.query.items() if k != "token"}
-            response = _see_other(str(request.rel_url.with_query(query)))
-            self.auth.sign_in(response, request)
-            return response
-        if self.auth.allows(request):
+            return await self._sign_in(request, token, str(request.rel_url.with_query(query)))
+        bearer = self.auth.bearer(request)
+        user = self.auth.session_user(request) if bearer is None else None
+        if bearer is not None:
+            if (wait := self.auth.retry_after(request)) is not None:
+                return _too_many(wait)
+            user = await self.auth.user_of_token(request, bearer)
+        if user is not None:
+            request[USER] = user
             return await handler(request)
         if _is_api(request):
             return _problem(
@@ -275,22 +288,80 @@ class Dashboard:
         form = await request.post()
         token = form.get("token")
         target = local_path(str(form.get("next") or "/"))
-        if not isinstance(token, str) or not self.auth.token_ok(token.strip()):
+        return await self._sign_in(request, token if isinstance(token, str) else "", target)
+
+    async def _sign_in(self, request: web.Request, token: str, target: str) -> web.Response:
+        """Start a session for the token's user and go to `target` (a path on this site);
+        refused with 429 after too many wrong tokens from this client in a minute."""
+        target = local_path(target)
+        if (wait := self.auth.retry_after(request)) is not None:
+            log.warning("sign-in refused: too many wrong tokens from one client address")
+            return self._login_page(
+                target,
+                f"Too many wrong tokens; try again in {wait} seconds.",
+                status=429,
+                headers={"Retry-After": str(wait)},
+            )
+        user = await self.auth.user_of_token(request, token)
+        if user is None:
             log.info("sign-in with a wrong token refused")
             return self._login_page(target, "That token is not right.", status=401)
         response = _see_other(target)
-        self.auth.sign_in(response, request)
+        self.auth.sign_in(response, request, user)
+        log.info("user %s signed in to the dashboard", user)
         return response
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         response = _see_other("/login")
-        self.auth.sign_out(response)
+        self.auth.sign_out(response, request)
         return response
 
-    def _login_page(self, target: str | None, error: str | None, *, status: int) -> web.Response:
+    def _login_page(
+        self,
+        target: str | None,
+        error: str | None,
+        *,
+        status: int,
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
         page = _login_template().render(next=local_path(target), error=error)
-        headers = {"WWW-Authenticate": 'Bearer realm="dsr-dashboard"'} if status == 401 else {}
+        headers = dict(headers or {})
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="dsr-dashboard"'
         return web.Response(text=page, status=status, content_type="text/html", headers=headers)
+
+    # -- the audit log ------------------------------------------------------------------------
+
+    def _record(self, request: web.Request, action: AuditAction, **fields: str | None) -> None:
+        """Append to the audit log as the request's officer (see `_officer`)."""
+        who = self._officer(request)
+        self._audit_as(who if isinstance(who, str) else self.officer, action, **fields)
+
+    def _audit_as(self, who: str | None, action: AuditAction, **fields: str | None) -> None:
+        request_id, sweep_id = fields.pop("request_id", None), fields.pop("sweep_id", None)
+        detail = {k: v for k, v in fields.items() if v is not None}
+        try:
+            self.audit.record(
+                who or self.officer, action, request_id=request_id, sweep_id=sweep_id, **detail
+            )
+        except OSError as exc:  # the step happened; say loudly that its record is missing
+            log.error("audit log %s not written (%s): %s", self.audit.path, action, exc.strerror)
+
+    async def _audit_log(self, request: web.Request) -> web.Response:
+        """The audit log for officers: `?request_id=` or `?sweep_id=`, `limit` (default 1000)."""
+        try:
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return _problem(400, "limit must be a whole number")
+        if not 1 <= limit <= 100_000:
+            return _problem(400, f"limit={limit} must be between 1 and 100000")
+        entries = await asyncio.to_thread(
+            self.audit.read,
+            request_id=request.query.get("request_id"),
+            sweep_id=request.query.get("sweep_id"),
+            limit=limit,
+        )
+        return web.json_response(AuditPage(entries=entries).model_dump(mode="json"))
 
     # -- probes and metrics -------------------------------------------------------------------
 
@@ -410,6 +481,13 @@ class Dashboard:
             log.error("manual task %s not published: %s", task, exc)
             return _problem(503, f"not recorded: {exc}")
         log.info("manual task %s recorded as %s from the dashboard", task, body.outcome)
+        self._record(
+            request,
+            "task_completion",
+            request_id=request_id,
+            system=system,
+            outcome=str(body.outcome),
+        )
         recorded = TaskRecorded(
             task_id=manual.task_id,
             outcome=body.outcome,
@@ -533,18 +611,23 @@ class Dashboard:
         event = build(status, body, officer)
         if isinstance(event, web.Response):
             return event
-        return await self._publish(event, publish)
+        response = await self._publish(event, publish)
+        if response.status == 202:
+            self._audit_as(officer, _AUDITED[step_name], **_audit_fields(event))
+        return response
 
     def _officer(self, request: web.Request) -> str | web.Response:
         """Who takes this step: the signed-in person the proxy names in DSR_DASHBOARD_USER_HEADER
-        (only when the operator set it), else DSR_DASHBOARD_OFFICER, else "dashboard".
+        (only when the operator set it), else the user of the token or session (a users-file
+        name; with the one shared token DSR_DASHBOARD_OFFICER, else "officer"), else (anonymous
+        mode) DSR_DASHBOARD_OFFICER, else "dashboard".
 
         The id reaches status events, so it must be a staff id, never an e-mail address or
         another identifier; a refusal never repeats the header's value."""
         header = self.settings.dashboard_user_header
         user = request.headers.get(header, "").strip() if header else ""
         if not user:
-            return self.officer
+            return cast(str, request.get(USER) or self.officer)
         problem = staff_id_problem(user)
         if problem is not None:
             log.warning("officer's step refused: header %s holds no staff id", header)
@@ -587,10 +670,21 @@ class Dashboard:
             not_ready=self._not_ready,
             officer=self._officer,
             send=self._send_sweep,
+            audit=self._record,
         )
 
     def _send_sweep(self, event: SweepStep) -> None:
         self._send(event, publish_sweep_step)
+        if isinstance(event, SweepRequested):
+            self._audit_as(
+                event.requested_by,
+                "sweep_requested",
+                sweep_id=event.sweep_id,
+                system=event.system,
+                dry_run=str(event.dry_run).lower(),
+            )
+        else:
+            self._audit_as(event.approved_by, "sweep_approved", sweep_id=event.sweep_id)
 
     def _signer(self) -> RequestSigner | None:
         """The key officers' steps are signed with: DSR_PUBLISHER_*, else the local publisher
@@ -619,6 +713,7 @@ class Dashboard:
             # decrypts as it streams (still behind the dashboard's sign-in).
             token = await asyncio.to_thread(self._downloads().make_token, request_id, "export")
             raise web.HTTPFound(f"/api/downloads/{token}")
+        self._record(request, "download", request_id=request_id, document=name)
         disposition = f'attachment; filename="{download_name(request_id, path)}"'
         return web.FileResponse(
             path,
@@ -638,12 +733,15 @@ class Dashboard:
     async def _download(self, request: web.Request) -> web.StreamResponse:
         from orchestrator.artifacts.downloads import InvalidToken, NotAvailable, TokenExpired
 
+        token = request.match_info["token"]
         try:
-            download = await asyncio.to_thread(self._downloads().open, request.match_info["token"])
+            grant = await asyncio.to_thread(self._downloads().check_token, token)
+            download = await asyncio.to_thread(self._downloads().open, token)
         except TokenExpired as exc:
             return _problem(410, str(exc))
         except (InvalidToken, NotAvailable) as exc:
             return _problem(404, str(exc))
+        self._record(request, "download", request_id=grant.request_id, document=grant.kind)
         return await stream(request, download)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -738,11 +836,67 @@ def _login_template() -> jinja2.Template:
     return env.get_template("login.html")
 
 
-def _secure(request: web.Request, headers: Any) -> None:
+def _secure(request: web.Request, headers: Any, *, hsts: bool = False) -> None:
     for name, value in _SECURITY_HEADERS.items():
         headers.setdefault(name, value)
+    if hsts:  # RFC 6797: only over HTTPS, where a browser believes it
+        headers.setdefault("Strict-Transport-Security", HSTS)
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
+
+
+def _auth(settings: Settings, sessions: SessionSettings | None) -> Auth:
+    """Users (the shared token, a users file, or anonymous on purpose) and sessions."""
+    try:
+        sessions = sessions or SessionSettings()
+        sessions.proxies()
+        hashed = load_users(sessions.users, staff_id_problem) if sessions.users else {}
+    except (ValidationError, UsersFileError, ValueError) as exc:
+        raise ConfigError(f"dashboard sign-in: {exc}") from None
+    token = settings.dashboard_token
+    if token is None and not hashed and not settings.dashboard_allow_anonymous:
+        raise ConfigError(
+            "the dashboard needs a token: set DSR_DASHBOARD_TOKEN (at least 16 characters, "
+            "e.g. `openssl rand -hex 32`) or DSR_DASHBOARD_USERS (a token per officer); only "
+            "behind a proxy that authenticates, set DSR_DASHBOARD_ALLOW_ANONYMOUS=true instead"
+        )
+    users = Users(
+        shared=token.get_secret_value() if token else None,
+        shared_user=settings.dashboard_officer or SHARED_USER,
+        hashed=hashed,
+    )
+    return Auth(users, sessions)
+
+
+#: The audit log's name for each officer's step route.
+_AUDITED: dict[str, AuditAction] = {
+    "decisions": "decision",
+    "verifications": "verification",
+    "extensions": "extension",
+    "deliveries": "delivery",
+}
+
+
+def _audit_fields(event: BaseModel) -> dict[str, str | None]:
+    """What the audit log keeps of an officer's step: ids and fixed vocabulary only."""
+    fields: dict[str, str | None] = {"request_id": getattr(event, "request_id", None)}
+    if isinstance(event, DecisionRecorded):
+        fields.update(decision=str(event.decision), system=event.system)
+    elif isinstance(event, IdentityVerified):
+        fields["method"] = str(event.method)
+    elif isinstance(event, DeliveryRecorded):
+        fields["channel"] = str(event.channel)
+    elif isinstance(event, DeadlineExtended):
+        fields["months"] = str(event.months)
+    return fields
+
+
+def _too_many(wait: int) -> web.Response:
+    return _problem(
+        429,
+        f"too many wrong tokens from this address; try again in {wait} seconds",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def _see_other(location: str) -> web.Response:

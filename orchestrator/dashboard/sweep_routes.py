@@ -94,6 +94,8 @@ class SweepRoutes:
     officer: Callable[[web.Request], str | web.Response]
     #: Publishes a step signed (blocking; raises PublishError).
     send: Callable[[SweepStep], None]
+    #: Appends to the audit log as the request's officer (downloads of certificates).
+    audit: Callable[..., None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         """The API routes (the pages are the dashboard's one HTML page)."""
@@ -205,6 +207,8 @@ class SweepRoutes:
         if name not in paths:
             return problem(404, f"sweep {sweep_id!r} has no document {name!r}")
         path = paths[name][1]
+        if self.audit is not None:
+            self.audit(request, "download", sweep_id=sweep_id, document=name)
         return web.FileResponse(
             path,
             headers={

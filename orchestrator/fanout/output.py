@@ -1,7 +1,9 @@
 """What the orchestrator sends: tasks, status events, dead letters and rerouted events.
 
 Every send is queued without waiting; `Sender.wait` then waits until the broker has taken all
-of a batch's outputs, before the batch counts as done.
+of a batch's outputs, before the batch counts as done. Tasks are signed with the orchestrator's
+publisher key (DSR_PUBLISHER_ID `orchestrator`, DSR_PUBLISHER_KEY_FILE): connector workers run
+only tasks signed by a publisher allowed to dispatch them (`schemas.primitives.signing`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from orchestrator.lifecycle.reducer import Effects
 from orchestrator.lifecycle.sweeps import SweepEffects
 from schemas.envelope import KafkaMessage, KafkaRecord, dead_letter_for, encode
 from schemas.primitives.sealing import DataKeys, seal_task
+from schemas.primitives.signing import RequestSigner
 from schemas.topics import DEAD_LETTER, STATUS, TASKS
 
 log = logging.getLogger("dsr.orchestrator")
@@ -75,12 +78,35 @@ class OutputProducer:
 
 
 class Sender:
-    """Queues the outputs of decisions on an `OutputProducer`, and waits for the broker."""
+    """Queues the outputs of decisions on an `OutputProducer`, and waits for the broker.
 
-    def __init__(self, output: OutputProducer, keys: DataKeys, source: str) -> None:
+    Tasks are signed with `signer`; by default the key the process environment names
+    (DSR_PUBLISHER_ID, DSR_PUBLISHER_KEY_FILE), read once here. Without one they go unsigned
+    (tools and tests), and connector workers that verify tasks dead-letter them.
+    """
+
+    def __init__(
+        self,
+        output: OutputProducer,
+        keys: DataKeys,
+        source: str,
+        *,
+        signer: RequestSigner | None = None,
+    ) -> None:
         self.output = output
         self.keys = keys
         self.source = source
+        self.signer = signer or RequestSigner.from_env()
+        if self.signer is None:
+            log.warning(
+                "tasks are sent unsigned: connector workers dead-letter them unless they run "
+                "with DSR_ALLOW_UNSIGNED_REQUESTS=true; set DSR_PUBLISHER_ID=orchestrator and "
+                "DSR_PUBLISHER_KEY_FILE"
+            )
+
+    def _task(self, message: KafkaMessage) -> KafkaMessage:
+        """A task message signed with the orchestrator's key (when it has one)."""
+        return self.signer.sign(message) if self.signer is not None else message
 
     def effects(self, all_effects: Iterable[Effects], pending: list[Awaitable[Any]]) -> None:
         """Queue the tasks and status events of decisions (after their documents are written)."""
@@ -92,7 +118,7 @@ class Sender:
                     source=self.source,
                     event_id=f"{task.task_id}#{task.attempt}",
                 )
-                pending.append(self.output.send(TASKS.name, message))
+                pending.append(self.output.send(TASKS.name, self._task(message)))
             for status in effects.statuses:
                 event_id = f"{status.request_id}#{status.sequence}"
                 message = encode(status, source=self.source, event_id=event_id)
@@ -103,7 +129,7 @@ class Sender:
         for task in effects.tasks:
             event_id = f"{task.task_id}#{task.attempt}"
             message = encode(task, source=self.source, event_id=event_id)
-            pending.append(self.output.send(TASKS.name, message))
+            pending.append(self.output.send(TASKS.name, self._task(message)))
         for status in effects.statuses:
             event_id = f"{status.sweep_id}#{status.sequence}"
             message = encode(status, source=self.source, event_id=event_id)

@@ -118,7 +118,9 @@ class RequestPublisher:
         self._send(_validated(event, type(event)))
 
     def report_outcome(self, outcome: TaskOutcome) -> None:
-        """Publish a task's outcome, e.g. a manual task completed by a person."""
+        """Publish a task's outcome, e.g. a manual task completed by a person; signed like
+        request events, with the person's publisher key (its `events` must list
+        dsr.task.outcome.v1, or the orchestrator dead-letters it)."""
         self._send(_validated(outcome, TaskOutcome), topic=OUTCOMES.name)
 
     def _send(
@@ -136,17 +138,15 @@ class RequestPublisher:
         if self._producer is None:
             raise PublishError("this RequestPublisher is closed; create a new one")
         message = encode(body, source=self.source)
-        if topic == REQUESTS.name:
-            if self.signer is not None:
-                message = self.signer.sign(message)
-            elif not self._warned_unsigned:
-                # Outcomes (manual tasks) are never signed; only request events need a key.
-                self._warned_unsigned = True
-                log.warning(
-                    "publishing unsigned request events: the orchestrator dead-letters them "
-                    "unless it runs with DSR_ALLOW_UNSIGNED_REQUESTS=true; set DSR_PUBLISHER_ID "
-                    "and DSR_PUBLISHER_KEY_FILE, or pass signer="
-                )
+        if self.signer is not None:
+            message = self.signer.sign(message)
+        elif not self._warned_unsigned:
+            self._warned_unsigned = True
+            log.warning(
+                "publishing unsigned events: the orchestrator dead-letters them "
+                "unless it runs with DSR_ALLOW_UNSIGNED_REQUESTS=true; set DSR_PUBLISHER_ID "
+                "and DSR_PUBLISHER_KEY_FILE, or pass signer="
+            )
         about = (
             f"sweep {body.sweep_id}"
             if isinstance(body, SweepRequested | SweepApproved)

@@ -2,9 +2,11 @@
 
 Each record of the requests and outcomes topics is decoded once, straight into its model
 (`schemas.envelope.decode`). Request events must be signed by a known publisher, checked before
-the body is even parsed; outcomes come from our connector workers. A record that is not a valid
-event is turned away as a dead letter; one on the wrong partition is rerouted to the partition
-that holds its request's state, so one worker sees all of a request's events.
+the body is even parsed; outcomes likewise, by the connector worker group that serves the
+outcome's system (or a person allowed to complete tasks), so only verified outcomes reach the
+lifecycle and the certificates it issues. A record that is not a valid event is turned away as
+a dead letter; one on the wrong partition is rerouted to the partition that holds its
+request's state, so one worker sees all of a request's events.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Literal, cast
 from aiokafka.partitioner import murmur2
 
 from orchestrator.lifecycle.reducer import InputEvent
-from schemas.envelope import EnvelopeError, KafkaRecord, RawEvent, decode
+from schemas.envelope import EnvelopeError, KafkaRecord, RawEvent, decode, header_dict
+from schemas.events import TaskOutcome
+from schemas.primitives.signing import RequestVerifier
 from schemas.sweeps import SweepApproved, SweepOutcome, SweepRequested
 from schemas.topics import OUTCOMES, REQUESTS
 
@@ -72,7 +76,8 @@ def sort_batch(
     verify: Callable[[RawEvent], None],
     partitions: int,
 ) -> Intake:
-    """Decode a batch of input records; request events must pass `verify` (their signature)."""
+    """Decode a batch of input records; every event must pass `verify` (its signature), an
+    outcome also `RequestVerifier.check_system` (signed by the group serving its system)."""
     intake = Intake()
     by_request = intake.by_request
     for record in records:
@@ -83,8 +88,14 @@ def sort_batch(
                 record.headers,
                 key=record.key,
                 expect=REQUESTS.events if is_request else OUTCOMES.events,
-                verify=verify if is_request else None,
+                verify=verify,
             )
+            if isinstance(envelope.body, TaskOutcome | SweepOutcome) and isinstance(
+                verify, RequestVerifier
+            ):
+                verify.check_system(
+                    header_dict(record.headers), envelope.body.system, envelope.type
+                )
         except EnvelopeError as exc:
             stage = cast(Stage, exc.stage)  # EnvelopeError uses no other
             refused = Refused(record, stage, str(exc), exc.ce_type, exc.withhold)

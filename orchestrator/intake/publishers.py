@@ -20,21 +20,32 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.envelope import describe_validation_error
+from schemas.envelope import (
+    SIGNATURE_HEADER,
+    TYPE_OF,
+    EnvelopeError,
+    RawEvent,
+    _attributes_and_data,
+    describe_validation_error,
+)
+from schemas.events import RequestSubmitted
 from schemas.primitives.files import atomic_write
 from schemas.primitives.signing import (
     ED25519,
     HMAC_SHA256,
     PublisherKeyError,
+    PublisherKeys,
     PublisherKeysConfig,
     RequestSigner,
+    RequestVerifier,
     ed25519_key_id,
     hmac_key_id,
     parse_publisher_keys,
+    parse_signature,
 )
-from schemas.topics import REQUEST_EVENT_TYPES
+from schemas.topics import IDENTITY_VERIFIED_EVENT_TYPE, REQUEST_EVENT_TYPES
 
 LOCAL_PUBLISHER = "local"
 LOCAL_KEYS_FILE = "publisher-keys.yaml"
@@ -263,8 +274,9 @@ def local_publisher(directory: Path) -> IssuedKey:
     # Missing or half-written (e.g. interrupted): start over; it only ever signed local tests.
     keys_file.unlink(missing_ok=True)
     key_file.unlink(missing_ok=True)
-    # The local publisher is the officer's own (`dsr up`, the demo, the dashboard on one
-    # machine): it may publish decisions too, which no publisher may by default.
+    # The local publisher is the officer's own (`dsr up`, the demo, the CLI and the dashboard on
+    # one machine): it may publish every request event (verifications, extensions, decisions,
+    # deliveries, sweeps), where a publisher without `events` may only submit.
     return create_publisher(
         keys_file,
         LOCAL_PUBLISHER,
@@ -275,9 +287,94 @@ def local_publisher(directory: Path) -> IssuedKey:
     )
 
 
+# -- what a verified publisher may claim ---------------------------------------------------------
+
+
+class _Verification(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    verified: bool = False
+
+
+class _VerificationClaim(BaseModel):
+    """The one field of a RequestSubmitted that is a permission of its own."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verification: _Verification = _Verification()
+
+
+_SUBMITTED = TYPE_OF[RequestSubmitted]
+
+
+def claims_verified_identity(event: RawEvent) -> bool:
+    """True when a (signature-checked) RequestSubmitted says `verification.verified: true`.
+
+    Read from the authentic bytes the same way `schemas.envelope.decode` reads the body right
+    after (the same CloudEvents data, the same JSON parser and the same coercion of `verified`),
+    but only that one field: a body that does not parse here is refused by `decode` at stage
+    'body' anyway, so False is safe then.
+    """
+    if event.attributes.get("type") != _SUBMITTED:
+        return False
+    try:
+        _, data = _attributes_and_data(event.value, dict(event.headers))
+        claim = (
+            _VerificationClaim.model_validate_json(data)
+            if isinstance(data, bytes)
+            else _VerificationClaim.model_validate(data)
+        )
+    except (EnvelopeError, ValidationError):
+        return False
+    return claim.verification.verified
+
+
+def check_claims(keys: PublisherKeys, publisher: str, event: RawEvent) -> None:
+    """Raise `EnvelopeError` (stage 'signature') when an authentic event claims more than its
+    publisher may: a submission saying the identity is verified is an identity verification,
+    so it needs `dsr.request.identity_verified.v1` in the publisher's `events`, as an
+    IdentityVerified does.
+
+    Art. 12(6) GDPR lets the controller establish the requester's identity; EDPB Guidelines
+    01/2022 (right of access) section 3.3, para. 70: the controller implements an
+    authentication procedure and keeps the handling of the request secure (Art. 32 GDPR). A
+    web form that may submit is not that procedure: without the permission its word that the
+    identity was checked would release the subject's data to whoever filled in the form.
+    """
+    if IDENTITY_VERIFIED_EVENT_TYPE in keys.events.get(publisher, frozenset()):
+        return
+    if claims_verified_identity(event):
+        raise EnvelopeError(
+            "signature",
+            f"publisher {publisher!r} may not submit a request with verification.verified: "
+            f"true: that needs {IDENTITY_VERIFIED_EVENT_TYPE} in the publisher's `events` in "
+            "the publisher keys file; submit it unverified, and verify the identity separately",
+            _SUBMITTED,
+        )
+
+
+class PermissionedVerifier(RequestVerifier):
+    """`RequestVerifier` plus the permissions an event's body can claim (`check_claims`).
+
+    The signature is checked first, on the raw bytes; only then is the one claim read, from
+    those same authentic bytes, before `decode` parses the whole body.
+    """
+
+    def __call__(self, event: RawEvent) -> None:
+        """Raise `EnvelopeError` (stage 'signature') unless authentic and permitted."""
+        super().__call__(event)  # authentic, and its type allowed to its publisher
+        header = event.headers.get(SIGNATURE_HEADER)
+        if header is None:
+            return  # unsigned: only with allow_unsigned (a trusted test setup)
+        check_claims(self.current(), parse_signature(header).publisher, event)
+
+
 __all__ = [
     "LOCAL_PUBLISHER",
     "IssuedKey",
+    "PermissionedVerifier",
+    "check_claims",
+    "claims_verified_identity",
     "create_publisher",
     "local_publisher",
     "read_keys_document",

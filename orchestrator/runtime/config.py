@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,9 @@ from schemas.events import RequestType
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeys, SealingError, bus_key
 from schemas.primitives.signing import PublisherKeyError, RequestVerifier
+from schemas.register import WatchedRegister
+
+_log = logging.getLogger("dsr.config")
 
 #: A staff id as decisions record it (`decided_by`, `verified_by`, `extended_by`): short, letters,
 #: digits and `._-`. No `@`: an e-mail address is personal data and status events carry the id.
@@ -97,8 +101,14 @@ class Settings(BaseSettings):
     )
     allow_unsigned_requests: bool = Field(
         False,
-        description="Accept request events without a signature (migration, trusted tests); "
-        "logged as a warning. Signed events are verified all the same.",
+        description="Accept request events, tasks and outcomes without a signature (migration, "
+        "trusted tests); logged as a warning. Signed events are verified all the same.",
+    )
+    allow_insecure_kafka: bool = Field(
+        False,
+        description="Acknowledge a Kafka connection without TLS or without authentication "
+        "(trials only; the Helm chart sets it only with allowInsecureKafka: true). Every "
+        "process logs a loud warning at start-up while it is set.",
     )
     deadline_policy: str = Field(
         "1 month",
@@ -289,9 +299,16 @@ class Settings(BaseSettings):
         return DataKeys(self.dek_dir or self.data_dir / "dek", key, cache_size=cache_size)
 
     def request_verifier(self) -> RequestVerifier:
-        """The signature check for request events; refuses to run without publisher keys."""
+        """The signature check for request events, tasks and outcomes (an outcome's worker
+        group checked against the register); refuses to run without publisher keys."""
         try:
-            return RequestVerifier(self.publisher_keys, allow_unsigned=self.allow_unsigned_requests)
+            from orchestrator.intake.publishers import PermissionedVerifier
+
+            return PermissionedVerifier(
+                self.publisher_keys,
+                allow_unsigned=self.allow_unsigned_requests,
+                group_of=_GroupOf(self.register_file),
+            )
         except PublisherKeyError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -320,6 +337,19 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={"kafka": self.kafka.for_embedded(bootstrap), "producer_max_batch_size": 1}
         )
+
+
+class _GroupOf:
+    """A system's worker group in the register file (read on first use, then as it changes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._watched: WatchedRegister | None = None
+
+    def __call__(self, system: str) -> str | None:
+        if self._watched is None:
+            self._watched = WatchedRegister(self.path)
+        return next((s.group for s in self._watched.current().systems if s.name == system), None)
 
 
 def _rights(text: str) -> frozenset[RequestType]:
@@ -357,7 +387,25 @@ def load_settings(**overrides: Any) -> Settings:
         problems += _problems(exc, "DSR_")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    if settings.allow_insecure_kafka:
+        _warn_insecure_kafka(settings.kafka)
     return settings
+
+
+def _warn_insecure_kafka(kafka: KafkaSettings) -> None:
+    """The loud start-up warning of DSR_ALLOW_INSECURE_KAFKA: what an attacker on the network
+    could do, and how to turn it off."""
+    protocol = kafka.security_protocol
+    _log.warning(
+        "INSECURE KAFKA: DSR_ALLOW_INSECURE_KAFKA is true (DSR_KAFKA_SECURITY_PROTOCOL=%s). "
+        "%s Use TLS and SASL (SASL_SSL) in production and unset DSR_ALLOW_INSECURE_KAFKA "
+        "(Helm: allowInsecureKafka: false).",
+        protocol,
+        "Subject identifiers, tasks and outcomes may cross the network unencrypted, and any "
+        "pod that reaches the brokers may read and write every topic."
+        if protocol != "SASL_SSL"
+        else "The connection itself uses SASL_SSL; remove the flag.",
+    )
 
 
 def _problems(exc: ValidationError, prefix: str) -> list[str]:

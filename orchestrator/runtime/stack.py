@@ -19,11 +19,28 @@ from typing import IO
 
 from pydantic import SecretStr
 
-from orchestrator.intake.publishers import IssuedKey, local_publisher
+from orchestrator.intake.publishers import (
+    LOCAL_PUBLISHER,
+    IssuedKey,
+    create_publisher,
+    local_publisher,
+    read_keys_document,
+    rotate_publisher,
+    write_keys_document,
+)
 from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.topics import ensure_topics
 from schemas.errors import DsrError
+from schemas.primitives.signing import (
+    ED25519,
+    ORCHESTRATOR_PUBLISHER,
+    OUTCOME_EVENT_TYPES,
+    TASK_EVENT_TYPES,
+    PublisherKeyError,
+    RequestSigner,
+    connector_publisher,
+)
 from schemas.register import Register, load_register
 
 log = logging.getLogger("dsr.stack")
@@ -61,6 +78,60 @@ class StackError(DsrError, RuntimeError):
     """A part of the stack failed to start or died."""
 
 
+#: The manual-task outcome a person signs (with the local publisher on one machine).
+_TASK_OUTCOME = OUTCOME_EVENT_TYPES[0]
+
+
+def component_keys(
+    keys_file: Path, directory: Path, groups: list[str]
+) -> dict[str, dict[str, str]]:
+    """Each component's signing key (created once in `directory`, listed in `keys_file`): the
+    DSR_PUBLISHER_* variables of the orchestrator and of each connector worker group."""
+    wanted = {ORCHESTRATOR_PUBLISHER: list(TASK_EVENT_TYPES)}
+    wanted |= {connector_publisher(g): list(OUTCOME_EVENT_TYPES) for g in groups}
+    document = read_keys_document(keys_file)
+    listed = {p.get("id"): p for p in document["publishers"] if isinstance(p, dict)}
+    env: dict[str, dict[str, str]] = {}
+    for publisher, events in wanted.items():
+        key_file = directory / f"{publisher}.pem"
+        kid = RequestSigner.from_key_file(publisher, key_file).key_id if key_file.exists() else None
+        record = listed.get(publisher)
+        known = [k.get("id") for k in (record or {}).get("keys", []) if isinstance(k, dict)]
+        if kid is None or kid not in known:
+            key_file.unlink(missing_ok=True)
+            if record is None:
+                name = key_file.name
+                issued = create_publisher(
+                    keys_file, publisher, ED25519, out_dir=directory, events=events,
+                    key_file_name=name,
+                )  # fmt: skip
+            else:
+                # Listed already (another stack sharing this keys file, or a lost key file):
+                # add a key, as a rotation does; the keys others sign with stay valid.
+                issued = rotate_publisher(keys_file, publisher, ED25519, out_dir=directory)
+                issued.key_file.replace(key_file)
+            document = read_keys_document(keys_file)
+            listed = {p.get("id"): p for p in document["publishers"] if isinstance(p, dict)}
+            kid = issued.key_id
+        env[publisher] = {
+            "DSR_PUBLISHER_ID": publisher,
+            "DSR_PUBLISHER_KEY_FILE": str(key_file.resolve()),
+            "DSR_PUBLISHER_KEY_ID": kid,
+        }
+    return env
+
+
+def _allow_manual_outcomes(keys_file: Path) -> None:
+    """The local publisher (the officer on one machine) may also complete manual tasks."""
+    document = read_keys_document(keys_file)
+    for record in document["publishers"]:
+        if isinstance(record, dict) and record.get("id") == LOCAL_PUBLISHER:
+            events = record.setdefault("events", [])
+            if _TASK_OUTCOME not in events:
+                events.append(_TASK_OUTCOME)
+                write_keys_document(keys_file, document)
+
+
 def _require_free(host: str, port: int) -> None:
     """Fail before starting a server on a port that is taken, naming the setting."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -95,6 +166,9 @@ class Stack:
         #: The publisher `dsr up`/`dsr demo` sign with on the embedded broker.
         self.local_publisher: IssuedKey | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._own: dict[str, dict[str, str]] = {}  # each child's own variables, by name
+        #: Each component's DSR_PUBLISHER_* variables (its own signing key).
+        self.component_env: dict[str, dict[str, str]] = {}
         self._logs: list[IO[bytes]] = []
         self.register: Register = load_register(
             settings.register_file, {**os.environ, **self.extra_env}
@@ -116,9 +190,11 @@ class Stack:
             # No configuration on a laptop: a local publisher, created once in the data dir,
             # which `dsr submit` finds through the state directory.
             self.local_publisher = local_publisher(self.settings.data_dir.resolve() / "publishers")
+            _allow_manual_outcomes(self.local_publisher.keys_file)
             self.settings = self.settings.model_copy(
                 update={"publisher_keys": self.local_publisher.keys_file}
             )
+        self._component_keys()
         self.settings.request_verifier()  # no publisher keys: refuse here, not in a child
         self.settings.data_keys()  # a bad bus key file: likewise; else create it once, here
         if embedded:
@@ -127,12 +203,31 @@ class Stack:
             self.settings = self.settings.for_embedded(self.broker.bootstrap)
         ensure_topics(self.settings.kafka, case_files=self.register.case_files)
         for n in range(self.settings.orchestrator_workers):
-            self.spawn(f"orchestrator-{n}" if n else "orchestrator", ["worker", "orchestrator"])
-        for group in sorted({s.group for s in self.register.systems}):
-            self.spawn(f"connectors-{group}", ["worker", "connectors", "--group", group])
+            name = f"orchestrator-{n}" if n else "orchestrator"
+            self.spawn(name, ["worker", "orchestrator"], self.component_env.get("orchestrator"))
+        for group in self._groups():
+            publisher = connector_publisher(group)
+            args = ["worker", "connectors", "--group", group]
+            self.spawn(publisher, args, self.component_env.get(publisher))
         if self.dashboard:
             self._start_dashboard()
         return self
+
+    def _groups(self) -> list[str]:
+        return sorted({s.group for s in self.register.systems})
+
+    def _component_keys(self) -> None:
+        """Keys for the orchestrator and each worker group, created once in the data dir and
+        added to the publisher keys file the workers read (none without one: unsigned test
+        mode)."""
+        keys_file = self.settings.publisher_keys
+        if keys_file is None:
+            return
+        directory = self.settings.data_dir.resolve() / "publishers" / "components"
+        try:
+            self.component_env = component_keys(keys_file, directory, self._groups())
+        except PublisherKeyError as exc:
+            raise StackError(f"cannot set up the components' signing keys: {exc}") from None
 
     def _start_dashboard(self) -> None:
         settings = self.settings
@@ -143,7 +238,13 @@ class Stack:
             self.dashboard_session_token = secrets.token_urlsafe(24)
             update["dashboard_token"] = SecretStr(self.dashboard_session_token)
         self.settings = settings.model_copy(update=update)
-        process = self.spawn("dashboard", ["dashboard"])
+        # Officers complete manual tasks there: signed with the local publisher's key.
+        own = dict(self.local_publisher.env()) if self.local_publisher else {}
+        if settings.dashboard_host in ("127.0.0.1", "localhost", "::1"):
+            # Served on loopback over plain HTTP: a Secure cookie would not come back in every
+            # browser. Anywhere else the cookie stays Secure (DSR_DASHBOARD_COOKIE_SECURE).
+            own.setdefault("DSR_DASHBOARD_COOKIE_SECURE", "false")
+        process = self.spawn("dashboard", ["dashboard"], own or None)
         # The workers come first: the dashboard is only a view, and on a small machine its
         # start-up (about 1 s of CPU) competes with theirs.
         with contextlib.suppress(OSError):
@@ -162,9 +263,16 @@ class Stack:
             url += f"?token={self.dashboard_session_token}"
         return url
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """Start one `dsr` sub-command as a child process with our settings."""
-        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+    def spawn(
+        self, name: str, args: list[str], own: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one `dsr` sub-command as a child process with our settings (and `own`
+        variables: a component's signing key; a restart under the same name keeps them)."""
+        if own is None:
+            own = self._own.get(name)
+        else:
+            self._own[name] = own
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env, **(own or {})}
         output: IO[bytes] | None = None
         if self.log_dir:
             output = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()

@@ -29,6 +29,7 @@ from schemas.events import (
     TaskOutcome,
 )
 from schemas.kafka import KafkaSettings
+from schemas.primitives.signing import RequestSigner
 
 #: What a person may report for a manual task.
 ManualOutcome = Literal["completed", "not_found"]
@@ -183,8 +184,10 @@ def complete_task(
     source: str,
     attachments: Sequence[Attachment] = (),
     records_ref: RecordsRef | None = None,
+    signer: RequestSigner | None = None,
 ) -> TaskOutcome:
-    """Publish that a person carried out `task`; it then counts as done. Blocks until acked."""
+    """Publish that a person carried out `task`, signed with the person's publisher key
+    (`signer`, else DSR_PUBLISHER_*); it then counts as done. Blocks until acked."""
     from orchestrator.intake.client import RequestPublisher
 
     result = manual_outcome(
@@ -195,7 +198,7 @@ def complete_task(
         attachments=attachments,
         records_ref=records_ref,
     )
-    with RequestPublisher(kafka, source=source) as publisher:
+    with RequestPublisher(kafka, source=source, signer=signer) as publisher:
         publisher.report_outcome(result)
     return result
 

@@ -26,6 +26,16 @@ signature cannot be moved onto another event type or another request. A line bre
 of these fields is refused: with it, two different events could share a canonical form.
 Re-sending an identical signed event is harmless: processing is idempotent by request id.
 
+The same scheme authenticates the bus between our own components (Art. 32(1)(b) GDPR: the
+integrity of the processing systems): the orchestrator signs every task it sends as publisher
+`orchestrator`, each connector worker group its outcomes as `connectors-<group>`, and a person
+who completes a manual task signs the outcome with their own publisher key. Connector workers
+verify tasks, the orchestrator verifies outcomes, both against the same publisher keys file.
+An outcome signed by a worker group counts only for the systems that group serves in the
+register (`RequestVerifier.check_system`): one group's key cannot complete another's tasks.
+Components use Ed25519: a verifier then holds public keys only, so a connector worker that
+can check tasks cannot forge them (with HMAC every verifier could sign as well).
+
 The orchestrator calls a `RequestVerifier` from `schemas.envelope.decode` after the envelope
 is read and before the body is parsed, so nothing is decided on an event that is not
 authentic. Its keys come from the publisher keys file (`DSR_PUBLISHER_KEYS`)::
@@ -53,7 +63,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from schemas.envelope import (
     SIGNATURE_HEADER,
+    TYPE_OF,
     EnvelopeError,
     KafkaMessage,
     RawEvent,
@@ -77,8 +88,10 @@ from schemas.primitives.encoding import b64url, ed25519_key_id
 from schemas.topics import (
     DECISION_EVENT_TYPES,
     DEFAULT_PUBLISHER_EVENTS,
+    OUTCOMES,
     REQUEST_EVENT_TYPES,
     REQUESTS,
+    TASKS,
 )
 
 log = logging.getLogger("dsr.signing")
@@ -97,6 +110,35 @@ _MAX_HEADER = 512
 _KEY_ID_LABEL = b"dsr publisher key id"
 _ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _HEADER_FORMAT = "v1;alg=ALG;publisher=ID;kid=KEY_ID;sig=BASE64"
+
+#: What the orchestrator signs (publisher `orchestrator`): tasks and sweep tasks.
+TASK_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[m] for m in TASKS.events)
+#: What connector workers (and people completing manual tasks) sign: outcomes.
+OUTCOME_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[m] for m in OUTCOMES.events)
+#: Every type a publisher keys file may allow.
+SIGNED_EVENT_TYPES: tuple[str, ...] = (
+    *REQUEST_EVENT_TYPES,
+    *TASK_EVENT_TYPES,
+    *OUTCOME_EVENT_TYPES,
+)
+#: The orchestrator's publisher id (it signs tasks).
+ORCHESTRATOR_PUBLISHER = "orchestrator"
+#: A connector worker group's publisher id is this prefix and the group (`connectors-crm`).
+CONNECTOR_PUBLISHER_PREFIX = "connectors-"
+
+
+def connector_publisher(group: str) -> str:
+    """The publisher id a connector worker group signs its outcomes with."""
+    return f"{CONNECTOR_PUBLISHER_PREFIX}{group}"
+
+
+def _kind(ce_type: str | None) -> str:
+    """What an event is, for messages: a request event, a task or an outcome."""
+    if ce_type in TASK_EVENT_TYPES:
+        return "task"
+    if ce_type in OUTCOME_EVENT_TYPES:
+        return "outcome"
+    return "request event"
 
 
 class PublisherKeyError(DsrError, ValueError):
@@ -413,19 +455,21 @@ class PublisherConfig(BaseModel):
     id: str = Field(pattern=ID_PATTERN, examples=["web-form"])
     events: list[str] | None = Field(
         default=None,
-        description="The event types this publisher may send; if omitted, every request event "
-        "except officers' decisions (dsr.request.decision_recorded.v1), which a publisher may "
-        "send only when listed here.",
+        description="The event types this publisher may send; if omitted, new requests only "
+        "(dsr.request.submitted.v1). Components list theirs: the orchestrator "
+        "dsr.task.dispatched.v1 and dsr.sweep.dispatched.v1, a connector worker group "
+        "(`connectors-<group>`) dsr.task.outcome.v1 and dsr.sweep.outcome.v1, a person who "
+        "completes manual tasks dsr.task.outcome.v1.",
     )
     keys: list[PublisherKeyConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _known_events(self) -> PublisherConfig:
-        unknown = [e for e in self.events or [] if e not in REQUEST_EVENT_TYPES]
+        unknown = [e for e in self.events or [] if e not in SIGNED_EVENT_TYPES]
         if unknown:
             raise ValueError(
-                f"events {unknown} are not request event types; use "
-                f"{', '.join(REQUEST_EVENT_TYPES)}"
+                f"events {unknown} are not event types a publisher signs; use "
+                f"{', '.join(SIGNED_EVENT_TYPES)}"
             )
         return self
 
@@ -455,7 +499,7 @@ class PublisherKeys:
         header = event.headers.get(SIGNATURE_HEADER)
         if header is None:
             raise reject(
-                f"request event is not signed: add a {SIGNATURE_HEADER} header signed with "
+                f"{_kind(ce_type)} is not signed: add a {SIGNATURE_HEADER} header signed with "
                 "a publisher key (see docs/publishing.md, 'Authentic requests: publisher keys')"
             )
         try:
@@ -562,9 +606,18 @@ def _verifying_key(
 
 
 def parse_publisher_keys(
-    data: Any, *, base_dir: Path, source: str, env: Mapping[str, str] | None = None
+    data: Any,
+    *,
+    base_dir: Path,
+    source: str,
+    env: Mapping[str, str] | None = None,
+    only_events: Collection[str] | None = None,
 ) -> PublisherKeys:
-    """Validate a publisher keys document (parsed YAML); file paths are relative to `base_dir`."""
+    """Validate a publisher keys document (parsed YAML); file paths are relative to `base_dir`.
+
+    With `only_events`, only publishers allowed one of those types are loaded: a connector
+    worker checks tasks only, and needs (and gets) no other publisher's HMAC secret.
+    """
     env = os.environ if env is None else env
     try:
         config = PublisherKeysConfig.model_validate(data if data is not None else {})
@@ -577,6 +630,9 @@ def parse_publisher_keys(
         if publisher.id in events:
             raise PublisherKeyError(f"{source}: publisher {publisher.id!r} is listed twice")
         events[publisher.id] = frozenset(publisher.events or DEFAULT_PUBLISHER_EVENTS)
+        if only_events is not None and events[publisher.id].isdisjoint(only_events):
+            del events[publisher.id]
+            continue
         for n, entry in enumerate(publisher.keys):
             where = f"{source}: publisher {publisher.id!r}, key #{n + 1}"
             key = _verifying_key(publisher.id, entry, env, base_dir, where)
@@ -588,15 +644,21 @@ def parse_publisher_keys(
     return PublisherKeys(keys, events)
 
 
-def load_publisher_keys(path: str | Path, env: Mapping[str, str] | None = None) -> PublisherKeys:
-    """Read and validate the publisher keys file."""
+def load_publisher_keys(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    only_events: Collection[str] | None = None,
+) -> PublisherKeys:
+    """Read and validate the publisher keys file (see `parse_publisher_keys`)."""
     path = Path(path)
     raw = _read(path, "publisher keys file (DSR_PUBLISHER_KEYS)")
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise PublisherKeyError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
-    return parse_publisher_keys(data, base_dir=path.parent, source=str(path), env=env)
+    return parse_publisher_keys(
+        data, base_dir=path.parent, source=str(path), env=env, only_events=only_events
+    )
 
 
 # -- the orchestrator's side ---------------------------------------------------------------------
@@ -609,6 +671,11 @@ class RequestVerifier:
     key can be added or retired without a restart; an invalid edit is logged and the last
     valid keys stay in use. With `allow_unsigned`, events without a signature are let through
     (a migration aid); an event that carries a signature is always verified.
+
+    The same check serves tasks (in connector workers) and outcomes (in the orchestrator);
+    `group_of` (a system's worker group in the register) lets `check_system` hold a worker
+    group's outcomes to its own systems; `only_events` loads only the publishers allowed
+    one of those types (`parse_publisher_keys`).
     """
 
     def __init__(
@@ -618,6 +685,8 @@ class RequestVerifier:
         allow_unsigned: bool = False,
         env: Mapping[str, str] | None = None,
         reload_seconds: float = 1.0,
+        group_of: Callable[[str], str | None] | None = None,
+        only_events: Collection[str] | None = None,
     ) -> None:
         if keys_file is None and not allow_unsigned:
             raise PublisherKeyError(
@@ -628,12 +697,16 @@ class RequestVerifier:
             )
         self.path = Path(keys_file) if keys_file is not None else None
         self.allow_unsigned = allow_unsigned
+        self.group_of = group_of
+        self._only_events = only_events
         self._env = env
         self._reload_seconds = reload_seconds
         self._checked = time.monotonic()
         self._stamp = self._read_stamp()
         self.keys = (
-            load_publisher_keys(self.path, env) if self.path is not None else PublisherKeys({}, {})
+            load_publisher_keys(self.path, env, only_events)
+            if self.path is not None
+            else PublisherKeys({}, {})
         )
         if allow_unsigned:
             log.warning(
@@ -662,7 +735,7 @@ class RequestVerifier:
         if stamp is not None and stamp != self._stamp:
             self._stamp = stamp
             try:
-                self.keys = load_publisher_keys(self.path, self._env)
+                self.keys = load_publisher_keys(self.path, self._env, self._only_events)
                 log.info("publisher keys %s reloaded", self.path)
             except PublisherKeyError as exc:
                 log.error(
@@ -678,14 +751,45 @@ class RequestVerifier:
             return
         self.current().verify(event)
 
+    def check_system(self, headers: Mapping[str, str], system: str, ce_type: str | None) -> None:
+        """After `__call__` passed an outcome: raise `EnvelopeError` (stage 'signature') when a
+        connector worker group signed it for a system another group serves (or none).
+
+        Art. 32(1)(b) GDPR: one group's key must not complete another group's tasks (a
+        certificate of erasure rests on these outcomes). People's outcomes (any other
+        publisher allowed the type) are not tied to a group; unsigned ones got here only with
+        `allow_unsigned`.
+        """
+        header = headers.get(SIGNATURE_HEADER)
+        if header is None:
+            return
+        publisher = parse_signature(header).publisher  # verified already: it parses
+        if not publisher.startswith(CONNECTOR_PUBLISHER_PREFIX):
+            return
+        group = publisher.removeprefix(CONNECTOR_PUBLISHER_PREFIX)
+        serving = self.group_of(system) if self.group_of is not None else None
+        if serving != group:
+            served = f"worker group {serving!r} serves it" if serving else "it is not registered"
+            raise EnvelopeError(
+                "signature",
+                f"publisher {publisher!r} may report only for the systems of worker group "
+                f"{group!r}, not for system {system!r} ({served} in the register)",
+                ce_type,
+            )
+
 
 __all__ = [
     "ALGORITHMS",
+    "CONNECTOR_PUBLISHER_PREFIX",
     "ED25519",
     "HMAC_SHA256",
+    "ORCHESTRATOR_PUBLISHER",
+    "OUTCOME_EVENT_TYPES",
     "REQUEST_EVENT_TYPES",
     "SCHEME",
     "SIGNATURE_HEADER",
+    "SIGNED_EVENT_TYPES",
+    "TASK_EVENT_TYPES",
     "PublisherConfig",
     "PublisherKeyConfig",
     "PublisherKeyError",
@@ -697,6 +801,7 @@ __all__ = [
     "SigningKey",
     "VerifyingKey",
     "canonical_form",
+    "connector_publisher",
     "ed25519_key_id",
     "hmac_key_id",
     "load_publisher_keys",

@@ -20,7 +20,7 @@ from connectors.conformance import dispatched
 from connectors.declarative import DeclarativeConnector, find_spec, load_spec
 from connectors.execute import perform
 from connectors.fakes.acme import SUBJECT_EMAIL, SUBJECT_PHONE, TOKEN, AcmeCRM
-from connectors.http import HttpError
+from connectors.http import HttpError, PathSegmentError
 from schemas.events import (
     Identifier,
     OutcomeStatus,
@@ -193,6 +193,90 @@ def test_rejected_credentials_fail_the_task_without_retry(acme: AcmeCRM, tmp_pat
     assert "credentials rejected (401)" in (outcome.reason or "")
 
 
+# ------------------------------------------------------------------ exact matches, paths
+
+
+def test_art_5_1_f_wildcard_search_result_is_not_found_and_nothing_is_erased(
+    acme: AcmeCRM, tmp_path: Path
+) -> None:
+    """A vendor treating `*` as a wildcard finds everyone at example.com; by default only a
+    record whose `email` equals the subject's exactly is kept, so nobody else is erased (an
+    accidental destruction would be a personal data breach: Art. 4(12), Art. 5(1)(f) GDPR)."""
+    acme.faults.wildcard_search = True
+    crm = connector(acme, write_spec(tmp_path / "acme.yaml"))
+    before = remaining_emails(acme)
+    wildcard = Subject(identifiers=[Identifier(type="email", value="*@example.com")])
+    assert asyncio.run(crm.access(wildcard)).status == OutcomeStatus.NOT_FOUND
+    assert asyncio.run(crm.erase(wildcard)).status == OutcomeStatus.NOT_FOUND
+    assert acme.calls("DELETE") == []
+    assert remaining_emails(acme) == before
+    found = asyncio.run(crm.access(SUBJECT))  # the subject itself is still found
+    assert {r.data["id"] for r in found.records if r.collection == "contacts"} == {101, 102}
+
+
+def test_match_none_keeps_what_the_vendor_returns_and_warns(
+    acme: AcmeCRM, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    acme.faults.wildcard_search = True
+    find = yaml.safe_load(EXAMPLE.read_text())["find"]
+    find["match"] = "none"
+    with caplog.at_level(logging.WARNING, logger="connectors.declarative"):
+        crm = connector(acme, write_spec(tmp_path / "acme.yaml", find=find, related=[]))
+    assert "find.match is none" in caplog.text and "wildcard" in caplog.text
+    wildcard = Subject(identifiers=[Identifier(type="email", value="*@example.com")])
+    result = asyncio.run(crm.access(wildcard))
+    assert [r.data["email"] for r in result.records] == ["jan.jansen@example.com"]
+
+
+def test_explicit_match_names_the_field_and_any_identifier_suffices(
+    acme: AcmeCRM, tmp_path: Path
+) -> None:
+    acme.faults.wildcard_search = True
+    find = yaml.safe_load(EXAMPLE.read_text())["find"]
+    find["params"] = {"email": "{email}"}
+    find["match"] = {"email": "email", "phone": "phone"}
+    crm = connector(acme, write_spec(tmp_path / "acme.yaml", find=find, related=[]))
+    by_phone = Subject(
+        identifiers=[
+            Identifier(type="email", value="%@example.%"),
+            Identifier(type="phone", value="+31 6 87654321"),
+        ]
+    )
+    result = asyncio.run(crm.access(by_phone))
+    assert [r.data["id"] for r in result.records] == [103]  # Jan's phone, nobody else
+
+
+def test_a_search_result_without_the_match_field_fails_naming_find_match(
+    acme: AcmeCRM, tmp_path: Path
+) -> None:
+    find = yaml.safe_load(EXAMPLE.read_text())["find"]
+    find["match"] = {"email_address": "email"}
+    crm = connector(acme, write_spec(tmp_path / "acme.yaml", find=find))
+    outcome = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ERASURE, SUBJECT)))
+    assert outcome.status == OutcomeStatus.FAILED and not outcome.retryable
+    assert "none of the fields email_address" in (outcome.reason or "")
+    assert "set find.match in" in (outcome.reason or "")
+    assert acme.calls("DELETE") == []
+
+
+def test_dot_dot_record_id_is_refused_and_nothing_is_erased(acme: AcmeCRM, tmp_path: Path) -> None:
+    """`/contacts/{id}` with the id `..` would be `/`; `/contacts/{id}/notes` would be
+    `/notes`: refused before the first call, and before anything is erased."""
+    acme.data["contacts"].append({"id": "..", "email": SUBJECT_EMAIL, "phone": None})
+    crm = connector(acme, write_spec(tmp_path / "acme.yaml"))
+    before = remaining_emails(acme)
+    with pytest.raises(PathSegmentError) as caught:
+        asyncio.run(crm.erase(SUBJECT))
+    assert not caught.value.retryable
+    assert f"{crm.system}: DELETE /contacts/{{id}}: refused: " in str(caught.value)
+    assert acme.calls("DELETE") == [] and remaining_emails(acme) == before
+    with pytest.raises(PathSegmentError, match=r"GET /contacts/\{id\}/notes: refused"):
+        asyncio.run(crm.access(SUBJECT))
+    assert acme.calls(path_prefix="/api/notes") == []
+    outcome = asyncio.run(perform(crm, dispatched(crm.system, RequestType.ERASURE, SUBJECT)))
+    assert outcome.status == OutcomeStatus.FAILED and not outcome.retryable
+
+
 # ---------------------------------------------------------------------------- hot reload
 
 
@@ -245,6 +329,11 @@ def test_a_spec_broken_on_disk_fails_tasks_until_fixed(acme: AcmeCRM, tmp_path: 
         (lambda d: d.update(rights=["access", "objection"]), "objection cannot be declared"),
         (lambda d: d["auth"].pop("token"), "auth: auth type 'bearer' needs token"),
         (lambda d: d["related"][0]["paging"].pop("cursor_param"), "related.0.paging.cursor"),
+        (
+            lambda d: d["find"].update(match={"email": "E-mail"}),
+            "find: match: email: 'E-mail' is not an identifier type",
+        ),
+        (lambda d: d["find"].update(match="all"), "find.match"),
     ],
 )
 def test_spec_errors_name_the_file_and_the_field(tmp_path: Path, change: Any, message: str) -> None:

@@ -1,5 +1,5 @@
 """Who an officer's step from the dashboard is recorded as: the person the authenticating proxy
-names (DSR_DASHBOARD_USER_HEADER), else DSR_DASHBOARD_OFFICER, else "dashboard".
+names (DSR_DASHBOARD_USER_HEADER), else the token's user (DSR_DASHBOARD_OFFICER, else "officer").
 
 Art. 5(2) GDPR (accountability) and Art. 24: the controller must be able to show who decided a
 data subject's request; a shared token alone cannot. The id reaches status events, so it must
@@ -70,7 +70,7 @@ def test_art_5_2_step_is_recorded_as_the_proxys_signed_in_officer(
     assert isinstance(extension, DeadlineExtended) and extension.extended_by == "officer_7"
 
 
-def test_without_the_header_the_fixed_officer_then_dashboard(
+def test_without_the_header_the_fixed_officer_then_the_token_user(
     tmp_path: Path, published: list[Any]
 ) -> None:
     fixed = make(tmp_path, dashboard_user_header=HEADER, dashboard_officer="desk-1")
@@ -92,7 +92,7 @@ def test_without_the_header_the_fixed_officer_then_dashboard(
         assert (await post(client, "/api/requests/r-1/decisions", REFUSE, "mallory"))[0] == 202
 
     run(plain, ignored)
-    assert [e.decided_by for e in published] == ["dashboard"]
+    assert [e.decided_by for e in published] == ["officer"]  # the shared token's user
 
 
 @pytest.mark.parametrize(

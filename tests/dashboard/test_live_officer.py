@@ -51,7 +51,7 @@ def test_art_12_5_refuse_from_the_page_refuses_the_request(
         deliver = 'form.decision[data-action="deliver"]'
         assert page.locator("form.decision").count() == 1  # only the delivery is left
         reasons = page.inner_text("#d-timeline")
-        assert "manifestly_unfounded" in reasons and "by dashboard" in reasons
+        assert "manifestly_unfounded" in reasons and "by officer" in reasons
         _screenshot(page, tmp_path, "dashboard-officer-refused.png")
         page.select_option(f"{deliver} select[name=channel]", "post")
         with page.expect_response(lambda r: r.url.endswith("/deliveries")) as answer:

@@ -145,7 +145,7 @@ def test_art_12_3_delivery_is_recorded_as_the_cli_does(
     run(dashboard, scenario)
     [event] = published
     assert isinstance(event, DeliveryRecorded)
-    assert (event.request_id, event.channel, event.delivered_by) == ("u-3", "post", "dashboard")
+    assert (event.request_id, event.channel, event.delivered_by) == ("u-3", "post", "officer")
 
 
 # -- the API ------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_art_12_5_refusal_is_published_as_the_cli_does(
         "refuse",
         "manifestly_unfounded",
     )
-    assert event.decided_by == "dashboard"  # the dashboard's officer (the token is shared)
+    assert event.decided_by == "officer"  # the shared token's user
 
 
 def test_art_12_4_refusal_with_reason_other_needs_an_explanation(
@@ -342,7 +342,7 @@ def test_art_12_6_verification_counts_only_by_a_method_the_policy_accepts(
     run(dashboard, scenario)
     [event] = published
     assert isinstance(event, IdentityVerified)
-    assert (event.method, event.verified_by) == ("id_document", "dashboard")
+    assert (event.method, event.verified_by) == ("id_document", "officer")
     assert event.copy_destroyed_at is not None  # evidence of destruction, never the copy
 
 
@@ -378,7 +378,7 @@ def test_art_12_3_extension_refused_after_the_deadline(
     run(dashboard, scenario)
     [event] = published
     assert isinstance(event, DeadlineExtended)
-    assert (event.months, event.extended_by) == (2, "dashboard")
+    assert (event.months, event.extended_by) == (2, "officer")
 
 
 def test_officer_steps_need_the_token_and_the_same_origin(

@@ -339,7 +339,7 @@ def test_start_a_dry_run_of_a_system_with_a_sweep_policy(
         "crm",
         True,
         "manual",
-        "dashboard",
+        "officer",
     )
 
 

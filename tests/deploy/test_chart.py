@@ -214,7 +214,7 @@ def test_schema_refuses_a_wrong_type_with_a_clear_message(helm: Helm) -> None:
         ),
         ({"connectorGroups[0].name": "slow"}, 'connector group "default", but connectorGroups'),
         ({"kafka.bootstrapServers": "kafka"}, "kafka.bootstrapServers"),
-        ({"kafka.sasl.enabled": "true"}, "kafka.sasl.passwordSecret.name"),
+        ({"kafka.sasl.passwordSecret.name": ""}, "kafka.sasl.passwordSecret.name"),
         ({"kafka.sasl.mechanism": "GSSAPI"}, "kafka.sasl.mechanism"),
         ({"securityContext.runAsNonRoot": "false"}, "securityContext.runAsNonRoot"),
         ({"topics.retentionMs.dsr\\.typo\\.v1": "1"}, "topics.retentionMs"),
@@ -251,7 +251,11 @@ def test_production_values_connect_with_tls_and_scram(helm: Helm) -> None:
         assert env["DSR_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512", c.where
         assert env["DSR_KAFKA_PARTITIONS"]["value"] == "12", c.where
         ref = env["DSR_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "dsr-orchestrator", "key": "password"}, c.where
+        # One Kafka user per component where kafka.sasl.users names one, else the shared one.
+        component = c.workload["metadata"]["name"].removeprefix("dsr-dsr-orchestrator-")
+        user = "dsr-orchestrator" if component in ("orchestrator", "topics") else f"dsr-{component}"
+        assert ref == {"name": user, "key": "password"}, c.where
+        assert env["DSR_KAFKA_SASL_USERNAME"]["value"] == user, c.where
         cafile = env["DSR_KAFKA_SSL_CAFILE"]["value"]
         mounts = {m["mountPath"]: m["name"] for m in c.spec["volumeMounts"]}
         volume = mounts[cafile.rsplit("/", 1)[0]]
@@ -315,3 +319,185 @@ def test_a_single_officer_setup_records_the_fixed_staff_id(helm: Helm) -> None:
     manifests = helm.template(sets={"dashboard.officer": "officer-7"})
     dashboard = next(c for c in containers(manifests) if "-dashboard" in c.where)
     assert dashboard.env()["DSR_DASHBOARD_OFFICER"]["value"] == "officer-7"
+
+
+# Least privilege (issue 16): secure Kafka by default, NetworkPolicies, keys only where needed.
+
+
+def _app_containers(manifests: list[Manifest]) -> dict[str, Container]:
+    """The application containers by workload name suffix (orchestrator, dashboard, ...)."""
+    return {
+        c.workload["metadata"]["name"].removeprefix("dsr-dsr-orchestrator-"): c
+        for c in containers(manifests)
+        if c.workload["kind"] == "Deployment"
+    }
+
+
+def test_defaults_connect_to_kafka_with_tls_and_sasl(helm: Helm) -> None:
+    for c in containers(helm.template()):
+        env = c.env()
+        assert env["DSR_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL", c.where
+        assert env["DSR_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512", c.where
+        assert "secretKeyRef" in env["DSR_KAFKA_SASL_PASSWORD"]["valueFrom"], c.where
+        assert "DSR_ALLOW_INSECURE_KAFKA" not in env, c.where
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"kafka.tls.enabled": "false", "kafka.sasl.enabled": "false"},
+        {"kafka.tls.enabled": "false"},
+        {"kafka.sasl.enabled": "false"},
+    ],
+)
+def test_plaintext_kafka_without_the_explicit_flag_fails_to_render(
+    helm: Helm, sets: dict[str, str]
+) -> None:
+    error = helm.template_error(sets=sets)
+    assert "allowInsecureKafka: true" in error and "forge tasks and outcomes" in error
+
+
+def test_plaintext_kafka_with_the_flag_tells_every_process(helm: Helm) -> None:
+    sets = {
+        "allowInsecureKafka": "true",
+        "kafka.tls.enabled": "false",
+        "kafka.sasl.enabled": "false",
+    }
+    for c in containers(helm.template(sets=sets)):
+        env = c.env()
+        assert env["DSR_KAFKA_SECURITY_PROTOCOL"]["value"] == "PLAINTEXT", c.where
+        assert env["DSR_ALLOW_INSECURE_KAFKA"]["value"] == "true", c.where
+
+
+def test_mutual_tls_without_sasl_is_not_plaintext(helm: Helm) -> None:
+    sets = {"kafka.sasl.enabled": "false", "kafka.tls.clientCertSecret.name": "dsr-kafka-user"}
+    for c in containers(helm.template(sets=sets)):
+        assert c.env()["DSR_KAFKA_SECURITY_PROTOCOL"]["value"] == "SSL", c.where
+
+
+def _policies(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {
+        m["metadata"]["name"].removeprefix("dsr-dsr-orchestrator-"): m
+        for m in manifests
+        if m["kind"] == "NetworkPolicy"
+    }
+
+
+def _egress_ports(policy: Manifest) -> set[int]:
+    return {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
+
+
+def test_defaults_render_network_policies_for_every_component(helm: Helm) -> None:
+    manifests = helm.template()
+    policies = _policies(manifests)
+    assert set(policies) == {"orchestrator", "connectors-default", "dashboard", "topics"}
+    for name, policy in policies.items():
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"], name
+        # Kafka and DNS only: no SMTP without a host, no vendor without configured hosts.
+        assert _egress_ports(policy) == {9093, 53}, name
+    assert policies["orchestrator"]["spec"]["ingress"] == []
+    assert policies["connectors-default"]["spec"]["ingress"] == []
+    (dashboard_in,) = policies["dashboard"]["spec"]["ingress"]
+    assert dashboard_in["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    sources = dashboard_in["from"]
+    assert sources and all("namespaceSelector" in peer for peer in sources)
+
+
+def test_production_network_policies_reach_only_their_own_hosts(helm: Helm) -> None:
+    policies = _policies(helm.template(PRODUCTION_VALUES))
+    assert _egress_ports(policies["orchestrator"]) == {9093, 53, 587}  # + SMTP
+    for group, cidr in (("default", "104.16.0.0/12"), ("support", "203.0.113.0/24")):
+        egress = policies[f"connectors-{group}"]["spec"]["egress"]
+        blocks = [
+            peer["ipBlock"]["cidr"]
+            for rule in egress
+            for peer in rule.get("to", [])
+            if "ipBlock" in peer
+        ]
+        assert blocks == [cidr], group
+    kafka_rule = policies["dashboard"]["spec"]["egress"][0]
+    assert kafka_rule["to"][0]["podSelector"] == {
+        "matchLabels": {"strimzi.io/cluster": "dsr-kafka"}
+    }
+    # Prometheus may scrape the workers (serviceMonitor.enabled), on the health port only.
+    (scrape,) = policies["orchestrator"]["spec"]["ingress"]
+    assert scrape["ports"] == [{"port": 8080, "protocol": "TCP"}]
+
+
+def _secrets_mounted(c: Container) -> set[str]:
+    """The Secrets whose files this container can read (plain and projected volumes)."""
+    volumes = {v["name"]: v for v in c.pod.get("volumes", [])}
+    names = set()
+    for mount in c.spec.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
+
+
+def test_signing_key_and_salt_are_mounted_only_into_the_orchestrator(helm: Helm) -> None:
+    apps = _app_containers(helm.template(PRODUCTION_VALUES))
+    assert set(apps) == {"orchestrator", "connectors-default", "connectors-support", "dashboard"}
+    holders = {name for name, c in apps.items() if "dsr-signing-keys" in _secrets_mounted(c)}
+    assert holders == {"orchestrator"}
+    assert apps["orchestrator"].env()["DSR_KEYS_DIR"]["value"] == "/etc/dsr/keys"
+    # The dashboard's keys directory holds the download-link key alone.
+    dashboard = apps["dashboard"]
+    keys = next(v for v in dashboard.pod["volumes"] if v["name"] == "keys")
+    assert keys["secret"]["items"] == [{"key": "download-token.key", "path": "download-token.key"}]
+    assert dashboard.env()["DSR_KEYS_DIR"]["value"] == "/etc/dsr/keys"
+
+
+def test_keys_never_sit_on_the_shared_volume(helm: Helm) -> None:
+    error = helm.template_error(sets={"persistence.enabled": "true"})
+    assert "secrets.signingKeys.existingSecret" in error
+
+
+def test_dashboard_reads_the_data_volume_read_only_and_listens_on_every_interface(
+    helm: Helm,
+) -> None:
+    dashboard = _app_containers(helm.template(PRODUCTION_VALUES))["dashboard"]
+    data = {m["mountPath"]: m for m in dashboard.spec["volumeMounts"] if m["name"] == "data"}
+    assert data["/var/lib/dsr"].get("readOnly") is True
+    # Only the download codes (attempts are counted) are writable, as a sub-directory.
+    assert data["/var/lib/dsr/delivery-codes"]["subPath"] == "delivery-codes"
+    assert not data["/var/lib/dsr/delivery-codes"].get("readOnly")
+    assert dashboard.env()["DSR_DASHBOARD_HOST"]["value"] == "0.0.0.0"
+
+
+def test_every_component_has_the_bus_key_and_its_own_signing_key(helm: Helm) -> None:
+    apps = _app_containers(helm.template(PRODUCTION_VALUES))
+    expected_ids = {
+        "orchestrator": "orchestrator",
+        "connectors-default": "connectors-default",
+        "connectors-support": "connectors-support",
+        "dashboard": "dashboard",
+    }
+    for name, c in apps.items():
+        env, secrets = c.env(), _secrets_mounted(c)
+        assert env["DSR_BUS_KEY_FILE"]["value"] == "/etc/dsr/bus-key/bus.key", name
+        assert "dsr-bus-key" in secrets, name
+        assert env["DSR_PUBLISHER_ID"]["value"] == expected_ids[name], name
+        assert env["DSR_PUBLISHER_KEY_FILE"]["value"] == "/etc/dsr/publisher-key/publisher.pem"
+        assert f"dsr-publisher-{name}" in secrets, name
+        # No component holds another's signing key.
+        others = {f"dsr-publisher-{other}" for other in apps if other != name}
+        assert not secrets & others, name
+    # The verifiers read the publisher keys file; the dashboard, which only signs, does not.
+    for name in ("orchestrator", "connectors-default", "connectors-support"):
+        assert "DSR_PUBLISHER_KEYS" in apps[name].env(), name
+    assert "DSR_PUBLISHER_KEYS" not in apps["dashboard"].env()
+
+
+def test_each_connector_group_gets_only_its_own_credentials(helm: Helm) -> None:
+    apps = _app_containers(helm.template(PRODUCTION_VALUES))
+
+    def credentials(name: str) -> list[str]:
+        return [s["secretRef"]["name"] for s in apps[name].spec.get("envFrom", [])]
+
+    assert credentials("connectors-default") == ["dsr-credentials-default"]
+    assert credentials("connectors-support") == ["dsr-credentials-support"]
+    assert credentials("dashboard") == []

@@ -60,3 +60,69 @@ def test_the_build_context_is_the_package_sources_only() -> None:
     assert "*" in lines, "allow-list: everything else (.venv, data, keys) stays out"
     for needed in ("!pyproject.toml", "!README.md", "!schemas/", "!orchestrator/", "!connectors/"):
         assert needed in lines
+
+
+# -- dependencies: installed from the hash-locked lock file, never resolved at build time --------
+
+_PIN = re.compile(r"^([a-z0-9][a-z0-9._-]*)==(\S+?)\s*(?:;[^\\]*)?\\?$", re.MULTILINE)
+
+
+def _pins(lock: str) -> dict[str, str]:
+    """`name==version` of a uv/pip-tools lock file, by normalised name."""
+    text = (REPO / lock).read_text()
+    return {re.sub(r"[-_.]+", "-", name): version for name, version in _PIN.findall(text)}
+
+
+def _runs(stage: list[tuple[str, str]]) -> list[str]:
+    return [rest for word, rest in stage if word == "RUN"]
+
+
+def test_the_image_installs_dependencies_only_from_the_hash_checked_lock() -> None:
+    """Every `pip install` is either the lock with `--require-hashes` or our wheel `--no-deps`,
+    so no dependency version is chosen at build time and none goes unchecked."""
+    instructions = _instructions()
+    copies = [rest for word, rest in instructions if word == "COPY" and "--from" not in rest]
+    assert any(rest.split()[0] == "requirements.lock" for rest in copies)
+    commands = " && ".join(_runs(instructions)).split("&&")
+    installs = [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c)]
+    assert any("--require-hashes" in c and "-r requirements.lock" in c for c in installs)
+    for command in installs:
+        assert "--require-hashes" in command or "--no-deps" in command, command
+    assert any("--no-deps" in c and "/wheels/" in c for c in installs), "our wheel, nothing more"
+
+
+def test_the_build_context_includes_the_lock() -> None:
+    """The allow-list in .dockerignore must let the lock file into the build."""
+    assert "!requirements.lock" in (REPO / ".dockerignore").read_text().splitlines()
+
+
+def test_every_locked_requirement_is_pinned_with_hashes() -> None:
+    for lock in ("requirements.lock", "requirements-test.lock"):
+        blocks = re.split(r"\n(?=[a-z0-9])", (REPO / lock).read_text())
+        requirements = [b for b in blocks if re.match(r"[a-z0-9]", b)]
+        # A universal lock may pin a package twice, once per environment marker.
+        assert len(requirements) == len(_PIN.findall((REPO / lock).read_text())) > 10, lock
+        for block in requirements:
+            assert "==" in block.splitlines()[0], block.splitlines()[0]
+            assert re.search(r"--hash=sha256:[0-9a-f]{64}", block), block.splitlines()[0]
+
+
+def test_the_locks_honour_the_dependency_floors_and_agree() -> None:
+    """Each direct dependency is locked at a version its floor in pyproject.toml admits (the
+    floors sit past the published advisories), and the tests run exactly what the image ships."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime, test = _pins("requirements.lock"), _pins("requirements-test.lock")
+    for lock, specs in (
+        (runtime, project["dependencies"]),
+        (test, project["optional-dependencies"]["test"]),
+    ):
+        for spec in specs:
+            requirement = Requirement(spec)
+            name = re.sub(r"[-_.]+", "-", requirement.name.lower())
+            assert name in lock, f"{name} is not in the lock: regenerate it (docs/development.md)"
+            assert requirement.specifier.contains(lock[name], prereleases=True), (name, lock[name])
+    assert {name: test[name] for name in runtime} == runtime

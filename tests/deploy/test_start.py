@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from orchestrator.artifacts.keys import KeyStore
 from orchestrator.intake.client import RequestPublisher
 from orchestrator.intake.publishers import create_publisher
 from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
+from orchestrator.runtime.config import load_settings
 from orchestrator.status.view import read_status
 from schemas.events import (
     Identifier,
@@ -43,6 +45,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.kafka import KafkaSettings
+from schemas.register import RegisterError, load_register
 from schemas.topics import ALL_TOPICS
 from tests.deploy.conftest import Container, Helm, Manifest, containers
 
@@ -112,12 +115,15 @@ def local_pod(
             local = root / "claims" / volume["persistentVolumeClaim"]["claimName"]
         else:
             local = root / pod_name / mount["name"]
+        local = local / mount.get("subPath", "")
         local.mkdir(parents=True, exist_ok=True)
         if "configMap" in volume:
             for key, text in config_maps[volume["configMap"]["name"]]["data"].items():
                 (local / key).write_text(text)
-        if "secret" in volume:
-            name = volume["secret"]["secretName"]
+        sources = [{"name": volume["secret"]["secretName"]}] if "secret" in volume else []
+        sources += [s["secret"] for s in volume.get("projected", {}).get("sources", [])]
+        for source in sources:
+            name = source["name"]
             assert secrets and name in secrets, f"{container.where}: no Secret {name} here"
             shutil.copytree(secrets[name], local, dirs_exist_ok=True)
         mapped[mount["mountPath"]] = local
@@ -156,25 +162,24 @@ def values_for(bootstrap: str, group: str, health_port: int) -> dict[str, Any]:
         "controller": {"name": "Deploy Test B.V."},
         "systems": [
             {
-                "name": "crm",
-                "kind": "crm",
-                "connector": "memory",
+                **_system("crm", group),
                 "settings": {
                     "records": [{"collection": "contacts", "data": {"email": EMAIL, "id": "7"}}]
                 },
-                "data_categories": ["email address"],
-                "purposes": ["testing the chart"],
-                "legal_basis": ["consent"],
-                "profiling": "none",
-                "retention": "30 days",
-                "group": group,
             }
         ],
     }
     return {
         # Its own consumer groups: other tests' workers on the session broker stay apart.
         "appId": f"deploytest-{group}",
-        "kafka": {"bootstrapServers": bootstrap, "consumer": EMBEDDED_CONSUMER},
+        # The embedded broker speaks PLAINTEXT: acknowledged explicitly, as the chart demands.
+        "allowInsecureKafka": True,
+        "kafka": {
+            "bootstrapServers": bootstrap,
+            "consumer": EMBEDDED_CONSUMER,
+            "tls": {"enabled": False},
+            "sasl": {"enabled": False},
+        },
         "connectorGroups": [{"name": group}],
         "register": {"inline": yaml.safe_dump(register, sort_keys=False)},
         "dashboard": {"enabled": False},
@@ -239,13 +244,30 @@ def test_workers_start_and_serve_a_request_from_the_chart_environment(
     # What an operator does before installing: a publisher with its keys file, and the
     # certificate signing key with the subject-hash salt, each in a Secret.
     publisher_keys = tmp_path / "secrets" / "dsr-publisher-keys"
+    # It checks identity itself, so it is allowed to say so (issue 16: submit only by default).
     issued = create_publisher(
-        publisher_keys / "publisher-keys.yaml", "web-form", out_dir=tmp_path / "web-form"
+        publisher_keys / "publisher-keys.yaml",
+        "web-form",
+        out_dir=tmp_path / "web-form",
+        events=["dsr.request.submitted.v1", "dsr.request.identity_verified.v1"],
     )
     signing_keys = tmp_path / "secrets" / "dsr-signing-keys"
     KeyStore(signing_keys).create()
     (signing_keys / "subject-salt").write_bytes(os.urandom(32))
     before = sorted(p.name for p in signing_keys.iterdir())
+    # Each component signs what it publishes with its own key, each in its own Secret.
+    component_keys = {
+        "orchestrator": ["dsr.task.dispatched.v1", "dsr.sweep.dispatched.v1"],
+        f"connectors-{group}": ["dsr.task.outcome.v1", "dsr.sweep.outcome.v1"],
+    }
+    for publisher, events in component_keys.items():
+        create_publisher(
+            publisher_keys / "publisher-keys.yaml",
+            publisher,
+            out_dir=tmp_path / "secrets" / f"dsr-publisher-{publisher}",
+            events=events,
+            key_file_name="publisher.pem",
+        )
     bus_key = tmp_path / "secrets" / "dsr-bus-key"
     bus_key.mkdir(parents=True)
     (bus_key / "bus.key").write_bytes(base64.b64encode(os.urandom(32)))
@@ -253,11 +275,19 @@ def test_workers_start_and_serve_a_request_from_the_chart_environment(
         "dsr-publisher-keys": publisher_keys,
         "dsr-signing-keys": signing_keys,
         "dsr-bus-key": bus_key,
+        **{
+            f"dsr-publisher-{p}": tmp_path / "secrets" / f"dsr-publisher-{p}"
+            for p in component_keys
+        },
     }
     ports = {"orchestrator": free_port(), "connectors": free_port()}
     pods = {}
     for component, port in ports.items():
         values = values_for(broker.bootstrap, group, port)
+        values["orchestrator"] = {"publisherKey": {"existingSecret": "dsr-publisher-orchestrator"}}
+        values["connectorGroups"][0]["publisherKey"] = {
+            "existingSecret": f"dsr-publisher-connectors-{group}"
+        }
         manifests = render(helm, values, tmp_path / f"{component}-values.yaml")
         pods[component] = pod_for(manifests, component, tmp_path / "cluster", secrets)
         if component == "orchestrator":
@@ -363,3 +393,107 @@ def test_a_wrong_variable_stops_the_start_with_its_name(
     for name in named:
         assert name in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def non_loopback_address() -> str:
+    """An IPv4 address of this machine other than loopback (the pod IP a Service reaches)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent for a UDP connect
+        address = str(probe.getsockname()[0])
+    if address.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    return address
+
+
+def test_dashboard_from_the_chart_environment_is_ready_on_a_non_loopback_address(
+    helm: Helm, broker: EmbeddedBroker, tmp_path: Path, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    values = values_for(broker.bootstrap, "default", free_port())
+    port = free_port()
+    values["dashboard"] = {"enabled": True, "port": port, "tokenSecret": {"name": "dsr-token"}}
+    manifests = render(helm, values, tmp_path / "values.yaml")
+    token = tmp_path / "secrets" / "dsr-token"
+    token.mkdir(parents=True)
+    bus_key = tmp_path / "secrets" / "dsr-bus-key"
+    bus_key.mkdir()
+    (bus_key / "bus.key").write_bytes(base64.b64encode(os.urandom(32)))
+    (container,) = [c for c in containers(manifests) if "-dashboard" in c.where]
+    # The token comes from a Secret by reference; everything else is the rendered env.
+    env = dict(container.env())
+    token_ref = env.pop("DSR_DASHBOARD_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token_ref["name"] == "dsr-token"
+    spec = {**container.spec, "env": list(env.values())}
+    pod = local_pod(
+        manifests,
+        Container(container.workload, container.pod, spec),
+        tmp_path / "cluster",
+        {"dsr-bus-key": bus_key},
+    )
+    assert pod.env["DSR_DASHBOARD_HOST"] == "0.0.0.0"
+    pod_env = {**pod.env, "DSR_DASHBOARD_TOKEN": uuid.uuid4().hex}
+    log = tmp_path / "dashboard.log"
+    with log.open("wb") as out:
+        workers.append(LocalPod(pod.where, pod.args, pod_env, pod.cwd).start(out))
+    address = non_loopback_address()
+    deadline = time.monotonic() + 60
+    while True:
+        if workers[0].poll() is not None:
+            pytest.fail(f"dashboard exited with {workers[0].returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://{address}:{port}/readyz", timeout=2) as answer:
+                assert answer.status == 200
+                break
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                pytest.fail(f"/readyz not answered on {address}:{port}:\n{log.read_text()}")
+            time.sleep(0.2)
+    assert "INSECURE KAFKA" in log.read_text()
+
+
+def test_a_connector_group_expands_only_its_own_systems_credentials(tmp_path: Path) -> None:
+    """The register's ${VAR} are filled only for the worker's group: another group's secret
+    is neither needed nor read, and its system keeps the reference text."""
+    register = {
+        "controller": {"name": "Deploy Test B.V."},
+        "systems": [
+            {**_system("crm", "default"), "settings": {"token": "${CRM_TOKEN}"}},
+            {**_system("desk", "support"), "settings": {"api_key": "${DESK_KEY}"}},
+        ],
+    }
+    path = tmp_path / "register.yaml"
+    path.write_text(yaml.safe_dump(register))
+    loaded = load_register(path, {"CRM_TOKEN": "crm-secret"}, group="default")
+    assert loaded.get("crm").settings == {"token": "crm-secret"}
+    assert loaded.get("desk").settings == {"api_key": "${DESK_KEY}"}
+    # Without a group (dsr up runs every connector) every reference must resolve.
+    with pytest.raises(RegisterError, match="DESK_KEY is not set"):
+        load_register(path, {"CRM_TOKEN": "crm-secret"})
+
+
+def _system(name: str, group: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "crm",
+        "connector": "memory",
+        "data_categories": ["email address"],
+        "purposes": ["testing the chart"],
+        "legal_basis": ["consent"],
+        "profiling": "none",
+        "retention": "30 days",
+        "group": group,
+    }
+
+
+def test_allow_insecure_kafka_is_logged_loudly_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("DSR_KAFKA_BOOTSTRAP", "kafka:9092")
+    monkeypatch.setenv("DSR_ALLOW_INSECURE_KAFKA", "true")
+    with caplog.at_level("WARNING", logger="dsr.config"):
+        load_settings()
+    (record,) = [r for r in caplog.records if r.name == "dsr.config"]
+    assert "INSECURE KAFKA" in record.getMessage() and "PLAINTEXT" in record.getMessage()
+    caplog.clear()
+    monkeypatch.delenv("DSR_ALLOW_INSECURE_KAFKA")
+    load_settings()
+    assert not [r for r in caplog.records if r.name == "dsr.config"]

@@ -166,15 +166,67 @@ def test_contents(body: dict) -> None:
     assert body["totals"] == {"deleted": 6, "anonymised": 4, "retained": 8}
 
 
-def test_subject_hash_is_salted_and_order_independent(body: dict) -> None:
+def test_subject_hash_is_keyed_and_order_independent(body: dict) -> None:
+    """The same identifiers in another order hash alike; another deployment's key does not."""
     state = _state()
     assert state.request is not None
     expected = subject_hash(state.request.subject, SALT)
-    assert body["subject_hash"] == {"alg": "sha256-salted", "value": expected}
+    assert body["subject_hash"] == {"alg": "hmac-sha256", "value": expected}
     assert len(expected) == 64
     reordered = Subject(identifiers=list(reversed(state.request.subject.identifiers)))
     assert subject_hash(reordered, SALT) == expected
     assert subject_hash(reordered, SALT + b"x") != expected
+
+
+def test_subject_hash_is_an_hmac_over_length_prefixed_typed_identifiers() -> None:
+    """Pinned against an independent computation: label, then each identifier as type and value,
+    each with its 4-byte big-endian UTF-8 length, sorted; HMAC-SHA256 keyed with the secret."""
+    import hashlib
+    import hmac
+
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(4, "big") + data
+
+    subject = _subject(("phone", "+31612345678"), ("email", "jan@example.nl"))
+    items = sorted(
+        field(t) + field(v) for t, v in (("email", "jan@example.nl"), ("phone", "+31612345678"))
+    )
+    message = field("dsr-subject-hash-v1") + b"".join(items)
+    assert subject_hash(subject, SALT) == hmac.new(SALT, message, hashlib.sha256).hexdigest()
+    assert subject_hash(subject, SALT) != hashlib.sha256(SALT + message).hexdigest()
+
+
+def test_subject_hash_separates_identifier_boundaries() -> None:
+    """`["a\\nb"]` and `["a", "b"]` were one hash when values were newline-joined."""
+    one = _subject(("customer_id", "a\nb"))
+    two = _subject(("customer_id", "a"), ("customer_id", "b"))
+    assert subject_hash(one, SALT) != subject_hash(two, SALT)
+
+
+def test_subject_hash_separates_identifier_types() -> None:
+    """An e-mail address and a phone number with the same text are different subjects."""
+    text = "0612345678@example.nl"
+    as_email = Subject.model_construct(identifiers=[Identifier(type="email", value=text)])
+    as_phone = Subject.model_construct(
+        identifiers=[Identifier.model_construct(type="phone", value=text)]
+    )
+    assert subject_hash(as_email, SALT) != subject_hash(as_phone, SALT)
+    customer = _subject(("customer_id", "12345"))
+    account = _subject(("account_id", "12345"))
+    assert subject_hash(customer, SALT) != subject_hash(account, SALT)
+
+
+@pytest.mark.parametrize("key", [b"", b"short", b"x" * 15])
+def test_art_4_5_subject_hash_cannot_be_computed_without_the_secret(key: bytes) -> None:
+    """Pseudonymisation needs its additional information kept apart (Art. 4(5) GDPR; EDPB
+    Guidelines 01/2025: a MAC with a secret key): no or a too-short key computes nothing."""
+    with pytest.raises(CertificateError, match="at least 16"):
+        subject_hash(_subject(("email", "jan@example.nl")), key)
+
+
+def _subject(*identifiers: tuple[str, str]) -> Subject:
+    return Subject(identifiers=[Identifier(type=t, value=v) for t, v in identifiers])
 
 
 def test_refuses_non_erasure_unfinished_and_short_salt() -> None:
@@ -416,14 +468,16 @@ def test_art_17_1_certificate_states_what_was_erased_per_collection() -> None:
 
 
 def test_art_4_5_the_subject_hash_is_described_as_pseudonymised_personal_data(body: dict) -> None:
-    """The salted hash lets whoever holds the identifiers and the salt attribute the certificate
-    to the subject: pseudonymised personal data (Art. 4(5) and recital 26 GDPR), never called
-    "no personal data"."""
+    """The keyed hash lets whoever holds the identifiers and the secret key attribute the
+    certificate to the subject: pseudonymised personal data (Art. 4(5) and recital 26 GDPR),
+    never called "no personal data"; the reader learns it needs the key and links nowhere else."""
     nl, en = render_html(body, "nl"), render_html(body, "en")
     assert "gepseudonimiseerd persoonsgegeven" in nl and "overweging 26" in nl
+    assert "geheime sleutel" in nl and "andere organisatie" in nl
     assert "pseudonymised personal data" in en and "recital 26" in en
+    assert "secret key" in en and "another organisation" in en
     for page in (nl, en):
-        assert "SHA-256" in page
+        assert "HMAC-SHA-256" in page
         lowered = page.lower()
         assert "no personal data" not in lowered and "geen persoonsgegevens" not in lowered
 

@@ -344,3 +344,14 @@ def test_email_delivery_is_off_without_a_host_and_needs_a_from_address(tmp_path:
     assert SmtpServer.from_settings(Settings(data_dir=tmp_path)) is None
     with pytest.raises(ValueError, match="DSR_SMTP_FROM"):
         Settings(data_dir=tmp_path, smtp_host="mail.example.nl")
+
+
+def test_an_answer_processed_twice_is_mailed_once(tmp_path: Path, inbox: tuple[Inbox, int]) -> None:
+    """At-least-once processing (a restart, a rebalance under load) must not mail the subject
+    twice: the second time the same delivery is recorded and nothing is sent."""
+    handler, port = inbox
+    first = asyncio.run(_mailer(tmp_path, port).deliver(answered(), []))
+    again = asyncio.run(_mailer(tmp_path, port).deliver(answered(), []))
+    assert len(handler.messages) == 1
+    assert first is not None and again == first
+    assert EMAIL not in (tmp_path / "delivery-sent" / "req-1.json").read_text()

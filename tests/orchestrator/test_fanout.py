@@ -113,12 +113,17 @@ def test_a_batch_is_sorted_per_request_and_bad_input_is_turned_away() -> None:
     assert "does not belong on this topic" in second.reason and second.ce_type is not None
 
 
-def test_request_events_need_a_signature_and_outcomes_do_not() -> None:
+def test_request_events_and_outcomes_both_need_a_signature() -> None:
+    """An outcome decides what a certificate says: it is checked like a request event
+    (issue 16: a forged `completed` must never reach the lifecycle)."""
     good, crm = record(request()), record(outcome("crm"), topic=OUTCOMES.name)
     intake = sort_batch([good, crm], refuse, PARTITIONS)
-    assert intake.by_request == {"req-1": [(crm, outcome("crm"))]}
-    [refused] = intake.turned_away
-    assert refused == Refused(good, "signature", "not signed by a known publisher", None)
+    assert intake.by_request == {}
+    assert [r.record for r in intake.turned_away] == [good, crm]
+    assert all(
+        r == Refused(r.record, "signature", "not signed by a known publisher", None)
+        for r in intake.turned_away
+    )
 
 
 # -- decisions per batch -------------------------------------------------------------------------

@@ -397,9 +397,9 @@ def test_allow_unsigned_lets_unsigned_in_but_still_checks_signatures(
             "cannot read",
         ),
         (
-            "publishers: [{id: a, events: [dsr.task.outcome.v1],"
+            "publishers: [{id: a, events: [dsr.request.status_changed.v1],"
             " keys: [{algorithm: hmac-sha256, secret: '${LONG}'}]}]",
-            "are not request event types",
+            "are not event types a publisher signs",
         ),
         (
             "publishers: [{id: a, keys: [{algorithm: hmac-sha256, secret: '${LONG}'}]},"

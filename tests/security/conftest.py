@@ -28,6 +28,7 @@ from schemas.events import (
 from schemas.kafka import KafkaSettings
 from schemas.topics import DEAD_LETTER, REQUESTS, STATUS, TASKS
 from tests import factories
+from tests.conftest import OLD_DEFAULT
 
 SUBJECT_EMAIL = "anna.secure@example.nl"
 SYSTEMS = ["alpha", "beta"]  # fuzzed tasks name "crm": nobody serves it
@@ -56,7 +57,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureSystem]:
     """Broker, orchestrator and one connector worker, with publisher keys configured."""
     root = tmp_path_factory.mktemp("secure")
     keys_file = root / "publishers" / "publisher-keys.yaml"
-    desk = create_publisher(keys_file, "desk", "ed25519")
+    desk = create_publisher(keys_file, "desk", "ed25519", events=OLD_DEFAULT)
     desk_next = rotate_publisher(keys_file, "desk")
     web_form = create_publisher(
         keys_file, "web-form", "hmac-sha256", events=["dsr.request.submitted.v1"]

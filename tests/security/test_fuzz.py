@@ -22,6 +22,7 @@ from schemas.envelope import EnvelopeError, dead_letter_for, decode, encode
 from schemas.events import RequestStatus
 from schemas.primitives.signing import RequestVerifier
 from schemas.topics import OUTCOMES, REQUESTS, TASKS
+from tests.conftest import OLD_DEFAULT
 from tests.security.conftest import Raw, SecureSystem, new_request, observe, produce, signed
 from tests.security.strategies import FuzzRecord, Records
 
@@ -48,7 +49,7 @@ def publisher(tmp_path_factory: pytest.TempPathFactory) -> IssuedKey:
     from orchestrator.intake.publishers import create_publisher
 
     directory = tmp_path_factory.mktemp("fuzz-keys")
-    return create_publisher(directory / "keys.yaml", "fuzzer", "hmac-sha256")
+    return create_publisher(directory / "keys.yaml", "fuzzer", "hmac-sha256", events=OLD_DEFAULT)
 
 
 def _decode_strategy(publisher: IssuedKey) -> st.SearchStrategy[FuzzRecord]:
@@ -146,7 +147,10 @@ def test_workers_account_for_every_fuzzed_record(secure: SecureSystem, tmp_path:
         for coordinates, record in where.items():
             letter = observed.dead_letters[coordinates]
             assert letter.reason, record.kind
-            assert letter.stage in record.stages, (record.kind, letter.stage, letter.reason)
+            # Tasks and outcomes are signed too since issue 16: an unsigned fuzzed one stops
+            # at the signature, before its body is even parsed.
+            stages = record.stages | ({"signature"} if record.topic != REQUESTS.name else set())
+            assert letter.stage in stages, (record.kind, letter.stage, letter.reason)
             assert letter.source_topic == record.topic
         # Nothing fuzzed was ever fanned out or given a status.
         ids = {r.request_id for r in fuzzed if r.request_id}

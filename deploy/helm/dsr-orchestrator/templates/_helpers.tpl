@@ -58,11 +58,19 @@ register: /etc/dsr/register
 connectors: /etc/dsr/connectors
 keys: /etc/dsr/keys
 publisherKeys: /etc/dsr/publisher-keys
+publisherKey: /etc/dsr/publisher-key
 busKey: /etc/dsr/bus-key
 kafkaCa: /etc/dsr/kafka/ca
 kafkaClient: /etc/dsr/kafka/client
 data: /var/lib/dsr
 tmp: /tmp
+{{- end -}}
+
+{{/* "true" when the Kafka connection lacks TLS or client authentication (SASL or a client
+certificate): what allowInsecureKafka must acknowledge. */}}
+{{- define "dsr.insecureKafka" -}}
+{{- $k := .Values.kafka -}}
+{{- if not (and $k.tls.enabled (or $k.sasl.enabled $k.tls.clientCertSecret.name)) -}}true{{- end -}}
 {{- end -}}
 
 {{/* SSL, SASL_SSL, SASL_PLAINTEXT or PLAINTEXT from kafka.tls and kafka.sasl. */}}
@@ -94,15 +102,20 @@ Call with (dict "root" $ "component" "orchestrator").
 - name: DSR_KAFKA_SECURITY_PROTOCOL
   value: {{ include "dsr.securityProtocol" $root }}
 {{- if $k.sasl.enabled }}
+{{- $user := get (default dict $k.sasl.users) .component | default (pick $k.sasl "username" "passwordSecret") }}
 - name: DSR_KAFKA_SASL_MECHANISM
   value: {{ $k.sasl.mechanism | quote }}
 - name: DSR_KAFKA_SASL_USERNAME
-  value: {{ $k.sasl.username | quote }}
+  value: {{ $user.username | quote }}
 - name: DSR_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $k.sasl.passwordSecret.name }}
-      key: {{ $k.sasl.passwordSecret.key }}
+      name: {{ $user.passwordSecret.name }}
+      key: {{ $user.passwordSecret.key }}
+{{- end }}
+{{- if $root.Values.allowInsecureKafka }}
+- name: DSR_ALLOW_INSECURE_KAFKA
+  value: "true"
 {{- end }}
 {{- if and $k.tls.enabled $k.tls.caSecret.name }}
 - name: DSR_KAFKA_SSL_CAFILE
@@ -211,21 +224,96 @@ Call with (dict "root" $ "component" "orchestrator").
 {{- end }}
 {{- end -}}
 
-{{/* Credentials for ${VAR} references in the register, as environment variables. */}}
+{{/* Credentials for ${VAR} references in the register, as environment variables: a list of
+Secret names. */}}
 {{- define "dsr.credentialsEnvFrom" -}}
-{{- range .Values.secrets.connectorCredentials }}
+{{- range . }}
 - secretRef:
     name: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{/* Mounts of every worker container. */}}
+{{/*
+A component's own publisher key (it signs what it publishes). Call with (dict "root" $ "id"
+PUBLISHER_ID "key" {existingSecret, key}); nothing without a Secret.
+*/}}
+{{- define "dsr.publisherKeyEnv" -}}
+{{- if .key.existingSecret -}}
+{{- $paths := include "dsr.paths" .root | fromYaml -}}
+- name: DSR_PUBLISHER_ID
+  value: {{ .id | quote }}
+- name: DSR_PUBLISHER_KEY_FILE
+  value: {{ printf "%s/%s" $paths.publisherKey .key.key | quote }}
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.publisherKeyMount" -}}
+{{- if .key.existingSecret -}}
+{{- $paths := include "dsr.paths" .root | fromYaml -}}
+- name: publisher-key
+  mountPath: {{ $paths.publisherKey }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.publisherKeyVolume" -}}
+{{- if .key.existingSecret -}}
+- name: publisher-key
+  secret:
+    secretName: {{ .key.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key.key }}
+        path: {{ .key.key }}
+{{- end -}}
+{{- end -}}
+
+{{/* The publisher keys file (who may publish what): for the components that verify. */}}
+{{- define "dsr.publisherKeysEnv" -}}
+{{- if .Values.secrets.publisherKeys.existingSecret -}}
+{{- $paths := include "dsr.paths" . | fromYaml -}}
+- name: DSR_PUBLISHER_KEYS
+  value: {{ printf "%s/%s" $paths.publisherKeys .Values.secrets.publisherKeys.key | quote }}
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.publisherKeysMount" -}}
+{{- if .Values.secrets.publisherKeys.existingSecret -}}
+{{- $paths := include "dsr.paths" . | fromYaml -}}
+- name: publisher-keys
+  mountPath: {{ $paths.publisherKeys }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "dsr.publisherKeysVolume" -}}
+{{- if .Values.secrets.publisherKeys.existingSecret -}}
+- name: publisher-keys
+  secret:
+    secretName: {{ .Values.secrets.publisherKeys.existingSecret }}
+    defaultMode: 0440
+{{- end -}}
+{{- end -}}
+
+{{/*
+Mounts of every application container. Call with (dict "root" $ "readOnlyData" BOOL): the
+dashboard reads the data volume but writes only its download codes.
+*/}}
 {{- define "dsr.commonMounts" -}}
+{{- $root := .root -}}
+{{- with $root -}}
 {{- $paths := include "dsr.paths" . | fromYaml -}}
 - name: tmp
   mountPath: {{ $paths.tmp }}
 - name: data
   mountPath: {{ $paths.data }}
+{{- if $.readOnlyData }}
+  readOnly: true
+# The one-time codes of e-mailed download links: the dashboard counts attempts in them.
+- name: data
+  mountPath: {{ printf "%s/delivery-codes" $paths.data }}
+  subPath: delivery-codes
+{{- end }}
 - name: register
   mountPath: {{ $paths.register }}
   readOnly: true
@@ -243,6 +331,7 @@ Call with (dict "root" $ "component" "orchestrator").
 - name: kafka-client
   mountPath: {{ $paths.kafkaClient }}
   readOnly: true
+{{- end }}
 {{- end }}
 {{- end -}}
 
