@@ -95,7 +95,12 @@ def run_soak(
     workdir.mkdir(parents=True, exist_ok=True)
     register = workdir / "register.yaml"
     register.write_text(yaml.safe_dump(_register(fault_rate, delay)))
-    issued = create_publisher(workdir / "publisher-keys.yaml", "soak")
+    # An intake that checks identity itself: it may submit verified requests (issue 16).
+    issued = create_publisher(
+        workdir / "publisher-keys.yaml",
+        "soak",
+        events=["dsr.request.submitted.v1", "dsr.request.identity_verified.v1"],
+    )
     data = workdir / "data"
     settings = Settings(
         register_file=register,
