@@ -142,6 +142,14 @@ def parse_period(text: str) -> relativedelta:
     return relativedelta(**{unit: amount})
 
 
+def _check_anonymise(action: str, fields: list[str]) -> None:
+    """'anonymise' names the fields it clears; any other action names none."""
+    if action == "anonymise" and not fields:
+        raise ValueError("action 'anonymise' needs 'fields': the fields to clear")
+    if action != "anonymise" and fields:
+        raise ValueError("'fields' is only used with action 'anonymise'")
+
+
 class RetentionRule(_Config):
     """A legal duty to keep a collection's records for a period, despite an erasure request.
 
@@ -186,10 +194,7 @@ class RetentionRule(_Config):
 
     @model_validator(mode="after")
     def _fields_for_anonymise(self) -> RetentionRule:
-        if self.action == "anonymise" and not self.fields:
-            raise ValueError("action 'anonymise' needs 'fields': the fields to clear")
-        if self.action == "keep" and self.fields:
-            raise ValueError("'fields' is only used with action 'anonymise'")
+        _check_anonymise(self.action, self.fields)
         return self
 
     def start(self, record_date: date) -> date:
@@ -334,10 +339,7 @@ class CollectionRetention(_Config):
 
     @model_validator(mode="after")
     def _fields_for_anonymise(self) -> CollectionRetention:
-        if self.action == "anonymise" and not self.fields:
-            raise ValueError("action 'anonymise' needs 'fields': the fields to clear")
-        if self.action == "delete" and self.fields:
-            raise ValueError("'fields' is only used with action 'anonymise'")
+        _check_anonymise(self.action, self.fields)
         return self
 
     def cutoff(self, today: date) -> date:
