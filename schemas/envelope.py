@@ -35,6 +35,7 @@ from schemas.events import (
     TaskDispatched,
     TaskOutcome,
 )
+from schemas.gateway import IntakeRecorded, OpenDsrCallbackReceived
 from schemas.sweeps import (
     SweepApproved,
     SweepDispatched,
@@ -73,6 +74,8 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
     "dsr.request.status_changed.v1": RequestStatusChanged,
     "dsr.sweep.status_changed.v1": SweepStatusChanged,
     "dsr.deadletter.v1": DeadLetter,
+    "dsr.intake.recorded.v1": IntakeRecorded,
+    "dsr.opendsr.callback_received.v1": OpenDsrCallbackReceived,
 }
 TYPE_OF: dict[type[BaseModel], str] = {model: name for name, model in EVENT_TYPES.items()}
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from schemas import events, sweeps
+from schemas import events, gateway, sweeps
 from schemas.envelope import TYPE_OF
 
 
@@ -17,6 +17,8 @@ class Topic:
     name: str
     events: tuple[type[BaseModel], ...]
     description: str
+    #: Topic configs it is created with (e.g. compaction), before any given at creation.
+    configs: dict[str, str] = field(default_factory=dict)
 
 
 REQUESTS = Topic(
@@ -55,7 +57,29 @@ DEAD_LETTER = Topic(
     "Events that could not be processed, with the reason.",
 )
 
-ALL_TOPICS: tuple[Topic, ...] = (REQUESTS, TASKS, OUTCOMES, STATUS, DEAD_LETTER)
+INTAKE = Topic(
+    "dsr.intake.v1",
+    (gateway.IntakeRecorded,),
+    "What the HTTP intake process accepted (body hashes for idempotency, OpenDSR requests "
+    "received as a processor); compacted, keyed by request id; no personal data.",
+    {"cleanup.policy": "compact"},
+)
+OPENDSR_CALLBACKS = Topic(
+    "dsr.opendsr.callbacks.v1",
+    (gateway.OpenDsrCallbackReceived,),
+    "Verified status callbacks from OpenDSR processors, for the connector workers that wait "
+    "for them.",
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    REQUESTS,
+    TASKS,
+    OUTCOMES,
+    STATUS,
+    DEAD_LETTER,
+    INTAKE,
+    OPENDSR_CALLBACKS,
+)
 #: Event types a signature is required for: everything on the requests topic.
 REQUEST_EVENT_TYPES: tuple[str, ...] = tuple(TYPE_OF[model] for model in REQUESTS.events)
 #: Request event types a publisher may send only when its `events` allow-list names them.
@@ -80,6 +104,8 @@ __all__ = [
     "DECISION_EVENT_TYPES",
     "DEFAULT_PUBLISHER_EVENTS",
     "IDENTITY_VERIFIED_EVENT_TYPE",
+    "INTAKE",
+    "OPENDSR_CALLBACKS",
     "OUTCOMES",
     "REQUESTS",
     "STATUS",

@@ -66,7 +66,9 @@ def status_topic_configs(
 ) -> dict[str, dict[str, str]]:
     """`configs` per topic with the status topic's retention from the register's case files
     (its defaults without a register); a `retention.ms` in `configs` wins."""
-    per_topic = {name: dict(items) for name, items in (configs or {}).items()}
+    per_topic = {t.name: dict(t.configs) for t in ALL_TOPICS if t.configs}
+    for name, items in (configs or {}).items():
+        per_topic.setdefault(name, {}).update(items)
     retention = str(retention_ms((case_files or CaseFiles()).status_topic))
     per_topic.setdefault(STATUS.name, {}).setdefault(RETENTION_MS, retention)
     return per_topic

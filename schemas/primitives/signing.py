@@ -123,6 +123,8 @@ SIGNED_EVENT_TYPES: tuple[str, ...] = (
 )
 #: The orchestrator's publisher id (it signs tasks).
 ORCHESTRATOR_PUBLISHER = "orchestrator"
+#: The HTTP intake process's publisher id (it publishes what HTTP callers it verified sent).
+INTAKE_PUBLISHER = "intake"
 #: A connector worker group's publisher id is this prefix and the group (`connectors-crm`).
 CONNECTOR_PUBLISHER_PREFIX = "connectors-"
 
@@ -783,6 +785,7 @@ __all__ = [
     "CONNECTOR_PUBLISHER_PREFIX",
     "ED25519",
     "HMAC_SHA256",
+    "INTAKE_PUBLISHER",
     "ORCHESTRATOR_PUBLISHER",
     "OUTCOME_EVENT_TYPES",
     "REQUEST_EVENT_TYPES",

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
+from schemas import gateway as gw
 from schemas import events as ev
 from schemas import sweeps as sw
 from schemas.envelope import dead_letter_for
@@ -41,6 +42,7 @@ def request_submitted(**changes: object) -> ev.RequestSubmitted:
 def all_samples() -> dict[str, BaseModel]:
     """One valid body per CloudEvents type, with optional parts filled in."""
     return {
+        **_gateway_samples(),
         "dsr.request.submitted.v1": request_submitted(
             type=ev.RequestType.RECTIFICATION,
             changes=[ev.FieldChange(field="phone", value="+31687654321", system="crm")],
@@ -171,6 +173,25 @@ def _sweep_samples() -> dict[str, BaseModel]:
             status=sw.SweepStatus.AWAITING_APPROVAL, previous_status=sw.SweepStatus.COUNTING,
             trigger=sw.SweepTrigger.SCHEDULE, dry_run_counts=counts, rules=[rule],
             requested_at=NOW, changed_at=NOW,
+        ),
+    }  # fmt: skip
+
+
+def _gateway_samples() -> dict[str, BaseModel]:
+    inbound = gw.OpenDsrInbound(
+        controller_id="controller.example", subject_request_id=REQUEST_ID,
+        subject_request_type="erasure", status_callback_urls=["https://c.example/cb"],
+        submitted_time=NOW, received_time=NOW, expected_completion_time=NOW,
+        encoded_request="e30=", processor_signature="c2ln",
+    )
+    return {
+        "dsr.intake.recorded.v1": gw.IntakeRecorded(
+            request_id=REQUEST_ID, channel="opendsr", publisher="opendsr:controller.example",
+            body_sha256="0" * 64, accepted_at=NOW, opendsr=inbound,
+        ),
+        "dsr.opendsr.callback_received.v1": gw.OpenDsrCallbackReceived(
+            system="crm", subject_request_id=REQUEST_ID, request_status="completed",
+            results_url="https://p.example/results/1", results_count=3, received_at=NOW,
         ),
     }  # fmt: skip
 
