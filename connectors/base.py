@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
@@ -35,12 +36,17 @@ from schemas.events import (
     RequestType,
     RetainedItem,
     Subject,
+    TaskDispatched,
 )
 from schemas.primitives.records import RecordSink
 from schemas.register import RetentionRule
 from schemas.sweeps import SweepCount, SweepRule
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+#: The task a connector method is carrying out, set by the connector worker (None elsewhere):
+#: for a connector that names its work at the vendor the same way on every attempt of a task.
+current_task: ContextVar[TaskDispatched | None] = ContextVar("dsr_current_task", default=None)
 
 
 class ConnectorError(DsrError):
@@ -132,6 +138,13 @@ class Connector(ABC, Generic[SettingsT]):
     supports_retention: ClassVar[bool] = False
     #: Carries out retention sweeps (`sweep`); otherwise a sweep becomes a manual task.
     sweeps: ClassVar[bool] = False
+    #: Its tasks may wait minutes for the vendor (e.g. an OpenDSR processor): the worker runs
+    #: them beside its batches, so they hold no other task up (`connectors.runtime`).
+    waits: ClassVar[bool] = False
+    #: Identifier formats it matches (`Identifier.format`): a connector that hashes its own
+    #: stored values adds `sha256`, `md5`, `sha1`. It never gets identifiers in other formats;
+    #: a subject known only by those becomes a manual task (`connectors.execute.perform`).
+    identifier_formats: ClassVar[frozenset[str]] = frozenset({"raw"})
 
     settings: SettingsT
 
@@ -225,6 +238,11 @@ class Connector(ABC, Generic[SettingsT]):
         per collection only: never an identifier (Art. 5(1)(e) GDPR)."""
         raise NotImplementedError
 
+    def receive(self, event: BaseModel) -> None:
+        """An event about this system from the bus, e.g. an OpenDSR processor's status
+        callback; ignored unless overridden. A hint only: must not block, and must not be
+        taken as the vendor's word (the worker does not check who published it)."""
+
     async def aclose(self) -> None:
         """Release connections; called once when the worker stops."""
 
@@ -236,4 +254,5 @@ __all__ = [
     "Result",
     "SettingsT",
     "SweepResult",
+    "current_task",
 ]

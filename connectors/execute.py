@@ -70,6 +70,29 @@ def manual_instructions(system: str, action: RequestType, task_id: str) -> str:
     )
 
 
+def _matchable(connector: Connector, subject: Subject) -> Subject | None:
+    """The subject with only the identifiers the connector can match (`identifier_formats`);
+    None when none is left (a subject known only by hashes the connector cannot compare)."""
+    kept = [i for i in subject.identifiers if i.format in connector.identifier_formats]
+    if len(kept) == len(subject.identifiers):
+        return subject
+    return subject.model_copy(update={"identifiers": kept}) if kept else None
+
+
+def _hashed_instructions(task: TaskDispatched) -> str:
+    """What a person does when the subject is known only by hashes this system's connector
+    cannot compare (an OpenDSR controller may send only hashed identities)."""
+    assert task.subject is not None
+    kinds = sorted({f"{i.type} ({i.format})" for i in task.subject.identifiers})
+    return (
+        f"System {task.system!r}'s connector matches raw identifiers only, and this request "
+        f"names the subject only by hashed ones: {', '.join(kinds)}. By hand: hash the values "
+        f"{task.system!r} holds the same way (normalised, lower-case hex digest), find the "
+        f"matching subject and carry out {_TITLES[task.action]}; or ask the controller for the "
+        "raw identifier."
+    )
+
+
 async def _call(
     connector: Connector, task: TaskDispatched, store: RecordStore | None
 ) -> tuple[Result, RecordsRef | None]:
@@ -121,6 +144,11 @@ async def perform(
     if task.action not in allowed:
         result = Result.manual(manual_instructions(task.system, task.action, task.task_id))
         return outcome_of(task, result)
+    matchable = _matchable(connector, subject)
+    if matchable is None:
+        return outcome_of(task, Result.manual(_hashed_instructions(task)))
+    if matchable is not subject:
+        task = task.model_copy(update={"subject": matchable})
     ref: RecordsRef | None = None
     try:
         result, ref = await _call(connector, task, store)

@@ -2,7 +2,9 @@
 
 Settings:
     records: list of {collection, data}; a record belongs to the subject when any of
-             `data`'s values equals one of the subject's identifier values.
+             `data`'s values equals one of the subject's identifier values, or, for a hashed
+             identifier (`format` sha256, md5, sha1), hashes to it once normalised as an
+             identifier of its type (an e-mail address trimmed and lower-cased).
     generate: {per_subject: N}: instead of `records`, answer every access with N synthetic
               records (benchmarks); erasure then reports N deleted once per subject.
     fail: null | "retryable" | "fatal": every task fails this way (failure tests).
@@ -24,7 +26,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from connectors.base import Connector, ConnectorError, Result, SweepResult
-from schemas.events import Counts, FieldChange, Record, RequestType, Subject
+from schemas.events import Counts, FieldChange, Identifier, Record, RequestType, Subject
 from schemas.sweeps import SweepCount, SweepRule
 
 
@@ -49,6 +51,7 @@ class MemoryConnector(Connector[MemorySettings]):
 
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
     sweeps = True
+    identifier_formats: ClassVar[frozenset[str]] = frozenset({"raw", "sha256", "md5", "sha1"})
     description = "In-memory records from settings (tests, benchmarks)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -71,11 +74,15 @@ class MemoryConnector(Connector[MemorySettings]):
             )
 
     def _matches(self, subject: Subject) -> list[int]:
-        values = {i.value for i in subject.identifiers}
+        values = {i.value for i in subject.identifiers if i.format == "raw"}
+        hashed = [i for i in subject.identifiers if i.format != "raw"]
         return [
             n
             for n, r in enumerate(self.records)
-            if any(isinstance(v, str) and v.lower() in values for v in r.data.values())
+            if any(
+                isinstance(v, str) and (v.lower() in values or _hash_matches(v, hashed))
+                for v in r.data.values()
+            )
         ]
 
     @staticmethod
@@ -169,6 +176,19 @@ class MemoryConnector(Connector[MemorySettings]):
                 count = count.model_copy(update={"anonymised": len(expired)})
             counts.append(count)
         return SweepResult.done(counts)
+
+
+def _hash_matches(stored: str, hashed: Sequence[Identifier]) -> bool:
+    """Whether a stored value, normalised as an identifier of each hashed one's type, hashes to
+    that identifier's value (an OpenDSR controller may send only digests)."""
+    for identifier in hashed:
+        try:
+            normalised = Identifier.normalise(identifier.type, stored)
+        except ValueError:
+            continue  # not a value of that type (e.g. not an e-mail address)
+        if Identifier.digest(identifier.format, normalised) == identifier.value:
+            return True
+    return False
 
 
 def _before(value: JsonValue, cutoff: date) -> bool:

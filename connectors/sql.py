@@ -21,7 +21,10 @@ Settings (in the register):
         parent: {table: orders, columns: {order_id: id}}
 
 A row belongs to the subject when any identity column equals any of the subject's values of
-that type, or when it references (`parent`) a row of the subject. Email compares
+that type, or when it references (`parent`) a row of the subject. A hashed identifier (`format`
+sha256, md5 or sha1, as an OpenDSR controller may send) matches a row whose identity column,
+normalised like an identifier of its type, hashes to it; the database computes the hashes
+(PostgreSQL needs the pgcrypto extension for sha1; SQLite gets them from Python). Email compares
 case-insensitively (`lower(column)`: give big tables an index on it). Other values are
 compared as stored: a phone number kept as "06-1234 5678" does not match "+31612345678".
 Rows are linked in SQL (`IN (SELECT ...)`), never by loading keys into Python.
@@ -117,6 +120,7 @@ from schemas.events import (
     IDENTIFIER_TYPE_PATTERN,
     Counts,
     FieldChange,
+    Identifier,
     IdentifierType,
     OutcomeStatus,
     Record,
@@ -368,6 +372,8 @@ class _BoundTable:
     fixed: dict[str, Any]
     hashed: list[str]
     marks: dict[Mark, dict[str, Any]]
+    #: The database's dialect name: hashed identifiers are compared with its hash functions.
+    dialect: str = "sqlite"
 
     @property
     def name(self) -> str:
@@ -379,14 +385,19 @@ class _BoundTable:
         clauses: list[ColumnElement[bool]] = []
         for identifier_type, column_name in self.settings.identity.items():
             column = self.table.c[column_name]
+            clauses.extend(self._hash_match(subject, identifier_type, column))
+            raw = [
+                i.value
+                for i in subject.identifiers
+                if i.type == identifier_type and i.format == "raw"
+            ]
             if identifier_type == IdentifierType.EMAIL:
                 # Values are lower-cased by the Subject model; stored addresses may not be.
-                values = subject.values(identifier_type)
-                if values:
-                    clauses.append(func.lower(column).in_(values))
+                if raw:
+                    clauses.append(func.lower(column).in_(raw))
                 continue
             coerced = []
-            for value in subject.values(identifier_type):
+            for value in raw:
                 try:
                     coerced.append(_coerce(column, value))
                 except _COERCE_ERRORS:
@@ -394,6 +405,25 @@ class _BoundTable:
             if coerced:
                 clauses.append(column.in_(coerced))
         return or_(*clauses) if clauses else None
+
+    def _hash_match(
+        self, subject: Subject, identifier_type: str, column: Column[Any]
+    ) -> list[ColumnElement[bool]]:
+        """Rows whose identity column, normalised like an identifier of its type, hashes to
+        one of the subject's hashed identifiers (an OpenDSR controller may send only those)."""
+        clauses: list[ColumnElement[bool]] = []
+        for identifier_format in ("sha256", "md5", "sha1"):
+            digests = [
+                i.value
+                for i in subject.identifiers
+                if i.type == identifier_type and i.format == identifier_format
+            ]
+            if digests:
+                digest = _identifier_digest(
+                    self.dialect, column, identifier_type, identifier_format
+                )
+                clauses.append(digest.in_(digests))
+        return clauses
 
 
 @dataclass(slots=True)
@@ -487,6 +517,7 @@ class SQLConnector(Connector[SQLSettings]):
     capabilities: ClassVar[frozenset[RequestType]] = frozenset(RequestType)
     supports_retention = True
     sweeps = True
+    identifier_formats: ClassVar[frozenset[str]] = frozenset({"raw", "sha256", "md5", "sha1"})
     description = "SQL database via SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."
 
     def __init__(self, system: str, settings: Mapping[str, Any] | None = None) -> None:
@@ -1148,6 +1179,7 @@ class SQLConnector(Connector[SQLSettings]):
             | {c: v for c, v in prepared["mask"].items() if c not in settings.hashed},
             hashed=settings.hashed,
             marks={mark: prepared[mark] for mark in _MARK_TITLES},
+            dialect=conn.dialect.name,
         )
 
     def _check_hashable(self, table: str, column: Column[Any], conn: Connection) -> None:
@@ -1186,6 +1218,7 @@ def _prepare_sqlite(dbapi_connection: Any, _record: Any) -> None:
     """Make SQLite enforce foreign keys (off by default) and give it SHA-256 for masking."""
     dbapi_connection.execute("PRAGMA foreign_keys = ON")
     dbapi_connection.create_function("dsr_sha256", 1, _sha256_hex, deterministic=True)
+    dbapi_connection.create_function("dsr_digest", 2, _digest_hex, deterministic=True)
 
 
 def _as_date(value: Any) -> date | None:
@@ -1242,6 +1275,42 @@ def _added(total: SweepCount | None, count: SweepCount) -> SweepCount:
 
 def _sha256_hex(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def _digest_hex(value: str | None, identifier_format: str) -> str | None:
+    return None if value is None else Identifier.digest(identifier_format, str(value))
+
+
+#: What `Identifier.normalise` removes from a phone number, in SQL.
+_PHONE_SEPARATORS = (" ", "(", ")", ".", "-")
+
+
+def _identifier_digest(
+    dialect: str, column: Column[Any], identifier_type: str, identifier_format: str
+) -> ColumnElement[Any]:
+    """SQL for the lower-case hex digest of a column's value normalised like an identifier of
+    `identifier_type` (`Identifier.normalise`: e-mail trimmed and lower-cased, phone without
+    separators, anything else trimmed). SQL's `trim` removes spaces only."""
+    text: ColumnElement[Any] = func.trim(cast(column, String()))
+    if identifier_type == IdentifierType.EMAIL:
+        text = func.lower(text)
+    elif identifier_type == IdentifierType.PHONE:
+        for separator in _PHONE_SEPARATORS:
+            text = func.replace(text, literal(separator, String()), literal("", String()))
+    if dialect == "postgresql":
+        if identifier_format == "md5":
+            return func.md5(text)
+        utf8 = func.convert_to(text, literal_column("'UTF8'"))
+        if identifier_format == "sha256":
+            return func.encode(func.sha256(utf8), literal_column("'hex'"))
+        # PostgreSQL has no built-in SHA-1: pgcrypto's digest() (CREATE EXTENSION pgcrypto).
+        return func.encode(func.digest(utf8, literal_column("'sha1'")), literal_column("'hex'"))
+    if dialect in ("mysql", "mariadb"):
+        utf8 = func.convert(text, literal_column("CHAR CHARACTER SET utf8mb4"))
+        if identifier_format == "sha256":
+            return func.sha2(utf8, 256)
+        return func.md5(utf8) if identifier_format == "md5" else func.sha1(utf8)
+    return func.dsr_digest(text, literal(identifier_format, String()))  # SQLite: _prepare_sqlite
 
 
 def _sha256(conn: Connection, salt: str, column: Column[Any]) -> ColumnElement[Any]:

@@ -15,7 +15,8 @@
 #
 # Optional: CE_SOURCE (default kcat-example), CE_ID (default a fresh UUID), KCAT (default kcat).
 # Needs openssl 3. Against the embedded broker, Debian's kcat needs a newer librdkafka:
-#   LD_LIBRARY_PATH=<dir with librdkafka.so.1 from the confluent-kafka wheel> (see orchestrator/intake/kcat.py)
+#   LD_LIBRARY_PATH=<dir with librdkafka.so.1 from the confluent-kafka wheel> (see orchestrator/intake/kcat.py);
+#   `dsr up` writes it into .dsr/publisher.env when confluent-kafka is installed (pip install -e ".[kcat]").
 set -euo pipefail
 
 : "${BOOTSTRAP:?set BOOTSTRAP to the Kafka bootstrap address, e.g. BOOTSTRAP=localhost:9092}"
@@ -73,7 +74,7 @@ fi
 # different partition than Java clients and kafka-python (murmur2). The orchestrator keeps a
 # request's state on the murmur2 partition and would have to re-route the event first.
 # A file argument (without -l) is sent as one message, however many lines it has.
-"${KCAT:-kcat}" -P -b "$BOOTSTRAP" -t "$topic" \
+if ! "${KCAT:-kcat}" -P -b "$BOOTSTRAP" -t "$topic" \
   -k "$request_id" \
   -H ce_specversion=1.0 \
   -H "ce_id=$ce_id" \
@@ -83,4 +84,11 @@ fi
   -H content-type=application/json \
   -H "dsr_signature=v1;alg=$alg;publisher=$DSR_PUBLISHER_ID;kid=$kid;sig=$sig" \
   -X partitioner=murmur2_random \
-  "$file"
+  "$file"; then
+  if [[ -z "${LD_LIBRARY_PATH:-}" ]]; then
+    echo "kcat-publish: kcat failed. Against the embedded broker of \`dsr up\` it needs the librdkafka" \
+      "of the confluent-kafka wheel: pip install -e '.[kcat]', restart dsr up, then source" \
+      ".dsr/publisher.env again (it sets LD_LIBRARY_PATH)" >&2
+  fi
+  exit 1
+fi

@@ -12,10 +12,11 @@ never carry it: they are read by dashboards and other services.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -73,6 +74,7 @@ class IdentifierType(StrEnum):
 _PHONE_STRIP = re.compile(r"[\s().\-]")
 _PHONE_VALID = re.compile(r"^\+?[0-9]{6,15}$")
 _EMAIL_VALID = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HEX = re.compile(r"^[0-9a-f]+$")
 
 # --- the BSN (burgerservicenummer) ---------------------------------------------------------
 # Art. 87 GDPR lets a member state set the conditions for processing a national identification
@@ -157,7 +159,16 @@ class Identifier(_Model):
     """One identifier of the data subject, e.g. an email address or a customer number.
 
     Never a BSN (Art. 46 UAVG): neither as the type nor as a value that passes its 11-proef.
+
+    `format` other than `raw`: the value is the lower-case hex digest of the identifier,
+    normalised as a raw one is (`Identifier.normalise`), as an OpenDSR controller may send it
+    (OpenDSR 2.0, identity formats `sha256`, `md5`, `sha1`). Only connectors that name the
+    format in `identifier_formats` get such an identifier; they hash their own stored values
+    the same way (`Identifier.digest`) to compare.
     """
+
+    #: Digest length in hex characters per hashed format.
+    HEX_LENGTHS: ClassVar[dict[str, int]] = {"sha256": 64, "sha1": 40, "md5": 32}
 
     type: Annotated[
         str,
@@ -169,6 +180,12 @@ class Identifier(_Model):
         ),
     ]
     value: Annotated[str, Field(min_length=1, max_length=320)]
+    format: Literal["raw", "sha256", "md5", "sha1"] = Field(
+        default="raw",
+        description="raw: the value itself. sha256, md5, sha1: the lower-case hex digest of "
+        "the value normalised as a raw one is (e-mail trimmed and lower-cased, phone without "
+        "spaces, brackets, dots and hyphens, any other type trimmed).",
+    )
 
     @field_validator("type", mode="before")
     @classmethod
@@ -180,22 +197,48 @@ class Identifier(_Model):
             )
         return identifier_type
 
-    @model_validator(mode="after")
-    def _normalise(self) -> Identifier:
-        # Messages name the identifier type, never the value: it is personal data.
-        value = self.value.strip()
-        if self.type == IdentifierType.EMAIL:
+    @staticmethod
+    def normalise(identifier_type: str, value: str) -> str:
+        """A raw value in the form identifiers of `identifier_type` are compared (and hashed) in.
+
+        Raises `ValueError` naming the type, never the value, when it is not valid.
+        """
+        value = value.strip()
+        if identifier_type == IdentifierType.EMAIL:
             value = value.lower()
             if not _EMAIL_VALID.match(value):
                 raise ValueError("identifier of type 'email' is not a valid email address")
-        elif self.type == IdentifierType.PHONE:
+        elif identifier_type == IdentifierType.PHONE:
             value = _PHONE_STRIP.sub("", value)
             if not _PHONE_VALID.match(value):
                 raise ValueError(
                     "identifier of type 'phone' must be 6-15 digits, optionally starting with +"
                 )
         if not value:
-            raise ValueError(f"identifier of type {self.type!r} is empty")
+            raise ValueError(f"identifier of type {identifier_type!r} is empty")
+        return value
+
+    @staticmethod
+    def digest(identifier_format: str, normalised: str) -> str:
+        """The lower-case hex digest of a normalised value in a hashed `identifier_format`."""
+        return hashlib.new(
+            identifier_format, normalised.encode(), usedforsecurity=False
+        ).hexdigest()
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Identifier:
+        # Messages name the identifier type, never the value: it is personal data.
+        if self.format != "raw":
+            value = self.value.strip().lower()
+            length = self.HEX_LENGTHS[self.format]
+            if len(value) != length or not _HEX.match(value):
+                raise ValueError(
+                    f"identifier of type {self.type!r} in format {self.format!r} must be "
+                    f"{length} hexadecimal characters (the digest of the normalised value)"
+                )
+            object.__setattr__(self, "value", value)
+            return self
+        value = self.normalise(self.type, self.value)
         if looks_like_bsn(value):
             hint = (
                 "; give a phone number in international form (+31...)"

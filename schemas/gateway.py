@@ -51,8 +51,9 @@ class OpenDsrInbound(_Model):
     submitted_time: AwareDatetime
     received_time: AwareDatetime
     expected_completion_time: AwareDatetime
-    #: The 201 answer's signed parts, so that a repeated POST gets the same answer.
-    encoded_request: str
+    #: The 201 answer's signature (over its `encoded_request`), the receipt we gave. The
+    #: `encoded_request` itself (the body, identities included) is never kept: a repeated POST
+    #: brings the same body, and the signature (RSASSA-PKCS1-v1_5) comes out the same.
     processor_signature: str
     cancelled_at: AwareDatetime | None = None
 

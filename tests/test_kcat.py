@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from orchestrator.intake.kcat import LIBRARY_NAME, LibrdkafkaError, kcat_environment, librdkafka_dir
+from orchestrator.intake.kcat import (
+    LIBRARY_NAME,
+    LibrdkafkaError,
+    kcat_environment,
+    kcat_library_env,
+    librdkafka_dir,
+)
 from orchestrator.intake.publishers import IssuedKey, create_publisher
 from schemas.envelope import SIGNATURE_HEADER, EnvelopeError, decode, header_dict
-from schemas.events import RequestSubmitted
+from schemas.events import RequestStatus, RequestSubmitted
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import RequestVerifier
 from schemas.topics import REQUESTS
@@ -188,3 +198,81 @@ def test_kcat_example_publishes_a_valid_request(
     expected = java_partition(sent.request_id, kafka_settings.partitions)
     assert expected != zlib.crc32(key) % kafka_settings.partitions
     assert partition == expected
+
+
+def test_kcat_library_env_is_empty_without_the_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.metadata
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    assert kcat_library_env(tmp_path / "lib") == {}  # `dsr up` writes no LD_LIBRARY_PATH then
+
+
+README = EXAMPLES.parent / "README.md"
+
+
+def _readme_kcat_line() -> str:
+    """The README's kcat line, exactly as a newcomer copies it."""
+    lines = [line for line in README.read_text().splitlines() if "examples/kcat-publish.sh" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.kcat
+@pytest.mark.broker
+def test_readme_kcat_line_against_dsr_up_completes_a_request(tmp_path: Path) -> None:
+    pytest.importorskip("confluent_kafka")  # the README installs it: pip install -e '.[kcat]'
+    _kcat()
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DSR_", "LD_LIBRARY"))}
+    env["DSR_DASHBOARD_PORT"] = "0"
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 60}
+    init = subprocess.run([sys.executable, "-m", "orchestrator.cli", "init"], **run)  # type: ignore[call-overload]
+    assert init.returncode == 0, init.stderr
+    up = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:  # the state files are written before this line
+            if line.startswith("Kafka:"):
+                break
+        published = subprocess.run(["bash", "-c", _readme_kcat_line()], **run)  # type: ignore[call-overload]
+        assert published.returncode == 0, published.stderr
+        request_id = RequestSubmitted.model_validate_json(REQUEST.read_bytes()).request_id
+        status = _wait_for_status(tmp_path, env, request_id)
+        assert status == "completed"
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        up.communicate(timeout=60)
+
+
+def _wait_for_status(directory: Path, env: dict[str, str], request_id: str) -> str:
+    """The request's status once final (`dsr status --json`, as a newcomer would check)."""
+    deadline = time.monotonic() + 120
+    status = ""
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "status", request_id, "--json"],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if shown.returncode == 0:
+            status = json.loads(shown.stdout)["status"]
+            if RequestStatus(status).is_final:
+                return status
+        time.sleep(0.5)
+    raise AssertionError(f"{request_id} not final within 120 s (last status {status!r})")

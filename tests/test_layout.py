@@ -14,7 +14,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _IGNORE = shutil.ignore_patterns("__pycache__", "static", "json")
-STAGES = {"intake", "gateway", "lifecycle", "fanout", "artifacts", "status", "dashboard", "runtime", "cli"}
+STAGES = {
+    "intake",
+    "gateway",
+    "lifecycle",
+    "fanout",
+    "artifacts",
+    "status",
+    "dashboard",
+    "runtime",
+    "cli",
+}
 
 
 def _lint_imports(tree: Path = ROOT) -> subprocess.CompletedProcess[str]:

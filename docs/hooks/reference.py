@@ -90,10 +90,24 @@ def variables_table(model: type[BaseSettings]) -> str:
 
 
 def configuration() -> str:
-    """Every DSR_* variable of the `Settings` model and of the Kafka connection settings."""
+    """Every DSR_* variable of the `Settings` model, the Kafka connection and the intake."""
+    from orchestrator.gateway.opendsr_keys import OpenDsrSettings
+    from orchestrator.gateway.public import PublicSettings
+    from orchestrator.gateway.settings import IntakeSettings
     from orchestrator.runtime.config import Settings
     from schemas.kafka import KafkaSettings
 
+    intake = [
+        ("The intake process (`dsr intake`)", IntakeSettings),
+        ("The request page for the public", PublicSettings),
+        ("OpenDSR, as a processor", OpenDsrSettings),
+    ]
+    sections = [
+        line
+        for title, model in intake
+        for line in (f"### {title}", "", f"From `{model.__module__}.{model.__name__}`: "
+                     f"{' '.join((model.__doc__ or '').split())}", "", variables_table(model), "")
+    ]  # fmt: skip
     return "\n".join(
         [
             "### Orchestrator, workers and dashboard",
@@ -107,6 +121,8 @@ def configuration() -> str:
             f"From `{KafkaSettings.__module__}.KafkaSettings`: {KafkaSettings.__doc__}",
             "",
             variables_table(KafkaSettings),
+            "",
+            *sections,
         ]
     )
 
@@ -189,6 +205,13 @@ def openapi() -> dict[str, Any]:
     return openapi_document(importlib.metadata.version("dsr-orchestrator"))
 
 
+def intake_openapi() -> dict[str, Any]:
+    """The intake API's OpenAPI document, as `dsr intake` serves it."""
+    from orchestrator.gateway.openapi import openapi_document
+
+    return openapi_document(importlib.metadata.version("dsr-orchestrator"))
+
+
 def _operation(path: str, method: str, operation: Schema, link: Callable[[str], str]) -> list[str]:
     """One endpoint: summary, parameters, body and responses."""
     lines = [f"### {method.upper()} {path} {{#op-{operation['operationId'].lower()}}}", ""]
@@ -219,7 +242,16 @@ def _operation(path: str, method: str, operation: Schema, link: Callable[[str], 
 
 def dashboard_api() -> str:
     """Endpoints, parameters, responses and schemas of the dashboard API, from its OpenAPI."""
-    document = openapi()
+    return api_reference(openapi())
+
+
+def intake_api() -> str:
+    """The same for the intake API."""
+    return api_reference(intake_openapi())
+
+
+def api_reference(document: dict[str, Any]) -> str:
+    """Endpoints, parameters, responses and schemas of an OpenAPI document."""
     schemas: dict[str, Schema] = document["components"]["schemas"]
     link = page_linker(set(schemas))
     lines = [" ".join(document["info"]["description"].split()), "", "## Authentication", ""]
@@ -228,7 +260,11 @@ def dashboard_api() -> str:
             how = f"an `Authorization: {scheme['scheme'].title()} <token>` header"
         else:
             how = f"the {scheme['in']} `{scheme['name']}`, set by the sign-in form"
-        token = f" with the value of `{scheme['description']}`" if "description" in scheme else ""
+        text = " ".join(scheme.get("description", "").split())
+        if len(text) > 60:  # a scheme explained in prose (the intake's HTTP signatures)
+            lines.append(f"- `{name}`: {text}")
+            continue
+        token = f" with the value of `{text}`" if text else ""
         lines.append(f"- `{name}`: {how}{token}.")
     lines += ["", "## Endpoints", ""]
     for path, methods in document["paths"].items():
@@ -246,6 +282,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "events": events,
     "register": register,
     "dashboard-api": dashboard_api,
+    "intake-api": intake_api,
 }
 
 

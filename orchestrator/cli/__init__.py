@@ -14,6 +14,8 @@ from orchestrator.cli.connectors import connectors_group
 from orchestrator.cli.dashboard import dashboard, watch
 from orchestrator.cli.demo import demo
 from orchestrator.cli.exports import export
+from orchestrator.cli.init import init
+from orchestrator.cli.intake import intake
 from orchestrator.cli.keys import keys, verify
 from orchestrator.cli.options import DsrGroup
 from orchestrator.cli.publishers import publishers
@@ -27,8 +29,10 @@ from orchestrator.cli.tasks import tasks
 @click.group(
     cls=DsrGroup,
     commands=[
+        init,
         up,
         worker,
+        intake,
         topics,
         submit,
         verify_identity,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ from orchestrator.cli.options import (
     setup_logging,
 )
 
+#: The intake process's URL, for scripts in the same directory (next to BOOTSTRAP_FILE).
+INTAKE_URL_FILE = STATE_DIR / "intake-url"
+
 if TYPE_CHECKING:
     from connectors.runtime import ConnectorWorker
     from orchestrator.runtime.config import Settings
@@ -35,21 +39,36 @@ if TYPE_CHECKING:
 @register_option
 @data_dir_option
 def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> None:
-    """Run broker (if embedded), orchestrator and connector workers until Ctrl-C."""
-    from orchestrator.runtime.stack import Stack
+    """Run broker (if embedded), orchestrator, connector workers, intake and dashboard until
+    Ctrl-C."""
+    from orchestrator.cli.intake import intake_settings
+    from orchestrator.runtime.stack import Address, Stack
+    from schemas.register import RegisterError
 
     setup_logging()
     settings = command_settings(bootstrap, register_file=register, data_dir=data_dir)
-    stack = Stack(settings, dashboard=True).start()
-    if stack.embedded:
-        STATE_DIR.mkdir(exist_ok=True)
-        BOOTSTRAP_FILE.write_text(stack.settings.kafka.bootstrap or "")
-        if stack.local_publisher is not None:
-            env = stack.local_publisher.env()
-            PUBLISHER_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    intake = intake_settings()
+    # On a laptop: loopback, and a free port unless DSR_INTAKE_PORT names one.
+    port = intake.port if "DSR_INTAKE_PORT" in os.environ else 0
+    try:
+        stack = Stack(settings, dashboard=True, intake=Address(intake.host, port))
+    except RegisterError as exc:
+        if settings.register_file.exists():
+            raise
+        raise RegisterError(f"{exc}; run `dsr init` to create a starter register") from None
+    try:
+        stack.start()
+    except BaseException:
+        stack.stop()  # what did start (the broker, some workers) must not outlive the command
+        raise
+    _write_state(stack)
     click.echo(
         f"Kafka: {stack.settings.kafka.bootstrap}" + (" (embedded)" if stack.embedded else "")
     )
+    click.echo(f"Intake: {stack.intake_url} (request page and API)")
+    if not settings.smtp_host:
+        outbox = settings.data_dir.resolve() / "outbox"
+        click.echo(f"Request page e-mails go to {outbox} (no DSR_SMTP_HOST): open the .eml files")
     signed_in = stack.dashboard_session_token or settings.dashboard_allow_anonymous
     click.echo(
         f"Dashboard: {stack.dashboard_url}"
@@ -61,9 +80,25 @@ def up(bootstrap: str | None, register: Path | None, data_dir: Path | None) -> N
     finally:
         click.echo("Stopping...")
         stack.stop()
+        INTAKE_URL_FILE.unlink(missing_ok=True)
         if stack.embedded:
             BOOTSTRAP_FILE.unlink(missing_ok=True)
             PUBLISHER_FILE.unlink(missing_ok=True)
+
+
+def _write_state(stack: Stack) -> None:
+    """What other commands (and a shell) in this directory need: the embedded broker's address,
+    the intake's URL, and the local publisher's key with the library path kcat needs."""
+    from orchestrator.intake.kcat import kcat_library_env
+
+    STATE_DIR.mkdir(exist_ok=True)
+    INTAKE_URL_FILE.write_text(f"{stack.intake_url}\n")
+    if not stack.embedded:
+        return
+    BOOTSTRAP_FILE.write_text(stack.settings.kafka.bootstrap or "")
+    if stack.local_publisher is not None:
+        env = {**stack.local_publisher.env(), **kcat_library_env(STATE_DIR / "librdkafka")}
+        PUBLISHER_FILE.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
 
 
 def until_stopped(stack: Stack) -> None:

@@ -57,6 +57,16 @@ def librdkafka_dir(tmp: Path) -> Path:
     return tmp
 
 
+def kcat_library_env(tmp: Path) -> dict[str, str]:
+    """`LD_LIBRARY_PATH` for kcat (`tmp`, absolute, holding the link), or nothing when the
+    confluent-kafka wheel is not installed (`pip install -e '.[kcat]'`): `dsr up` writes it
+    into `.dsr/publisher.env`, which the README's kcat line sources."""
+    try:
+        return {"LD_LIBRARY_PATH": str(librdkafka_dir(tmp.resolve()))}
+    except LibrdkafkaError:
+        return {}
+
+
 def kcat_environment(tmp: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for running kcat with the wheel's librdkafka (LD_LIBRARY_PATH prepended)."""
     env = dict(os.environ if base is None else base)
@@ -71,5 +81,6 @@ __all__ = [
     "LibrdkafkaError",
     "bundled_librdkafka",
     "kcat_environment",
+    "kcat_library_env",
     "librdkafka_dir",
 ]

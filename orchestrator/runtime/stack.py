@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from pydantic import SecretStr
 
@@ -34,6 +34,7 @@ from orchestrator.runtime.topics import ensure_topics
 from schemas.errors import DsrError
 from schemas.primitives.signing import (
     ED25519,
+    INTAKE_PUBLISHER,
     ORCHESTRATOR_PUBLISHER,
     OUTCOME_EVENT_TYPES,
     TASK_EVENT_TYPES,
@@ -42,6 +43,7 @@ from schemas.primitives.signing import (
     connector_publisher,
 )
 from schemas.register import Register, load_register
+from schemas.topics import REQUEST_EVENT_TYPES
 
 log = logging.getLogger("dsr.stack")
 
@@ -86,8 +88,12 @@ def component_keys(
     keys_file: Path, directory: Path, groups: list[str]
 ) -> dict[str, dict[str, str]]:
     """Each component's signing key (created once in `directory`, listed in `keys_file`): the
-    DSR_PUBLISHER_* variables of the orchestrator and of each connector worker group."""
+    DSR_PUBLISHER_* variables of the orchestrator, the intake process and each connector worker
+    group."""
     wanted = {ORCHESTRATOR_PUBLISHER: list(TASK_EVENT_TYPES)}
+    # Every request event: the intake checks each HTTP caller's own permissions before it
+    # publishes on the caller's behalf (orchestrator.intake.publishers.check_claims).
+    wanted[INTAKE_PUBLISHER] = list(REQUEST_EVENT_TYPES)
     wanted |= {connector_publisher(g): list(OUTCOME_EVENT_TYPES) for g in groups}
     document = read_keys_document(keys_file)
     listed = {p.get("id"): p for p in document["publishers"] if isinstance(p, dict)}
@@ -132,7 +138,7 @@ def _allow_manual_outcomes(keys_file: Path) -> None:
                 write_keys_document(keys_file, document)
 
 
-def _require_free(host: str, port: int) -> None:
+def _require_free(host: str, port: int, setting: str, server: str) -> None:
     """Fail before starting a server on a port that is taken, naming the setting."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,9 +146,22 @@ def _require_free(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             raise StackError(
-                f"the dashboard cannot listen on {host}:{port} ({exc.strerror}); set "
-                "DSR_DASHBOARD_PORT to a free port (0: any free port)"
+                f"the {server} cannot listen on {host}:{port} ({exc.strerror}); set "
+                f"{setting} to a free port (0: any free port)"
             ) from None
+
+
+class Address(NamedTuple):
+    """Where a server of the stack listens."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Its base URL (a wildcard address shown as loopback), with a trailing slash."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}/"
 
 
 class Stack:
@@ -155,9 +174,12 @@ class Stack:
         log_dir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         dashboard: bool = False,
+        intake: Address | None = None,
     ) -> None:
         self.settings = settings
         self.dashboard = dashboard
+        #: Where the intake process listens (port 0: a free one, chosen in `start`); None: none.
+        self.intake = intake
         #: The token `start` made up for the dashboard when none was configured.
         self.dashboard_session_token: str | None = None
         self.log_dir = log_dir
@@ -184,7 +206,14 @@ class Stack:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.dashboard and self.settings.dashboard_port:
-            _require_free(self.settings.dashboard_host, self.settings.dashboard_port)
+            _require_free(
+                self.settings.dashboard_host,
+                self.settings.dashboard_port,
+                "DSR_DASHBOARD_PORT",
+                "dashboard",
+            )
+        if self.intake is not None and self.intake.port:
+            _require_free(*self.intake, "DSR_INTAKE_PORT", "intake")
         embedded = not self.settings.kafka.bootstrap
         if embedded and self.settings.publisher_keys is None:
             # No configuration on a laptop: a local publisher, created once in the data dir,
@@ -211,6 +240,8 @@ class Stack:
             self.spawn(publisher, args, self.component_env.get(publisher))
         if self.dashboard:
             self._start_dashboard()
+        if self.intake is not None:
+            self._start_intake(self.intake)
         return self
 
     def _groups(self) -> list[str]:
@@ -249,6 +280,24 @@ class Stack:
         # start-up (about 1 s of CPU) competes with theirs.
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, process.pid, 10)
+
+    def _start_intake(self, address: Address) -> None:
+        """The HTTP intake, signing with its own component key, on a free port unless one is
+        configured."""
+        self.intake = address._replace(port=address.port or free_port())
+        own = {
+            **self.component_env.get(INTAKE_PUBLISHER, {}),
+            "DSR_INTAKE_HOST": self.intake.host,
+            "DSR_INTAKE_PORT": str(self.intake.port),
+        }
+        if not self.settings.smtp_host:  # try the request page on a laptop: mails as files
+            own.setdefault("DSR_PUBLIC_OUTBOX", str(self.settings.data_dir.resolve() / "outbox"))
+        self.spawn("intake", ["intake"], own)
+
+    @property
+    def intake_url(self) -> str | None:
+        """Where the intake process answers (None without one)."""
+        return self.intake.url if self.intake is not None else None
 
     @property
     def dashboard_url(self) -> str | None:
@@ -321,4 +370,4 @@ class Stack:
         self.stop()
 
 
-__all__ = ["Stack", "StackError", "settings_env"]
+__all__ = ["Address", "Stack", "StackError", "settings_env"]

@@ -501,3 +501,90 @@ def test_each_connector_group_gets_only_its_own_credentials(helm: Helm) -> None:
     assert credentials("connectors-default") == ["dsr-credentials-default"]
     assert credentials("connectors-support") == ["dsr-credentials-support"]
     assert credentials("dashboard") == []
+
+
+# The HTTP intake (issue 17): its own Deployment, Service, Ingress, Kafka user and policy.
+
+#: The intake switched on, as an operator would for production.
+INTAKE_ON = {
+    "intake.enabled": "true",
+    "intake.publicUrl": "https://requests.webwinkel.example",
+    "intake.publisherKey.existingSecret": "dsr-intake-publisher-key",
+    "intake.ingress.enabled": "true",
+    "intake.ingress.hosts[0].host": "requests.webwinkel.example",
+    "intake.ingress.hosts[0].paths[0].path": "/",
+    "intake.ingress.hosts[0].paths[0].pathType": "Prefix",
+    "intake.egress[0].cidr": "192.0.2.0/24",
+    "intake.egress[0].ports[0]": "443",
+    "kafka.sasl.users.intake.username": "dsr-intake",
+    "kafka.sasl.users.intake.passwordSecret.name": "dsr-intake",
+    "kafka.sasl.users.intake.passwordSecret.key": "password",
+}
+
+
+def test_intake_is_off_by_default(helm: Helm) -> None:
+    names = [m["metadata"]["name"] for m in helm.template()]
+    assert not [name for name in names if name.endswith("-intake")]
+
+
+def test_intake_runs_with_its_own_key_kafka_user_and_probes(helm: Helm) -> None:
+    manifests = helm.template(PRODUCTION_VALUES, sets=INTAKE_ON)
+    intake = _app_containers(manifests)["intake"]
+    assert intake.spec["args"] == ["intake"]
+    env = intake.env()
+    assert env["DSR_INTAKE_HOST"]["value"] == "0.0.0.0"
+    assert env["DSR_INTAKE_PORT"]["value"] == "8090"
+    assert env["DSR_INTAKE_PUBLIC_URL"]["value"] == "https://requests.webwinkel.example"
+    # It signs as `intake` and checks HTTP callers against the publisher keys file.
+    assert env["DSR_PUBLISHER_ID"]["value"] == "intake"
+    assert env["DSR_PUBLISHER_KEY_FILE"]["value"].endswith("/publisher.pem")
+    assert "DSR_PUBLISHER_KEYS" in env
+    assert env["DSR_KAFKA_SASL_USERNAME"]["value"] == "dsr-intake"
+    assert env["DSR_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "dsr-intake"
+    assert env["DSR_KAFKA_CLIENT_ID"]["value"].endswith("-intake")
+    assert "DSR_SMTP_HOST" in env  # confirmation e-mails of the request page
+    # Public-facing: no results, exports or signing keys of the orchestrator on its disk.
+    assert "data" not in {m["name"] for m in intake.spec["volumeMounts"]}
+    assert _secrets_mounted(intake) == {
+        "dsr-intake-publisher-key",
+        "dsr-publisher-keys",
+        "dsr-bus-key",
+        "dsr-kafka-cluster-ca-cert",
+    }
+    assert intake.spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert intake.spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert intake.spec["ports"] == [{"name": "http", "containerPort": 8090, "protocol": "TCP"}]
+
+
+def test_intake_service_and_ingress_reach_its_port(helm: Helm) -> None:
+    manifests = helm.template(PRODUCTION_VALUES, sets=INTAKE_ON)
+    service = find(manifests, "Service", "dsr-dsr-orchestrator-intake")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "intake"
+    ingress = find(manifests, "Ingress", "dsr-dsr-orchestrator-intake")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "requests.webwinkel.example"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "dsr-dsr-orchestrator-intake", "port": {"name": "http"}}
+
+
+def test_intake_network_policy_admits_the_ingress_controller_and_reaches_only_its_hosts(
+    helm: Helm,
+) -> None:
+    policy = _policies(helm.template(PRODUCTION_VALUES, sets=INTAKE_ON))["intake"]
+    (inbound,) = policy["spec"]["ingress"]
+    assert inbound["ports"] == [{"port": 8090, "protocol": "TCP"}]
+    assert inbound["from"] and all("namespaceSelector" in peer for peer in inbound["from"])
+    assert _egress_ports(policy) == {9093, 53, 587, 443}  # Kafka, DNS, SMTP, OpenDSR hosts
+    blocks = [
+        peer["ipBlock"]["cidr"]
+        for rule in policy["spec"]["egress"]
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer and peer["ipBlock"]["cidr"] != "198.51.100.25/32"  # SMTP
+    ]
+    assert blocks == ["192.0.2.0/24"]
+
+
+def test_schema_refuses_an_unknown_intake_setting(helm: Helm) -> None:
+    error = helm.template_error(sets={"intake.enabled": "true", "intake.prot": "8091"})
+    assert "prot" in error

@@ -29,7 +29,7 @@ from schemas.events import OutcomeStatus, RequestStatus, RequestType, SystemProg
 from schemas.kafka import KafkaSettings
 from schemas.primitives.sealing import DataKeys, bus_key
 from schemas.register import CaseFiles
-from schemas.topics import STATUS
+from schemas.topics import INTAKE, STATUS
 from tests import factories
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -303,7 +303,10 @@ def test_retention_ms_is_never_shorter_than_the_period() -> None:
 
 def test_the_status_topic_gets_the_registers_retention() -> None:
     configs = status_topic_configs(CaseFiles(status_topic="3 years"))
-    assert configs == {STATUS.name: {RETENTION_MS: str(retention_ms("3 years"))}}
+    assert configs == {
+        STATUS.name: {RETENTION_MS: str(retention_ms("3 years"))},
+        INTAKE.name: {"cleanup.policy": "compact"},  # the topic's own config (schemas.topics)
+    }
     assert status_topic_configs(None)[STATUS.name][RETENTION_MS] == str(retention_ms("2 years"))
 
 
@@ -354,7 +357,8 @@ def test_new_status_topic_is_created_with_the_retention(admin: type[_Admin]) -> 
     ensure_topics(ANY_KAFKA, case_files=CaseFiles(status_topic="3 years"))
     configs = {t.name: t.topic_configs for t in admin.created}
     assert configs[STATUS.name] == {RETENTION_MS: str(retention_ms("3 years"))}
-    assert all(c == {} for name, c in configs.items() if name != STATUS.name)
+    assert configs[INTAKE.name] == {"cleanup.policy": "compact"}
+    assert all(c == {} for name, c in configs.items() if name not in (STATUS.name, INTAKE.name))
     assert admin.altered == []  # nothing existed
 
 

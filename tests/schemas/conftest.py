@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import BaseModel
 
-from schemas import gateway as gw
 from schemas import events as ev
+from schemas import gateway as gw
 from schemas import sweeps as sw
 from schemas.envelope import dead_letter_for
 
@@ -179,10 +179,14 @@ def _sweep_samples() -> dict[str, BaseModel]:
 
 def _gateway_samples() -> dict[str, BaseModel]:
     inbound = gw.OpenDsrInbound(
-        controller_id="controller.example", subject_request_id=REQUEST_ID,
-        subject_request_type="erasure", status_callback_urls=["https://c.example/cb"],
-        submitted_time=NOW, received_time=NOW, expected_completion_time=NOW,
-        encoded_request="e30=", processor_signature="c2ln",
+        controller_id="controller.example",
+        subject_request_id=REQUEST_ID,
+        subject_request_type="erasure",
+        status_callback_urls=["https://c.example/cb"],
+        submitted_time=NOW,
+        received_time=NOW,
+        expected_completion_time=NOW,
+        processor_signature="c2ln",
     )
     return {
         "dsr.intake.recorded.v1": gw.IntakeRecorded(
