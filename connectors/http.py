@@ -165,9 +165,17 @@ class RateLimiter:
         with self._lock:
             self._paused_until = max(self._paused_until, monotonic_time)
 
+    def hold_window(self, since: float) -> None:
+        """Count the window up to `since` (monotonic) as fully used: no call before one whole
+        window has passed since then. Only a rate limit has a window to hold."""
+        if self.limit.requests is not None:
+            self.pause_until(since + self.limit.per_seconds + _WINDOW_MARGIN_SECONDS)
+
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for a free concurrency slot and a turn in the window; hold the slot inside."""
+    async def slot(self, cost: int = 1) -> AsyncIterator[None]:
+        """Wait for a free concurrency slot and a turn in the window; hold the slot inside.
+        `cost`: how many of the window's requests this one uses (a vendor's batch of calls
+        counts each), at most the whole window."""
         slots = None
         if self.limit.concurrency:
             loop = asyncio.get_running_loop()
@@ -175,14 +183,16 @@ class RateLimiter:
                 slots = self._slots.setdefault(loop, asyncio.Semaphore(self.limit.concurrency))
             await slots.acquire()
         try:
-            await self._wait_turn()
+            await self._wait_turn(cost)
             yield
         finally:
             if slots is not None:
                 slots.release()
 
-    async def _wait_turn(self) -> None:
+    async def _wait_turn(self, cost: int = 1) -> None:
         window = self.limit.per_seconds + _WINDOW_MARGIN_SECONDS
+        if self.limit.requests is not None:
+            cost = max(1, min(cost, self.limit.requests))  # more could never have a turn
         while True:
             with self._lock:
                 now = time.monotonic()
@@ -191,8 +201,8 @@ class RateLimiter:
                 else:
                     while self._sent and now - self._sent[0] >= window:
                         self._sent.popleft()
-                    if self.limit.requests is None or len(self._sent) < self.limit.requests:
-                        self._sent.append(now)
+                    if self.limit.requests is None or len(self._sent) + cost <= self.limit.requests:
+                        self._sent.extend([now] * cost)
                         return
                     delay = self._sent[0] + window - now
             await asyncio.sleep(delay)
@@ -200,6 +210,8 @@ class RateLimiter:
 
 _limiters: dict[str, RateLimiter] = {}
 _limiters_lock = threading.Lock()
+#: When this process took each system over from another (`take_over`), monotonic time.
+_taken_over: dict[str, float] = {}
 
 
 def limiter_for(system: str, limit: RateLimit) -> RateLimiter:
@@ -209,7 +221,25 @@ def limiter_for(system: str, limit: RateLimit) -> RateLimiter:
         if current is None or current.limit != limit:
             sent = deque(current._sent) if current is not None else None
             current = _limiters[system] = RateLimiter(limit, sent)
+            if system in _taken_over:
+                current.hold_window(_taken_over[system])
         return current
+
+
+def take_over(system: str, since: float | None = None) -> None:
+    """From `since` (monotonic; default now) this process alone calls `system`: its tasks'
+    partition was just assigned here. The previous owner may have used the whole last window,
+    and its calls are not in our history, so the first call waits one window (the limiter may
+    not exist yet: the limit it holds is the connector's, known at its first request).
+
+    See docs/vendor-budget.md for why the old and new owner together stay within the limit.
+    """
+    since = time.monotonic() if since is None else since
+    with _limiters_lock:
+        _taken_over[system] = since
+        current = _limiters.get(system)
+    if current is not None:
+        current.hold_window(since)
 
 
 # --------------------------------------------------------------------------------- errors
@@ -481,6 +511,8 @@ class PageRequest:
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     url: str | None = None  # absolute, given by the vendor (Link header, links.next)
+    content: bytes | None = None  # a raw body instead of `json` (e.g. a vendor's multipart batch)
+    content_type: str | None = None  # the raw body's Content-Type
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +611,14 @@ class PageNumberPaging(_ParamPaging):
     size_param: str | None = "per_page"
     page_size: Annotated[int, Field(ge=1)] = 100
     first_page: int = 1
+    follow_link: bool = Field(
+        default=False,
+        description='Also go on after a short page that has a Link rel="next" header (where '
+        "the vendor's page size is not documented); an empty page always ends the listing.",
+    )
+    last_page: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="The last page the vendor answers (a capped search API)."
+    )
 
     def first(self, request: PageRequest) -> PageRequest:
         """The first page."""
@@ -588,11 +628,15 @@ class PageNumberPaging(_ParamPaging):
         return self._set(request, **values)
 
     def next(self, page: Page, request: PageRequest) -> PageRequest | None:
-        """The next page number, or None after a short page."""
-        if len(page.records) < self.page_size:
+        """The next page number, or None after a short page (without a next link, when
+        followed) or the last page."""
+        linked = self.follow_link and bool(page.response.links.get("next", {}).get("url"))
+        if not page.records or (len(page.records) < self.page_size and not linked):
             return None
         current = request.params if self.send_in == "query" else request.json or {}
         number = int(lookup(current, self.page_param) or self.first_page) + 1
+        if self.last_page is not None and number > self.last_page:
+            return None
         return self._set(request, **{self.page_param: number})
 
 
@@ -741,15 +785,39 @@ class HttpClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         expected: Collection[int] = (200,),
+        content: bytes | None = None,
+        content_type: str | None = None,
+        cost: int = 1,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """Send one request with retries; `path_params` fill `{name}` in path, params and json.
 
         Never put a subject's value into `path_template` or `params` yourself: pass it in
         `path_params`, so messages can show the template instead.
+
+        `content` (with its `content_type`) is a raw body sent as it is, instead of `json`;
+        the response's raw body is `response.content`. `cost`: how many of the rate limit's
+        requests this one counts as (a batch of `cost` calls). `extensions` reach the
+        transport with the request (httpx request extensions), e.g. whom a call acts for.
         """
         where = f"{self.system}: {method.upper()}"
         path, first, template = _prepare(where, path_template, path_params, params, json)
-        return await self._send(method, path, first, template, expected)
+        if content is not None:
+            first = replace(first, content=content, content_type=content_type)
+        return await self._send(
+            method, path, first, template, expected, cost=cost, extensions=extensions
+        )
+
+    def retrying(self) -> AsyncRetrying:
+        """This client's retry policy (backoff, `Retry-After`, attempts), for a caller that
+        retries a step of its own: e.g. the calls of a vendor's batch the vendor refused."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=_WaitForServer(self.retry),
+            retry=retry_if_exception(lambda e: isinstance(e, HttpError) and e.retryable),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
 
     async def _send(
         self,
@@ -758,21 +826,19 @@ class HttpClient:
         request: PageRequest,
         template: str,
         expected: Collection[int],
+        *,
+        cost: int = 1,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         method = method.upper()
         if request.url is not None and urlsplit(request.url)[:2] != self._origin:
             raise HttpError(f"{self.system}: {method} {template}: next page is on another host")
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts),
-            wait=_WaitForServer(self.retry),
-            retry=retry_if_exception(lambda e: isinstance(e, HttpError) and e.retryable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
         url = request.url or path
-        async for attempt in retrying:
+        async for attempt in self.retrying():
             with attempt:
-                return await self._send_once(method, url, request, template, expected)
+                return await self._send_once(
+                    method, url, request, template, expected, cost=cost, extensions=extensions
+                )
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     async def _send_once(
@@ -782,10 +848,14 @@ class HttpClient:
         request: PageRequest,
         template: str,
         expected: Collection[int],
+        *,
+        cost: int = 1,
+        extensions: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         limiter = limiter_for(self.system, self.limits)
         client = self._client()
-        async with limiter.slot():
+        headers = {"Content-Type": request.content_type} if request.content_type else None
+        async with limiter.slot(cost):
             started = time.monotonic()
             token = _sending.set(True)
             try:
@@ -794,6 +864,9 @@ class HttpClient:
                     url,
                     params=request.params or None,
                     json=request.json,
+                    content=request.content,
+                    headers=headers,
+                    extensions=dict(extensions) if extensions else None,
                 )
                 await response.aread()
             except httpx.HTTPError as exc:
@@ -998,4 +1071,5 @@ __all__ = [
     "render_path",
     "render_value",
     "server_wait",
+    "take_over",
 ]

@@ -490,6 +490,32 @@ class System(_Config):
         return self.title or self.name
 
 
+class NotRetrievable(_Config):
+    """A processing whose personal data the controller cannot retrieve for any subject.
+
+    E.g. a bot check such as Google reCAPTCHA: the visitor's browser sends its signals (IP
+    address, mouse movements, time on the page) to the provider, and the controller receives
+    only a verdict per form, tied to no one. There is nothing to search, copy or erase, so no
+    task is created for it; the Art. 15 report still names it, with `reason`, because Art.
+    15(1)(a)-(d) and 13 ask for the processing itself, and Art. 11(2) GDPR lets the controller
+    say it cannot identify the subject in it.
+    """
+
+    name: Annotated[str, Field(pattern=SYSTEM_NAME_PATTERN)]
+    title: str | None = None
+    processor: Processor | None = None
+    purposes: Annotated[list[Purpose], Field(min_length=1)]
+    data_categories: Annotated[list[Text], Field(min_length=1)]
+    retention: Text
+    location: Location = Location()
+    reason: Text = Field(description="Why nothing is retrievable (shown in the Art. 15 report).")
+
+    @property
+    def display_name(self) -> str:
+        """The title, or the name."""
+        return self.title or self.name
+
+
 def _refuse_repeated(names: Iterable[str], what: str) -> None:
     """Raise `ValueError` naming the first name that occurs a second time."""
     seen: set[str] = set()
@@ -559,10 +585,16 @@ class Register(_Config):
     case_files: CaseFiles = Field(
         default_factory=CaseFiles, description="How long our own case files are kept."
     )
+    not_retrievable: list[NotRetrievable] = Field(
+        default_factory=list,
+        description="Processings whose data cannot be retrieved for a subject (no connector, "
+        "no task); the Art. 15 report states them with their reason.",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> Register:
-        _refuse_repeated((system.name for system in self.systems), "system name")
+        names_used = [s.name for s in self.systems] + [n.name for n in self.not_retrievable]
+        _refuse_repeated(names_used, "system name")
         _refuse_repeated((r.name for r in self.recipients), "recipient name")
         names = set(self.names)
         for recipient in self.recipients:
@@ -757,6 +789,7 @@ __all__ = [
     "LegalBasis",
     "LocalText",
     "Location",
+    "NotRetrievable",
     "Notification",
     "Processor",
     "ProcessorAgreement",

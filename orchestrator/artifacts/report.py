@@ -86,6 +86,7 @@ def render_report(
             "consent": [s["system"].display_name for s in sections if s["consent"]],
         },
         general_recipients=[r for r in register.recipients if not r.systems] if register else [],
+        not_retrievable=register.not_retrievable if register else [],
     )
 
 

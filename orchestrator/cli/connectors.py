@@ -31,7 +31,8 @@ def connectors_group() -> None:
 
 @connectors_group.command("list")
 def connectors_list() -> None:
-    """Built-in, declarative and installed connectors with their capabilities."""
+    """Every connector with its rights and where it comes from: built-in (Python), built-in
+    spec (connectors/specs/), plugin, or declarative (a spec in $DSR_CONNECTOR_DIR)."""
     from rich.console import Console
     from rich.table import Table
 

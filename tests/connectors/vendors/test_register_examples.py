@@ -1,16 +1,47 @@
-"""The example register: valid, and each system builds with its installed connector."""
+"""The example register: valid, it covers every processor the seed privacy statements name
+(with their retention and transfer facts), and each system builds with its installed connector;
+`dsr connectors check` runs against the new processors' fakes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from connectors import registry
-from schemas.register import load_register, localize
+from connectors.fakes import messagebird as mb
+from orchestrator.cli import main
+from schemas.register import Register, load_register, localize
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "register.yaml"
+SEEDS = Path(__file__).parents[4] / "shared" / "seeds"
+
+
+def _service_account_key() -> str:
+    """A real (throwaway) service account key, so the Gmail connector can be built."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return json.dumps(
+        {
+            "type": "service_account",
+            "client_email": "dsr@webwinkel.iam.gserviceaccount.com",
+            "private_key": pem,
+            "private_key_id": "1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
 SECRETS = {
     "HUBSPOT_TOKEN": "pat-eu1-x",
     "ACTIVECAMPAIGN_API_URL": "https://webwinkel.api-us1.com/api/3",
@@ -20,24 +51,120 @@ SECRETS = {
     "FRESHDESK_API_KEY": "k",
     "ZENDESK_EMAIL": "dpo@webwinkel.example",
     "ZENDESK_API_TOKEN": "t",
+    "MESSAGEBIRD_ACCESS_KEY": mb.ACCESS_KEY,
+    "BIRD_WORKSPACE_ID": mb.WORKSPACE,
+    "GOOGLE_SERVICE_ACCOUNT_KEY": _service_account_key(),
 }
 
+#: Every processor the seeds name, as the statement writes it, with the seed it is in; and a
+#: pattern its register entry (system processor or title, recipient, not-retrievable entry)
+#: must match. Seeds 000 and 004 name no processor (only "verwerkers" and carriers in general).
+SEED_PROCESSORS = [
+    ("001_6df6efa484499ec6.txt", "Freshworks", r"Freshworks"),
+    ("001_6df6efa484499ec6.txt", "Google reCAPTCHA", r"reCAPTCHA"),
+    ("002_10c68ed50f8cb51e.txt", "ROL Solutions Ltd.", r"ROL Solutions"),
+    ("002_10c68ed50f8cb51e.txt", "Hyperconnected", r"Hyperconnected"),
+    ("002_10c68ed50f8cb51e.txt", "Massxess", r"Massxess"),
+    ("002_10c68ed50f8cb51e.txt", "Messagebird", r"MessageBird"),
+    ("002_10c68ed50f8cb51e.txt", "ZIVVER", r"ZIVVER|Zivver"),
+    ("003_17a081ab3823b264.txt", "Google G-suite", r"Google Workspace"),
+    ("003_17a081ab3823b264.txt", "Tawk", r"Tawk"),
+    ("003_17a081ab3823b264.txt", "ActiveCampaign", r"ActiveCampaign"),
+]
 
-def test_example_register_covers_the_processors_of_the_seeds() -> None:
-    register = load_register(EXAMPLE, SECRETS)
-    assert {s.connector for s in register.systems} >= {
-        "hubspot", "activecampaign", "mailchimp", "intercom", "tawkto", "freshdesk", "zendesk",
-    }  # fmt: skip
+
+def _register() -> Register:
+    return load_register(EXAMPLE, SECRETS)
+
+
+def _entries(register: Register) -> list[str]:
+    """Every name the register gives a party that holds or receives personal data."""
+    names = [s.display_name for s in register.systems]
+    names += [s.processor.name for s in register.systems if s.processor is not None]
+    names += [r.name for r in register.recipients]
+    names += [n.display_name for n in register.not_retrievable]
+    return names
+
+
+@pytest.mark.parametrize(("seed", "named", "entry"), SEED_PROCESSORS)
+def test_example_register_covers_the_processors_of_the_seeds(
+    seed: str, named: str, entry: str
+) -> None:
+    text = (SEEDS / seed).read_text(encoding="utf-8")
+    assert named in text, f"{seed} no longer names {named!r}: update SEED_PROCESSORS"
+    assert any(re.search(entry, name) for name in _entries(_register())), named
+
+
+def test_the_seed_list_is_complete() -> None:
+    """Every 'voor ...' line of seed 002's sub-processor list and every processor heading of
+    seed 003 is in SEED_PROCESSORS, so a processor added to a seed is not silently missed."""
+    listed = {named for _, named, _ in SEED_PROCESSORS}
+    text = (SEEDS / "002_10c68ed50f8cb51e.txt").read_text(encoding="utf-8")
+    sub_processors = re.findall("^\u2013 (.+?) voor ", text, re.M)  # an en dash
+    assert len(sub_processors) == 4  # the list itself, besides ROL Solutions named above it
+    assert set(sub_processors) <= listed
+    text = (SEEDS / "003_17a081ab3823b264.txt").read_text(encoding="utf-8")
+    headings = re.findall(r"^(\w[\w ]*)\n\nWij (?:gebruiken|maken)", text, re.M)
+    assert headings == ["Google", "Tawk", "ActiveCampaign"]
+    assert all(any(h in named for named in listed) for h in headings)
+
+
+def test_the_seeds_retention_and_transfer_facts_are_in_the_register() -> None:
+    register = _register()
     freshdesk = register.get("freshdesk")
-    # seed 001: at the latest after 12 months
+    # seed 001: deleted once answered, at the latest after 12 months; EU model clauses
     assert "12 months" in localize(freshdesk.retention, "en")
     assert "12 maanden" in localize(freshdesk.retention, "nl")
+    assert "SCC" in (freshdesk.location.transfer_mechanism or "")
+    # seed 003: name and e-mail 180 days, phone number 160 days
+    for name in ("activecampaign", "tawkto", "google_workspace"):
+        retention = localize(register.get(name).retention, "en")
+        assert "160" in retention and "180" in retention, name
     assert register.get("activecampaign").location.transfer_mechanism
+    # seed 001: reCAPTCHA keeps nothing retrievable; no system, so no task
+    (recaptcha,) = register.not_retrievable
+    assert recaptcha.name not in register.names
+    assert "Art" in localize(recaptcha.reason, "en")
 
 
 @pytest.mark.parametrize("name", load_register(EXAMPLE, SECRETS).names)
 def test_every_example_system_builds_with_its_connector(name: str) -> None:
     system = load_register(EXAMPLE, SECRETS).get(name)
+    if system.connector not in registry.available():
+        pytest.skip(f"connector {system.connector!r} is not installed here yet")
     connector = registry.build(system)  # validates the settings against the connector's model
     assert connector.capabilities
     asyncio.run(connector.aclose())
+
+
+def _check(system: str, env: dict[str, str], *subject: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        main,
+        ["connectors", "check", system, "--register", str(EXAMPLE), *subject],
+        env={**SECRETS, **env},
+    )
+    return result.exit_code, result.output
+
+
+def test_dsr_connectors_check_finds_the_subject_in_messagebird_by_phone_and_email() -> None:
+    with mb.MessageBird() as fake:
+        code, output = _check(
+            "messagebird",
+            {"MESSAGEBIRD_API_URL": fake.url, "BIRD_API_URL": fake.url},
+            "--email",
+            mb.SUBJECT_EMAIL,
+            "--phone",
+            mb.SUBJECT_PHONE,
+        )
+    assert code == 0, output
+    assert "messagebird: completed" in output
+    assert re.search(r"messages\s+25 records", output)
+    assert re.search(r"bird_contacts\s+1 records", output)
+    assert mb.SUBJECT_EMAIL not in output  # counts only, never the records
+
+
+@pytest.mark.parametrize("system", ["zivver", "tawkto"])
+def test_dsr_connectors_check_of_a_manual_processor_says_a_person_must_act(system: str) -> None:
+    code, output = _check(system, {}, "--email", "klant@example.nl")
+    assert code == 0, output
+    assert f"{system}: manual_action_required" in output
