@@ -11,13 +11,15 @@ Layout::
                                       portability export left out (`excluded`, reason codes)
 
 Everything is streamed: records are never held in memory as a whole. The source is read
-once and spooled per collection to JSON-lines files on disk (next to the archive by default,
-not in /tmp, which may be RAM-backed). Spooling is needed because a ZIP member must be
-written in one go while a system's records arrive with collections interleaved, and because
-a CSV header must list every key before the first row: the spool pass collects the union of
-keys (small: one entry per distinct key), so the CSV has exact columns and no catch-all.
-Each member is then written from its spool file while its SHA-256, size and record count are
-computed on the fly. Nested values become JSON text in CSV cells.
+once, and each record is encoded once, as it arrives, into its collection's two spool files
+on disk (next to the archive by default, not in /tmp, which may be RAM-backed): its JSON text
+and its CSV row. Spooling is needed because a ZIP member must be written in one go while a
+system's records arrive with collections interleaved. A CSV header must list every key before
+the first row; the spool collects the union of keys (small: one entry per distinct key), and
+rows spooled before a later record brought a new key get their empty cells when the member is
+written, so the CSV has exact columns and no catch-all. Each member is then a copy of its
+spool file, its SHA-256, size and record count computed on the fly, deflated with ISA-L (the
+level by measurement, `bench/export.py --levels`). Nested values become JSON text in CSV cells.
 
 Every record passes `redaction.protect` before it is spooled: other people's values in a shared
 record are redacted, or the record is held for an officer's review and only counted (Art. 15(4)
@@ -46,6 +48,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -56,6 +59,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from isal import isal_zlib
+from pydantic_core import to_json
+
 from connectors.metadata import CollectionInfo, collection_info
 from orchestrator.artifacts.digest import CollectionDigest, ExportFile, record_date
 from orchestrator.artifacts.redaction import protect
@@ -63,7 +69,7 @@ from orchestrator.artifacts.render import AP_URL, Language, render_document
 from orchestrator.artifacts.report import render_report, report_language
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record
-from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter, read_sealed
+from schemas.primitives.sealed_files import SealedReader, SealedWriter, read_sealed
 from schemas.primitives.sealing import DataKeys, context
 from schemas.register import Register, System
 
@@ -74,7 +80,13 @@ NOT_PROVIDED = "not_provided"  # not provided by the subject: inferred, derived 
 #: The file name ending of a sealed export.
 SEALED_SUFFIX = ".zip.enc"
 _NO_INFO = CollectionInfo()  # a collection no metadata describes: all of it is the subject's
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # spool and member I/O: few, large calls into the cipher and deflate
+#: Deflate level of the data members, with ISA-L (0-3). Measured with `bench/export.py
+#: --levels 0,1,2,3` on mixed text, numbers and dates: see the table in its docstring.
+_DEFLATE_LEVEL = 3
+#: true and false in CSV cells, as JSON spells them.
+_BOOLEAN = {True: "true", False: "false"}
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -153,21 +165,96 @@ class _TextSink:
         return len(text)
 
 
-@dataclass(slots=True)
 class _Spool:
-    """One collection's records on disk, one JSON document per line, plus its keys."""
+    """One collection's records on disk, written once: the JSON member's body and the CSV rows.
 
-    digest: CollectionDigest  # its count and keys (first-seen order) make the CSV
-    path: Path
-    key: bytes
-    handle: SealedWriter | None
+    Each record is encoded to JSON text and to a CSV row as it arrives, into two sealed files;
+    the archive members are then copies of them (see `_write_system`). A CSV row has a cell
+    for every key seen so far. When a record brings a new key the row width grows: `segments`
+    notes where (CSV byte offset, width), and rows of a narrower segment get their empty cells
+    appended when the CSV member is written (one entry per new key, so it stays small).
+    """
 
-    def lines(self) -> Iterator[str]:
-        """The spooled records as JSON text, one at a time."""
-        raw = SealedReader(self.path, self.key, context("spool", self.path.name))
-        with io.TextIOWrapper(io.BufferedReader(raw, CHUNK_SIZE), encoding="utf-8") as handle:
-            for line in handle:
-                yield line.rstrip("\n")
+    __slots__ = (
+        "_buffered", "_columns", "_csv", "_json", "_key", "_pending", "_rows", "csv_size", "digest",
+        "segments",
+    )  # fmt: skip
+
+    def __init__(self, tmp: Path, digest: CollectionDigest, key: bytes) -> None:
+        self.digest = digest  # its count and keys (first-seen order) make the CSV header
+        self._key = key
+        self._json = _spool_file(tmp, key)
+        self._csv = _spool_file(tmp, key)
+        self._rows: list[str] = []  # CSV rows not yet sealed
+        self._columns: list[str] = []
+        self._pending: list[bytes] = []  # JSON text not yet sealed
+        self.segments: list[tuple[int, int]] = []
+        self.csv_size = 0
+        self._buffered = 0  # characters encoded and not yet sealed, about
+
+    def add(self, data: dict[str, Any]) -> None:
+        """Encode one record (already counted in the digest) into both spool files."""
+        text = _json(data)
+        self._pending.append(b",\n" if self.digest.count > 1 else b"\n")
+        self._pending.append(text)
+        fields = self.digest.fields
+        if len(fields) != len(self._columns):  # a new key: the rows from here are wider
+            self._flush_rows()
+            self._columns = list(fields)
+            self.segments.append((self.csv_size, len(self._columns)))
+        row = _csv_row(map(data.get, self._columns))
+        self._rows.append(row)
+        self._buffered += len(text) + len(row)
+        if self._buffered >= _CHUNK:  # by size: one record may be megabytes
+            self._flush_json()
+            self._flush_rows()
+            self._buffered = 0
+
+    def _flush_json(self) -> None:
+        self._json.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def _flush_rows(self) -> None:
+        raw = "".join(self._rows).encode("utf-8")
+        self._rows.clear()
+        self._csv.write(raw)
+        self.csv_size += len(raw)
+
+    def close(self) -> None:
+        """Seal what is left; the spool files can be read from now on."""
+        if not self._json.closed:
+            self._flush_json()
+            self._flush_rows()
+            self._json.close()
+            self._csv.close()
+
+    def discard(self) -> None:
+        """Remove both files (the members are written, or the export failed)."""
+        self._json.abort()
+        self._csv.abort()
+
+    def json_body(self) -> Iterator[bytes]:
+        """The JSON member between its brackets: the records, comma separated."""
+        with _spool_reader(self._json.path, self._key) as raw:
+            while piece := raw.read(_CHUNK):
+                yield piece
+
+    def csv_rows(self) -> io.BufferedReader:
+        """The CSV rows (no header), as spooled."""
+        return io.BufferedReader(_spool_reader(self._csv.path, self._key), _CHUNK)
+
+
+def _spool_file(tmp: Path, key: bytes) -> SealedWriter:
+    """A new sealed spool file, bound to its name."""
+    fd, name = tempfile.mkstemp(dir=tmp, suffix=".spool")
+    os.close(fd)
+    path = Path(name)
+    # Not synced: a spool is read back at once and is worthless after a crash.
+    return SealedWriter(path, key, context("spool", path.name), chunk_size=_CHUNK, durable=False)
+
+
+def _spool_reader(path: Path, key: bytes) -> SealedReader:
+    return SealedReader(path, key, context("spool", path.name))
 
 
 def write_export(
@@ -220,8 +307,6 @@ def write_export(
                 summary.files.extend(written)
                 digests[system.name] = list(shaping.digests.values())
                 summary.excluded.extend(shaping.exclusions())
-                for spool in spools:
-                    spool.path.unlink()  # free the disk as soon as the collection is written
             attached = attachments(archive, summary.systems) if attachments else []
             summary.files.extend(attached)
             if not portability:
@@ -350,7 +435,7 @@ class _Shaping:
 
 
 def _spool(tmp: Path, source: Iterable[Record], seal_key: bytes, shaping: _Shaping) -> list[_Spool]:
-    """Read one system's records once, shaped, into a sealed JSON-lines file per collection."""
+    """Read one system's records once, shaped, into sealed spool files per collection."""
     spools: dict[str, _Spool] = {}
     try:
         for record in source:
@@ -360,18 +445,14 @@ def _spool(tmp: Path, source: Iterable[Record], seal_key: bytes, shaping: _Shapi
             digest, data = shaped
             spool = spools.get(record.collection)
             if spool is None:
-                fd, name = tempfile.mkstemp(dir=tmp, suffix=".jsonl")
-                os.close(fd)
-                path = Path(name)
-                handle = SealedWriter(path, seal_key, context("spool", path.name))
-                spool = spools[record.collection] = _Spool(digest, path, seal_key, handle)
-            assert spool.handle is not None
-            spool.handle.write(_dumps(data).encode("utf-8") + b"\n")
-    finally:
+                spool = spools[record.collection] = _Spool(tmp, digest, seal_key)
+            spool.add(data)
         for spool in spools.values():
-            if spool.handle is not None:
-                spool.handle.close()
-                spool.handle = None
+            spool.close()
+    except BaseException:
+        for spool in spools.values():
+            spool.discard()
+        raise
     return list(spools.values())
 
 
@@ -381,25 +462,84 @@ def _write_system(archive: zipfile.ZipFile, system: str, spools: list[_Spool]) -
     used: set[str] = set()
     for spool in spools:
         collection, count = spool.digest.collection, spool.digest.count
-        stem = _file_stem(collection, used)
-        base = f"data/{system}/{stem}"
-        with archive.open(f"{base}.json", "w", force_zip64=True) as member:
-            out = _HashingWriter(member)
+        base = f"data/{system}/{_file_stem(collection, used)}"
+        with _Member(archive, f"{base}.json") as out:
             out.write(b"[")
-            for i, line in enumerate(spool.lines()):
-                out.write((",\n" if i else "\n").encode() + line.encode("utf-8"))
+            for piece in spool.json_body():
+                out.write(piece)
             out.write(b"\n]\n")
         files.append(ExportFile(f"{base}.json", out.hexdigest, count, out.size, system, collection))
-        with archive.open(f"{base}.csv", "w", force_zip64=True) as member:
-            out = _HashingWriter(member)
-            writer = csv.DictWriter(
-                _TextSink(out), fieldnames=list(spool.digest.fields), restval=""
-            )
-            writer.writeheader()
-            for line in spool.lines():
-                writer.writerow({k: _cell(v) for k, v in json.loads(line).items()})
+        with _Member(archive, f"{base}.csv") as out:
+            _write_csv(out, spool)
         files.append(ExportFile(f"{base}.csv", out.hexdigest, count, out.size, system, collection))
+        spool.discard()  # free the disk as soon as the collection is written
     return files
+
+
+def _write_csv(out: _HashingWriter, spool: _Spool) -> None:
+    """The CSV member: the header (every key), then the spooled rows, the narrower ones
+    (spooled before a later record brought a new key) given their empty cells."""
+    columns = list(spool.digest.fields)
+    sink = _TextSink(out)
+    writer = csv.writer(sink)
+    writer.writerow(columns)
+    ends = [offset for offset, _ in spool.segments[1:]] + [spool.csv_size]
+    with spool.csv_rows() as rows:
+        for (start, width), end in zip(spool.segments, ends, strict=True):
+            if width == len(columns):  # as wide as the header: copied as it is
+                while start < end:
+                    piece = rows.read(min(_CHUNK, end - start))
+                    if not piece:
+                        raise ValueError("spool file ended early")
+                    out.write(piece)
+                    start += len(piece)
+                continue
+            padding = [""] * (len(columns) - width)
+            segment = io.BufferedReader(_Bounded(rows, end - start))
+            text = io.TextIOWrapper(segment, encoding="utf-8", newline="")
+            for row in csv.reader(text):
+                writer.writerow(row + padding)
+
+
+class _Bounded(io.RawIOBase):
+    """The next `size` bytes of a stream, as a stream of their own."""
+
+    def __init__(self, source: io.BufferedReader, size: int) -> None:
+        super().__init__()
+        self._source = source
+        self._left = size
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Up to the bound; 0 after it."""
+        view = memoryview(buffer)[: self._left]
+        n = self._source.readinto(view)
+        self._left -= n
+        return n
+
+
+class _Member:
+    """A data member of the archive, deflated by ISA-L (see `_DEFLATE_LEVEL`)."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        self._member = archive.open(name, "w", force_zip64=True)
+        # zipfile takes its compressor from stdlib zlib; ISA-L writes the same raw deflate
+        # stream (wbits -15) several times faster, so the member is swapped to it before its
+        # first byte. The attribute is CPython's; without it, zlib's default level stays.
+        if hasattr(self._member, "_compressor"):
+            self._member._compressor = isal_zlib.compressobj(
+                _DEFLATE_LEVEL, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS
+            )
+        self.out = _HashingWriter(self._member)
+
+    def __enter__(self) -> _HashingWriter:
+        return self.out
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._member.close()
 
 
 def _write_small(archive: zipfile.ZipFile, name: str, data: bytes) -> ExportFile:
@@ -503,18 +643,51 @@ def _readme(
     ).encode("utf-8")
 
 
-def _dumps(value: Any) -> str:
-    # default=str: a connector's stray datetime or Decimal must not abort a whole export.
-    return json.dumps(value, ensure_ascii=False, default=str)
+def _csv_row(values: Iterable[Any]) -> str:
+    """One CSV row, exactly as `csv.writer` (dialect "excel") writes it: a cell is quoted
+    when it holds a comma, a quote or a line break, and its quotes are doubled.
+
+    The csv module's writer was a third of the export's time; this is a `str.join` and one
+    regular-expression search per text cell (`test_csv_rows_match_the_csv_module` holds the
+    two to the same bytes).
+    """
+    cells = []
+    for value in values:
+        if type(value) is not str:
+            value = _cell(value)
+        if _NEEDS_QUOTES.search(value):
+            value = '"' + value.replace('"', '""') + '"'
+        cells.append(value)
+    if cells == [""]:
+        return '""\r\n'  # a lone empty cell is quoted, or the row would read as no row
+    return ",".join(cells) + "\r\n"
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell: strings as they are, nothing as empty, everything else as JSON text."""
+    """A CSV cell's text: nothing as empty, numbers as digits, everything else (true/false,
+    nested values) as JSON text."""
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
-    return _dumps(value)
+        return str(value)  # a StrEnum's value, not its JSON
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return repr(value)  # what JSON text says too
+    if type(value) is bool:
+        return _BOOLEAN[value]
+    return _json(value).decode("utf-8")
+
+
+def _json(value: Any) -> bytes:
+    """Compact JSON text (UTF-8) of a record's data or a nested value.
+
+    pydantic-core's encoder is several times faster than the json module's; a connector's
+    stray datetime or Decimal becomes text rather than aborting a whole export (`fallback`),
+    and whatever it cannot encode goes through the json module (ASCII, escaped).
+    """
+    try:
+        return to_json(value, fallback=str)
+    except ValueError:
+        return json.dumps(value, default=str, separators=(",", ":")).encode("ascii")
 
 
 def _file_stem(collection: str, used: set[str]) -> str:

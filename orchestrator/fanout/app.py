@@ -26,6 +26,7 @@ broker, limits throughput; hence batches. Delivery is at least once; the reducer
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from orchestrator.lifecycle import reducer as lifecycle
 from orchestrator.lifecycle.reducer import Context, Effects, RequestState
 from orchestrator.lifecycle.watch import Watchlist
 from orchestrator.runtime.config import Settings
+from schemas.events import RequestSubmitted
 from schemas.primitives.sealing import SealingError
 from schemas.topics import REQUESTS
 
@@ -71,7 +73,9 @@ class Orchestrator:
         self.sender = Sender(self.output, self.data_keys, settings.source)
         self.table = requests_table(self.app, self.partitions)
         watchlist = Watchlist(self.policy)
-        self.requests = RequestTable(self.table, self.data_keys, watchlist, self.partitions)
+        self.requests = RequestTable(
+            self.table, self.data_keys, watchlist, self.partitions, new_keys=settings.data_keys()
+        )
         self.sweeps = SweepRunner(
             settings,
             SweepTable(sweeps_table(self.app, self.partitions), self.partitions),
@@ -109,6 +113,11 @@ class Orchestrator:
         self.systems = tuple(self.finisher.register().names)  # picks up an edited register
         intake = sort_batch((e.message for e in events), self.verifier, self.partitions)
         pending = self.sender.turned_away(intake.turned_away)
+        await self.requests.prepare(
+            request_id
+            for request_id, items in intake.by_request.items()
+            if any(isinstance(event, RequestSubmitted) for _, event in items)
+        )
         all_effects, finished = self._decide(intake, pending)
         swept = bool(intake.sweeps) and self.sweeps.handle(intake.sweeps, pending)
         await self._carry_out(all_effects, finished, pending)
@@ -157,13 +166,27 @@ class Orchestrator:
         pending: list[Awaitable[Any]] | None = None,
     ) -> None:
         """Documents first, then the sends; wait until the broker has every output."""
-        self.finisher.save_outcomes(all_effects)
-        for state, effects in finished:
-            documents = await self.finisher.finish(state, effects)
-            await self._deliver(state, effects, documents)
+        if any(effects.stored_outcomes for effects in all_effects):
+            # In a thread: creating files can stall on a busy disk, the event loop must not.
+            await asyncio.to_thread(self.finisher.save_outcomes, all_effects)
+        # Each request's documents are its own, so requests are finished side by side: one
+        # export's disk waits (it is written in a thread) overlap the others' instead of
+        # adding up.
+        results = await asyncio.gather(
+            *(self._finish(state, effects) for state, effects in finished),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         pending = [] if pending is None else pending
         self.sender.effects(all_effects, pending)
         await self.sender.wait(pending)
+
+    async def _finish(self, state: RequestState, effects: Effects) -> None:
+        """A finished request's documents, then its delivery (when SMTP is configured)."""
+        documents = await self.finisher.finish(state, effects)
+        await self._deliver(state, effects, documents)
 
     async def _deliver(self, state: RequestState, effects: Effects, documents: list[Path]) -> None:
         """E-mail the answer when SMTP is configured: the request is then delivered (Art. 12(3))."""

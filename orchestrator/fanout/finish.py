@@ -71,8 +71,6 @@ class Finisher:
 
     def save_outcomes(self, all_effects: Iterable[Effects]) -> None:
         """Keep each recorded outcome (with its records) for the export and the result."""
-        # Small files, written inline: handing them to a thread costs more in GIL switches
-        # (Faust runs its consumer in a thread of its own) than the writes themselves.
         for effects in all_effects:
             for outcome in effects.stored_outcomes:
                 self.artifacts.save_outcome(outcome)

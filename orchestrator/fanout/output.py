@@ -113,9 +113,12 @@ class Sender:
         for effects in all_effects:
             for task in effects.tasks:
                 # The subject travels sealed; only the connector workers can open it.
+                # Keyed by system: one connector worker owns a system's partition, and with
+                # it the vendor's whole rate budget (docs/vendor-budget.md).
                 message = encode(
                     seal_task(task, self.keys.get(task.request_id)),
                     source=self.source,
+                    key=task.system,
                     event_id=f"{task.task_id}#{task.attempt}",
                 )
                 pending.append(self.output.send(TASKS.name, self._task(message)))
@@ -128,7 +131,7 @@ class Sender:
         """Queue a sweep decision's tasks and status events (nothing personal: not sealed)."""
         for task in effects.tasks:
             event_id = f"{task.task_id}#{task.attempt}"
-            message = encode(task, source=self.source, event_id=event_id)
+            message = encode(task, source=self.source, key=task.system, event_id=event_id)
             pending.append(self.output.send(TASKS.name, self._task(message)))
         for status in effects.statuses:
             event_id = f"{status.sweep_id}#{status.sequence}"

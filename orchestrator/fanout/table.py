@@ -6,8 +6,9 @@ how a value is sealed); every write also updates the deadline timer's watchlist.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
 
 from orchestrator.intake.decode import partition_for
@@ -29,11 +30,34 @@ class RequestTable:
         keys: DataKeys,
         watchlist: Watchlist,
         partitions: int,
+        *,
+        new_keys: DataKeys | None = None,
     ) -> None:
         self.table = table
         self.keys = keys
         self.watchlist = watchlist
         self.partitions = partitions
+        #: The same key store without a cache, for creating keys in threads (`prepare`):
+        #: the cached one belongs to the event loop's thread.
+        self.new_keys = new_keys
+
+    async def prepare(self, request_ids: Iterable[str]) -> None:
+        """Create the data keys of requests not in the table yet, side by side in threads.
+
+        Each new key is synced to disk before anything is sealed with it; one at a time on
+        the event loop, those syncs add up. Created together, the file system commits them
+        together, and the loop stays free. `store` then finds each key on disk.
+        """
+        if self.new_keys is None:
+            return
+        new = [r for r in request_ids if not self.table.get(r)]
+        if len(new) > 1:
+            create = self.new_keys.create
+            # A key that cannot be created (destroyed, a bad key store) is left to `load` and
+            # `store`, which report it for its request as they always did.
+            await asyncio.gather(
+                *(asyncio.to_thread(create, r) for r in new), return_exceptions=True
+            )
 
     def load(self, request_id: str) -> RequestState | None:
         """The request's state; raises a `SealingError` when it cannot be opened."""

@@ -42,7 +42,11 @@ def encode_state(state: RequestState, keys: DataKeys) -> str:
         stub = state.model_dump(mode="json", exclude_defaults=True)
         return json.dumps({"shredded": True, **stub})
     key = keys.create(state.request_id)
-    sealed = seal(key, state.model_dump_json().encode(), _context(state.request_id))
+    # Defaults left out: a system's progress is 250 bytes in full and 20 while pending, and a
+    # request to 200 systems is written back on every batch of its outcomes. Read back, the
+    # model fills them in again, so states written either way open alike.
+    plaintext = state.model_dump_json(exclude_defaults=True).encode()
+    sealed = seal(key, plaintext, _context(state.request_id))
     envelope = {
         "request_id": state.request_id,
         "type": state.request.type.value if state.request else None,

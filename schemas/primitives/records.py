@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 from schemas.errors import DsrError
 from schemas.events import Attachment, Record, RecordsRef
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter
 from schemas.primitives.sealing import DataKeys, SealingError, context
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 #: Request ids and system names are validated by the event schemas; be strict here too.
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -141,9 +143,8 @@ class RecordStore:
         A mismatch raises `RecordStoreError` (at the latest after the last record): consumers
         write to a temporary file and publish only when the iteration ends cleanly.
         """
-        digest = hashlib.sha256()
-        size = count = 0
-        raw = self._open(ref, request_id)
+        count = 0
+        raw = _Hashing(self._open(ref, request_id))
         with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as handle:
             lines = iter(handle)
             while True:
@@ -153,15 +154,14 @@ class RecordStore:
                     break
                 except SealingError as exc:
                     raise RecordStoreError(f"record file {ref.path}: {exc}") from None
-                digest.update(line)
-                size += len(line)
                 count += 1
-                try:
-                    yield Record.model_validate(json.loads(line))
+                try:  # pydantic parses and validates in one go: as fast as json.loads alone
+                    yield Record.model_validate_json(line)
                 except ValueError:
                     raise RecordStoreError(
                         f"record file {ref.path} line {count} is not a valid record"
                     ) from None
+        size, digest = raw.size, raw.digest
         if size != ref.size or count != ref.count or digest.hexdigest() != ref.sha256:
             raise RecordStoreError(
                 f"record file {ref.path} does not match its reference "
@@ -251,6 +251,34 @@ class RecordStore:
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+
+class _Hashing(io.RawIOBase):
+    """A sealed file's plaintext, hashed and counted as it is read: one SHA-256 update per
+    chunk rather than one per record."""
+
+    def __init__(self, source: SealedReader) -> None:
+        super().__init__()
+        self._source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Read, hash and count."""
+        n = self._source.readinto(buffer)
+        with memoryview(buffer) as view:
+            self.digest.update(view[:n])
+        self.size += n
+        return n
+
+    def close(self) -> None:
+        """Close the sealed file too."""
+        self._source.close()
+        super().close()
 
 
 def _context(relative: str) -> bytes:

@@ -42,12 +42,19 @@ _CHUNK_HEAD = 4 + 1 + NONCE_SIZE
 class SealedWriter:
     """A write-only binary stream that seals everything written to it into `path`.
 
-    `close()` seals the last chunk (marked final) and syncs the file; `abort()` removes it.
-    Not seekable: `zipfile` writes an archive to it as it would to a pipe.
+    `close()` seals the last chunk (marked final) and syncs the file (unless `durable` is
+    False: a scratch file that dies with the process); `abort()` removes it. Not seekable:
+    `zipfile` writes an archive to it as it would to a pipe.
     """
 
     def __init__(
-        self, path: Path, key: bytes, context: bytes, *, chunk_size: int = CHUNK_SIZE
+        self,
+        path: Path,
+        key: bytes,
+        context: bytes,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        durable: bool = True,
     ) -> None:
         if len(key) != KEY_SIZE:
             raise ValueError(f"an AES-256-GCM key has {KEY_SIZE} bytes, not {len(key)}")
@@ -56,6 +63,7 @@ class SealedWriter:
         self.path = Path(path)
         self._cipher = AESGCM(key)
         self._chunk_size = chunk_size
+        self._durable = durable
         self._header = MAGIC + chunk_size.to_bytes(4, "big") + os.urandom(16)
         self._aad = self._header + context
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -103,7 +111,8 @@ class SealedWriter:
         self._buffer.clear()
         handle, self._file = self._file, None
         handle.flush()
-        os.fsync(handle.fileno())
+        if self._durable:
+            os.fsync(handle.fileno())
         handle.close()
 
     def abort(self) -> None:

@@ -530,9 +530,12 @@ def test_intake_moves_a_sweep_event_to_its_sweep_ids_partition() -> None:
     assert [body for _, body in intake.sweeps] == [event]
 
 
-def test_the_shell_sends_tasks_and_statuses_keyed_by_sweep_id(bench: Bench) -> None:
+def test_the_shell_sends_tasks_keyed_by_system_and_statuses_by_sweep_id(bench: Bench) -> None:
+    """Tasks by system (one connector worker owns a system's rate budget, issue 19), the
+    status by sweep id (the sweep's own order)."""
     assert run(bench.runner(), requested())
-    assert {m.key for _, m, _ in bench.output.sent} == {b"sweep-helpdesk-1"}
+    keys = {type(decode(m.value, m.headers).body): m.key for _, m, _ in bench.output.sent}
+    assert keys == {SweepDispatched: b"helpdesk", SweepStatusChanged: b"sweep-helpdesk-1"}
     [task] = bench.sent(TASKS.name)
     assert isinstance(task, SweepDispatched) and task.dry_run
     [status] = bench.sent(STATUS.name)

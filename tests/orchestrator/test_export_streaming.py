@@ -1,0 +1,192 @@
+"""The export's fast path: one spool pass per collection, CSV as the csv module writes it,
+ISA-L deflate that any unzip reads, records streamed from the record store."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.artifacts import export
+from orchestrator.artifacts.export import open_export, write_export
+from orchestrator.artifacts.redaction import MARKERS
+from schemas.events import Record
+from schemas.primitives.records import RecordStore, RecordStoreError
+from schemas.primitives.sealed_files import SealedWriter
+from schemas.primitives.sealing import DataKeys, context
+from tests.orchestrator.test_export import NOW, make_state, register
+
+_TRICKY = ["a", "é", ",", '"', "\r", "\n", " ", "\x00", "\t", "\\", "'", "💡", ";"]
+
+
+def _random_cell(rng: random.Random) -> Any:
+    kind = rng.random()
+    if kind < 0.6:
+        return "".join(rng.choices(_TRICKY, k=rng.randint(0, 6)))
+    if kind < 0.7:
+        return None
+    if kind < 0.8:
+        return rng.randint(-(10**20), 10**20)
+    if kind < 0.9:
+        return rng.uniform(-1e20, 1e20)
+    return rng.choice([True, False, [1, 'a,"'], {"x": None}, float("nan"), float("-inf")])
+
+
+def test_csv_rows_match_the_csv_module() -> None:
+    """`_csv_row` writes the bytes `csv.writer` would: quoting, doubled quotes, line breaks
+    in cells, a lone empty cell, numbers; 20,000 random rows of awkward text."""
+    rng = random.Random(19)
+    for _ in range(20_000):
+        values = [_random_cell(rng) for _ in range(rng.randint(1, 4))]
+        expected = io.StringIO(newline="")
+        cells = [v if isinstance(v, str) else export._cell(v) for v in values]
+        csv.writer(expected).writerow(cells)
+        assert export._csv_row(values) == expected.getvalue(), values
+
+
+def _old_csv(records: list[dict[str, Any]]) -> bytes:
+    """The CSV as the export wrote it before the fast path: DictWriter over the union of keys."""
+    fields = list(dict.fromkeys(k for r in records for k in r))
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=fields, restval="")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: export._cell(v) for k, v in record.items()})
+    return out.getvalue().encode("utf-8")
+
+
+def test_csv_rows_spooled_before_a_new_key_get_its_empty_cell(tmp_path: Path) -> None:
+    """A key first seen late (after several spool flushes) still has its column in every row,
+    empty where a record lacks it, byte for byte what the csv module's DictWriter wrote."""
+    rng = random.Random(7)
+    n = 60_000  # a few spool flushes and sealed chunks before the late keys
+    data = [
+        {"id": i, "text": "".join(rng.choices(_TRICKY, k=8)), "ok": i % 3 == 0} for i in range(n)
+    ]
+    data[5]["early"] = 'x,"y"\r\nz'
+    data[n - 3]["late"] = "regel 1\nregel 2"
+    data[n - 1]["later"] = None
+
+    def records(system: str) -> Iterator[Record]:
+        if system == "crm":
+            for row in data:
+                yield Record.model_construct(collection="notes", data=row, others=[])
+
+    out = tmp_path / "export.zip"
+    write_export(out, make_state(), register(), records, generated_at=NOW)
+    with zipfile.ZipFile(out) as archive:
+        written = archive.read("data/crm/notes.csv")
+        assert json.loads(archive.read("data/crm/notes.json")) == data
+    assert written == _old_csv(data)
+    rows = list(csv.reader(io.StringIO(written.decode("utf-8"), newline="")))
+    assert {len(row) for row in rows} == {6}
+    assert rows[0] == ["id", "text", "ok", "early", "late", "later"]
+
+
+def test_members_are_deflated_so_any_unzip_reads_them(tmp_path: Path) -> None:
+    """ISA-L writes the data members; the standard library inflates them and their CRCs hold."""
+    out = tmp_path / "export.zip"
+    write_export(out, make_state(), register(), _many_records, generated_at=NOW)
+    with zipfile.ZipFile(out) as archive:
+        assert archive.testzip() is None  # every member inflates and matches its CRC-32
+        info = archive.getinfo("data/crm/tickets.json")
+        assert info.compress_type == zipfile.ZIP_DEFLATED
+        assert info.compress_size < info.file_size / 2
+        tickets = json.loads(archive.read("data/crm/tickets.json"))
+    assert len(tickets) == 3000 and tickets[-1]["id"] == 2999
+
+
+def _many_records(system: str) -> Iterator[Record]:
+    if system == "crm":
+        for i in range(3000):
+            yield Record(collection="tickets", data={"id": i, "body": f"vraag {i} over factuur"})
+
+
+def test_a_stray_python_value_does_not_abort_the_export(tmp_path: Path) -> None:
+    """A connector that hands over a datetime or Decimal gets text, not a failed export."""
+
+    def records(system: str) -> Iterator[Record]:
+        if system == "crm":
+            data = {"at": datetime(2026, 3, 1, tzinfo=UTC), "amount": Decimal("12.50")}
+            yield Record.model_construct(collection="orders", data=data, others=[])
+
+    out = tmp_path / "export.zip"
+    write_export(out, make_state(), register(), records, generated_at=NOW)
+    with zipfile.ZipFile(out) as archive:
+        [order] = json.loads(archive.read("data/crm/orders.json"))
+        rows = list(csv.DictReader(io.StringIO(archive.read("data/crm/orders.csv").decode())))
+    assert order == {"at": "2026-03-01T00:00:00Z", "amount": "12.50"}
+    assert rows == [{"at": '"2026-03-01T00:00:00Z"', "amount": '"12.50"'}]
+
+
+def _store(tmp_path: Path, records: list[Record]) -> tuple[RecordStore, Any, bytes]:
+    keys = DataKeys(tmp_path / "dek", os.urandom(32))
+    key = keys.create("req-export-1")
+    store = RecordStore(tmp_path / "records", keys)
+    with store.writer("req-export-1", "crm", 1) as writer:
+        for record in records:
+            writer.write(record)
+        ref = writer.commit()
+    return store, ref, key
+
+
+def test_art_15_4_redaction_holds_for_records_read_from_the_store(tmp_path: Path) -> None:
+    """Art. 15(4) GDPR: a shared record streamed back from the sealed record store is redacted
+    in the JSON and the CSV, like one handed over in memory."""
+    shared = Record(
+        collection="tickets",
+        data={"id": 1, "cc": "jan@example.com", "body": "mijn vraag"},
+        others=["/cc"],
+    )
+    own = Record(collection="tickets", data={"id": 2, "body": "nog een vraag"})
+    store, ref, key = _store(tmp_path, [shared, own])
+    out = tmp_path / "req-export-1.zip.enc"
+    write_export(
+        out,
+        make_state(systems=("crm",)),
+        register(),
+        lambda system: store.read(ref, "req-export-1"),
+        generated_at=NOW,
+        key=key,
+    )
+    plain = b"".join(open_export(out, store.keys))
+    with zipfile.ZipFile(io.BytesIO(plain)) as archive:
+        everything = b"".join(archive.read(n) for n in archive.namelist())
+        tickets = json.loads(archive.read("data/crm/tickets.json"))
+    assert b"jan@example.com" not in everything
+    assert tickets == [{"id": 1, "cc": MARKERS["nl"], "body": "mijn vraag"}, own.data]
+
+
+def test_a_record_file_with_an_invalid_line_fails_the_export_without_quoting_it(
+    tmp_path: Path,
+) -> None:
+    """The store's records are validated on the way in (one pydantic pass over the JSON);
+    a bad line stops the export with the file and line number, never its content."""
+    store, ref, key = _store(tmp_path, [Record(collection="c", data={"a": 1})])
+    # Not a JSON Pointer: the connector's writer would have refused it.
+    line = b'{"collection":"c","data":{"a":1},"others":["geheim@example.nl"]}\n'
+    with SealedWriter(store.path(ref), key, context("records", ref.path)) as sealed:
+        sealed.write(line)
+    digest = hashlib.sha256(line).hexdigest()
+    bad = ref.model_copy(update={"size": len(line), "sha256": digest})
+    with pytest.raises(RecordStoreError) as failure:
+        write_export(
+            tmp_path / "out.zip",
+            make_state(systems=("crm",)),
+            register(),
+            lambda system: store.read(bad, "req-export-1"),
+            generated_at=NOW,
+        )
+    assert "line 1" in str(failure.value) and "geheim" not in str(failure.value)
+    assert not (tmp_path / "out.zip").exists()

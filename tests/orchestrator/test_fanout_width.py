@@ -1,0 +1,100 @@
+"""What keeps the orchestrator fast for wide requests and busy disks: compact table values,
+data keys created side by side, finished requests written side by side (issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from orchestrator.fanout.app import Orchestrator
+from orchestrator.fanout.table import RequestTable
+from orchestrator.lifecycle.reducer import Context, Effects, RequestState, submit
+from orchestrator.lifecycle.state import _context, decode_state, encode_state
+from orchestrator.lifecycle.watch import Watchlist
+from schemas.primitives.sealing import DataKeys, seal
+from tests.orchestrator.test_fanout import PARTITIONS, POLICY
+from tests.orchestrator.test_lifecycle import NOW, request
+
+WIDE = tuple(f"system-{n}" for n in range(200))
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> DataKeys:
+    return DataKeys(tmp_path / "dek", os.urandom(32), cache_size=16)
+
+
+def wide_state() -> RequestState:
+    """A request to 200 systems, just dispatched."""
+    state, _ = submit(None, request(), Context(systems=WIDE, policy=POLICY, now=NOW))
+    assert state is not None and len(state.systems) == 200
+    return state
+
+
+def test_a_wide_request_s_table_value_leaves_out_the_defaults(keys: DataKeys) -> None:
+    state = wide_state()
+    raw = encode_state(state, keys)
+    # In full, a dispatched system's progress is about 290 bytes of JSON (then sealed and
+    # base64ed); without the defaults about 90.
+    full = len(state.model_dump_json())
+    assert full > 50_000 and len(raw) < full / 2
+    assert decode_state(raw, keys) == state
+
+
+def test_a_state_stored_in_full_by_an_earlier_version_still_opens(keys: DataKeys) -> None:
+    state = wide_state()
+    key = keys.create(state.request_id)
+    sealed = seal(key, state.model_dump_json().encode(), _context(state.request_id))
+    raw = json.dumps(
+        {"request_id": state.request_id, "status": "in_progress", "sealed": sealed.model_dump()}
+    )
+    assert decode_state(raw, keys) == state
+
+
+def test_new_requests_data_keys_are_created_before_the_batch_is_decided(
+    tmp_path: Path, keys: DataKeys
+) -> None:
+    """Created by the uncached twin of the key store, in threads; the loop's store then finds
+    them on disk. A request already in the table gets no new key."""
+    twin = DataKeys(keys.root, keys._bus_key)
+    table = RequestTable({"old": "x"}, keys, Watchlist(POLICY), PARTITIONS, new_keys=twin)
+    asyncio.run(table.prepare(["new-1", "new-2", "old"]))
+    assert sorted(p.name for p in keys.root.glob("*.key")) == ["new-1.key", "new-2.key"]
+    assert keys.create("new-1") == twin.get("new-1")  # the same key, not a second one
+
+
+def test_finished_requests_are_written_side_by_side() -> None:
+    """Two requests finished in one batch: the second's documents start before the first's
+    are done (each waits here until both have started), so disk waits overlap."""
+    started: list[str] = []
+    both = asyncio.Event()
+
+    async def finish(state: RequestState, effects: Effects) -> None:
+        started.append(state.request_id)
+        if len(started) == 2:
+            both.set()
+        await both.wait()
+
+    sent: list[Any] = []
+    shell = SimpleNamespace(
+        _finish=finish,
+        finisher=SimpleNamespace(save_outcomes=lambda effects: None),
+        sender=SimpleNamespace(effects=lambda e, pending: sent.append(e), wait=_no_wait),
+    )
+    finished = [(RequestState(request_id=r), Effects(finished=True)) for r in ("a", "b")]
+    effects = [e for _, e in finished]
+
+    async def carry_out() -> None:
+        await asyncio.wait_for(Orchestrator._carry_out(shell, effects, finished), 30)  # type: ignore[arg-type]
+
+    asyncio.run(carry_out())
+    assert sorted(started) == ["a", "b"] and sent == [effects]
+
+
+async def _no_wait(pending: list[Any]) -> None:
+    return None
