@@ -20,7 +20,7 @@ from orchestrator.cli import main
 from schemas.register import Register, load_register, localize
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "register.yaml"
-SEEDS = Path(__file__).parents[4] / "shared" / "seeds"
+SEEDS = Path(__file__).parents[2] / "data" / "seeds"
 
 
 def _service_account_key() -> str:
