@@ -183,8 +183,8 @@ class _Spool:
     def __init__(self, tmp: Path, digest: CollectionDigest, key: bytes) -> None:
         self.digest = digest  # its count and keys (first-seen order) make the CSV header
         self._key = key
-        self._json = _spool_file(tmp, key)
-        self._csv = _spool_file(tmp, key)
+        self._json = _SpoolFile(tmp, key)
+        self._csv = _SpoolFile(tmp, key)
         self._rows: list[str] = []  # CSV rows not yet sealed
         self._columns: list[str] = []
         self._pending: list[bytes] = []  # JSON text not yet sealed
@@ -235,13 +235,61 @@ class _Spool:
 
     def json_body(self) -> Iterator[bytes]:
         """The JSON member between its brackets: the records, comma separated."""
-        with _spool_reader(self._json.path, self._key) as raw:
+        with self._json.reader() as raw:
             while piece := raw.read(_CHUNK):
                 yield piece
 
-    def csv_rows(self) -> io.BufferedReader:
+    def csv_rows(self) -> io.BufferedIOBase:
         """The CSV rows (no header), as spooled."""
-        return io.BufferedReader(_spool_reader(self._csv.path, self._key), _CHUNK)
+        return self._csv.reader()
+
+
+class _SpoolFile:
+    """A spool that stays in memory until it holds `_CHUNK` bytes, then goes to a sealed file.
+
+    Most collections of most requests are small: they never touch the disk (no temporary
+    file, no cipher), while a large one is sealed on disk as it grows, so memory stays bounded.
+    """
+
+    __slots__ = ("_key", "_memory", "_size", "_tmp", "_writer", "closed")
+
+    def __init__(self, tmp: Path, key: bytes) -> None:
+        self._tmp = tmp
+        self._key = key
+        self._memory: list[bytes] = []
+        self._size = 0
+        self._writer: SealedWriter | None = None
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        """Append `data`."""
+        if self._writer is None and self._size + len(data) < _CHUNK:
+            self._memory.append(data)
+            self._size += len(data)
+            return
+        if self._writer is None:
+            self._writer = _spool_file(self._tmp, self._key)
+            self._writer.write(b"".join(self._memory))
+            self._memory.clear()
+        self._writer.write(data)
+
+    def close(self) -> None:
+        """No more writes; readable from now on."""
+        self.closed = True
+        if self._writer is not None:
+            self._writer.close()
+
+    def abort(self) -> None:
+        """Drop what was spooled."""
+        self._memory.clear()
+        if self._writer is not None:
+            self._writer.abort()
+
+    def reader(self) -> io.BufferedIOBase:
+        """What was written, from the start."""
+        if self._writer is None:
+            return io.BytesIO(b"".join(self._memory))
+        return io.BufferedReader(_spool_reader(self._writer.path, self._key), _CHUNK)
 
 
 def _spool_file(tmp: Path, key: bytes) -> SealedWriter:
@@ -504,7 +552,7 @@ def _write_csv(out: _HashingWriter, spool: _Spool) -> None:
 class _Bounded(io.RawIOBase):
     """The next `size` bytes of a stream, as a stream of their own."""
 
-    def __init__(self, source: io.BufferedReader, size: int) -> None:
+    def __init__(self, source: io.BufferedIOBase, size: int) -> None:
         super().__init__()
         self._source = source
         self._left = size

@@ -25,6 +25,7 @@ import binascii
 import os
 import re
 import tempfile
+import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +199,7 @@ class DataKeys:
         # process's cache would not see a destruction.
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def _paths(self, request_id: str) -> tuple[Path, Path]:
         if not _REQUEST_ID.fullmatch(request_id):
@@ -220,10 +222,11 @@ class DataKeys:
 
     def get(self, request_id: str) -> bytes:
         """The request's data key; `DataKeyDestroyed` after shredding, `DataKeyMissing` if none."""
-        cached = self._cache.get(request_id)
-        if cached is not None:
-            self._cache.move_to_end(request_id)
-            return cached
+        with self._cache_lock:  # threads share the store (documents are written in threads)
+            cached = self._cache.get(request_id)
+            if cached is not None:
+                self._cache.move_to_end(request_id)
+                return cached
         path, tombstone = self._paths(request_id)
         if tombstone.exists():
             raise DataKeyDestroyed(
@@ -249,15 +252,17 @@ class DataKeys:
                 "connector worker the same DSR_BUS_KEY_FILE"
             ) from None
         if self._cache_size:
-            self._cache[request_id] = key
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            with self._cache_lock:
+                self._cache[request_id] = key
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return key
 
     def destroy(self, request_id: str) -> None:
         """Destroy the request's data key (crypto-shredding); doing it again changes nothing."""
         path, tombstone = self._paths(request_id)
-        self._cache.pop(request_id, None)
+        with self._cache_lock:
+            self._cache.pop(request_id, None)
         # The tombstone first: a crash half-way leaves a key that `get` already refuses.
         if not tombstone.exists():
             _create_once(tombstone, datetime.now(UTC).isoformat(timespec="seconds").encode())

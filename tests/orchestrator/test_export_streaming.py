@@ -190,3 +190,27 @@ def test_a_record_file_with_an_invalid_line_fails_the_export_without_quoting_it(
         )
     assert "line 1" in str(failure.value) and "geheim" not in str(failure.value)
     assert not (tmp_path / "out.zip").exists()
+
+
+def test_a_small_spool_stays_in_memory_and_a_large_one_is_sealed_on_disk(tmp_path: Path) -> None:
+    """Most collections are small: no temporary file at all; a large one is sealed on disk
+    as it grows (never plain personal data in a temporary file), and both read back whole."""
+    from orchestrator.artifacts.export import _CHUNK, _SpoolFile
+
+    small = _SpoolFile(tmp_path, os.urandom(32))
+    small.write(b'{"email":"anna@example.nl"}')
+    small.close()
+    assert list(tmp_path.iterdir()) == []
+    assert small.reader().read() == b'{"email":"anna@example.nl"}'
+
+    large = _SpoolFile(tmp_path, os.urandom(32))
+    piece = b'{"email":"anna@example.nl","n":1},' * 1000
+    for _ in range(_CHUNK // len(piece) + 2):
+        large.write(piece)
+    large.close()
+    [spooled] = list(tmp_path.iterdir())
+    assert b"anna@example.nl" not in spooled.read_bytes()  # sealed
+    with large.reader() as raw:
+        assert raw.read() == piece * (_CHUNK // len(piece) + 2)
+    large.abort()
+    assert list(tmp_path.iterdir()) == []
