@@ -155,11 +155,20 @@ def subject_identifiers(
 # -- settings, Kafka and logging ---------------------------------------------------------------
 
 
+#: Loggers of the Kafka client libraries, kept at INFO or above (`setup_logging`).
+KAFKA_CLIENT_LOGGERS: tuple[str, ...] = ("aiokafka", "kafka")
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Log lines to stderr, so stdout keeps only what a command prints for people and scripts."""
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # The Kafka clients' DEBUG lines print whole messages (keys, values, headers): personal
+    # data. They stay at INFO whatever level the command logs at.
+    for client in KAFKA_CLIENT_LOGGERS:
+        logger = logging.getLogger(client)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
 
 
 def command_settings(bootstrap: str | None = None, **overrides: Any) -> Settings:
