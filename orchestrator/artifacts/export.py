@@ -51,6 +51,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -180,7 +181,7 @@ class _Spool:
         "segments",
     )  # fmt: skip
 
-    def __init__(self, tmp: Path, digest: CollectionDigest, key: bytes) -> None:
+    def __init__(self, tmp: _SpoolDir, digest: CollectionDigest, key: bytes) -> None:
         self.digest = digest  # its count and keys (first-seen order) make the CSV header
         self._key = key
         self._json = _SpoolFile(tmp, key)
@@ -253,7 +254,7 @@ class _SpoolFile:
 
     __slots__ = ("_key", "_memory", "_size", "_tmp", "_writer", "closed")
 
-    def __init__(self, tmp: Path, key: bytes) -> None:
+    def __init__(self, tmp: _SpoolDir, key: bytes) -> None:
         self._tmp = tmp
         self._key = key
         self._memory: list[bytes] = []
@@ -268,7 +269,7 @@ class _SpoolFile:
             self._size += len(data)
             return
         if self._writer is None:
-            self._writer = _spool_file(self._tmp, self._key)
+            self._writer = _spool_file(self._tmp.path, self._key)
             self._writer.write(b"".join(self._memory))
             self._memory.clear()
         self._writer.write(data)
@@ -290,6 +291,30 @@ class _SpoolFile:
         if self._writer is None:
             return io.BytesIO(b"".join(self._memory))
         return io.BufferedReader(_spool_reader(self._writer.path, self._key), _CHUNK)
+
+
+class _SpoolDir:
+    """The export's temporary directory, created only when a spool first needs the disk (most
+    exports never do: their collections stay in memory), removed at the end."""
+
+    def __init__(self, parent: Path) -> None:
+        self._parent = parent
+        self._path: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The directory (created now if it does not exist yet)."""
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(dir=self._parent, prefix=".spool-"))
+        return self._path
+
+    def __enter__(self) -> _SpoolDir:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
 
 
 def _spool_file(tmp: Path, key: bytes) -> SealedWriter:
@@ -343,13 +368,13 @@ def write_export(
     spool_key = os.urandom(32)  # in memory only: the spool dies with this process
     try:
         with (
-            tempfile.TemporaryDirectory(dir=spool_dir or path.parent, prefix=".spool-") as tmp,
+            _SpoolDir(spool_dir or path.parent) as tmp,
             _open_target(partial, key, state.request_id) as target,
             zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
             for system in systems:
                 shaping = _Shaping(system, language, portability)
-                spools = _spool(Path(tmp), records(system.name), spool_key, shaping)
+                spools = _spool(tmp, records(system.name), spool_key, shaping)
                 written = _write_system(archive, system.name, spools)
                 per_system[system.name] = written
                 summary.files.extend(written)
@@ -482,7 +507,9 @@ class _Shaping:
         )
 
 
-def _spool(tmp: Path, source: Iterable[Record], seal_key: bytes, shaping: _Shaping) -> list[_Spool]:
+def _spool(
+    tmp: _SpoolDir, source: Iterable[Record], seal_key: bytes, shaping: _Shaping
+) -> list[_Spool]:
     """Read one system's records once, shaped, into sealed spool files per collection."""
     spools: dict[str, _Spool] = {}
     try:

@@ -130,6 +130,8 @@ def environment() -> Environment:
     """The one Jinja2 environment of the documents (autoescape on, strict about names)."""
     env = Environment(
         loader=PackageLoader(_PACKAGE, "templates"),
+        # Package data does not change under a running process: no stat per rendering.
+        auto_reload=False,
         autoescape=True,
         undefined=StrictUndefined,
         finalize=_blank,

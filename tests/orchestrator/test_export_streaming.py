@@ -193,24 +193,26 @@ def test_a_record_file_with_an_invalid_line_fails_the_export_without_quoting_it(
 
 
 def test_a_small_spool_stays_in_memory_and_a_large_one_is_sealed_on_disk(tmp_path: Path) -> None:
-    """Most collections are small: no temporary file at all; a large one is sealed on disk
-    as it grows (never plain personal data in a temporary file), and both read back whole."""
-    from orchestrator.artifacts.export import _CHUNK, _SpoolFile
+    """Most collections are small: no temporary directory or file at all; a large one is
+    sealed on disk as it grows (never plain personal data in a temporary file), both read back
+    whole, and the directory goes with the export."""
+    from orchestrator.artifacts.export import _CHUNK, _SpoolDir, _SpoolFile
 
-    small = _SpoolFile(tmp_path, os.urandom(32))
-    small.write(b'{"email":"anna@example.nl"}')
-    small.close()
-    assert list(tmp_path.iterdir()) == []
-    assert small.reader().read() == b'{"email":"anna@example.nl"}'
+    with _SpoolDir(tmp_path) as spool_dir:
+        small = _SpoolFile(spool_dir, os.urandom(32))
+        small.write(b'{"email":"anna@example.nl"}')
+        small.close()
+        assert list(tmp_path.iterdir()) == []  # not even the directory
+        assert small.reader().read() == b'{"email":"anna@example.nl"}'
 
-    large = _SpoolFile(tmp_path, os.urandom(32))
-    piece = b'{"email":"anna@example.nl","n":1},' * 1000
-    for _ in range(_CHUNK // len(piece) + 2):
-        large.write(piece)
-    large.close()
-    [spooled] = list(tmp_path.iterdir())
-    assert b"anna@example.nl" not in spooled.read_bytes()  # sealed
-    with large.reader() as raw:
-        assert raw.read() == piece * (_CHUNK // len(piece) + 2)
-    large.abort()
+        large = _SpoolFile(spool_dir, os.urandom(32))
+        piece = b'{"email":"anna@example.nl","n":1},' * 1000
+        times = _CHUNK // len(piece) + 2
+        for _ in range(times):
+            large.write(piece)
+        large.close()
+        [spooled] = [f for d in tmp_path.iterdir() for f in d.iterdir()]
+        assert b"anna@example.nl" not in spooled.read_bytes()  # sealed
+        with large.reader() as raw:
+            assert raw.read() == piece * times
     assert list(tmp_path.iterdir()) == []
