@@ -48,16 +48,36 @@ def connectors_list() -> None:
 @click.argument("system")
 @register_option
 @subject_options
+@click.option(
+    "--setting",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Replace one of the system's settings for this check (a YAML value), e.g. "
+    "base_url=http://127.0.0.1:8081/api/v2 to try a vendor's sandbox or a local fake. "
+    "Repeatable.",
+)
+@click.option(
+    "--unset",
+    "unset",
+    multiple=True,
+    metavar="KEY",
+    help="Leave one of the system's settings out for this check (e.g. domain, when "
+    "--setting base_url=... replaces it). Repeatable.",
+)
 def connectors_check(
     system: str,
     register: Path | None,
     email: tuple[str, ...],
     phone: tuple[str, ...],
     customer_id: tuple[str, ...],
+    overrides: tuple[str, ...],
+    unset: tuple[str, ...],
 ) -> None:
     """Dry access on one system of the register: what would an access request find?
 
-    Prints counts per collection, never the records themselves.
+    Prints counts per collection, never the records themselves. The register file is not
+    changed by --setting or --unset.
     """
     from orchestrator.cli.errors import CommandError
     from schemas.events import OutcomeStatus
@@ -68,6 +88,8 @@ def connectors_check(
         entry = load_register(register_file).get(system)
     except KeyError:
         raise CommandError(f"no system {system!r} in {register_file}") from None
+    if overrides or unset:
+        entry = _with_settings(entry, overrides, unset)
     task = _access_task(system, subject_identifiers(email, phone, customer_id))
     outcome = asyncio.run(_dry_access(entry, task))
     click.echo(f"{system}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
@@ -76,6 +98,19 @@ def connectors_check(
         click.echo(f"  {collection:<24} {count} records")
     if outcome.status == OutcomeStatus.FAILED:
         sys.exit(1)
+
+
+def _with_settings(entry: System, overrides: tuple[str, ...], unset: tuple[str, ...]) -> System:
+    """`entry` with settings replaced (`KEY=VALUE`, the value read as YAML) or left out."""
+    import yaml
+
+    settings = {k: v for k, v in entry.settings.items() if k not in unset}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write KEY=VALUE", param_hint="--setting")
+        settings[key] = yaml.safe_load(value) if value else ""
+    return entry.model_copy(update={"settings": settings})
 
 
 def _access_task(system: str, identifiers: list[tuple[str, str]]) -> TaskDispatched:

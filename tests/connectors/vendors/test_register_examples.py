@@ -168,3 +168,51 @@ def test_dsr_connectors_check_of_a_manual_processor_says_a_person_must_act(syste
     code, output = _check(system, {}, "--email", "klant@example.nl")
     assert code == 0, output
     assert f"{system}: manual_action_required" in output
+
+
+def _vendor_check_cases() -> list[tuple[str, str, list[str], list[str]]]:
+    """(system, vendor test module, --setting items, --unset keys) per built-in REST vendor of
+    the example register: each pointed at its fake by the command line alone."""
+    return [
+        ("freshdesk", "test_freshdesk", ["base_url={url}/api/v2", "api_key={fd_key}"], ["domain"]),
+        ("zendesk", "test_zendesk", ["base_url={url}/api/v2", "email={zd_email}",
+                                     "api_token={zd_token}"], ["subdomain"]),
+        ("hubspot", "test_hubspot", ["base_url={url}", "token={hs_token}"], []),
+        ("intercom", "test_intercom", ["base_url={url}", "token={ic_token}"], ["region"]),
+        ("activecampaign", "test_activecampaign", ["api_url={url}/api/3", "api_key={ac_key}"], []),
+        ("mailchimp", "test_mailchimp", ["base_url={url}/3.0", "api_key={mc_key}"], []),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("system", "module", "settings", "unset"), _vendor_check_cases())
+def test_dsr_connectors_check_runs_each_vendor_of_the_example_register_against_its_fake(
+    system: str, module: str, settings: list[str], unset: list[str]
+) -> None:
+    """`dsr connectors check SYSTEM --setting base_url=... --unset domain` tries a system of
+    the register against a sandbox or a local fake without editing the register."""
+    import importlib
+
+    from connectors.fakes import activecampaign as ac
+    from connectors.fakes import freshdesk as fd
+    from connectors.fakes import hubspot as hs
+    from connectors.fakes import intercom as ic
+    from connectors.fakes import mailchimp as mc
+    from connectors.fakes import zendesk as zd
+
+    tests = importlib.import_module(f"tests.connectors.vendors.{module}")
+    with tests.FAKE() as fake:
+        if hasattr(tests, "seed"):
+            tests.seed(fake)
+        values = {
+            "url": fake.url, "fd_key": fd.API_KEY, "zd_email": zd.EMAIL,
+            "zd_token": zd.API_TOKEN, "hs_token": hs.TOKEN, "ic_token": ic.TOKEN,
+            "ac_key": ac.API_KEY, "mc_key": mc.API_KEY,
+        }  # fmt: skip
+        flags = [f for item in settings for f in ("--setting", item.format(**values))]
+        flags += [f for key in unset for f in ("--unset", key)]
+        email = tests.SUBJECT.first("email")
+        code, output = _check(system, {}, "--email", email, *flags)
+    assert code == 0, output
+    assert f"{system}: completed" in output, output
+    assert re.search(r"\d+ records", output), output
+    assert email not in output  # counts only, never the records
