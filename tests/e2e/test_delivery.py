@@ -95,7 +95,9 @@ def test_art_12_3_answer_delivered_by_email_and_export_only_with_the_code(
         def settled(view: StatusView) -> bool:
             stack.check()
             a, u = (view.get(r) for r in ids)
-            return bool(a and a.status == RequestStatus.DELIVERED and u and u.overdue)
+            # The undeliverable one is overdue from its start: wait for it to complete too.
+            done = u is not None and u.status == RequestStatus.COMPLETED and u.overdue
+            return bool(a and a.status == RequestStatus.DELIVERED and done)
 
         view = asyncio.run(read_status(stack.settings.kafka, until=settled, timeout=90))
         delivered = view.get(access.request_id)
