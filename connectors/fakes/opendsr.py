@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import ipaddress
 import json
 import re
 import secrets
@@ -50,12 +49,11 @@ from typing import Any
 
 import httpx
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from connectors.fakes.server import RETRY_AFTER, Answer, FakeServer, bearer_token, route
+from schemas.primitives.opendsr import self_signed_certificate
 
 TOKEN = "opendsr-fake-controller-token"  # noqa: S105 - a fake's fixed test credential
 CONTROLLER_ID = "dsr-test-controller"
@@ -100,24 +98,7 @@ def _key(name: str) -> rsa.RSAPrivateKey:
 
 def _certificate(key: rsa.RSAPrivateKey, domain: str) -> bytes:
     """A self-signed certificate for `domain` (a real processor's is issued by a CA)."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    try:
-        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(domain))
-    except ValueError:
-        alt = x509.DNSName(domain)
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    return self_signed_certificate(key, domain, days=30, backdate=timedelta(days=1))
 
 
 def sign(key: rsa.RSAPrivateKey, body: bytes) -> str:

@@ -31,7 +31,6 @@ import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -47,6 +46,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.envelope import describe_validation_error
 from schemas.errors import DsrError
 from schemas.primitives.files import atomic_write
+from schemas.primitives.opendsr import self_signed_certificate
 
 log = logging.getLogger("dsr.intake.opendsr")
 
@@ -179,24 +179,7 @@ def _issued_to(pem: bytes) -> str | None:
 
 def _self_signed(domain: str) -> tuple[bytes, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    try:
-        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(domain))
-    except ValueError:
-        alt = x509.DNSName(domain)
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=_SELF_SIGNED_DAYS))
-        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key
+    return self_signed_certificate(key, domain, days=_SELF_SIGNED_DAYS), key
 
 
 # -- controllers ----------------------------------------------------------------------------

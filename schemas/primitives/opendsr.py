@@ -19,12 +19,12 @@ import base64
 import binascii
 import ipaddress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
@@ -147,6 +147,32 @@ class ProcessorCertificate:
         return True
 
 
+def self_signed_certificate(
+    key: rsa.RSAPrivateKey, domain: str, *, days: int, backdate: timedelta = timedelta(minutes=5)
+) -> bytes:
+    """A self-signed X.509 certificate (PEM) for `domain` (a host name or an IP address) with
+    `key`, valid from `backdate` ago for `days`: our own processor certificate until one issued
+    by a CA is configured, and the fake processors' in tests."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(domain))
+    except ValueError:
+        alt = x509.DNSName(domain)
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - backdate)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
 __all__ = [
     "DOMAIN_HEADER",
     "LEGACY_HEADERS",
@@ -154,4 +180,5 @@ __all__ = [
     "CertificateError",
     "ProcessorCertificate",
     "header",
+    "self_signed_certificate",
 ]
