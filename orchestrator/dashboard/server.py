@@ -68,6 +68,7 @@ from orchestrator.intake.client import PublishError, RequestPublisher
 from orchestrator.intake.publishers import LOCAL_KEYS_FILE, LOCAL_PUBLISHER
 from orchestrator.lifecycle.delivery import delivered_now
 from orchestrator.runtime.config import ConfigError, Settings, staff_id_problem
+from orchestrator.runtime.serving import serve, stop_serving
 from orchestrator.status.masking import identifier_kinds
 from orchestrator.status.tasks import (
     TaskError,
@@ -211,28 +212,14 @@ class Dashboard:
             asyncio.create_task(self.live.run(), name="dashboard-status"),
             asyncio.create_task(self.lag.run(), name="dashboard-lag"),
         ]
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=2.0)
-        await site.start()
-        self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self._runner, self.port = await serve(self.app(), self.host, self.port)
         log.info("dashboard on %s, reading %s", self.url, STATUS.name)
 
     async def stop(self) -> None:
         """Stop serving and following; safe to call twice."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_serving(runner, tasks)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.live.close()  # event streams end, so shutdown does not wait for them

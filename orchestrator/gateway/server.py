@@ -13,7 +13,6 @@ which adds its routes and may append coroutines to `state.background`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from orchestrator.gateway import api, opendsr_callbacks, opendsr_inbound, public
 from orchestrator.gateway.context import GatewayState
+from orchestrator.runtime.serving import serve, stop_serving
 
 log = logging.getLogger("dsr.intake")
 
@@ -73,28 +73,14 @@ class Gateway(GatewayState):
         ]
         app = self.app()
         self._tasks = [asyncio.create_task(run()) for run in (*runs, *self.background)]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, shutdown_timeout=2.0)
-        await site.start()
-        self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self._runner, self.port = await serve(app, self.host, self.port)
         log.info("intake on %s", self.url)
 
     async def stop(self) -> None:
         """Stop serving and following; safe to call twice."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_serving(runner, tasks)
         await self.bus.stop()
 
 

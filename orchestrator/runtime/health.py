@@ -27,6 +27,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from orchestrator.runtime.serving import serve, stop_serving
+
 if TYPE_CHECKING:
     import faust
 
@@ -75,22 +77,12 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        self._runner = runner
-        if self.port == 0:  # tests ask for any free port
-            server = getattr(site, "_server", None)
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = sockets[0].getsockname()[1]
+        self._runner, self.port = await serve(app, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving; safe to call twice."""
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await stop_serving(runner, [])
 
     def _check(self, check: Check) -> str | None:
         try:
