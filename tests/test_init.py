@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from orchestrator.cli import main
 from orchestrator.cli.init import starter_text
 from schemas.register import load_register, parse_register
+from tests.processes import read_until, start_dsr_up
 
 #: `${VAR}` references, as the register expands them.
 ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)")
@@ -111,20 +112,6 @@ def test_up_without_a_register_suggests_init(tmp_path: Path) -> None:
     assert "run `dsr init` to create a starter register" in result.stderr
 
 
-def _read_until(process: subprocess.Popen[str], text: str, timeout: float) -> str:
-    seen: list[str] = []
-    end = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < end:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-    raise AssertionError(f"{text!r} not printed: {''.join(seen)}")
-
-
 @pytest.mark.broker
 def test_init_then_up_starts_in_an_empty_folder(tmp_path: Path) -> None:
     env = _clean_env(tmp_path)
@@ -137,17 +124,9 @@ def test_init_then_up_starts_in_an_empty_folder(tmp_path: Path) -> None:
         timeout=60,
     )
     assert init.returncode == 0, init.stderr
-    up = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "up"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_dsr_up(tmp_path, env)
     try:
-        printed = _read_until(up, "Dashboard:", 90)
+        printed = read_until(up, "Dashboard:", 90)
         intake = re.search(r"Intake: (http://127\.0\.0\.1:\d+/) \(request page and API\)", printed)
         assert intake, printed
         assert (tmp_path / ".dsr" / "intake-url").read_text().strip() == intake.group(1)

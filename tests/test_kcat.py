@@ -27,6 +27,7 @@ from schemas.events import RequestStatus, RequestSubmitted
 from schemas.kafka import KafkaSettings
 from schemas.primitives.signing import RequestVerifier
 from schemas.topics import REQUESTS
+from tests.processes import start_dsr_up
 from tests.test_client import assert_cloudevent, java_partition, read_published
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -233,15 +234,7 @@ def test_readme_kcat_line_against_dsr_up_completes_a_request(tmp_path: Path) -> 
     run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 60}
     init = subprocess.run([sys.executable, "-m", "orchestrator.cli", "init"], **run)  # type: ignore[call-overload]
     assert init.returncode == 0, init.stderr
-    up = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "up"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_dsr_up(tmp_path, env)
     try:
         assert up.stdout is not None
         for line in up.stdout:  # the state files are written before this line

@@ -15,22 +15,9 @@ import httpx
 import pytest
 
 from orchestrator.runtime import demo
+from tests.processes import read_until, start_dsr_up
 
 pytestmark = pytest.mark.broker
-
-
-def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float) -> list[str]:
-    seen: list[str] = []
-    end = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if text in line:
-            return seen
-    raise AssertionError(f"{text!r} not printed in {timeout}s: {''.join(seen)}")
 
 
 def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -44,17 +31,9 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         "DSR_DASHBOARD_PORT": "0",  # any free port: tests run beside other servers
     }
     env.pop("DSR_KAFKA_BOOTSTRAP", None)
-    up = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "up"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_dsr_up(tmp_path, env, merge_stderr=True)
     try:
-        printed = "".join(_wait_for_line(up, "Ctrl-C stops", 60))
+        printed = read_until(up, "Ctrl-C stops", 60)
         dashboard = re.search(r"Dashboard: (http://127\.0\.0\.1:\d+/)\?token=(\S+)", printed)
         assert dashboard, printed  # no token configured: one made up for this session
         bootstrap = (tmp_path / ".dsr" / "bootstrap").read_text().strip()
