@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -100,12 +101,15 @@ async def _call(
     assert subject is not None  # `perform` refuses a sealed task
     if store is not None and task.action in (RequestType.ACCESS, RequestType.PORTABILITY):
         portability = task.action == RequestType.PORTABILITY
-        with store.writer(task.request_id, task.system, task.attempt) as writer:
+        # Creating the file and its final sync in threads: on a busy disk each can take a
+        # millisecond or more, and the worker's other tasks must go on meanwhile.
+        writer = await asyncio.to_thread(store.writer, task.request_id, task.system, task.attempt)
+        with writer:
             result = await connector.export_into(subject, writer, portability=portability)
             if result.status != OutcomeStatus.COMPLETED:
                 writer.abort()
                 return result, None
-            ref = writer.commit()
+            ref = await asyncio.to_thread(writer.commit)
         if ref is None:
             return Result.not_found(reason=result.reason), None
         if result.counts.found != ref.count:

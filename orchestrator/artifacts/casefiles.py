@@ -11,7 +11,7 @@ What a request leaves in the data dir, by kind (`KINDS`), all named after its re
 | kind | where | kept for |
 |---|---|---|
 | results | `results/ID.json` | `results` |
-| outcomes | `requests/ID/` (each system's outcome) | `results` |
+| outcomes | `outcomes/ID.log` (each system's outcome, sealed; `requests/ID/` before) | `results` |
 | letters | `documents/ID/` (letters to the subject) | `results` |
 | exports | `exports/ID.zip.enc` (normally gone with crypto-shredding) | `results` |
 | records | `records/ID/` (record files, attachments; normally gone already) | `results` |
@@ -92,7 +92,8 @@ def _same(name: str) -> str | None:
 #: Where each kind of case file lives: (kind, directory, request id from an entry's name).
 _PLACES: tuple[tuple[str, str, Callable[[str], str | None]], ...] = (
     ("results", "results", _strip(".json")),
-    ("outcomes", "requests", _same),
+    ("outcomes", "outcomes", _strip(".log")),
+    ("outcomes", "requests", _same),  # where earlier versions kept them, one folder each
     ("letters", "documents", _same),
     ("exports", "exports", _strip(SEALED_SUFFIX)),
     ("records", "records", _same),

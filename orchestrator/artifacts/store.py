@@ -1,30 +1,44 @@
-"""Results on disk: each system's outcome as it arrives, and one result file per request."""
+"""Results on disk: each system's outcome as it arrives (`orchestrator.artifacts.outcomes`),
+and one result file per request."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from orchestrator.artifacts.export import SEALED_SUFFIX
+from orchestrator.artifacts.outcomes import OutcomeLog
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import RequestType, TaskOutcome
 from schemas.primitives.files import atomic_write
+from schemas.primitives.sealing import DataKeys
 
 _WITH_RECORDS = frozenset({RequestType.ACCESS, RequestType.PORTABILITY})
 
 
 class ArtifactStore:
-    """A directory holding outcomes per request and the final result files."""
+    """A directory holding outcomes per request and the final result files.
 
-    def __init__(self, root: Path) -> None:
+    Outcomes are sealed with each request's data key: only a store given the `keys` keeps
+    and reads them.
+    """
+
+    def __init__(self, root: Path, keys: DataKeys | None = None) -> None:
         self.root = Path(root)
+        self._outcomes = OutcomeLog(self.root / "outcomes", keys) if keys is not None else None
 
-    def outcome_path(self, request_id: str, system: str) -> Path:
-        """Where one system's outcome for one request is kept."""
-        return self.root / "requests" / request_id / "outcomes" / f"{system}.json"
+    @property
+    def outcomes(self) -> OutcomeLog:
+        """The kept outcomes (needs the data keys)."""
+        if self._outcomes is None:
+            raise RuntimeError("this artifact store was made without the data keys")
+        return self._outcomes
+
+    def outcome_path(self, request_id: str) -> Path:
+        """Where one request's outcomes are kept (`orchestrator.artifacts.outcomes`)."""
+        return self.root / "outcomes" / f"{request_id}.log"
 
     def result_path(self, request_id: str) -> Path:
         """Where the result of one request is written."""
@@ -40,21 +54,25 @@ class ArtifactStore:
         return self.root / "certificates" / f"{request_id}.json"
 
     def save_outcome(self, outcome: TaskOutcome) -> Path:
-        """Keep an outcome (with its records); a re-delivery overwrites it with the same content."""
-        path = self.outcome_path(outcome.request_id, outcome.system)
-        atomic_write(path, outcome.model_dump_json(indent=None).encode())
-        return path
+        """Keep an outcome (with its records); a re-delivery replaces it with the same content."""
+        self.outcomes.append(outcome.request_id, [outcome])
+        return self.outcome_path(outcome.request_id)
+
+    def save_outcomes(self, request_id: str, outcomes: Sequence[TaskOutcome]) -> None:
+        """Keep several outcomes of one request at once (one write)."""
+        self.outcomes.append(request_id, outcomes)
 
     def discard_outcomes(self, request_id: str) -> None:
         """Remove a request's kept outcomes (shredding: records may be inline in them)."""
-        shutil.rmtree(self.root / "requests" / request_id / "outcomes", ignore_errors=True)
+        self.outcomes.discard(request_id)
+
+    def load_outcomes(self, request_id: str) -> dict[str, TaskOutcome]:
+        """Every kept outcome of a request, by system."""
+        return self.outcomes.load(request_id)
 
     def load_outcome(self, request_id: str, system: str) -> TaskOutcome | None:
-        """A stored outcome, or None."""
-        path = self.outcome_path(request_id, system)
-        if not path.exists():
-            return None
-        return TaskOutcome.model_validate_json(path.read_bytes())
+        """A kept outcome, or None."""
+        return self.load_outcomes(request_id).get(system)
 
     def write_result(
         self,
@@ -63,21 +81,23 @@ class ArtifactStore:
         export_error: str | None = None,
         documents: Mapping[str, str] | None = None,
         recipients: Sequence[Mapping[str, Any]] | None = None,
+        outcomes: Mapping[str, TaskOutcome] | None = None,
     ) -> Path:
         """Write the request's result: per-system outcomes and where its documents are, and
         (rectification, erasure, restriction) who was told of it (Art. 19 GDPR).
 
         The records themselves are only in the export; the result says how many per
-        collection each system found.
+        collection each system found (from `outcomes`, else from the kept ones).
         """
         request = state.request
         assert request is not None and state.status is not None
         systems: dict[str, Any] = {}
+        if request.type in _WITH_RECORDS and outcomes is None:
+            outcomes = self.load_outcomes(state.request_id)
         for name, progress in state.systems.items():
             entry = progress.model_dump(mode="json", exclude_none=True)
             if request.type in _WITH_RECORDS:
-                outcome = self.load_outcome(state.request_id, name)
-                entry["collections"] = _collections(outcome)
+                entry["collections"] = _collections((outcomes or {}).get(name))
             systems[name] = entry
         certificate = self.certificate_path(state.request_id)
         export = self.export_path(state.request_id)

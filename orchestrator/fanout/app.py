@@ -111,6 +111,7 @@ class Orchestrator:
     async def handle(self, events: Sequence[EventT]) -> None:
         """Process one batch: decode, decide per request, store state once, carry out effects."""
         self.systems = tuple(self.finisher.register().names)  # picks up an edited register
+        self.timers.note_partitions(self._owned_partitions())
         intake = sort_batch((e.message for e in events), self.verifier, self.partitions)
         pending = self.sender.turned_away(intake.turned_away)
         await self.requests.prepare(

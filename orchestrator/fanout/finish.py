@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
 from connectors.metadata import collection_info
@@ -25,7 +25,7 @@ from orchestrator.artifacts.store import ArtifactStore
 from orchestrator.lifecycle.reducer import Effects, RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.runtime.config import Settings
-from schemas.events import Record, RequestStatus, RequestType
+from schemas.events import Record, RequestStatus, RequestType, TaskOutcome
 from schemas.primitives.records import RecordStore, RecordStoreError
 from schemas.primitives.sealing import DataKeys, SealingError
 from schemas.register import Register, WatchedRegister
@@ -51,10 +51,11 @@ class Finisher:
         self._register = register
         self.keys = keys
         self.records = RecordStore(settings.record_store_dir(), keys)
-        self.artifacts = ArtifactStore(settings.data_dir)
+        self.artifacts = ArtifactStore(settings.data_dir, keys)
         # The orchestrator passes the policy it parsed already; parsed here only when alone.
         self.verification = verification or settings.policy().verification
         self._certificates: CertificateIssuer | None = None
+        self._certificate_lock = threading.Lock()
         #: E-mails answers to subjects; None when DSR_SMTP_HOST is unset (officers record it).
         self.mailer = delivery.mailer(settings, keys)
         #: Tells recipients of a rectification, erasure or restriction (Art. 19 GDPR).
@@ -70,39 +71,41 @@ class Finisher:
         return register.current() if isinstance(register, WatchedRegister) else register
 
     def save_outcomes(self, all_effects: Iterable[Effects]) -> None:
-        """Keep each recorded outcome (with its records) for the export and the result."""
+        """Keep each recorded outcome (with its records) for the export and the result: one
+        append per request."""
+        by_request: dict[str, list[TaskOutcome]] = {}
         for effects in all_effects:
             for outcome in effects.stored_outcomes:
-                self.artifacts.save_outcome(outcome)
+                by_request.setdefault(outcome.request_id, []).append(outcome)
+        for request_id, outcomes in by_request.items():
+            self.artifacts.save_outcomes(request_id, outcomes)
 
     async def finish(self, state: RequestState, effects: Effects) -> list[Path]:
         """Write a finished request's documents; its final status event then points at them.
-        Returns the letters (for delivery)."""
+        Returns the letters (for delivery).
+
+        Files are written in threads: creating them can stall on a busy disk, and the event
+        loop must go on with the other requests meanwhile.
+        """
         kind = state.request.type if state.request is not None else None
         export_error: str | None = None
         # A refusal hands out no data and certifies no deletion: the refusal letter is all.
         answered = state.status != RequestStatus.REFUSED
+        outcomes: dict[str, TaskOutcome] | None = None
         if kind == RequestType.ERASURE and answered:
-            self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
+            await asyncio.to_thread(self._issue_certificate, state)
         elif kind in _EXPORTED and answered:
-            # Exports can be gigabytes: stream them in a thread, off the event loop.
+            # Exports can be gigabytes: streamed, in a thread.
             portability = kind == RequestType.PORTABILITY
             try:
-                await asyncio.to_thread(self._write_export, state, portability=portability)
+                outcomes = await asyncio.to_thread(self._write_export, state, portability)
             except (RecordStoreError, SealingError, OSError) as exc:
                 # Kept as the request's problem, not the worker's: the batch goes on.
                 log.error("export of request %s failed: %s", state.request_id, exc)
                 export_error = f"the export could not be assembled: {exc}"
         notices = await self._notify(state) if answered else None
-        documents: dict[str, str] = {
-            letter: str(self._write_letter(letter, state))
-            for letter in letters.documents_for(state)
-        }
-        path = self.artifacts.write_result(
-            state,
-            export_error=export_error,
-            documents=documents,
-            recipients=None if notices is None else notifications.for_result(notices),
+        documents, path = await asyncio.to_thread(
+            self._write_documents, state, export_error, notices, outcomes
         )
         if kind in _EXPORTED and export_error is None:
             # The export holds them now. Removed a little later, not at once: if this worker
@@ -112,6 +115,32 @@ class Finisher:
         _point_at(effects, path)
         log.info("request %s finished: %s", state.request_id, state.status)
         return [Path(letter) for letter in documents.values()]
+
+    def _issue_certificate(self, state: RequestState) -> None:
+        # One at a time: the first one creates the subject-hash salt and the signing key.
+        with self._certificate_lock:
+            self._certificate_issuer().issue(state, self.artifacts.root / "certificates")
+
+    def _write_documents(
+        self,
+        state: RequestState,
+        export_error: str | None,
+        notices: list[notifications.RecipientNotice] | None,
+        outcomes: dict[str, TaskOutcome] | None,
+    ) -> tuple[dict[str, str], Path]:
+        """The letters and the result file (the result names the letters)."""
+        documents: dict[str, str] = {
+            letter: str(self._write_letter(letter, state))
+            for letter in letters.documents_for(state)
+        }
+        path = self.artifacts.write_result(
+            state,
+            export_error=export_error,
+            documents=documents,
+            recipients=None if notices is None else notifications.for_result(notices),
+            outcomes=outcomes,
+        )
+        return documents, path
 
     async def _notify(self, state: RequestState) -> list[notifications.RecipientNotice] | None:
         """Tell the recipients (Art. 19); None for rights that tell nobody. A ledger that cannot
@@ -139,9 +168,19 @@ class Finisher:
     def discard_records(self, *, everything: bool = False) -> None:
         """Remove the record files of exported requests once their grace period is over (all of
         them after a clean stop, which has saved the table)."""
+        self.remove_records(self.records_due(everything=everything))
+
+    def records_due(self, *, everything: bool = False) -> list[str]:
+        """The exported requests whose record files may go now (taken off the list)."""
         moment = time.monotonic()
-        for request_id in [r for r, when in self.exported.items() if everything or when <= moment]:
+        due = [r for r, when in self.exported.items() if everything or when <= moment]
+        for request_id in due:
             del self.exported[request_id]
+        return due
+
+    def remove_records(self, request_ids: Iterable[str]) -> None:
+        """Remove these requests' record files (safe in a thread)."""
+        for request_id in request_ids:
             self.records.discard(request_id)
 
     def shred(self, request_id: str, effects: Effects) -> None:
@@ -155,11 +194,13 @@ class Finisher:
         if effects.statuses and result.exists():
             _point_at(effects, result)
 
-    def _write_export(self, state: RequestState, *, portability: bool) -> None:
-        """The export ZIP: data per system and collection, manifest, Art. 15 report."""
+    def _write_export(self, state: RequestState, portability: bool) -> dict[str, TaskOutcome]:
+        """The export ZIP: data per system and collection, manifest, Art. 15 report. Returns
+        the kept outcomes it was built from."""
+        outcomes = self.artifacts.load_outcomes(state.request_id)
 
         def records(system: str) -> Iterable[Record]:
-            outcome = self.artifacts.load_outcome(state.request_id, system)
+            outcome = outcomes.get(system)
             if outcome is None:
                 return []
             if outcome.records_ref is not None:
@@ -174,12 +215,9 @@ class Finisher:
             generated_at=datetime.now(UTC),
             portability=portability,
             key=self.keys.get(state.request_id),
-            attachments=AttachedFiles(
-                self.records,
-                state.request_id,
-                partial(self.artifacts.load_outcome, state.request_id),
-            ),
+            attachments=AttachedFiles(self.records, state.request_id, outcomes.get),
         )
+        return outcomes
 
     def _write_letter(self, kind: letters.DocumentKind, state: RequestState) -> Path:
         """A letter to the subject in the request's language (`orchestrator.artifacts.letters`)."""

@@ -13,9 +13,10 @@ sending it, or before writing their documents.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator.fanout.finish import Finisher
@@ -61,6 +62,9 @@ class Timers:
         self._watched_partitions: set[int] | None = None
         # Finished requests whose final status is sent again after a (re)assignment.
         self._resend: set[str] = set()
+        # When this worker took each partition it owns (`note_partitions`).
+        self._acquired: dict[int, datetime] = {}
+        self._seen_partitions: set[int] = set()
         self._sweeps = sweeps
         self._flush = flush
 
@@ -96,9 +100,12 @@ class Timers:
             await self._carry_out(all_effects, finished)
         if self._resend:
             await self._resend_finished()
+        # Files in a thread: removing a thousand exported requests' record folders, or
+        # rewriting the open-requests index, must not hold up the requests in flight.
         if self.watchlist.dirty:
-            self._write_open_index()
-        self.finisher.discard_records()
+            await asyncio.to_thread(self._write_open_index, self._open_by_partition())
+        if due := self.finisher.records_due():
+            await asyncio.to_thread(self.finisher.remove_records, due)
         if self._sweeps is not None and self._flush is not None:
             try:
                 await self._sweeps.tick(self._flush)
@@ -112,24 +119,50 @@ class Timers:
         self.finisher.shred(request_id, effects)
         log.info("request %s shredded: its data key was destroyed", request_id)
 
-    def _write_open_index(self) -> None:
-        """The open requests per owned partition on disk (see `orchestrator.lifecycle.recovery`)."""
+    def _open_by_partition(self) -> dict[int, dict[str, str]]:
+        """The open requests per owned partition (taken on the event loop, written in a
+        thread by `_write_open_index`)."""
         partitions = self.requests.partitions
         by_partition: dict[int, dict[str, str]] = {p: {} for p in self._watched_partitions or ()}
         for request_id, status in self.watchlist.open.items():
             by_partition.setdefault(partition_for(request_id, partitions), {})[request_id] = status
+        self.watchlist.dirty = False
+        return by_partition
+
+    def _write_open_index(self, by_partition: dict[int, dict[str, str]]) -> None:
+        """The open requests per owned partition on disk (see `orchestrator.lifecycle.recovery`)."""
         for partition, requests in by_partition.items():
             recovery.write_open(self._data_dir, partition, requests)
-        self.watchlist.dirty = False
+
+    def note_partitions(self, owned: set[int]) -> None:
+        """The agent tells, before each batch, which partitions this worker owns: a request of
+        a partition finished after this worker took it was finished here, final status sent."""
+        if owned == self._seen_partitions:
+            return
+        now = datetime.now(UTC)
+        for partition in owned - self._seen_partitions:
+            self._acquired[partition] = now
+        for partition in self._seen_partitions - owned:
+            self._acquired.pop(partition, None)
+        self._seen_partitions = set(owned)
 
     def _rebuild(self, owned: set[int]) -> None:
-        """The watchlist of the partitions this worker owns now, from the table."""
+        """The watchlist of the partitions this worker owns now, from the table.
+
+        Requests finished recently by a previous owner get their final status again (it may
+        have died before sending it); not those this worker finished itself since it took the
+        partition: after a start under load those are thousands, and sending them all again
+        holds up the requests in flight.
+        """
         self.watchlist.clear()
         recent = self._context().now - RESEND_WINDOW
+        partitions = self.requests.partitions
         for request_id, view in self.requests.views(owned):
             self.watchlist.update(request_id, view)
             if view.is_final and view.finished_at is not None and view.finished_at > recent:
-                self._resend.add(request_id)
+                since = self._acquired.get(partition_for(request_id, partitions))
+                if since is None or view.finished_at < since:
+                    self._resend.add(request_id)
         self._watched_partitions = owned
 
     async def _resend_finished(self) -> None:

@@ -76,11 +76,11 @@ def finished(
     )
     _keys(data).create(request_id)
     at = written_at or finished_at
-    store = ArtifactStore(data)
+    store = ArtifactStore(data, _keys(data))
     result = store.write_result(state)  # before the outcome: it would read ours, a stand-in
     _set_mtime(result, at)
     files = [
-        _write(store.outcome_path(request_id, "crm"), at=at),
+        _write(store.outcome_path(request_id), at=at),
         _write(data / "documents" / request_id / "answer.nl.html", f"<p>{EMAIL}</p>", at=at),
         _write(data / "notifications" / f"{request_id}.json", at=at),
         _write(data / "delivery-codes" / f"{request_id}.json", at=at),
@@ -101,7 +101,7 @@ def opened(data: Path, request_id: str, received_at: datetime) -> list[Path]:
     _keys(data).create(request_id)
     return [
         _write(data / "documents" / request_id / "extension.nl.html", at=received_at),
-        _write(ArtifactStore(data).outcome_path(request_id, "crm"), at=received_at),
+        _write(ArtifactStore(data).outcome_path(request_id), at=received_at),
     ]
 
 

@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -389,3 +389,22 @@ def test_after_a_restart_recent_final_statuses_are_sent_again(
     assert status.status == RequestStatus.COMPLETED and status.sequence == state.sequence
     later = tick_once(table, finisher, state, NOW + timedelta(hours=2))
     assert later.carried_out == []  # finished too long ago
+
+
+def test_requests_this_worker_finished_since_it_took_the_partition_are_not_sent_again(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    """After a start under load the first tick found thousands of requests this worker had
+    finished itself, and sent each final status again, holding up the requests in flight."""
+    state, _ = finished()
+    clock = Clock(NOW + timedelta(minutes=5))
+    early = timers(table, finisher, clock)
+    early.note_partitions(set(range(PARTITIONS)))  # took its partitions now, before finishing
+    table.store(state.request_id, state.model_copy(update={"finished_at": datetime.now(UTC)}))
+    asyncio.run(early.tick())
+    assert clock.carried_out == []
+    late = timers(table, finisher, clock)  # a previous owner finished it, then this one took over
+    table.store(state.request_id, state)
+    late.note_partitions(set(range(PARTITIONS)))
+    asyncio.run(late.tick())
+    assert len(clock.carried_out) == 1

@@ -209,13 +209,17 @@ def test_art_46_uavg_a_stored_state_with_a_bsn_is_refused_not_a_crash(tmp_path: 
     assert bsn not in str(caught.value)
 
 
-def test_shredding_removes_kept_outcomes_with_inline_records(tmp_path: Path) -> None:
+def test_shredding_removes_kept_outcomes_with_inline_records(
+    tmp_path: Path, keys: DataKeys
+) -> None:
     """A manual completion can carry its records inline; once a request is shredded nothing of
-    the subject's may stay readable on disk (Art. 5(1)(e) GDPR), so its kept outcomes go too."""
+    the subject's may stay readable on disk (Art. 5(1)(e) GDPR), so its kept outcomes go too.
+    Until then they are kept sealed with the request's data key (Art. 32(1)(a) GDPR)."""
     from orchestrator.artifacts.store import ArtifactStore
     from schemas.events import OutcomeStatus, Record, RequestType, TaskOutcome
 
-    store = ArtifactStore(tmp_path)
+    keys.create("req-shred-1")
+    store = ArtifactStore(tmp_path / "data", keys)
     outcome = TaskOutcome(
         request_id="req-shred-1",
         task_id="req-shred-1/archive",
@@ -226,7 +230,9 @@ def test_shredding_removes_kept_outcomes_with_inline_records(tmp_path: Path) -> 
         completed_at=datetime.now(UTC),
     )
     path = store.save_outcome(outcome)
-    assert "anna@example.nl" in path.read_text()
+    assert b"anna@example.nl" not in path.read_bytes()  # sealed, not in the clear
+    kept = store.load_outcome("req-shred-1", "archive")
+    assert kept is not None and kept.records[0].data["email"] == "anna@example.nl"
     store.discard_outcomes("req-shred-1")
     assert not path.exists() and store.load_outcome("req-shred-1", "archive") is None
-    assert not any("anna" in p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert not any(b"anna" in p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
