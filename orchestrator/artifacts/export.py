@@ -618,9 +618,9 @@ class _Member:
 
 
 def _write_small(archive: zipfile.ZipFile, name: str, data: bytes) -> ExportFile:
-    """Write a member that is small by construction (the report), with its hash."""
-    with archive.open(name, "w") as member:
-        out = _HashingWriter(member)
+    """Write a member that is small by construction (the report), with its hash; deflated
+    by ISA-L like the data members (zlib's default level was a good part of a small export)."""
+    with _Member(archive, name) as out:
         for start in range(0, len(data), _CHUNK):
             out.write(data[start : start + _CHUNK])
     return ExportFile(name, out.hexdigest, None, out.size)

@@ -143,6 +143,31 @@ def test_concurrent_creation_gives_everyone_the_same_key(tmp_path: Path) -> None
         assert len(set(pool.map(create, range(32)))) == 1
 
 
+def test_keys_created_together_are_the_same_as_created_one_by_one(tmp_path: Path) -> None:
+    """`create_many` (a batch's new requests): each key stored wrapped, mode 0600, synced
+    before it is linked into place; an existing key is kept, a destroyed one never comes back,
+    and no temporary file is left."""
+    keys = DataKeys(tmp_path, KEY)
+    kept = keys.create("req-0")
+    keys.destroy("req-gone")
+    keys.create_many(["req-0", "req-1", "req-2", "req-gone"])
+    assert keys.get("req-0") == kept
+    assert keys.get("req-1") != keys.get("req-2")
+    assert DataKeys(tmp_path, KEY).get("req-1") == keys.get("req-1")  # another process
+    assert stat.S_IMODE((tmp_path / "req-1.key").stat().st_mode) == 0o600
+    with pytest.raises(DataKeyDestroyed):
+        keys.get("req-gone")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    def race(_: int) -> None:
+        DataKeys(tmp_path, KEY).create_many([f"req-race-{n}" for n in range(8)])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(race, range(8)))
+    first = {n: keys.get(f"req-race-{n}") for n in range(8)}
+    assert all(DataKeys(tmp_path, KEY).get(f"req-race-{n}") == k for n, k in first.items())
+
+
 def test_get_after_destroy_raises_and_destroy_is_idempotent(tmp_path: Path) -> None:
     keys = DataKeys(tmp_path, KEY, cache_size=10)
     keys.create("req-1")
