@@ -2,7 +2,9 @@
 
 Prints requests/s and end-to-end latency (publish -> final status seen) at full load and at
 half that load, next to the raw broker produce-and-consume rate measured in the same run:
-the ratio, not the absolute number, is the figure to compare between machines.
+the ratio, not the absolute number, is the figure to compare between machines. Also the CPU
+milliseconds each process (orchestrator, connector workers, broker, this bench) used per
+request at full load: where a request's cost goes.
 
     python bench/pipeline.py --requests 2000 --systems 4
 """
@@ -60,6 +62,23 @@ def register(systems: int, records: int) -> dict[str, object]:
             }
             for n in range(systems)
         ]
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(pids: dict[str, int], before: dict[str, float], requests: int) -> dict:
+    """CPU milliseconds per request of each process since `before`."""
+    return {
+        name: round((cpu_seconds(pid) - before[name]) * 1000 / max(1, requests), 2)
+        for name, pid in pids.items()
     }
 
 
@@ -228,9 +247,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         if args.producer_batch:
             settings = settings.model_copy(update={"producer_max_batch_size": args.producer_batch})
         baseline = asyncio.run(raw_rate(settings.kafka, 30_000))
-        with Stack(settings, log_dir=root / "logs"):
+        with Stack(settings, log_dir=root / "logs") as stack:
             asyncio.run(drive(settings.kafka, signer, min(50, args.requests), None, 60))  # warm-up
+            pids = {name: process.pid for name, process in stack.processes.items()}
+            if broker._process is not None:
+                pids["broker"] = broker._process.pid
+            pids["bench (publisher, status reader)"] = os.getpid()
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             full = asyncio.run(drive(settings.kafka, signer, args.requests, None, args.timeout))
+            cpu = cpu_per_request(pids, before, int(full["completed"]))
             half = None
             if not args.skip_half_load and full["requests_per_s"]:
                 half = asyncio.run(
@@ -251,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "raw_produce_consume_msgs_per_s": round(baseline),
         "messages_per_request": per_request,
         "full_load": full,
+        "cpu_ms_per_request": cpu,
         "half_load": half,
         "pipeline_msgs_per_s": round(full["requests_per_s"] * per_request),
         "ratio_to_raw": round(full["requests_per_s"] * per_request / baseline, 3),
