@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
+
+from markupsafe import Markup
 
 from connectors.metadata import CollectionInfo, collection_info
 from orchestrator.artifacts.digest import CollectionDigest, ExportFile
 from orchestrator.artifacts.render import (
     LANGUAGES,
     Language,
+    Tone,
     day,
+    environment,
     render_document,
     texts,
     texts_in,
@@ -59,6 +65,8 @@ def render_report(
     when completing a manual system's task (`orchestrator.artifacts.attachments`).
     """
     words = report_language(language)
+    tone: Tone = (controller.tone if controller is not None else None) or "u"
+    general_recipients = [r for r in register.recipients if not r.systems] if register else []
     sections = [
         _section(
             state,
@@ -71,10 +79,12 @@ def render_report(
         )
         for system in systems
     ]
+    for section in sections:
+        section["facts"] = _facts(section, bool(general_recipients), words, tone)
     return render_document(
         "report",
         words,
-        tone=controller.tone if controller is not None else None,
+        tone=tone,
         lang=language,
         request_id=state.request_id,
         generated_at=generated_at,
@@ -85,9 +95,61 @@ def render_report(
             "portable": [s["system"].display_name for s in sections if s["portable"]],
             "consent": [s["system"].display_name for s in sections if s["consent"]],
         },
-        general_recipients=[r for r in register.recipients if not r.systems] if register else [],
+        general_recipients=general_recipients,
         not_retrievable=register.not_retrievable if register else [],
     )
+
+
+#: Rendered register facts per system (`_facts`), least recently used dropped first.
+_FACTS: OrderedDict[str, Markup] = OrderedDict()
+_FACTS_SIZE = 1024
+_FACTS_LOCK = threading.Lock()  # exports are written in threads
+
+
+def _facts(section: dict[str, Any], general: bool, language: Language, tone: Tone) -> Markup:
+    """A system's Art. 15(1)(a)-(h) and 15(2) facts, rendered once per register content,
+    language and tone (`templates/_report_system_facts.html`): they are the same in every
+    request's report until the register changes, and they were most of its rendering time.
+
+    The key is everything the template reads: the system and its recipients as JSON (a changed
+    register gives another key), whether there are general recipients, the language and tone.
+    """
+    system: System = section["system"]
+    recipients = section["recipients"]
+    key = "\x1f".join(
+        (
+            language,
+            tone,
+            str(general),
+            system.model_dump_json(),
+            json.dumps([r.model_dump(mode="json") for r in recipients], sort_keys=True),
+        )
+    )
+    with _FACTS_LOCK:
+        found = _FACTS.get(key)
+        if found is not None:
+            _FACTS.move_to_end(key)
+            return found
+    template = environment().get_template("_report_system_facts.html")
+    # Safe: the environment autoescapes every value it puts in (`render.environment`).
+    rendered = Markup(  # noqa: S704
+        template.render(
+            {
+                "document_language": language,
+                "tone": tone,
+                "t": texts_in("report", language, tone),
+                "common": texts_in("common", language, tone),
+                "system": system,
+                "section": section,
+                "general_recipients": general,
+            }
+        ).rstrip("\n")
+    )
+    with _FACTS_LOCK:
+        _FACTS[key] = rendered
+        if len(_FACTS) > _FACTS_SIZE:
+            _FACTS.popitem(last=False)
+    return rendered
 
 
 def report_language(language: str) -> Language:

@@ -82,9 +82,16 @@ class RequestTable:
         self.watchlist.update(request_id, state)
 
     def views(self, owned: set[int]) -> Iterator[tuple[str, RequestState]]:
-        """Every stored request of the `owned` partitions, as much as the timer needs of it."""
-        for request_id, raw in list(self.table.items()):
-            if raw and partition_for(request_id, self.partitions) in owned:
+        """Every stored request of the `owned` partitions, as much as the timer needs of it.
+
+        Each state is read when its turn comes, not from a copy taken at the start: a caller
+        that lets the event loop run between items (`Timers._rebuild`) sees what the agent
+        stored meanwhile."""
+        for request_id in list(self.table.keys()):
+            if partition_for(request_id, self.partitions) not in owned:
+                continue
+            raw = self.table.get(request_id)
+            if raw:
                 try:
                     view = watch_view(raw, self.keys)
                 except SealingError as exc:

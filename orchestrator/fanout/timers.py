@@ -32,6 +32,8 @@ log = logging.getLogger("dsr.orchestrator")
 
 #: After a worker (re)starts, requests finished this recently get their final status again.
 RESEND_WINDOW = timedelta(hours=1)
+#: Request states opened between two turns of the event loop when the watchlist is rebuilt.
+_REBUILD_SLICE = 100
 
 #: Carries out decided effects: (all effects, the finished requests among them).
 CarryOut = Callable[[list[Effects], list[tuple[RequestState, Effects]]], Awaitable[None]]
@@ -72,7 +74,7 @@ class Timers:
         """Let the deadline rules look at every open request whose time has come."""
         owned = self._owned_partitions()
         if owned != self._watched_partitions:
-            self._rebuild(owned)
+            await self._rebuild(owned)
         all_effects: list[Effects] = []
         finished: list[tuple[RequestState, Effects]] = []
         for request_id in self.watchlist.due(self._context().now):
@@ -146,18 +148,22 @@ class Timers:
             self._acquired.pop(partition, None)
         self._seen_partitions = set(owned)
 
-    def _rebuild(self, owned: set[int]) -> None:
+    async def _rebuild(self, owned: set[int]) -> None:
         """The watchlist of the partitions this worker owns now, from the table.
 
         Requests finished recently by a previous owner get their final status again (it may
         have died before sending it); not those this worker finished itself since it took the
         partition: after a start under load those are thousands, and sending them all again
-        holds up the requests in flight.
+        holds up the requests in flight. The table is read in slices with the event loop let
+        run between them: opening thousands of states at once stalled every request in flight
+        for a quarter of a second, and a restarted worker's table can hold a hundred thousand.
         """
         self.watchlist.clear()
         recent = self._context().now - RESEND_WINDOW
         partitions = self.requests.partitions
-        for request_id, view in self.requests.views(owned):
+        for count, (request_id, view) in enumerate(self.requests.views(owned), 1):
+            if count % _REBUILD_SLICE == 0:
+                await asyncio.sleep(0)
             self.watchlist.update(request_id, view)
             if view.is_final and view.finished_at is not None and view.finished_at > recent:
                 since = self._acquired.get(partition_for(request_id, partitions))

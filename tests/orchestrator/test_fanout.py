@@ -408,3 +408,30 @@ def test_requests_this_worker_finished_since_it_took_the_partition_are_not_sent_
     late.note_partitions(set(range(PARTITIONS)))
     asyncio.run(late.tick())
     assert len(clock.carried_out) == 1
+
+
+def test_the_watchlist_is_rebuilt_in_slices_letting_the_agent_run_between_them(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    """Opening every stored state at once (the first tick after a start, or a rebalance) held
+    up every request in flight for a quarter of a second with 2,000 states; a restarted worker
+    can hold a hundred thousand. The rebuild lets the event loop run between slices, and what
+    the agent stores meanwhile is what the watchlist keeps."""
+    for n in range(250):
+        state, _ = submit(None, request(request_id=f"req-{n}"), ctx())
+        assert state is not None
+        table.store(f"req-{n}", state)
+    seen: list[int] = []
+    clock = Clock(NOW)
+    timer = timers(table, finisher, clock)
+
+    async def agent_meanwhile() -> None:
+        await asyncio.sleep(0)
+        seen.append(len(table.watchlist.open))
+
+    async def both() -> None:
+        await asyncio.gather(timer.tick(), agent_meanwhile())
+
+    asyncio.run(both())
+    assert seen and 0 < seen[0] < 250  # the agent ran while the rebuild was half-way
+    assert len(table.watchlist.open) == 250

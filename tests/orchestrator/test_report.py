@@ -530,3 +530,24 @@ def test_art_15_1_d_report_states_the_machine_readable_retention_in_words() -> N
     )  # fmt: skip
     assert _retention_rules(system, "nl") == ["Supportvragen: 12 maanden na de laatste activiteit"]
     assert _retention_rules(system, "en")[0].startswith("Support questions: 12 months after")
+
+
+# ---------------------------------------------------------------------------------------------
+# The register's facts are rendered once and kept: an edited register is never answered stale
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("language", ["nl", "en"])
+def test_art_15_1_d_an_edited_register_shows_in_the_next_report_at_once(language: str) -> None:
+    """Art. 15(1) GDPR: the report states what the register says now. A system's facts are
+    rendered once and kept (`report._facts`); a changed retention, purpose or recipient must
+    give the new text in the very next report, and the unchanged systems the same text."""
+    before = _report(language)
+    edited = REGISTER.model_dump(mode="json", by_alias=True, exclude_none=True)
+    crm = next(s for s in edited["systems"] if s["name"] == "crm")
+    crm["retention"] = {"nl": "zeven jaar (fiscaal)", "en": "seven years (tax law)"}
+    after = _report(language, parse_register(edited))
+    new = {"nl": "zeven jaar (fiscaal)", "en": "seven years (tax law)"}[language]
+    assert new in _text(_section(after, "crm")) and new not in _text(_section(before, "crm"))
+    assert _section(after, "orders") == _section(before, "orders")
+    assert _report(language) == before  # the original register: its facts, unchanged
