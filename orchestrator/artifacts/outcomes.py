@@ -106,15 +106,14 @@ def _entries(data: bytes, cipher: AESGCM, aad: bytes) -> Iterator[bytes]:
     while (start := data.find(MARKER, position)) >= 0:
         head = start + len(MARKER)
         end = start + _HEAD + int.from_bytes(view[head : head + 4], "big")
-        nonce = bytes(view[head + 4 : head + 4 + NONCE_SIZE])
-        whole = end == len(data) or data.startswith(MARKER, end)
         if start + _HEAD > len(data) or end > len(data):
             position = start + 1  # torn: look for the next marker
             continue
+        nonce = bytes(view[head + 4 : head + 4 + NONCE_SIZE])
         try:
             yield cipher.decrypt(nonce, bytes(view[start + _HEAD : end]), aad)
         except InvalidTag:
-            if whole:
+            if end == len(data) or data.startswith(MARKER, end):  # whole, yet it does not open
                 raise SealBroken(
                     "a kept outcome does not open: altered, or sealed with another key"
                 ) from None

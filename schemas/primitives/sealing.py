@@ -214,12 +214,7 @@ class DataKeys:
             return self.get(request_id)
         except DataKeyMissing:
             pass
-        path, _ = self._paths(request_id)
-        key = os.urandom(KEY_SIZE)
-        wrapped = seal(self._bus_key, key, context("data-key", request_id))
-        _create_once(path, wrapped.model_dump_json().encode())
-        if self.destroyed(request_id):  # destroyed while we created it: never resurrect
-            path.unlink(missing_ok=True)
+        self.create_many([request_id])
         return self.get(request_id)  # whoever won the race, everyone uses that key
 
     def create_many(self, request_ids: Iterable[str]) -> None:
@@ -227,8 +222,10 @@ class DataKeys:
 
         Every file is written first and then synced: the first sync commits the file system's
         journal for all of them, so the others cost next to nothing (one by one, each waits
-        for a commit of its own). A key that cannot be created is left to `create`, which
-        reports it for its request.
+        for a commit of its own). Written to a temporary file and linked into place: another
+        process creating the same key at the same moment either wins the link or reads the
+        complete file. A key that cannot be created (destroyed, a wrong bus key) is left to
+        `get`, which reports it for its request.
         """
         pending: list[tuple[str, Path, int, str]] = []
         try:
