@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from orchestrator.artifacts.delivery import DeliveryError
 from orchestrator.fanout.faust_app import create_app, input_topic, requests_table, sweeps_table
@@ -96,6 +96,16 @@ class Orchestrator:
         )
         self.app.agent(input_topic(self.app), name="lifecycle")(self._agent)
         self.app.timer(settings.tick_interval_seconds)(self.timers.tick)
+        self.app.on_partitions_revoked.connect(self._partitions_revoked)
+
+    def _partitions_revoked(
+        self, sender: Any, /, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
+        """A rebalance: what the timer knows of these partitions' requests may go stale."""
+        revoked: set[TP] = args[0]
+        self.timers.partitions_revoked(
+            {tp.partition for tp in revoked if tp.topic == REQUESTS.name}
+        )
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         try:
@@ -154,7 +164,10 @@ class Orchestrator:
                 self.finisher.extension_notice(decision.state, decision.effects)
             if decision.effects.notices:
                 self.finisher.notices(decision.state, decision.effects)
-            self.requests.store(request_id, decision.state)
+            # A state final already when loaded was finished by a previous owner, which may
+            # have died before sending its final status: the timer's rebuild looks at it.
+            inherited_final = state is not None and state.is_final
+            self.requests.store(request_id, decision.state, inherited_final=inherited_final)
             all_effects.append(decision.effects)
             if decision.effects.finished:
                 finished.append((decision.state, decision.effects))

@@ -76,28 +76,35 @@ class RequestTable:
             return lifecycle.shredded(RequestState(request_id=request_id), datetime.now(UTC))
         return None
 
-    def store(self, request_id: str, state: RequestState) -> None:
-        """Write the state (sealed) and note when the deadline timer must look at it next."""
+    def store(self, request_id: str, state: RequestState, *, inherited_final: bool = False) -> None:
+        """Write the state (sealed) and note when the deadline timer must look at it next.
+
+        `inherited_final`: the state was final already when this worker loaded it (a
+        redelivered event, a request a previous owner finished): its final status may never
+        have been sent, so the next rebuild of the watchlist must open it (`Timers._rebuild`).
+        """
         self.table[request_id] = encode_state(state, self.keys)
         self.watchlist.update(request_id, state)
+        if not inherited_final:
+            self.watchlist.known.add(request_id)
 
-    def views(self, owned: set[int]) -> Iterator[tuple[str, RequestState]]:
-        """Every stored request of the `owned` partitions, as much as the timer needs of it.
-
-        Each state is read when its turn comes, not from a copy taken at the start: a caller
-        that lets the event loop run between items (`Timers._rebuild`) sees what the agent
-        stored meanwhile."""
+    def owned(self, owned: set[int]) -> Iterator[str]:
+        """The stored requests of the `owned` partitions."""
         for request_id in list(self.table.keys()):
-            if partition_for(request_id, self.partitions) not in owned:
-                continue
-            raw = self.table.get(request_id)
-            if raw:
-                try:
-                    view = watch_view(raw, self.keys)
-                except SealingError as exc:
-                    log.error("state of request %s cannot be opened: %s", request_id, exc)
-                    continue
-                yield request_id, view
+            if partition_for(request_id, self.partitions) in owned:
+                yield request_id
+
+    def view(self, request_id: str) -> RequestState | None:
+        """As much of the stored state as the timer needs, read now; None when it is gone or
+        cannot be opened (logged)."""
+        raw = self.table.get(request_id)
+        if not raw:
+            return None
+        try:
+            return watch_view(raw, self.keys)
+        except SealingError as exc:
+            log.error("state of request %s cannot be opened: %s", request_id, exc)
+            return None
 
 
 __all__ = ["RequestTable"]

@@ -6,9 +6,10 @@ of open requests on disk is brought up to date (`orchestrator.lifecycle.recovery
 record files of exported requests go once their grace period is over. Retention sweeps
 (`orchestrator.fanout.sweeps`) start on their schedules, retry and time out here too.
 
-When this worker's partitions change, the watchlist is rebuilt from the table, and requests
-finished recently get their final status event again: the worker before may have died before
-sending it, or before writing their documents.
+When this worker's partitions change, the watchlist is rebuilt from the table (opening only
+the states this worker did not write itself), and requests finished recently by a previous
+owner get their final status event again: it may have died before sending it, or before
+writing their documents.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Timers:
             if state is None:
                 self.watchlist.drop(request_id)
                 continue
+            inherited_final = state.is_final
             state, effects = lifecycle.tick(state, self._context())
             if effects.shred:
                 self._shred(request_id, effects)
@@ -94,7 +96,8 @@ class Timers:
                 continue
             if effects.notices:  # e.g. the reminder of an ID request: written before it is stored
                 self.finisher.notices(state, effects)
-            self.requests.store(request_id, state)  # after shredding: the stub, nothing personal
+            # After shredding: the stub, nothing personal.
+            self.requests.store(request_id, state, inherited_final=inherited_final)
             all_effects.append(effects)
             if effects.finished and not effects.shred:
                 finished.append((state, effects))
@@ -144,9 +147,25 @@ class Timers:
         now = datetime.now(UTC)
         for partition in owned - self._seen_partitions:
             self._acquired[partition] = now
+        self._forget(owned - self._seen_partitions)
         for partition in self._seen_partitions - owned:
             self._acquired.pop(partition, None)
         self._seen_partitions = set(owned)
+
+    def partitions_revoked(self, revoked: set[int]) -> None:
+        """Faust took these partitions away (a rebalance; they may come straight back): what
+        this worker knew of their requests may be out of date by the time they return, so
+        the next tick rebuilds the watchlist, and reopens them."""
+        self._seen_partitions -= revoked
+        for partition in revoked:
+            self._acquired.pop(partition, None)
+        self._forget(revoked)
+        self._watched_partitions = None
+
+    def _forget(self, partitions: set[int]) -> None:
+        if partitions:
+            count = self.requests.partitions
+            self.watchlist.forget(lambda r: partition_for(r, count) not in partitions)
 
     async def _rebuild(self, owned: set[int]) -> None:
         """The watchlist of the partitions this worker owns now, from the table.
@@ -154,17 +173,33 @@ class Timers:
         Requests finished recently by a previous owner get their final status again (it may
         have died before sending it); not those this worker finished itself since it took the
         partition: after a start under load those are thousands, and sending them all again
-        holds up the requests in flight. The table is read in slices with the event loop let
-        run between them: opening thousands of states at once stalled every request in flight
-        for a quarter of a second, and a restarted worker's table can hold a hundred thousand.
+        holds up the requests in flight.
+
+        Only the states this worker does not know are opened (`Watchlist.known`: those it
+        wrote since it took their partition, unless they were final already when it loaded
+        them): after a start under load the first tick opened every request the agent had
+        just written, and held up the requests in flight. The rest is read in slices with
+        the event loop let run between them: a restarted worker's table can hold a hundred
+        thousand.
         """
-        self.watchlist.clear()
-        recent = self._context().now - RESEND_WINDOW
         partitions = self.requests.partitions
-        for count, (request_id, view) in enumerate(self.requests.views(owned), 1):
-            if count % _REBUILD_SLICE == 0:
-                await asyncio.sleep(0)
+        self._forget({p for p in owned if p not in self._acquired})
+        self.watchlist.keep(lambda r: partition_for(r, partitions) in owned)
+        recent = self._context().now - RESEND_WINDOW
+        opened = 0
+        for request_id in self.requests.owned(owned):
+            if request_id in self.watchlist.known:
+                continue
+            opened += 1
+            if opened % _REBUILD_SLICE == 0:
+                await asyncio.sleep(0)  # what the agent stores meanwhile is known when it comes
+                if request_id in self.watchlist.known:
+                    continue
+            view = self.requests.view(request_id)
+            if view is None:
+                continue
             self.watchlist.update(request_id, view)
+            self.watchlist.known.add(request_id)
             if view.is_final and view.finished_at is not None and view.finished_at > recent:
                 since = self._acquired.get(partition_for(request_id, partitions))
                 if since is None or view.finished_at < since:

@@ -8,6 +8,7 @@ lists (`orchestrator.lifecycle.recovery`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from orchestrator.lifecycle.reducer import Policy, RequestState, next_check
@@ -22,6 +23,9 @@ class Watchlist:
         self.open: dict[str, str] = {}
         #: The open requests changed since the recovery index was last written.
         self.dirty = False
+        #: Requests whose entry here is in step with the table and whose final status, if
+        #: they are final, this worker sent (or resends): a rebuild need not open them.
+        self.known: set[str] = set()
 
     def update(self, request_id: str, state: RequestState) -> None:
         """Remember when the timer must next look at this request, and whether it is open."""
@@ -45,11 +49,19 @@ class Watchlist:
         """Stop looking at a request (its state is gone or cannot be opened)."""
         self.when.pop(request_id, None)
 
-    def clear(self) -> None:
-        """Forget everything, before a rebuild."""
-        self.when.clear()
-        self.open.clear()
-        self.dirty = True
+    def keep(self, keep: Callable[[str], bool]) -> None:
+        """Forget the requests `keep` says no to (their partition is not this worker's, or
+        another worker may have written them meanwhile)."""
+        for request_id in [r for r in self.when if not keep(r)]:
+            del self.when[request_id]
+        for request_id in [r for r in self.open if not keep(r)]:
+            del self.open[request_id]
+            self.dirty = True
+        self.forget(keep)
+
+    def forget(self, keep: Callable[[str], bool]) -> None:
+        """No longer count the requests `keep` says no to as known (see `known`)."""
+        self.known = {r for r in self.known if keep(r)}
 
 
 __all__ = ["Watchlist"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.fanout import table as table_module
 from orchestrator.fanout.finish import Finisher
 from orchestrator.fanout.output import Sender
 from orchestrator.fanout.table import RequestTable
@@ -182,8 +183,8 @@ def test_a_state_is_stored_sealed_and_watched(table: RequestTable) -> None:
     assert table.watchlist.open == {"req-1": "in_progress"} and table.watchlist.dirty
     assert table.watchlist.due(NOW) == [] and table.watchlist.due(NOW + LONG) == ["req-1"]
     owned = {partition_for("req-1", PARTITIONS)}
-    assert [r for r, _ in table.views(owned)] == ["req-1"]
-    assert list(table.views(set(range(PARTITIONS)) - owned)) == []
+    assert list(table.owned(owned)) == ["req-1"] and table.view("req-1") is not None
+    assert list(table.owned(set(range(PARTITIONS)) - owned)) == []
     done, _ = finished()
     table.store("req-1", done)
     assert table.watchlist.open == {}  # final: no longer open, watched until shredding
@@ -417,10 +418,11 @@ def test_the_watchlist_is_rebuilt_in_slices_letting_the_agent_run_between_them(
     up every request in flight for a quarter of a second with 2,000 states; a restarted worker
     can hold a hundred thousand. The rebuild lets the event loop run between slices, and what
     the agent stores meanwhile is what the watchlist keeps."""
+    before = RequestTable(table.table, table.keys, Watchlist(POLICY), PARTITIONS)  # a restart
     for n in range(250):
         state, _ = submit(None, request(request_id=f"req-{n}"), ctx())
         assert state is not None
-        table.store(f"req-{n}", state)
+        before.store(f"req-{n}", state)
     seen: list[int] = []
     clock = Clock(NOW)
     timer = timers(table, finisher, clock)
@@ -435,3 +437,72 @@ def test_the_watchlist_is_rebuilt_in_slices_letting_the_agent_run_between_them(
     asyncio.run(both())
     assert seen and 0 < seen[0] < 250  # the agent ran while the rebuild was half-way
     assert len(table.watchlist.open) == 250
+
+
+def test_the_rebuild_opens_only_the_states_this_worker_did_not_write(
+    table: RequestTable, finisher: Finisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first tick after a start under load opened every state the agent had just written
+    (2,000 of them, ~200 ms of the event loop) and held up the requests in flight; what this
+    worker wrote since it took the partition is in the watchlist already."""
+    before = RequestTable(table.table, table.keys, Watchlist(POLICY), PARTITIONS)
+    timer = timers(table, finisher, Clock(NOW))
+    timer.note_partitions(set(range(PARTITIONS)))
+    for n in range(15):
+        state, _ = submit(None, request(request_id=f"req-{n}"), ctx())
+        assert state is not None
+        (before if n < 5 else table).store(f"req-{n}", state)  # 5 by a previous owner
+    opened: list[str] = []
+    real = table_module.watch_view
+
+    def counted(raw: str, keys: DataKeys) -> RequestState:
+        opened.append(raw)
+        return real(raw, keys)
+
+    monkeypatch.setattr(table_module, "watch_view", counted)
+    asyncio.run(timer.tick())
+    assert len(opened) == 5
+    assert set(table.watchlist.open) == {f"req-{n}" for n in range(15)}
+
+
+def test_a_final_state_stored_again_for_a_redelivered_event_gets_its_final_status_again(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    """A previous owner finished the request and died before sending its final status; this
+    worker, given the same event again, stores the (final) state again. That write must not
+    count as this worker having sent the final status: the rebuild still sends it."""
+    state, _ = finished()
+    RequestTable(table.table, table.keys, Watchlist(POLICY), PARTITIONS).store("req-1", state)
+    clock = Clock(NOW + timedelta(minutes=5))
+    timer = timers(table, finisher, clock)
+    timer.note_partitions(set(range(PARTITIONS)))
+    loaded = table.load("req-1")
+    assert loaded is not None and loaded.is_final
+    table.store("req-1", loaded, inherited_final=True)  # what the agent does for a redelivery
+    asyncio.run(timer.tick())
+    [([effects], _)] = clock.carried_out
+    assert [s.status for s in effects.statuses] == [RequestStatus.COMPLETED]
+
+
+def test_after_a_rebalance_the_next_tick_reopens_the_revoked_partitions_requests(
+    table: RequestTable, finisher: Finisher
+) -> None:
+    """Faust revokes a worker's partitions at a rebalance, and may give them straight back:
+    meanwhile another worker may have finished a request and died before sending its final
+    status. Even with the same partitions as before, the next tick rebuilds and resends it."""
+    clock = Clock(NOW + timedelta(minutes=5))
+    timer = timers(table, finisher, clock)
+    timer.note_partitions(set(range(PARTITIONS)))
+    state, _ = submit(None, request(), ctx())
+    assert state is not None
+    table.store("req-1", state)  # open, written here
+    asyncio.run(timer.tick())
+    assert clock.carried_out == []
+    timer.partitions_revoked(set(range(PARTITIONS)))
+    done, _ = finished()
+    RequestTable(table.table, table.keys, Watchlist(POLICY), PARTITIONS).store("req-1", done)
+    timer.note_partitions(set(range(PARTITIONS)))  # back again
+    asyncio.run(timer.tick())
+    [([effects], _)] = clock.carried_out
+    assert [s.status for s in effects.statuses] == [RequestStatus.COMPLETED]
+    assert table.watchlist.open == {}  # no longer open: the other worker finished it
