@@ -159,11 +159,39 @@ def subject_identifiers(
 KAFKA_CLIENT_LOGGERS: tuple[str, ...] = ("aiokafka", "kafka")
 
 
+#: How every process of ours writes a log line.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def faust_logging(level: str = "INFO") -> dict[str, Any]:
+    """The Faust worker's logging (`logging_config`), as `setup_logging` sets it up.
+
+    Without it, Faust's own setup formats each line through colorlog: about 40 microseconds
+    a line against 7 for a plain formatter, paid on the orchestrator's event loop for every
+    request that finishes. Kafka client loggers stay at INFO or above, as in `setup_logging`.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {
+            client: {"level": max(logging.getLevelName(level), logging.INFO)}
+            for client in KAFKA_CLIENT_LOGGERS
+        },
+    }
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Log lines to stderr, so stdout keeps only what a command prints for people and scripts."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
     # The Kafka clients' DEBUG lines print whole messages (keys, values, headers): personal
     # data. They stay at INFO whatever level the command logs at.
     for client in KAFKA_CLIENT_LOGGERS:

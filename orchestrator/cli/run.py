@@ -22,6 +22,7 @@ from orchestrator.cli.options import (
     client_kafka,
     command_settings,
     data_dir_option,
+    faust_logging,
     register_option,
     setup_logging,
 )
@@ -155,7 +156,12 @@ def worker_orchestrator() -> None:
 
         services.append(for_faust(orchestrator.app, settings.health_port, REQUESTS.name))
     faust_worker = faust.Worker(
-        orchestrator.app, *services, loglevel="INFO", quiet=True, redirect_stdouts=False
+        orchestrator.app,
+        *services,
+        loglevel="INFO",
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=faust_logging(),
     )
     _settle_heap()
     faust_worker.execute_from_commandline()
