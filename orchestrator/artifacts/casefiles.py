@@ -58,6 +58,8 @@ log = logging.getLogger("dsr.orchestrator")
 RESULTS = "results"
 CERTIFICATES = "certificates"
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+#: Folder entries, and requests, between two calls of `sweep_case_files`'s `pause`.
+_PACE = 200
 # The first `finished_at` in a result file is the request's (it comes before "systems").
 _FINISHED_AT = re.compile(rb'"finished_at":\s*(?:null|"([^"]*)")')
 
@@ -116,14 +118,26 @@ class _Case:
 
 
 def sweep_case_files(
-    data_dir: Path, policy: CaseFiles, data_keys: DataKeys, *, now: datetime, dry_run: bool = False
+    data_dir: Path,
+    policy: CaseFiles,
+    data_keys: DataKeys,
+    *,
+    now: datetime,
+    dry_run: bool = False,
+    pause: Callable[[], None] | None = None,
 ) -> CaseFileSweep:
-    """Remove the case files whose retention has passed and destroy their data keys."""
+    """Remove the case files whose retention has passed and destroy their data keys.
+
+    `pause` is called every `_PACE` folder entries and requests: the orchestrator runs the
+    sweep in a thread beside its event loop, and lets the loop have the interpreter there.
+    """
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     results_cutoff = now - parse_period(policy.results)
     certificates_cutoff = now - parse_period(policy.certificates)
     sweep = CaseFileSweep(removed=dict.fromkeys(KINDS, 0))
-    for request_id, case in _scan(Path(data_dir)).items():
+    for count, (request_id, case) in enumerate(_scan(Path(data_dir), pause).items(), 1):
+        if pause is not None and count % _PACE == 0:
+            pause()
         try:
             results_expire, certificates_expire = _expired(
                 case, results_cutoff, certificates_cutoff
@@ -145,11 +159,13 @@ def sweep_case_files(
     return sweep
 
 
-def _scan(data_dir: Path) -> dict[str, _Case]:
+def _scan(data_dir: Path, pause: Callable[[], None] | None = None) -> dict[str, _Case]:
     """Every request with a case file, found by the names in each directory (one scan each)."""
     cases: dict[str, _Case] = {}
     for kind, directory, request_of in _PLACES:
-        for entry in _entries(data_dir / directory):
+        for count, entry in enumerate(_entries(data_dir / directory), 1):
+            if pause is not None and count % _PACE == 0:
+                pause()
             request_id = request_of(entry.name)
             if request_id is None or not _REQUEST_ID.fullmatch(request_id):
                 continue  # temporary files (".tmp-..."), and whatever is not a case file

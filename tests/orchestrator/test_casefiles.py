@@ -446,3 +446,21 @@ def test_cli_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not (data / "results" / "req-old.json").exists()
     assert (data / "results" / "req-young.json").exists()
     assert runner.invoke(main, args).output.startswith("removed: nothing")
+
+
+def test_a_sweep_in_a_thread_pauses_between_slices_and_still_removes_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The orchestrator runs the sweep in a thread beside its event loop; `pause` gives the
+    loop the interpreter every few hundred folder entries and requests, and changes nothing
+    about what goes."""
+    monkeypatch.setattr(casefiles, "_PACE", 4)
+    for n in range(6):
+        finished(tmp_path, f"old-{n}", NOW - 3 * YEAR)
+    kept = finished(tmp_path, "recent-1", NOW - YEAR)
+    pauses: list[int] = []
+    swept = sweep_case_files(
+        tmp_path, POLICY, _keys(tmp_path), now=NOW, pause=lambda: pauses.append(1)
+    )
+    assert swept.removed["results"] == 6 and all(path.exists() for path in kept)
+    assert len(pauses) >= 7  # 7 entries in each of 7 folders, 7 requests: every 4th

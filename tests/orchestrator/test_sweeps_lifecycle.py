@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -485,7 +486,7 @@ class Bench:
         self.monkeypatch.setattr(shell.SweepCertificateIssuer, "issue", issue)
 
     def case_files(self, sweep: Any) -> None:
-        """Sweep the case files with `sweep(data_dir, policy, keys, *, now)`."""
+        """Sweep the case files with `sweep(data_dir, policy, keys, *, now, pause)`."""
         self.monkeypatch.setattr(shell, "sweep_case_files", sweep)
 
 
@@ -666,7 +667,9 @@ def test_the_case_file_sweep_not_there_yet_is_logged_once(
 def test_art_5_1_e_our_own_case_files_are_swept_on_their_schedule(bench: Bench) -> None:
     calls: list[datetime] = []
 
-    def sweep(data_dir: Path, policy: Any, data_keys: DataKeys, *, now: datetime) -> Any:
+    def sweep(
+        data_dir: Path, policy: Any, data_keys: DataKeys, *, now: datetime, pause: Any
+    ) -> Any:
         calls.append(now)
         return CaseFileSweep(removed={"results": 2}, keys_destroyed=1)
 
@@ -678,6 +681,22 @@ def test_art_5_1_e_our_own_case_files_are_swept_on_their_schedule(bench: Bench) 
     bench.now = NOW + timedelta(days=1)
     tick(bench.runner(sweep_schedules=False))  # restarted: the last run is remembered
     assert calls == [NOW, NOW + timedelta(days=1)]
+
+
+def test_the_case_file_sweep_runs_off_the_event_loop(bench: Bench) -> None:
+    """It reads the folder entries of every request's case files and removes files: on the
+    event loop, the first tick after a start under load held up the requests in flight."""
+    threads: list[int] = []
+
+    def sweep(
+        data_dir: Path, policy: Any, data_keys: DataKeys, *, now: datetime, pause: Any
+    ) -> Any:
+        threads.append(threading.get_ident())
+        return CaseFileSweep(removed={}, keys_destroyed=0)
+
+    bench.case_files(sweep)
+    tick(bench.runner(sweep_schedules=False))
+    assert threads and threads != [threading.get_ident()]
 
 
 def test_a_broken_sweep_state_does_not_hold_up_the_timer(bench: Bench) -> None:
