@@ -35,6 +35,8 @@ log = logging.getLogger("dsr.orchestrator")
 RESEND_WINDOW = timedelta(hours=1)
 #: Request states opened between two turns of the event loop when the watchlist is rebuilt.
 _REBUILD_SLICE = 100
+#: Table keys looked at (most of them known, not opened) between two turns of the loop.
+_REBUILD_KEYS = 2000
 
 #: Carries out decided effects: (all effects, the finished requests among them).
 CarryOut = Callable[[list[Effects], list[tuple[RequestState, Effects]]], Awaitable[None]]
@@ -163,8 +165,10 @@ class Timers:
         self._watched_partitions = None
 
     def _forget(self, partitions: set[int]) -> None:
-        if partitions:
-            count = self.requests.partitions
+        count = self.requests.partitions
+        if len(partitions) >= count:  # all of them (a rebalance revokes all): no hashing
+            self.watchlist.known.clear()
+        elif partitions:
             self.watchlist.forget(lambda r: partition_for(r, count) not in partitions)
 
     async def _rebuild(self, owned: set[int]) -> None:
@@ -184,10 +188,13 @@ class Timers:
         """
         partitions = self.requests.partitions
         self._forget({p for p in owned if p not in self._acquired})
-        self.watchlist.keep(lambda r: partition_for(r, partitions) in owned)
+        if len(owned) < partitions:  # some went to other workers: their requests go
+            self.watchlist.keep(lambda r: partition_for(r, partitions) in owned)
         recent = self._context().now - RESEND_WINDOW
         opened = 0
-        for request_id in self.requests.owned(owned):
+        for seen, request_id in enumerate(self.requests.owned(owned), 1):
+            if seen % _REBUILD_KEYS == 0:
+                await asyncio.sleep(0)  # a hundred thousand known ones take a while too
             if request_id in self.watchlist.known:
                 continue
             opened += 1

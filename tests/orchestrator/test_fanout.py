@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.fanout import table as table_module
+from orchestrator.fanout import timers as timers_module
 from orchestrator.fanout.finish import Finisher
 from orchestrator.fanout.output import Sender
 from orchestrator.fanout.table import RequestTable
@@ -506,3 +507,29 @@ def test_after_a_rebalance_the_next_tick_reopens_the_revoked_partitions_requests
     [([effects], _)] = clock.carried_out
     assert [s.status for s in effects.statuses] == [RequestStatus.COMPLETED]
     assert table.watchlist.open == {}  # no longer open: the other worker finished it
+
+
+def test_a_rebuild_over_many_known_requests_still_lets_the_agent_run(
+    table: RequestTable, finisher: Finisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known requests are not opened, but a worker may know a hundred thousand: looking them
+    up (a partition hash each) also lets the event loop run every `_REBUILD_KEYS` of them."""
+    monkeypatch.setattr(timers_module, "_REBUILD_KEYS", 10)
+    timer = timers(table, finisher, Clock(NOW))
+    timer.note_partitions(set(range(PARTITIONS)))
+    for n in range(50):
+        state, _ = submit(None, request(request_id=f"req-{n}"), ctx())
+        assert state is not None
+        table.store(f"req-{n}", state)
+    rebuilt_when_agent_ran: list[bool] = []
+
+    async def agent_meanwhile() -> None:
+        await asyncio.sleep(0)
+        rebuilt_when_agent_ran.append(timer._watched_partitions is not None)
+
+    async def both() -> None:
+        await asyncio.gather(timer.tick(), agent_meanwhile())
+
+    asyncio.run(both())
+    assert rebuilt_when_agent_ran == [False]
+    assert len(table.watchlist.open) == 50
