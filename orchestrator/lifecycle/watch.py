@@ -50,8 +50,7 @@ class Watchlist:
         self.when.pop(request_id, None)
 
     def keep(self, keep: Callable[[str], bool]) -> None:
-        """Forget the requests `keep` says no to (their partition is not this worker's, or
-        another worker may have written them meanwhile)."""
+        """Forget the requests `keep` says no to (their partition went to another worker)."""
         for request_id in [r for r in self.when if not keep(r)]:
             del self.when[request_id]
         for request_id in [r for r in self.open if not keep(r)]:
