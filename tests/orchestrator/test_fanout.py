@@ -232,6 +232,40 @@ def test_tasks_leave_sealed_and_statuses_follow(keys: DataKeys) -> None:
     assert open_task(task, keys.get("req-1")).subject == request().subject
 
 
+class SlowOutput(FakeOutput):
+    """Takes a send only after a pause (a full batch draining), counting sends waiting at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0
+        self.most_waiting = 0
+
+    async def send(self, topic: str, message: Any, partition: int | None = None) -> None:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        await asyncio.sleep(0)
+        self.waiting -= 1
+        await super().send(topic, message, partition)
+
+
+def test_outputs_are_queued_one_after_another_in_the_order_decided(keys: DataKeys) -> None:
+    """Queued all at once, a batch's sends woke together at every drain of a full producer batch
+    and all but a few went back to waiting: quadratic work on the event loop (issue 19)."""
+    output = SlowOutput()
+    sender = Sender(output, keys, "tests")  # type: ignore[arg-type]
+    all_effects = []
+    for n in range(20):
+        keys.create(f"req-{n}")
+        all_effects.append(submit(None, request(request_id=f"req-{n}"), ctx())[1])
+    pending: list[Awaitable[Any]] = []
+    sender.effects(all_effects, pending)
+    asyncio.run(sender.wait(pending))
+    assert output.most_waiting == 1
+    statuses = [decode(m.value, m.headers).body for t, m, _ in output.sent if t == STATUS.name]
+    assert [s.request_id for s in statuses] == [f"req-{n}" for n in range(20)]
+    assert len(output.sent) == 20 * (len(SYSTEMS) + 1)
+
+
 def test_refused_input_is_dead_lettered_and_misrouted_input_moved(keys: DataKeys) -> None:
     output = FakeOutput()
     sender = Sender(output, keys, "tests")  # type: ignore[arg-type]
