@@ -63,6 +63,7 @@ from schemas.envelope import (
 )
 from schemas.events import OutcomeStatus, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
+from schemas.primitives.producer import SerialProducer
 from schemas.primitives.records import RecordStore
 from schemas.primitives.sealing import (
     DataKeyDestroyed,
@@ -249,7 +250,8 @@ class ConnectorWorker:
             max_poll_records=self.max_batch,
             rebalance_timeout_ms=self.kafka.rebalance_timeout_ms,
         )
-        producer = AIOKafkaProducer(
+        # One task's outcome send at a time (`SerialProducer`: no herd at a full batch).
+        producer = SerialProducer(
             **self.kafka.aiokafka_options(), acks="all", linger_ms=2, enable_idempotence=False
         )
         await producer.start()

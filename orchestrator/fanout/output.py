@@ -19,6 +19,7 @@ from orchestrator.intake.decode import Misrouted, Refused, Stage, partition_for
 from orchestrator.lifecycle.reducer import Effects
 from orchestrator.lifecycle.sweeps import SweepEffects
 from schemas.envelope import KafkaMessage, KafkaRecord, dead_letter_for, encode
+from schemas.primitives.producer import SerialProducer
 from schemas.primitives.sealing import DataKeys, seal_task
 from schemas.primitives.signing import RequestSigner
 from schemas.topics import DEAD_LETTER, STATUS, TASKS
@@ -48,7 +49,7 @@ class OutputProducer:
         if self.producer is None:
             async with self._lock:
                 if self.producer is None:
-                    producer = AIOKafkaProducer(
+                    producer = SerialProducer(
                         **self._options, acks="all", linger_ms=1, enable_idempotence=False
                     )
                     await producer.start()
