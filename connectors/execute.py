@@ -101,15 +101,16 @@ async def _call(
     assert subject is not None  # `perform` refuses a sealed task
     if store is not None and task.action in (RequestType.ACCESS, RequestType.PORTABILITY):
         portability = task.action == RequestType.PORTABILITY
-        # Creating the file and its final sync in threads: on a busy disk each can take a
-        # millisecond or more, and the worker's other tasks must go on meanwhile.
-        writer = await asyncio.to_thread(store.writer, task.request_id, task.system, task.attempt)
+        # A small result is held in memory and travels sealed in its reference; a large one
+        # spills into a file. Creating a file and its final sync run in threads: on a busy
+        # disk each can take a millisecond or more, and the worker's other tasks go on.
+        writer = store.writer(task.request_id, task.system, task.attempt)
         with writer:
             result = await connector.export_into(subject, writer, portability=portability)
             if result.status != OutcomeStatus.COMPLETED:
                 writer.abort()
                 return result, None
-            ref = await asyncio.to_thread(writer.commit)
+            ref = writer.commit() if writer.inline else await asyncio.to_thread(writer.commit)
         if ref is None:
             return Result.not_found(reason=result.reason), None
         if result.counts.found != ref.count:

@@ -705,6 +705,8 @@ class RecordsRef(_Model):
 
     The file is JSON Lines (one `Record` per line) in the record store shared by connector
     workers and the orchestrator (`DSR_RECORD_DIR`); `sha256` lets the reader prove it intact.
+    A small result (up to `DSR_RECORD_INLINE_BYTES`, 64 KiB by default) has no file: its JSON
+    Lines travel in `sealed`, encrypted with the request's data key and bound to `path`.
     """
 
     path: Annotated[
@@ -715,6 +717,11 @@ class RecordsRef(_Model):
     count: Annotated[int, Field(ge=0, description="Records.")]
     collections: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Records per collection."
+    )
+    sealed: SealedValue | None = Field(
+        default=None,
+        description="A small result's JSON Lines themselves, sealed (AES-256-GCM) with the "
+        "request's data key and bound to `path`; then there is no file.",
     )
 
 

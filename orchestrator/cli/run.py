@@ -172,7 +172,6 @@ def worker_orchestrator() -> None:
 def worker_connectors(group: str) -> None:
     """A connector worker for one group of systems."""
     from connectors.runtime import ConnectorWorker
-    from schemas.primitives.records import RecordStore
     from schemas.register import WatchedRegister
 
     setup_logging()
@@ -183,7 +182,7 @@ def worker_connectors(group: str) -> None:
         settings.kafka,
         register,
         group,
-        records=RecordStore(settings.record_store_dir(), data_keys),
+        records=settings.record_store(data_keys),
         data_keys=data_keys,
     )
     _settle_heap()

@@ -198,7 +198,6 @@ def _record_store(settings: Settings) -> RecordStore:
     The CLI must run where they are (the same DSR_DATA_DIR, or DSR_RECORD_DIR, DSR_DEK_DIR
     and DSR_BUS_KEY_FILE): a bus key is never created here, as a new one opens no data key.
     """
-    from schemas.primitives.records import RecordStore
     from schemas.primitives.sealing import BUS_KEY_FILE
 
     if settings.bus_key_file is None and not (settings.key_store_dir() / BUS_KEY_FILE).exists():
@@ -207,7 +206,7 @@ def _record_store(settings: Settings) -> RecordStore:
             "orchestrator keeps its data (--data-dir, DSR_DATA_DIR), or set DSR_BUS_KEY_FILE, "
             "DSR_DEK_DIR and DSR_RECORD_DIR to the ones the orchestrator uses"
         )
-    return RecordStore(settings.record_store_dir(), settings.data_keys())
+    return settings.record_store()
 
 
 __all__ = ["tasks"]

@@ -26,7 +26,7 @@ from orchestrator.lifecycle.reducer import Effects, RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.runtime.config import Settings
 from schemas.events import Record, RequestStatus, RequestType, TaskOutcome
-from schemas.primitives.records import RecordStore, RecordStoreError
+from schemas.primitives.records import RecordStoreError
 from schemas.primitives.sealing import DataKeys, SealingError
 from schemas.register import Register, WatchedRegister
 
@@ -50,7 +50,7 @@ class Finisher:
         self.settings = settings
         self._register = register
         self.keys = keys
-        self.records = RecordStore(settings.record_store_dir(), keys)
+        self.records = settings.record_store(keys)
         self.artifacts = ArtifactStore(settings.data_dir, keys)
         # The orchestrator passes the policy it parsed already; parsed here only when alone.
         self.verification = verification or settings.policy().verification

@@ -25,6 +25,7 @@ from orchestrator.status.masking import identifier_kinds
 from schemas.errors import DsrError
 from schemas.events import RequestType
 from schemas.kafka import KafkaSettings
+from schemas.primitives.records import INLINE_BYTES, RecordStore
 from schemas.primitives.sealing import DataKeys, SealingError, bus_key
 from schemas.primitives.signing import PublisherKeyError, RequestVerifier
 from schemas.register import WatchedRegister
@@ -68,6 +69,13 @@ class Settings(BaseSettings):
         None,
         description="Record store shared by connector workers and the orchestrator: where "
         "access results wait for the export (default: DATA_DIR/records).",
+    )
+    record_inline_bytes: int = Field(
+        INLINE_BYTES,
+        ge=0,
+        le=512 * 1024,
+        description="Access results up to this many bytes of JSON Lines travel sealed in their "
+        "outcome event instead of a record file (0: always a file). Connector workers use it.",
     )
     record_grace_seconds: float = Field(
         30.0,
@@ -285,6 +293,11 @@ class Settings(BaseSettings):
     def record_store_dir(self) -> Path:
         """The record store directory."""
         return self.record_dir or self.data_dir / "records"
+
+    def record_store(self, keys: DataKeys | None = None) -> RecordStore:
+        """The record store, sealing with `keys` (default: `data_keys()`)."""
+        keys = keys if keys is not None else self.data_keys()
+        return RecordStore(self.record_store_dir(), keys, inline_bytes=self.record_inline_bytes)
 
     def key_store_dir(self) -> Path:
         """The keys directory: certificate keys, the bus key when not configured, token keys."""

@@ -4,7 +4,14 @@ An access or portability task can find millions of records. A connector worker s
 into one JSON Lines file per task (one `Record` per line), hashing as it writes, and the
 outcome event carries a `RecordsRef` (path, SHA-256, size, count per collection). The
 orchestrator streams the file back into the export and checks the hash on the way. Memory stays
-flat on both sides, and no message grows with the subject's data.
+flat on both sides, and no message grows with the subject's data beyond a small bound:
+
+A result of at most `inline_bytes` of JSON Lines (default 64 KiB, `DSR_RECORD_INLINE_BYTES`)
+is not written to a file at all. It travels in the reference itself (`RecordsRef.sealed`),
+sealed with the request's data key and bound to the same name a file would have had, so it is
+as unreadable after shredding as a file, and cannot be moved to another request or task.
+Most subjects have a few records per system: creating, syncing, renaming and later removing
+a file each was most of a connector worker's CPU per task on an ext4 disk (issue 19).
 
 The store is a directory (`DSR_RECORD_DIR`, default `DATA_DIR/records`) that connector workers
 and the orchestrator share: one machine, or a shared volume in Kubernetes. Files are personal
@@ -31,10 +38,13 @@ from typing import IO, TYPE_CHECKING, Protocol
 from schemas.errors import DsrError
 from schemas.events import Attachment, Record, RecordsRef
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter
-from schemas.primitives.sealing import DataKeys, SealingError, context
+from schemas.primitives.sealing import DataKeys, SealingError, context, open_sealed, seal
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+
+#: Results up to this many bytes of JSON Lines travel sealed in their reference, not in a file.
+INLINE_BYTES = 64 * 1024
 
 #: Request ids and system names are validated by the event schemas; be strict here too.
 _SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -52,73 +62,114 @@ class RecordSink(Protocol):
 
 
 class RecordWriter:
-    """Writes one task's records to a temporary file; `commit()` publishes it under its name."""
+    """Writes one task's records; `commit()` returns their reference.
 
-    def __init__(self, root: Path, relative: str, key: bytes) -> None:
+    Up to `inline_bytes` they are kept in memory and sealed into the reference; past that,
+    everything goes to a temporary file, published under its name by `commit()`.
+    """
+
+    def __init__(self, root: Path, relative: str, key: bytes, inline_bytes: int = 0) -> None:
         self._root = root
         self.relative = relative
         self._final = root / relative
-        self._final.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self._final.with_name(f".tmp-{self._final.name}")
-        self._handle: SealedWriter | None = SealedWriter(self._tmp, key, _context(relative))
+        self._key = key
+        self._inline_bytes = inline_bytes
+        self._pending: bytearray | None = bytearray()  # not yet in a file
+        self._handle: SealedWriter | None = None
+        self._closed = False
         self._hash = hashlib.sha256()
         self._size = 0
         self.collections: Counter[str] = Counter()
+        if inline_bytes <= 0:
+            self._spill()
 
     @property
     def count(self) -> int:
         """Records written so far."""
         return sum(self.collections.values())
 
+    @property
+    def inline(self) -> bool:
+        """True while the records are held in memory (no file: nothing for a disk to wait on)."""
+        return self._handle is None
+
     def write(self, record: Record) -> None:
         """Append one record."""
-        if self._handle is None:
+        if self._closed:
             raise RecordStoreError("record writer is closed")
         line = record.model_dump_json().encode() + b"\n"
-        self._handle.write(line)
         self._hash.update(line)
         self._size += len(line)
         self.collections[record.collection] += 1
+        if self._pending is not None:
+            self._pending += line
+            if len(self._pending) > self._inline_bytes:
+                self._spill()
+        else:
+            assert self._handle is not None
+            self._handle.write(line)
+
+    def _spill(self) -> None:
+        """From now on into a file: what was held so far goes first."""
+        self._final.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = SealedWriter(self._tmp, self._key, _context(self.relative))
+        if self._pending:
+            self._handle.write(self._pending)
+        self._pending = None
 
     def commit(self) -> RecordsRef | None:
-        """Publish the file and return its reference; None (and no file) when it is empty."""
-        if self._handle is None:
+        """Publish the records and return their reference; None (and no file) when empty."""
+        if self._closed:
             raise RecordStoreError("record writer is closed")
+        self._closed = True
         handle, self._handle = self._handle, None
         if not self.collections:
-            handle.abort()
+            if handle is not None:
+                handle.abort()
             return None
-        handle.close()  # seals the last chunk and syncs
-        os.replace(self._tmp, self._final)
+        sealed = None
+        if handle is None:
+            assert self._pending is not None
+            sealed = seal(self._key, bytes(self._pending), _inline_context(self.relative))
+            self._pending = None
+        else:
+            handle.close()  # seals the last chunk and syncs
+            os.replace(self._tmp, self._final)
         return RecordsRef(
             path=self.relative,
             sha256=self._hash.hexdigest(),
             size=self._size,
             count=self.count,
             collections=dict(sorted(self.collections.items())),
+            sealed=sealed,
         )
 
     def abort(self) -> None:
         """Drop what was written (the task failed)."""
+        self._closed = True
+        self._pending = None
         if self._handle is not None:
             self._handle.abort()
             self._handle = None
-        self._tmp.unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._handle is not None:
+        if not self._closed:
             self.abort()
 
 
 class RecordStore:
     """A directory of record files, one folder per request, sealed with the requests' data keys."""
 
-    def __init__(self, root: Path, keys: DataKeys) -> None:
+    def __init__(self, root: Path, keys: DataKeys, *, inline_bytes: int = INLINE_BYTES) -> None:
         self.root = Path(root)
         self.keys = keys
+        #: Results up to this size travel sealed in their reference (0: always a file).
+        self.inline_bytes = inline_bytes
 
     def writer(self, request_id: str, system: str, attempt: int) -> RecordWriter:
         """A writer for one task attempt; every delivery gets a file of its own.
@@ -128,7 +179,8 @@ class RecordStore:
         _check_name(request_id)
         _check_name(system)
         name = f"{system}.{attempt}.{uuid.uuid4().hex[:12]}.jsonl"
-        return RecordWriter(self.root, f"{request_id}/{name}", self.keys.get(request_id))
+        key = self.keys.get(request_id)
+        return RecordWriter(self.root, f"{request_id}/{name}", key, self.inline_bytes)
 
     def path(self, ref: RecordsRef | Attachment) -> Path:
         """The file a reference points to; refuses paths leaving the store."""
@@ -146,7 +198,7 @@ class RecordStore:
         write to a temporary file and publish only when the iteration ends cleanly.
         """
         count = 0
-        raw = _Hashing(self._open(ref, request_id))
+        raw = _Hashing(self._inline(ref, request_id) if ref.sealed else self._open(ref, request_id))
         with io.BufferedReader(raw, buffer_size=CHUNK_SIZE) as handle:
             lines = iter(handle)
             while True:
@@ -229,13 +281,19 @@ class RecordStore:
                 f"(size {size}/{attachment.size})"
             )
 
+    def _inline(self, ref: RecordsRef, request_id: str) -> io.BytesIO:
+        """Records that travelled in their reference, opened (seal and ownership checked)."""
+        relative = _owned(ref, request_id)
+        assert ref.sealed is not None
+        try:
+            plain = open_sealed(self.keys.get(request_id), ref.sealed, _inline_context(relative))
+        except SealingError as exc:
+            raise RecordStoreError(f"records {relative} cannot be opened: {exc}") from None
+        return io.BytesIO(plain)
+
     def _open(self, ref: RecordsRef | Attachment, request_id: str) -> SealedReader:
         """A stored file of `request_id`, opened for reading (seal and ownership checked)."""
-        relative = ref.path
-        if not relative.startswith(f"{request_id}/"):
-            raise RecordStoreError(
-                f"record reference {relative} does not belong to request {request_id!r}"
-            )
+        relative = _owned(ref, request_id)
         try:
             return SealedReader(self.path(ref), self.keys.get(request_id), _context(relative))
         except FileNotFoundError:
@@ -259,7 +317,7 @@ class _Hashing(io.RawIOBase):
     """A sealed file's plaintext, hashed and counted as it is read: one SHA-256 update per
     chunk rather than one per record."""
 
-    def __init__(self, source: SealedReader) -> None:
+    def __init__(self, source: SealedReader | io.BytesIO) -> None:
         super().__init__()
         self._source = source
         self.digest = hashlib.sha256()
@@ -288,6 +346,20 @@ def _context(relative: str) -> bytes:
     return context("records", relative)
 
 
+def _inline_context(relative: str) -> bytes:
+    """Records in their reference are bound to the name a file would have had."""
+    return context("records-inline", relative)
+
+
+def _owned(ref: RecordsRef | Attachment, request_id: str) -> str:
+    """The reference's name in the store, which must be one of `request_id`'s."""
+    if not ref.path.startswith(f"{request_id}/"):
+        raise RecordStoreError(
+            f"record reference {ref.path} does not belong to request {request_id!r}"
+        )
+    return ref.path
+
+
 def _safe_name(value: str) -> bool:
     return bool(value) and value not in {".", ".."} and set(value) <= _SAFE
 
@@ -297,4 +369,4 @@ def _check_name(value: str) -> None:
         raise RecordStoreError("request id or system name is not usable as a file name")
 
 
-__all__ = ["RecordSink", "RecordStore", "RecordStoreError", "RecordWriter"]
+__all__ = ["INLINE_BYTES", "RecordSink", "RecordStore", "RecordStoreError", "RecordWriter"]

@@ -139,6 +139,9 @@ def running(
         retry_delay_seconds=0.2,
         tick_interval_seconds=1.0,
         record_grace_seconds=0.5,
+        # Small enough that some systems' results spill into record files, and others travel
+        # sealed in their outcome events: both paths, end to end.
+        record_inline_bytes=400,  # Anna: crm 287 and chat 334 bytes inline; support, mailing files
         publisher_keys=test_publisher.keys_file,
     )
     env = {"DSR_DEMO_DIR": str(systems_dir), "DSR_CONNECTOR_DIR": str(spec_dir)}

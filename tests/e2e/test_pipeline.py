@@ -122,17 +122,21 @@ def test_access_collects_records_from_all_four_systems(running: System) -> None:
     } <= collections
     for path, rows in records.items():
         assert rows and all(ANNA in json.dumps(row).lower() for row in rows), path
-    # ... and never travelled through Kafka: the outcomes carry a reference with a hash.
-    outcomes = [
-        envelope.body
-        for _, envelope in read_topic(running.kafka, OUTCOMES.name)
+    # ... and never travelled through Kafka in the clear: the outcomes carry a reference with
+    # a hash, and a small result's records sealed with the request's data key.
+    read = [
+        (record, envelope.body)
+        for record, envelope in read_topic(running.kafka, OUTCOMES.name)
         if envelope is not None and getattr(envelope.body, "request_id", None) == request.request_id
     ]
-    assert len(outcomes) == 4
-    for outcome in outcomes:
+    assert len(read) == 4
+    for record, outcome in read:
         assert isinstance(outcome, TaskOutcome)
         assert outcome.records == [] and outcome.records_ref is not None
         assert len(outcome.records_ref.sha256) == 64 and outcome.records_ref.count > 0
+        assert ANNA.encode() not in record.value.lower()  # type: ignore[attr-defined]
+    inline = [o.records_ref.sealed is not None for _, o in read]  # type: ignore[union-attr]
+    assert any(inline) and not all(inline), "both: files for large results, inline for small"
     # The record files are removed once the export holds them (after a short grace period).
     leftover = running.data_dir / "records" / request.request_id
     deadline = time.monotonic() + 10

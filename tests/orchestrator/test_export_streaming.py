@@ -24,7 +24,7 @@ from orchestrator.artifacts.redaction import MARKERS
 from schemas.events import Record
 from schemas.primitives.records import RecordStore, RecordStoreError
 from schemas.primitives.sealed_files import SealedWriter
-from schemas.primitives.sealing import DataKeys, context
+from schemas.primitives.sealing import DataKeys, context, seal
 from tests.orchestrator.test_export import NOW, make_state, register
 
 _TRICKY = ["a", "é", ",", '"', "\r", "\n", " ", "\x00", "\t", "\\", "'", "💡", ";"]
@@ -130,10 +130,12 @@ def test_a_stray_python_value_does_not_abort_the_export(tmp_path: Path) -> None:
     assert rows == [{"at": '"2026-03-01T00:00:00Z"', "amount": '"12.50"'}]
 
 
-def _store(tmp_path: Path, records: list[Record]) -> tuple[RecordStore, Any, bytes]:
+def _store(
+    tmp_path: Path, records: list[Record], inline_bytes: int = 0
+) -> tuple[RecordStore, Any, bytes]:
     keys = DataKeys(tmp_path / "dek", os.urandom(32))
     key = keys.create("req-export-1")
-    store = RecordStore(tmp_path / "records", keys)
+    store = RecordStore(tmp_path / "records", keys, inline_bytes=inline_bytes)
     with store.writer("req-export-1", "crm", 1) as writer:
         for record in records:
             writer.write(record)
@@ -168,18 +170,27 @@ def test_art_15_4_redaction_holds_for_records_read_from_the_store(tmp_path: Path
     assert tickets == [{"id": 1, "cc": MARKERS["nl"], "body": "mijn vraag"}, own.data]
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["file", "inline"])
 def test_a_record_file_with_an_invalid_line_fails_the_export_without_quoting_it(
-    tmp_path: Path,
+    tmp_path: Path, inline: bool
 ) -> None:
     """The store's records are validated on the way in (one pydantic pass over the JSON);
-    a bad line stops the export with the file and line number, never its content."""
-    store, ref, key = _store(tmp_path, [Record(collection="c", data={"a": 1})])
+    a bad line stops the export with the file and line number, never its content. The same
+    for records that travelled sealed in their reference."""
+    store, ref, key = _store(
+        tmp_path, [Record(collection="c", data={"a": 1})], inline_bytes=4096 if inline else 0
+    )
     # Not a JSON Pointer: the connector's writer would have refused it.
     line = b'{"collection":"c","data":{"a":1},"others":["geheim@example.nl"]}\n'
-    with SealedWriter(store.path(ref), key, context("records", ref.path)) as sealed:
-        sealed.write(line)
     digest = hashlib.sha256(line).hexdigest()
     bad = ref.model_copy(update={"size": len(line), "sha256": digest})
+    if inline:
+        assert ref.sealed is not None and not store.path(ref).exists()
+        sealed_line = seal(key, line, context("records-inline", ref.path))
+        bad = bad.model_copy(update={"sealed": sealed_line})
+    else:
+        with SealedWriter(store.path(ref), key, context("records", ref.path)) as sealed:
+            sealed.write(line)
     with pytest.raises(RecordStoreError) as failure:
         write_export(
             tmp_path / "out.zip",

@@ -30,12 +30,13 @@ from schemas.primitives.sealing import DataKeys
 SUBJECT = Subject(identifiers=[Identifier(type="email", value="noor@example.nl")])
 
 
-def _store(root: Path) -> RecordStore:
-    """A record store whose requests r-1, r-2 and req-1 have data keys."""
+def _store(root: Path, inline_bytes: int = 0) -> RecordStore:
+    """A record store whose requests r-1, r-2 and req-1 have data keys; by default every
+    result goes to a file (`inline_bytes=0`)."""
     keys = DataKeys(root.parent / f"{root.name}-dek", os.urandom(32))
     for request_id in ("r-1", "r-2", "req-1"):
         keys.create(request_id)
-    return RecordStore(root, keys)
+    return RecordStore(root, keys, inline_bytes=inline_bytes)
 
 
 def _records(n: int) -> list[Record]:
@@ -160,6 +161,91 @@ def test_perform_stores_records_and_sends_a_reference(tmp_path: Path) -> None:
     assert len(list(store.read(outcome.records_ref, "req-1"))) == 7
     # The event stays small whatever the number of records.
     assert len(outcome.model_dump_json()) < 1000
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def test_a_small_result_travels_sealed_in_its_reference_without_a_file(tmp_path: Path) -> None:
+    """Art. 32(1)(a) GDPR: records in the outcome event are encrypted with the request's data
+    key, as a record file is; no file, folder or temporary file is created for them."""
+    store = _store(tmp_path / "store", inline_bytes=4096)
+    records = [Record(collection="contacts", data={"email": "noor@example.nl", "id": 1})]
+    ref = _write(store, records)
+    assert ref is not None and ref.sealed is not None
+    assert not (tmp_path / "store").exists()
+    assert "noor@example.nl" not in ref.model_dump_json()
+    assert ref.count == 1 and ref.collections == {"contacts": 1}
+    assert ref.size == len(records[0].model_dump_json()) + 1
+    assert list(store.read(ref, "r-1")) == records
+    # Removing the request's record files leaves nothing to miss: the records are in the ref.
+    store.discard("r-1")
+    assert list(store.read(ref, "r-1")) == records
+
+
+def test_a_result_past_the_inline_limit_spills_into_a_sealed_file(tmp_path: Path) -> None:
+    store = _store(tmp_path, inline_bytes=300)
+    records = _records(12)  # ~50 bytes each: past 300 half-way
+    ref = _write(store, records)
+    assert ref is not None and ref.sealed is None
+    assert store.path(ref).exists() and b"orders" not in store.path(ref).read_bytes()
+    assert ref.count == 12 and list(store.read(ref, "r-1")) == records
+    assert not list(tmp_path.rglob(".tmp-*"))
+    # Exactly at the limit it still travels inline.
+    exact = _write(store, records[:1], request_id="r-2")
+    assert exact is not None and exact.sealed is not None
+    at_limit = _store(tmp_path / "other", inline_bytes=exact.size)
+    assert _write(at_limit, records[:1]).sealed is not None
+    assert _write(at_limit, records[:2]).sealed is None
+
+
+def test_inline_records_open_only_for_their_request_and_name_and_not_after_shredding(
+    tmp_path: Path,
+) -> None:
+    """Bound like a file (`schemas.primitives.sealing.context`): not readable as another
+    request's or another task's, not when altered, and never again once the request's data key
+    is destroyed (crypto-shredding, Art. 17 GDPR)."""
+    store = _store(tmp_path, inline_bytes=4096)
+    ref = _write(store, _records(3))
+    assert ref is not None and ref.sealed is not None
+    with pytest.raises(RecordStoreError, match="does not belong to request 'r-2'"):
+        list(store.read(ref, "r-2"))
+    other_task = ref.model_copy(update={"path": ref.path.replace("crm.", "mail.")})
+    with pytest.raises(RecordStoreError, match="cannot be opened"):
+        list(store.read(other_task, "r-1"))
+    elsewhere = ref.model_copy(update={"path": ref.path.replace("r-1/", "r-2/")})
+    with pytest.raises(RecordStoreError, match="cannot be opened"):
+        list(store.read(elsewhere, "r-2"))
+    text = ref.sealed.ciphertext
+    flipped = text[:5] + ("A" if text[5] != "A" else "B") + text[6:]
+    altered = ref.model_copy(
+        update={"sealed": ref.sealed.model_copy(update={"ciphertext": flipped})}
+    )
+    with pytest.raises(RecordStoreError, match="cannot be opened"):
+        list(store.read(altered, "r-1"))
+    more = ref.model_copy(update={"count": 4})
+    with pytest.raises(RecordStoreError, match="does not match its reference"):
+        list(store.read(more, "r-1"))
+    store.keys.destroy("r-1")
+    with pytest.raises(RecordStoreError, match="cannot be opened"):
+        list(store.read(ref, "r-1"))
+
+
+def test_perform_sends_a_small_result_inline_and_creates_no_file(tmp_path: Path) -> None:
+    """Most subjects have a few records per system: no file to create, sync, rename and
+    remove per task (issue 19). The event stays bounded: past the limit, a file."""
+    store = _store(tmp_path / "store", inline_bytes=4096)
+    outcome = asyncio.run(perform(_Streaming(7), _task(), store=store))
+    assert outcome.status == OutcomeStatus.COMPLETED and outcome.records == []
+    ref = outcome.records_ref
+    assert ref is not None and ref.sealed is not None and ref.count == 7
+    assert not (tmp_path / "store").exists()
+    assert len(list(store.read(ref, "req-1"))) == 7
+    large = asyncio.run(perform(_Streaming(500), _task(2), store=store))
+    assert large.records_ref is not None and large.records_ref.sealed is None
+    assert len(large.model_dump_json()) < 1000
+    assert len(_files(tmp_path / "store")) == 1
 
 
 def test_a_failure_half_way_leaves_nothing_behind(tmp_path: Path) -> None:
