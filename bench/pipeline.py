@@ -65,19 +65,38 @@ def register(systems: int, records: int) -> dict[str, object]:
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc; 0 elsewhere)."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU seconds a process and (with `children`) its live child processes,
+    such as the orchestrator's export process, have used so far (Linux /proc; 0 elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in _children(pid)) if children else own
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def _cpu(pid: int) -> float:
+    """A worker's CPU with its child processes; the bench's own without (the workers and the
+    broker are its children)."""
+    return cpu_seconds(pid, children=pid != os.getpid())
 
 
 def cpu_per_request(pids: dict[str, int], before: dict[str, float], requests: int) -> dict:
     """CPU milliseconds per request of each process since `before`."""
     return {
-        name: round((cpu_seconds(pid) - before[name]) * 1000 / max(1, requests), 2)
+        name: round((_cpu(pid) - before[name]) * 1000 / max(1, requests), 2)
         for name, pid in pids.items()
     }
 
@@ -253,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             if broker._process is not None:
                 pids["broker"] = broker._process.pid
             pids["bench (publisher, status reader)"] = os.getpid()
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = {name: _cpu(pid) for name, pid in pids.items()}
             full = asyncio.run(drive(settings.kafka, signer, args.requests, None, args.timeout))
             cpu = cpu_per_request(pids, before, int(full["completed"]))
             half = None
