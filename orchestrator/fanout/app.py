@@ -117,6 +117,7 @@ class Orchestrator:
             await self.output.stop()
             # A clean stop has saved the table: the exported requests' records can go now.
             self.finisher.discard_records(everything=True)
+            await asyncio.to_thread(self.finisher.close)
 
     async def handle(self, events: Sequence[EventT]) -> None:
         """Process one batch: decode, decide per request, store state once, carry out effects."""

@@ -18,14 +18,13 @@ from pathlib import Path
 
 from connectors.metadata import collection_info
 from orchestrator.artifacts import delivery, letters, notifications
-from orchestrator.artifacts.attachments import AttachedFiles
 from orchestrator.artifacts.certificate import CertificateIssuer
-from orchestrator.artifacts.export import write_export
 from orchestrator.artifacts.store import ArtifactStore
+from orchestrator.fanout.exporter import Exporter
 from orchestrator.lifecycle.reducer import Effects, RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.runtime.config import Settings
-from schemas.events import Record, RequestStatus, RequestType, TaskOutcome
+from schemas.events import RequestStatus, RequestType, TaskOutcome
 from schemas.primitives.records import RecordStoreError
 from schemas.primitives.sealing import DataKeys, SealingError
 from schemas.register import Register, WatchedRegister
@@ -51,6 +50,7 @@ class Finisher:
         self._register = register
         self.keys = keys
         self.records = settings.record_store(keys)
+        self.exporter = Exporter(self.records, settings.export_processes)
         self.artifacts = ArtifactStore(settings.data_dir, keys)
         # The orchestrator passes the policy it parsed already; parsed here only when alone.
         self.verification = verification or settings.policy().verification
@@ -98,7 +98,7 @@ class Finisher:
             # Exports can be gigabytes: streamed, in a thread.
             portability = kind == RequestType.PORTABILITY
             try:
-                outcomes = await asyncio.to_thread(self._write_export, state, portability)
+                outcomes = await self._write_export(state, portability)
             except (RecordStoreError, SealingError, OSError) as exc:
                 # Kept as the request's problem, not the worker's: the batch goes on.
                 log.error("export of request %s failed: %s", state.request_id, exc)
@@ -194,30 +194,30 @@ class Finisher:
         if effects.statuses and result.exists():
             _point_at(effects, result)
 
-    def _write_export(self, state: RequestState, portability: bool) -> dict[str, TaskOutcome]:
-        """The export ZIP: data per system and collection, manifest, Art. 15 report. Returns
-        the kept outcomes it was built from."""
-        outcomes = self.artifacts.load_outcomes(state.request_id)
-
-        def records(system: str) -> Iterable[Record]:
-            outcome = outcomes.get(system)
-            if outcome is None:
-                return []
-            if outcome.records_ref is not None:
-                return self.records.read(outcome.records_ref, state.request_id)
-            return outcome.records
-
-        write_export(
-            self.artifacts.export_path(state.request_id),
+    async def _write_export(self, state: RequestState, portability: bool) -> dict[str, TaskOutcome]:
+        """The export ZIP: data per system and collection, manifest, Art. 15 report, written
+        by the export process (`orchestrator.fanout.exporter`). Returns the kept outcomes it
+        was built from."""
+        request_id = state.request_id
+        outcomes, key = await asyncio.to_thread(self._export_inputs, request_id)
+        await self.exporter.write(
+            self.artifacts.export_path(request_id),
             state,
             self.register(),
-            records,
-            generated_at=datetime.now(UTC),
+            outcomes,
+            key=key,
             portability=portability,
-            key=self.keys.get(state.request_id),
-            attachments=AttachedFiles(self.records, state.request_id, outcomes.get),
+            generated_at=datetime.now(UTC),
         )
         return outcomes
+
+    def _export_inputs(self, request_id: str) -> tuple[dict[str, TaskOutcome], bytes]:
+        """The request's kept outcomes and its data key (file reads: in a thread)."""
+        return self.artifacts.load_outcomes(request_id), self.keys.get(request_id)
+
+    def close(self) -> None:
+        """Stop the export processes."""
+        self.exporter.close()
 
     def _write_letter(self, kind: letters.DocumentKind, state: RequestState) -> Path:
         """A letter to the subject in the request's language (`orchestrator.artifacts.letters`)."""

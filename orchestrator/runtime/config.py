@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="Access results up to this many bytes of JSON Lines travel sealed in their "
         "outcome event instead of a record file (0: always a file). Connector workers use it.",
     )
+    export_processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Worker processes the orchestrator writes exports in, beside its event loop "
+        "(0: in a thread of the orchestrator's own process).",
+    )
     record_grace_seconds: float = Field(
         30.0,
         ge=0,

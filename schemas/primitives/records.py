@@ -38,7 +38,14 @@ from typing import IO, TYPE_CHECKING, Protocol
 from schemas.errors import DsrError
 from schemas.events import Attachment, Record, RecordsRef
 from schemas.primitives.sealed_files import CHUNK_SIZE, SealedReader, SealedWriter
-from schemas.primitives.sealing import DataKeys, SealingError, context, open_sealed, seal
+from schemas.primitives.sealing import (
+    DataKeys,
+    OneKey,
+    SealingError,
+    context,
+    open_sealed,
+    seal,
+)
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -165,7 +172,9 @@ class RecordWriter:
 class RecordStore:
     """A directory of record files, one folder per request, sealed with the requests' data keys."""
 
-    def __init__(self, root: Path, keys: DataKeys, *, inline_bytes: int = INLINE_BYTES) -> None:
+    def __init__(
+        self, root: Path, keys: DataKeys | OneKey, *, inline_bytes: int = INLINE_BYTES
+    ) -> None:
         self.root = Path(root)
         self.keys = keys
         #: Results up to this size travel sealed in their reference (0: always a file).

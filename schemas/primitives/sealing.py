@@ -333,6 +333,21 @@ def _read_text(path: Path) -> str:
 _CHANGES: TypeAdapter[list[FieldChange]] = TypeAdapter(list[FieldChange])
 
 
+class OneKey:
+    """One request's data key, for a process handed just that key (an export process): it
+    has no key store, and opens nothing of any other request."""
+
+    def __init__(self, request_id: str, key: bytes) -> None:
+        self.request_id = request_id
+        self._key = key
+
+    def get(self, request_id: str) -> bytes:
+        """The key, for its own request only; `DataKeyMissing` for any other."""
+        if request_id != self.request_id:
+            raise DataKeyMissing(f"no data key for request {request_id!r} in this process")
+        return self._key
+
+
 def seal_task(task: TaskDispatched, key: bytes) -> TaskDispatched:
     """The task with its subject and changes sealed with the request's data key."""
     if task.subject is None:
@@ -376,6 +391,7 @@ __all__ = [
     "DataKeyDestroyed",
     "DataKeyMissing",
     "DataKeys",
+    "OneKey",
     "SealBroken",
     "SealedValue",
     "SealingError",

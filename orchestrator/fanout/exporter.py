@@ -1,0 +1,190 @@
+"""Exports are written in a separate process, so the orchestrator's event loop keeps the GIL.
+
+An export is CPU work from end to end: records parsed and checked, shaped, redacted, written
+as JSON and CSV, deflated, hashed and sealed, plus the Art. 15 report. In a thread it shares
+the interpreter with the event loop: measured under `bench/pipeline.py`, the exports of small
+requests took about a third of the orchestrator's interpreter time, which capped the pipeline
+at one core; and a gigabyte export holds the loop back, in slices, for as long as it runs.
+
+`Exporter` hands each export to a pool of `DSR_EXPORT_PROCESSES` worker processes (default 1;
+0 writes them in a thread, as before). The parent opens what needs its keys and state: the
+request's kept outcomes and its data key. The child gets the request's state, the register,
+the outcomes and that one data key, and reads the record store itself (sealed files and
+inline records, `schemas.primitives.records`); nothing else of the orchestrator's is in it.
+Processes are spawned, not forked: the orchestrator runs threads (Faust's, aiokafka's).
+
+A child that dies (killed, out of memory) breaks the pool: the export is tried once more in a
+fresh pool, then it fails like any other export, as the request's problem, not the worker's.
+An orchestrator killed outright (kill -9) cannot stop its children: each one watches its parent
+and exits within a second of it going, so none is left behind holding a data key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from pathlib import Path
+
+from orchestrator.artifacts.attachments import AttachedFiles
+from orchestrator.artifacts.export import write_export
+from orchestrator.lifecycle.reducer import RequestState
+from schemas.events import Record, TaskOutcome
+from schemas.primitives.records import RecordStore
+from schemas.primitives.sealing import OneKey
+from schemas.register import Register
+
+log = logging.getLogger("dsr.orchestrator")
+
+
+def export_request(
+    path: Path,
+    records: RecordStore,
+    state: RequestState,
+    register: Register,
+    outcomes: dict[str, TaskOutcome],
+    *,
+    key: bytes,
+    portability: bool,
+    generated_at: datetime,
+) -> None:
+    """Write one request's sealed export from its kept outcomes (in this process)."""
+
+    def found(system: str) -> Iterable[Record]:
+        outcome = outcomes.get(system)
+        if outcome is None:
+            return []
+        if outcome.records_ref is not None:
+            return records.read(outcome.records_ref, state.request_id)
+        return outcome.records
+
+    write_export(
+        path,
+        state,
+        register,
+        found,
+        generated_at=generated_at,
+        portability=portability,
+        key=key,
+        attachments=AttachedFiles(records, state.request_id, outcomes.get),
+    )
+
+
+#: How often an export process checks that the orchestrator that started it still runs.
+_PARENT_CHECK_SECONDS = 1.0
+
+
+def _watch_parent() -> None:
+    """In an export process, at start: exit as soon as the orchestrator that started it is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="dsr-parent-watch", daemon=True).start()
+
+
+def _export_in_child(
+    path: Path,
+    record_dir: Path,
+    state: RequestState,
+    register: Register,
+    outcomes: dict[str, TaskOutcome],
+    key: bytes,
+    portability: bool,
+    generated_at: datetime,
+) -> None:
+    """In an export process: the record store opened with this request's key alone."""
+    records = RecordStore(record_dir, OneKey(state.request_id, key))
+    export_request(
+        path,
+        records,
+        state,
+        register,
+        outcomes,
+        key=key,
+        portability=portability,
+        generated_at=generated_at,
+    )
+
+
+class Exporter:
+    """Writes exports in `processes` worker processes (0: in a thread of this process)."""
+
+    def __init__(self, records: RecordStore, processes: int) -> None:
+        self.records = records
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def write(
+        self,
+        path: Path,
+        state: RequestState,
+        register: Register,
+        outcomes: dict[str, TaskOutcome],
+        *,
+        key: bytes,
+        portability: bool,
+        generated_at: datetime,
+    ) -> None:
+        """Write the export; errors of the export itself (records, seals, disk) propagate."""
+        if self.processes <= 0:
+            await asyncio.to_thread(
+                export_request,
+                path,
+                self.records,
+                state,
+                register,
+                outcomes,
+                key=key,
+                portability=portability,
+                generated_at=generated_at,
+            )
+            return
+        job = (path, self.records.root, state, register, outcomes, key, portability, generated_at)
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._started()
+            try:
+                await loop.run_in_executor(pool, _export_in_child, *job)
+                return
+            except BrokenProcessPool:
+                # A child died under this export or another one: start afresh, try once more.
+                self._discard(pool)
+                if attempt == 2:
+                    raise OSError(
+                        "the export process died twice while writing this export"
+                    ) from None
+                log.warning("request %s: the export process died; trying again", state.request_id)
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.processes,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+            )
+        return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        if self._pool is pool:
+            self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the export processes (after the exports in progress)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+__all__ = ["Exporter", "export_request"]

@@ -1,0 +1,204 @@
+"""Exports written in a separate process, beside the orchestrator's event loop (issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.artifacts.export import open_export
+from orchestrator.fanout import exporter as exporter_module
+from orchestrator.fanout.exporter import Exporter
+from orchestrator.lifecycle.reducer import RequestState, record_outcome, submit
+from orchestrator.runtime import demo
+from schemas.events import Record, TaskOutcome
+from schemas.primitives.records import RecordStore, RecordStoreError
+from schemas.primitives.sealing import DataKeyMissing, DataKeys, OneKey
+from schemas.register import Register, load_register
+from tests.orchestrator.test_lifecycle import EMAIL, SYSTEMS, ctx, outcome, request
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _finished(store: RecordStore) -> tuple[RequestState, dict[str, TaskOutcome]]:
+    """An access request whose systems found records: two systems' in record files, the
+    others' sealed in their references (small results)."""
+    state, _ = submit(None, request(type="access"), ctx())
+    outcomes: dict[str, TaskOutcome] = {}
+    for n, system in enumerate(SYSTEMS):
+        store.inline_bytes = 0 if n < 2 else 64 * 1024
+        with store.writer("req-1", system, 1) as writer:
+            writer.write(Record(collection="contacts", data={"email": EMAIL, "system": system}))
+            ref = writer.commit()
+        assert ref is not None and (ref.sealed is None) == (n < 2)
+        done = outcome(system, action="access", records_ref=ref)
+        outcomes[system] = done
+        state, _ = record_outcome(state, done, ctx())
+    assert state is not None and state.is_final
+    return state, outcomes
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[DataKeys, RecordStore, Register]:
+    keys = DataKeys(tmp_path / "dek", os.urandom(32))
+    keys.create("req-1")
+    store = RecordStore(tmp_path / "records", keys)
+    register = load_register(demo.sql_register_path(), env={"DSR_DEMO_DIR": str(tmp_path)})
+    return keys, store, register
+
+
+def _write(exporter: Exporter, path: Path, keys: DataKeys, register: Register) -> None:
+    state, outcomes = _finished(exporter.records)
+    asyncio.run(
+        exporter.write(
+            path,
+            state,
+            register,
+            outcomes,
+            key=keys.get("req-1"),
+            portability=False,
+            generated_at=NOW,
+        )
+    )
+
+
+def _members(path: Path, keys: DataKeys) -> dict[str, bytes]:
+    data = b"".join(open_export(path, keys, "req-1"))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _broken(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the export ran in the orchestrator's own process")
+
+
+def test_exports_are_written_in_an_export_process_not_on_the_orchestrators_interpreter(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The export process reads the record files and the inline records itself, with the one
+    data key it is handed; this process's export code is never called."""
+    keys, store, register = setup
+    monkeypatch.setattr(exporter_module, "export_request", _broken)
+    exporter = Exporter(store, processes=1)
+    try:
+        _write(exporter, tmp_path / "req-1.zip.enc", keys, register)
+    finally:
+        exporter.close()
+    members = _members(tmp_path / "req-1.zip.enc", keys)
+    assert "report.html" in members and "manifest.json" in members
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["request_id"] == "req-1"
+    exported = [name for name in members if name.startswith("data/")]
+    for system in SYSTEMS:
+        assert any(f"data/{system}/contacts.json" == name for name in exported), system
+    contacts = json.loads(members[f"data/{SYSTEMS[0]}/contacts.json"])
+    assert contacts == [{"email": EMAIL, "system": SYSTEMS[0]}]
+
+
+def test_with_no_export_processes_the_export_is_written_in_a_thread(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys, store, register = setup
+    monkeypatch.setattr(exporter_module, "export_request", _broken)
+    with pytest.raises(AssertionError, match="own process"):
+        _write(Exporter(store, processes=0), tmp_path / "a.zip.enc", keys, register)
+    monkeypatch.undo()
+    _write(Exporter(store, processes=0), tmp_path / "req-1.zip.enc", keys, register)
+    assert "report.html" in _members(tmp_path / "req-1.zip.enc", keys)
+
+
+def test_an_export_process_that_died_is_replaced_and_the_export_still_written(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys, store, register = setup
+    exporter = Exporter(store, processes=1)
+    try:
+        _write(exporter, tmp_path / "first.zip.enc", keys, register)
+        pool = exporter._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGKILL)
+        _write(exporter, tmp_path / "req-1.zip.enc", keys, register)
+        assert "report.html" in _members(tmp_path / "req-1.zip.enc", keys)
+        assert "the export process died; trying again" in caplog.text
+        assert exporter._pool is not pool
+    finally:
+        exporter.close()
+
+
+def test_an_export_process_holds_only_the_key_of_the_request_it_exports(tmp_path: Path) -> None:
+    """Data minimisation inside our own processes (Art. 5(1)(c), 32 GDPR): a record reference
+    of another request does not open in an export process handed one request's key."""
+    keys = DataKeys(tmp_path / "dek", os.urandom(32))
+    keys.create("req-1")
+    keys.create("req-2")
+    store = RecordStore(tmp_path / "records", keys)
+    with store.writer("req-2", "crm", 1) as writer:
+        writer.write(Record(collection="contacts", data={"email": EMAIL}))
+        ref = writer.commit()
+    assert ref is not None
+    one = OneKey("req-1", keys.get("req-1"))
+    with pytest.raises(DataKeyMissing):
+        one.get("req-2")
+    child_store = RecordStore(tmp_path / "records", one)
+    with pytest.raises(RecordStoreError, match="cannot be opened"):
+        list(child_store.read(ref, "req-2"))
+
+
+_ORPHAN = """
+import asyncio, os, sys, time
+from pathlib import Path
+from orchestrator.fanout.exporter import Exporter
+from schemas.primitives.records import RecordStore
+from schemas.primitives.sealing import DataKeys
+
+exporter = Exporter(RecordStore(Path(sys.argv[1]), DataKeys(Path(sys.argv[2]), os.urandom(32))), 1)
+print(exporter._started().submit(os.getpid).result(), flush=True)
+time.sleep(120)
+"""
+
+
+def test_export_processes_do_not_outlive_an_orchestrator_killed_outright(tmp_path: Path) -> None:
+    """kill -9 gives the orchestrator no chance to stop its export process: the child notices
+    its parent is gone and exits, instead of lingering (with a data key in its memory)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN, str(tmp_path / "records"), str(tmp_path / "dek")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert child != parent.pid and _alive(child)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    deadline = time.monotonic() + 15
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
