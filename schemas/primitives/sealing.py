@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 import re
 import tempfile
@@ -227,7 +226,7 @@ class DataKeys:
         complete file. A key that cannot be created (destroyed, a wrong bus key) is left to
         `get`, which reports it for its request.
         """
-        pending: list[tuple[str, Path, int, str]] = []
+        pending: list[tuple[str, Path, int, str, bytes]] = []
         try:
             for request_id in request_ids:
                 try:
@@ -242,18 +241,20 @@ class DataKeys:
                 wrapped = seal(self._bus_key, key, context("data-key", request_id))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-                pending.append((request_id, path, fd, tmp))
+                pending.append((request_id, path, fd, tmp, key))
                 os.fchmod(fd, 0o600)
                 os.write(fd, wrapped.model_dump_json().encode())
-            for _, _, fd, _ in pending:
+            for _, _, fd, _, _ in pending:
                 os.fsync(fd)
-            for request_id, path, _, tmp in pending:
-                with contextlib.suppress(FileExistsError):  # another process won: its key counts
+            for request_id, path, _, tmp, key in pending:
+                try:
                     os.link(tmp, path)
-                if self.destroyed(request_id):  # destroyed meanwhile: never resurrect
+                except FileExistsError:  # another process won: its key counts (`get` reads it)
+                    continue
+                if not self._remember(request_id, key):  # destroyed meanwhile: never resurrect
                     path.unlink(missing_ok=True)
         finally:
-            for _, _, fd, tmp in pending:
+            for _, _, fd, tmp, _ in pending:
                 os.close(fd)
                 os.unlink(tmp)
 
@@ -288,21 +289,32 @@ class DataKeys:
                 "key is not the one it was wrapped with; give the orchestrator and every "
                 "connector worker the same DSR_BUS_KEY_FILE"
             ) from None
-        if self._cache_size:
-            with self._cache_lock:
+        if not self._remember(request_id, key):
+            raise DataKeyDestroyed(f"the data key of request {request_id!r} was just destroyed")
+        return key
+
+    def _remember(self, request_id: str, key: bytes) -> bool:
+        """Keep a key in the cache (when this store has one), unless it was destroyed: False
+        then. Checked under the lock, and `destroy` empties the cache under it after writing
+        the tombstone, so a key read or created while it is destroyed is never kept."""
+        tombstone = self._paths(request_id)[1]
+        with self._cache_lock:
+            if tombstone.exists():
+                return False
+            if self._cache_size:
                 self._cache[request_id] = key
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-        return key
+        return True
 
     def destroy(self, request_id: str) -> None:
         """Destroy the request's data key (crypto-shredding); doing it again changes nothing."""
         path, tombstone = self._paths(request_id)
-        with self._cache_lock:
-            self._cache.pop(request_id, None)
         # The tombstone first: a crash half-way leaves a key that `get` already refuses.
         if not tombstone.exists():
             _create_once(tombstone, datetime.now(UTC).isoformat(timespec="seconds").encode())
+        with self._cache_lock:  # after the tombstone: see `_remember`
+            self._cache.pop(request_id, None)
         try:
             with path.open("r+b") as handle:
                 # Best effort against undelete tools; no guarantee on SSDs or copy-on-write

@@ -168,6 +168,34 @@ def test_keys_created_together_are_the_same_as_created_one_by_one(tmp_path: Path
     assert all(DataKeys(tmp_path, KEY).get(f"req-race-{n}") == k for n, k in first.items())
 
 
+def test_keys_created_together_are_remembered_by_a_caching_store(tmp_path: Path) -> None:
+    """The orchestrator creates a batch's new keys together, then seals each state with its key
+    at once: the key it just wrapped is not read back from disk and unwrapped again (a file read
+    on the event loop per new request, issue 19). A store without a cache (a connector worker's)
+    reads every key from disk; a destroyed key is forgotten either way."""
+    caching = DataKeys(tmp_path, KEY, cache_size=8)
+    caching.create_many(["req-1", "req-2"])
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "req-1.key").rename(moved)
+    key = caching.get("req-1")  # from the cache: the file is not there
+    with pytest.raises(DataKeyMissing):
+        DataKeys(tmp_path, KEY).get("req-1")
+    moved.rename(tmp_path / "req-1.key")
+    assert DataKeys(tmp_path, KEY).get("req-1") == key
+    plain = DataKeys(tmp_path, KEY)
+    plain.create_many(["req-3"])
+    (tmp_path / "req-3.key").unlink()
+    with pytest.raises(DataKeyMissing):
+        plain.get("req-3")
+    caching.destroy("req-2")
+    with pytest.raises(DataKeyDestroyed):
+        caching.get("req-2")
+    # A key read or created while it was being destroyed is not kept (checked under the lock).
+    assert not caching._remember("req-2", os.urandom(32))
+    with pytest.raises(DataKeyDestroyed):
+        caching.get("req-2")
+
+
 def test_get_after_destroy_raises_and_destroy_is_idempotent(tmp_path: Path) -> None:
     keys = DataKeys(tmp_path, KEY, cache_size=10)
     keys.create("req-1")
