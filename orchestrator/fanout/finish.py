@@ -84,8 +84,9 @@ class Finisher:
         """Write a finished request's documents; its final status event then points at them.
         Returns the letters (for delivery).
 
-        Files are written in threads: creating them can stall on a busy disk, and the event
-        loop must go on with the other requests meanwhile.
+        Files are written in threads, and the export in the export process
+        (`orchestrator.fanout.exporter`): creating files can stall on a busy disk, an export is
+        CPU work, and the event loop must go on with the other requests meanwhile.
         """
         kind = state.request.type if state.request is not None else None
         export_error: str | None = None
@@ -95,7 +96,7 @@ class Finisher:
         if kind == RequestType.ERASURE and answered:
             await asyncio.to_thread(self._issue_certificate, state)
         elif kind in _EXPORTED and answered:
-            # Exports can be gigabytes: streamed, in a thread.
+            # Exports can be gigabytes: streamed, in the export process.
             portability = kind == RequestType.PORTABILITY
             try:
                 outcomes = await self._write_export(state, portability)
