@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -44,36 +45,41 @@ from schemas.register import Register
 log = logging.getLogger("dsr.orchestrator")
 
 
-def export_request(
-    path: Path,
-    records: RecordStore,
-    state: RequestState,
-    register: Register,
-    outcomes: dict[str, TaskOutcome],
-    *,
-    key: bytes,
-    portability: bool,
-    generated_at: datetime,
-) -> None:
+@dataclass(frozen=True)
+class ExportJob:
+    """One request's export: everything it is written from (picklable, for the export
+    process): the state, the register, the kept outcomes and the request's data key."""
+
+    path: Path
+    state: RequestState
+    register: Register
+    outcomes: dict[str, TaskOutcome]
+    key: bytes
+    portability: bool
+    generated_at: datetime
+
+
+def export_request(job: ExportJob, records: RecordStore) -> None:
     """Write one request's sealed export from its kept outcomes (in this process)."""
+    request_id = job.state.request_id
 
     def found(system: str) -> Iterable[Record]:
-        outcome = outcomes.get(system)
+        outcome = job.outcomes.get(system)
         if outcome is None:
             return []
         if outcome.records_ref is not None:
-            return records.read(outcome.records_ref, state.request_id)
+            return records.read(outcome.records_ref, request_id)
         return outcome.records
 
     write_export(
-        path,
-        state,
-        register,
+        job.path,
+        job.state,
+        job.register,
         found,
-        generated_at=generated_at,
-        portability=portability,
-        key=key,
-        attachments=AttachedFiles(records, state.request_id, outcomes.get),
+        generated_at=job.generated_at,
+        portability=job.portability,
+        key=job.key,
+        attachments=AttachedFiles(records, request_id, job.outcomes.get),
     )
 
 
@@ -93,28 +99,9 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="dsr-parent-watch", daemon=True).start()
 
 
-def _export_in_child(
-    path: Path,
-    record_dir: Path,
-    state: RequestState,
-    register: Register,
-    outcomes: dict[str, TaskOutcome],
-    key: bytes,
-    portability: bool,
-    generated_at: datetime,
-) -> None:
+def _export_in_child(job: ExportJob, record_dir: Path) -> None:
     """In an export process: the record store opened with this request's key alone."""
-    records = RecordStore(record_dir, OneKey(state.request_id, key))
-    export_request(
-        path,
-        records,
-        state,
-        register,
-        outcomes,
-        key=key,
-        portability=portability,
-        generated_at=generated_at,
-    )
+    export_request(job, RecordStore(record_dir, OneKey(job.state.request_id, job.key)))
 
 
 class Exporter:
@@ -125,37 +112,16 @@ class Exporter:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
 
-    async def write(
-        self,
-        path: Path,
-        state: RequestState,
-        register: Register,
-        outcomes: dict[str, TaskOutcome],
-        *,
-        key: bytes,
-        portability: bool,
-        generated_at: datetime,
-    ) -> None:
+    async def write(self, job: ExportJob) -> None:
         """Write the export; errors of the export itself (records, seals, disk) propagate."""
         if self.processes <= 0:
-            await asyncio.to_thread(
-                export_request,
-                path,
-                self.records,
-                state,
-                register,
-                outcomes,
-                key=key,
-                portability=portability,
-                generated_at=generated_at,
-            )
+            await asyncio.to_thread(export_request, job, self.records)
             return
-        job = (path, self.records.root, state, register, outcomes, key, portability, generated_at)
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._started()
             try:
-                await loop.run_in_executor(pool, _export_in_child, *job)
+                await loop.run_in_executor(pool, _export_in_child, job, self.records.root)
                 return
             except BrokenProcessPool:
                 # A child died under this export or another one: start afresh, try once more.
@@ -164,7 +130,9 @@ class Exporter:
                     raise OSError(
                         "the export process died twice while writing this export"
                     ) from None
-                log.warning("request %s: the export process died; trying again", state.request_id)
+                log.warning(
+                    "request %s: the export process died; trying again", job.state.request_id
+                )
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -187,4 +155,4 @@ class Exporter:
             pool.shutdown(wait=True)
 
 
-__all__ = ["Exporter", "export_request"]
+__all__ = ["ExportJob", "Exporter", "export_request"]

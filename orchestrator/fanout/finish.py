@@ -20,7 +20,7 @@ from connectors.metadata import collection_info
 from orchestrator.artifacts import delivery, letters, notifications
 from orchestrator.artifacts.certificate import CertificateIssuer
 from orchestrator.artifacts.store import ArtifactStore
-from orchestrator.fanout.exporter import Exporter
+from orchestrator.fanout.exporter import Exporter, ExportJob
 from orchestrator.lifecycle.reducer import Effects, RequestState
 from orchestrator.lifecycle.verification import VerificationPolicy
 from orchestrator.runtime.config import Settings
@@ -202,13 +202,15 @@ class Finisher:
         request_id = state.request_id
         outcomes, key = await asyncio.to_thread(self._export_inputs, request_id)
         await self.exporter.write(
-            self.artifacts.export_path(request_id),
-            state,
-            self.register(),
-            outcomes,
-            key=key,
-            portability=portability,
-            generated_at=datetime.now(UTC),
+            ExportJob(
+                path=self.artifacts.export_path(request_id),
+                state=state,
+                register=self.register(),
+                outcomes=outcomes,
+                key=key,
+                portability=portability,
+                generated_at=datetime.now(UTC),
+            )
         )
         return outcomes
 

@@ -18,7 +18,7 @@ import pytest
 
 from orchestrator.artifacts.export import open_export
 from orchestrator.fanout import exporter as exporter_module
-from orchestrator.fanout.exporter import Exporter
+from orchestrator.fanout.exporter import Exporter, ExportJob
 from orchestrator.lifecycle.reducer import RequestState, record_outcome, submit
 from orchestrator.runtime import demo
 from schemas.events import Record, TaskOutcome
@@ -59,17 +59,8 @@ def setup(tmp_path: Path) -> tuple[DataKeys, RecordStore, Register]:
 
 def _write(exporter: Exporter, path: Path, keys: DataKeys, register: Register) -> None:
     state, outcomes = _finished(exporter.records)
-    asyncio.run(
-        exporter.write(
-            path,
-            state,
-            register,
-            outcomes,
-            key=keys.get("req-1"),
-            portability=False,
-            generated_at=NOW,
-        )
-    )
+    job = ExportJob(path, state, register, outcomes, keys.get("req-1"), False, NOW)
+    asyncio.run(exporter.write(job))
 
 
 def _members(path: Path, keys: DataKeys) -> dict[str, bytes]:
@@ -164,7 +155,7 @@ def test_an_export_process_holds_only_the_key_of_the_request_it_exports(tmp_path
 _ORPHAN = """
 import asyncio, os, sys, time
 from pathlib import Path
-from orchestrator.fanout.exporter import Exporter
+from orchestrator.fanout.exporter import Exporter, ExportJob
 from schemas.primitives.records import RecordStore
 from schemas.primitives.sealing import DataKeys
 
