@@ -13,6 +13,7 @@ in a fresh subprocess so its peak RSS (ru_maxrss) belongs to the benchmark alone
     python bench/export.py             # 1 GB of record JSON
     python bench/export.py --mb 200    # a quick run
     python bench/export.py --mb 200 --levels 0,1,2,3 # deflate level vs MB/s vs ratio
+    python bench/export.py --mb 200 --beside-loop     # event-loop lag: thread vs export process
 
 Levels (ISA-L), 200 MB, 2 shared cores, the first pass of `--levels 0,1,2,3,3,2,1,0`; the
 ratio is JSON and CSV members to the sealed ZIP. Throughput did not differ beyond the noise
@@ -29,6 +30,7 @@ the same data: level 6 (the old default) 34-43 MB/s at 2.61-2.7, level 1 90-98 M
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import itertools
 import json
@@ -41,8 +43,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("crm", "support", "mailing")
@@ -108,16 +112,29 @@ def _register() -> dict[str, object]:
     }
 
 
-def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict[str, object]:
-    """The measured part, in this (fresh) process."""
-    from orchestrator.artifacts import export
-    from orchestrator.artifacts.export import write_export
+@dataclass
+class _Stored:
+    """A completed access request whose records are in a sealed record store."""
+
+    state: Any
+    register: Any
+    keys: Any
+    key: bytes
+    store: Any
+    refs: dict[str, Any]
+    stored: int
+    store_seconds: float
+
+
+def _store(mb: int, out_dir: Path) -> _Stored:
+    """Write `mb` MB of record JSON into a record store, as a connector worker does."""
     from orchestrator.lifecycle.reducer import RequestState
     from schemas.events import OutcomeStatus, Record, RequestStatus, SystemProgress
+    from schemas.primitives.records import RecordStore
+    from schemas.primitives.sealing import DataKeys
     from schemas.register import parse_register
     from tests import factories
 
-    now = datetime.now(UTC)
     request = factories.request("bench-export", "bench@example.nl", requested_by="bench")
     state = RequestState(
         request_id=request.request_id,
@@ -141,10 +158,6 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
                 collection=("tickets", "messages", "notes")[i % 3], data=data, others=others
             )
 
-    from schemas.primitives.records import RecordStore
-    from schemas.primitives.sealing import DataKeys
-
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Sealed at rest, as in production: record files and the export, with the request's key.
     keys = DataKeys(out_dir / "dek", os.urandom(32))
     key = keys.create(request.request_id)
@@ -156,8 +169,22 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
             for record in records(system):
                 writer.write(record)
             refs[system] = writer.commit()
-    store_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     stored = sum(ref.size for ref in refs.values() if ref is not None)
+    return _Stored(state, parse_register(_register()), keys, key, store, refs, stored, seconds)
+
+
+def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict[str, object]:
+    """The measured part, in this (fresh) process."""
+    from orchestrator.artifacts import export
+    from orchestrator.artifacts.export import write_export
+
+    now = datetime.now(UTC)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    setup = _store(mb, out_dir)
+    state, store, refs, stored = setup.state, setup.store, setup.refs, setup.stored
+    store_seconds = setup.store_seconds
+    request_id = state.request_id
 
     # Baseline: copying the same bytes, no parsing, hashing or compression.
     start = time.perf_counter()
@@ -176,10 +203,10 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
     summary = write_export(
         out_dir / "export.zip.enc",
         state,
-        parse_register(_register()),
-        lambda system: store.read(refs[system], request.request_id),  # type: ignore[arg-type]
+        setup.register,
+        lambda system: store.read(refs[system], request_id),
         generated_at=now,
-        key=key,
+        key=setup.key,
     )
     seconds = time.perf_counter() - start
     if profiler:
@@ -209,6 +236,87 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
     }
 
 
+#: CPU seconds of the loop's own work per tick in `--beside-loop`.
+_TICK_WORK = 0.001
+
+
+def _beside_loop(mb: int, out_dir: Path, processes: int) -> dict[str, object]:
+    """A busy event loop (1 ms slices of its own CPU work, yielding between them) while the
+    orchestrator's `Exporter` writes the export with `processes` export processes (0: in a
+    thread, sharing the interpreter): how long the loop waits between slices is what requests
+    in flight would wait, and its share of a core is how much of its work got done meanwhile."""
+    from orchestrator.fanout.exporter import Exporter, ExportJob
+    from schemas.events import TaskOutcome
+
+    setup = _store(mb, out_dir)
+    request_id = setup.state.request_id
+    outcomes = {
+        system: TaskOutcome.model_validate(
+            {
+                "request_id": request_id,
+                "task_id": f"{request_id}/{system}",
+                "system": system,
+                "action": "access",
+                "attempt": 1,
+                "status": "completed",
+                "completed_at": datetime.now(UTC),
+                "records_ref": ref,
+            }
+        )
+        for system, ref in setup.refs.items()
+    }
+    job = ExportJob(
+        out_dir / "export.zip.enc",
+        setup.state,
+        setup.register,
+        outcomes,
+        setup.key,
+        False,
+        datetime.now(UTC),
+    )
+    exporter = Exporter(setup.store, processes)
+    if processes:
+        exporter._started().submit(int).result()  # spawned before the clock starts
+
+    async def measure() -> tuple[list[float], float]:
+        lags: list[float] = []
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            while not done.is_set():
+                start = time.perf_counter()
+                await asyncio.sleep(0)
+                lags.append(time.perf_counter() - start)
+                busy = time.thread_time() + _TICK_WORK  # the loop's own work: decisions, sends
+                while time.thread_time() < busy:
+                    pass
+
+        ticker = asyncio.create_task(tick())
+        start = time.perf_counter()
+        await exporter.write(job)
+        seconds = time.perf_counter() - start
+        done.set()
+        await ticker
+        return lags, seconds
+
+    try:
+        lags, seconds = asyncio.run(measure())
+    finally:
+        exporter.close()
+    lags.sort()
+    return {
+        "export_processes": processes,
+        "mb": mb,
+        "export_seconds": round(seconds, 1),
+        "ticks": len(lags),
+        "loop_lag_p50_ms": round(lags[len(lags) // 2] * 1000, 1),
+        "loop_lag_p99_ms": round(lags[int(len(lags) * 0.99)] * 1000, 1),
+        "loop_lag_max_ms": round(lags[-1] * 1000, 1),
+        # Share of a core the loop's own work got while the export ran (1 ms a slice).
+        "loop_work_share": round(len(lags) * _TICK_WORK / seconds, 2),
+    }
+
+
 def main() -> None:
     """Run the export in a fresh process (one per deflate level asked for); print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -218,9 +326,25 @@ def main() -> None:
     parser.add_argument("--level", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="with --child: cProfile the export into this file")
+    parser.add_argument(
+        "--beside-loop",
+        action="store_true",
+        help="event-loop lag while the export is written in a thread vs the export process",
+    )
+    parser.add_argument("--processes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_run(args.mb, args.dir, args.level, args.profile)))
+        if args.beside_loop:
+            print(json.dumps(_beside_loop(args.mb, args.dir, args.processes)))
+        else:
+            print(json.dumps(_run(args.mb, args.dir, args.level, args.profile)))
+        return
+    if args.beside_loop:
+        runs = [
+            _child(args.mb, args.dir, None, ["--beside-loop", "--processes", str(n)])
+            for n in (0, 1)
+        ]
+        print(json.dumps(runs, indent=2))
         return
     levels = [int(n) for n in args.levels.split(",") if n] or [None]
     results = [_child(args.mb, args.dir, level) for level in levels]
@@ -235,13 +359,16 @@ def main() -> None:
         )
 
 
-def _child(mb: int, where: Path | None, level: int | None) -> dict[str, object]:
+def _child(
+    mb: int, where: Path | None, level: int | None, extra: list[str] | None = None
+) -> dict[str, object]:
     """One measured run in a fresh process, so its peak RSS (ru_maxrss) is its own."""
     with tempfile.TemporaryDirectory(dir=where, prefix="dsr-export-bench-") as tmp:
         # As a module from the repository root, so the child finds the shared test factories.
         cmd = [sys.executable, "-m", "bench.export", "--child", "--mb", str(mb), "--dir", tmp]
         if level is not None:
             cmd += ["--level", str(level)]
+        cmd += extra or []
         result = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
