@@ -35,7 +35,8 @@ class CollectionDigest:
     def add(self, data: dict[str, Any], when: date | None) -> None:
         """Count one exported record; keep it for the listing while there is room."""
         self.count += 1
-        self.fields.update(dict.fromkeys(data))
+        if not self.fields.keys() >= data.keys():  # a new key (a set test: no dict made)
+            self.fields.update(dict.fromkeys(data))
         if len(self.sample) < LISTING_LIMIT:
             self.sample.append(data)
         if when is not None:

@@ -9,6 +9,8 @@ import io
 import json
 import os
 import random
+import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -226,4 +228,75 @@ def test_a_small_spool_stays_in_memory_and_a_large_one_is_sealed_on_disk(tmp_pat
         assert b"anna@example.nl" not in spooled.read_bytes()  # sealed
         with large.reader() as raw:
             assert raw.read() == piece * times
+    assert list(tmp_path.iterdir()) == []
+
+
+def _large(system: str, n: int = 2500) -> list[dict[str, Any]]:
+    """More than a spool keeps in memory (about 1.3 MB of JSON): its spool goes to disk."""
+    return [{"id": i, "system": system, "body": f"{system} {i} " + "tekst " * 80} for i in range(n)]
+
+
+def test_a_large_system_is_written_while_the_next_one_is_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing one system's members (deflate, hashing, sealing: C that lets go of the GIL)
+    overlaps spooling the next system's records (Python), in system order. Proven by making
+    crm's member writing wait for mailing's spooling to begin: written one after the other,
+    that wait runs out; and the archive holds every record, in order, either way."""
+    real = export._write_system
+    mailing_started = threading.Event()
+    overlapped: list[bool] = []
+
+    def write_system(archive: zipfile.ZipFile, system: str, spools: list[Any]) -> Any:
+        if system == "crm":
+            overlapped.append(mailing_started.wait(timeout=5))
+        return real(archive, system, spools)
+
+    def records(system: str) -> Iterator[Record]:
+        if system == "mailing":
+            mailing_started.set()
+        for row in _large(system) if system in {"crm", "mailing"} else []:
+            yield Record.model_construct(collection="notes", data=row, others=[])
+
+    monkeypatch.setattr(export, "_write_system", write_system)
+    out = tmp_path / "export.zip"
+    summary = write_export(out, make_state(), register(), records, generated_at=NOW)
+    assert overlapped == [True]
+    with zipfile.ZipFile(out) as archive:
+        assert archive.testzip() is None
+        for system in ("crm", "mailing"):
+            assert json.loads(archive.read(f"data/{system}/notes.json")) == _large(system)
+        names = archive.namelist()
+    assert names.index("data/crm/notes.csv") < names.index("data/mailing/notes.json")
+    assert [f.path for f in summary.files][:4] == [
+        "data/crm/notes.json", "data/crm/notes.csv", "data/mailing/notes.json",
+        "data/mailing/notes.csv",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("failing", ["members", "next system"])
+def test_a_failure_beside_a_member_being_written_fails_the_export_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """Writing crm's members fails in its thread, or the next system's records fail while
+    crm's members are still being written: the export raises that error, only after the
+    thread is done with the archive, and leaves no archive, partial file or spool behind."""
+    real = export._write_system
+
+    def write_system(archive: zipfile.ZipFile, system: str, spools: list[Any]) -> Any:
+        if system == "crm" and failing == "members":
+            raise OSError("disk full")
+        time.sleep(0.3)  # still writing while the next system fails
+        return real(archive, system, spools)
+
+    def records(system: str) -> Iterator[Record]:
+        if system == "mailing" and failing == "next system":
+            raise RuntimeError("connector file unreadable")
+        for row in _large(system) if system == "crm" else []:
+            yield Record.model_construct(collection="notes", data=row, others=[])
+
+    monkeypatch.setattr(export, "_write_system", write_system)
+    expected = OSError if failing == "members" else RuntimeError
+    with pytest.raises(expected):
+        write_export(tmp_path / "export.zip", make_state(), register(), records, generated_at=NOW)
     assert list(tmp_path.iterdir()) == []
