@@ -176,20 +176,51 @@ def _store(mb: int, out_dir: Path) -> _Stored:
     return _Stored(state, parse_register(_register()), keys, key, store, refs, stored, seconds)
 
 
-def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict[str, object]:
+def _job(setup: _Stored, out_dir: Path) -> Any:
+    """The orchestrator's export job for the stored request: its outcomes point at the records."""
+    from orchestrator.fanout.exporter import ExportJob
+    from schemas.events import TaskOutcome
+
+    request_id = setup.state.request_id
+    outcomes = {
+        system: TaskOutcome.model_validate(
+            {
+                "request_id": request_id,
+                "task_id": f"{request_id}/{system}",
+                "system": system,
+                "action": "access",
+                "attempt": 1,
+                "status": "completed",
+                "completed_at": datetime.now(UTC),
+                "records_ref": ref,
+            }
+        )
+        for system, ref in setup.refs.items()
+    }
+    return ExportJob(
+        out_dir / "export.zip.enc",
+        setup.state,
+        setup.register,
+        outcomes,
+        setup.key,
+        False,
+        datetime.now(UTC),
+    )
+
+
+def _run(
+    mb: int, out_dir: Path, level: int | None, profile: str | None, one_process: bool
+) -> dict[str, object]:
     """The measured part, in this (fresh) process."""
     from orchestrator.artifacts import export
-    from orchestrator.artifacts.export import write_export
-    from orchestrator.fanout.exporter import tune_allocator
+    from orchestrator.fanout.exporter import _spooling_processes, export_request, tune_allocator
 
     tune_allocator()  # as the orchestrator's export process does at its start
 
-    now = datetime.now(UTC)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     setup = _store(mb, out_dir)
-    state, store, refs, stored = setup.state, setup.store, setup.refs, setup.stored
+    store, refs, stored = setup.store, setup.refs, setup.stored
     store_seconds = setup.store_seconds
-    request_id = state.request_id
 
     # Baseline: copying the same bytes, no parsing, hashing or compression.
     start = time.perf_counter()
@@ -201,22 +232,23 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
 
     if level is not None:  # the level table: the same run with another deflate level
         export._DEFLATE_LEVEL = level  # type: ignore[attr-defined]
+    job = _job(setup, out_dir)
+    # As the export process does it (`_export_in_child`): a large export's systems are spooled
+    # side by side in spooling processes, started before the clock (an export process keeps them).
+    spoolers = None if one_process else _spooling_processes(job)
+    if spoolers is not None:
+        list(spoolers.map(time.sleep, [0.2] * (os.cpu_count() or 1)))
     profiler = cProfile.Profile() if profile else None
     start = time.perf_counter()
     if profiler:
         profiler.enable()
-    summary = write_export(
-        out_dir / "export.zip.enc",
-        state,
-        setup.register,
-        lambda system: store.read(refs[system], request_id),
-        generated_at=now,
-        key=setup.key,
-    )
+    summary = export_request(job, store, spoolers)
     seconds = time.perf_counter() - start
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)
+    if spoolers is not None:
+        spoolers.shutdown()  # so their peak RSS is counted (RUSAGE_CHILDREN)
     raw = sum(f.bytes for f in summary.files if f.path.endswith(".json"))
     copy_mb_s = stored / 1e6 / copy_seconds
     members = sum(f.bytes for f in summary.files)
@@ -238,6 +270,10 @@ def _run(mb: int, out_dir: Path, level: int | None, profile: str | None) -> dict
         "export_vs_copy_ratio": round(raw / 1e6 / seconds / copy_mb_s, 4),
         "peak_rss_mb_before": round(before / 1024, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "spooled_in_spooling_processes": spoolers is not None,
+        "peak_rss_mb_per_spooling_process": round(
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+        ),
     }
 
 
@@ -252,35 +288,10 @@ def _beside_loop(mb: int, out_dir: Path, processes: int) -> dict[str, object]:
     """An event loop waking every 5 ms for 1 ms of its own CPU work while the orchestrator's
     `Exporter` writes the export with `processes` export processes (0: in a thread, sharing the
     interpreter): how late the loop wakes is what requests in flight would wait."""
-    from orchestrator.fanout.exporter import Exporter, ExportJob
-    from schemas.events import TaskOutcome
+    from orchestrator.fanout.exporter import Exporter
 
     setup = _store(mb, out_dir)
-    request_id = setup.state.request_id
-    outcomes = {
-        system: TaskOutcome.model_validate(
-            {
-                "request_id": request_id,
-                "task_id": f"{request_id}/{system}",
-                "system": system,
-                "action": "access",
-                "attempt": 1,
-                "status": "completed",
-                "completed_at": datetime.now(UTC),
-                "records_ref": ref,
-            }
-        )
-        for system, ref in setup.refs.items()
-    }
-    job = ExportJob(
-        out_dir / "export.zip.enc",
-        setup.state,
-        setup.register,
-        outcomes,
-        setup.key,
-        False,
-        datetime.now(UTC),
-    )
+    job = _job(setup, out_dir)
     exporter = Exporter(setup.store, processes)
     if processes:
         exporter._started().submit(int).result()  # spawned before the clock starts
@@ -337,12 +348,17 @@ def main() -> None:
         help="event-loop lag while the export is written in a thread vs the export process",
     )
     parser.add_argument("--processes", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="spool every system in the export process (no spooling processes), to compare",
+    )
     args = parser.parse_args()
     if args.child:
         if args.beside_loop:
             print(json.dumps(_beside_loop(args.mb, args.dir, args.processes)))
         else:
-            print(json.dumps(_run(args.mb, args.dir, args.level, args.profile)))
+            print(json.dumps(_run(args.mb, args.dir, args.level, args.profile, args.one_process)))
         return
     if args.beside_loop:
         runs = [
@@ -352,7 +368,8 @@ def main() -> None:
         print(json.dumps(runs, indent=2))
         return
     levels = [int(n) for n in args.levels.split(",") if n] or [None]
-    results = [_child(args.mb, args.dir, level) for level in levels]
+    extra = ["--one-process"] if args.one_process else []
+    results = [_child(args.mb, args.dir, level, extra) for level in levels]
     if len(results) == 1:
         print(json.dumps(results[0], indent=2))
         return

@@ -57,8 +57,9 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,7 +261,7 @@ class _SpoolFile:
     file, no cipher), while a large one is sealed on disk as it grows, so memory stays bounded.
     """
 
-    __slots__ = ("_key", "_memory", "_size", "_tmp", "_writer", "closed")
+    __slots__ = ("_key", "_memory", "_path", "_size", "_tmp", "_writer", "closed")
 
     def __init__(self, tmp: _SpoolDir, key: bytes) -> None:
         self._tmp = tmp
@@ -268,7 +269,15 @@ class _SpoolFile:
         self._memory: list[bytes] = []
         self._size = 0
         self._writer: SealedWriter | None = None
+        self._path: Path | None = None
         self.closed = False
+
+    def __getstate__(self) -> tuple[None, dict[str, Any]]:
+        """A closed spool goes to another process as its bytes or its file's name."""
+        if not self.closed:
+            raise ValueError("a spool is handed over only once it is closed")
+        names = ("_key", "_memory", "_path", "_size", "_tmp", "closed")
+        return None, {name: getattr(self, name) for name in names} | {"_writer": None}
 
     def write(self, data: bytes) -> None:
         """Append `data`."""
@@ -278,6 +287,7 @@ class _SpoolFile:
             return
         if self._writer is None:
             self._writer = _spool_file(self._tmp.path, self._key)
+            self._path = self._writer.path
             self._writer.write(b"".join(self._memory))
             self._memory.clear()
         self._writer.write(data)
@@ -285,7 +295,7 @@ class _SpoolFile:
     @property
     def on_disk(self) -> bool:
         """True once it outgrew memory."""
-        return self._writer is not None
+        return self._path is not None
 
     def close(self) -> None:
         """No more writes; readable from now on."""
@@ -298,12 +308,14 @@ class _SpoolFile:
         self._memory.clear()
         if self._writer is not None:
             self._writer.abort()
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
 
     def reader(self) -> io.BufferedIOBase:
         """What was written, from the start."""
-        if self._writer is None:
+        if self._path is None:
             return io.BytesIO(b"".join(self._memory))
-        return io.BufferedReader(_spool_reader(self._writer.path, self._key), _CHUNK)
+        return io.BufferedReader(_spool_reader(self._path, self._key), _CHUNK)
 
 
 class _SpoolDir:
@@ -354,12 +366,15 @@ def write_export(
     spool_dir: Path | None = None,
     key: bytes | None = None,
     attachments: Callable[[zipfile.ZipFile, list[str]], list[ExportFile]] | None = None,
+    spoolers: Executor | None = None,
 ) -> ExportSummary:
     """Write the request's export ZIP to `path`, streaming; returns what was written.
 
     With `key` (the request's data key) the ZIP is sealed as it is written (`open_export`
     reads it back); without, it is a plain ZIP (tests, tools). `attachments` copies the files
-    attached to manual tasks (`orchestrator.artifacts.attachments.AttachedFiles`).
+    attached to manual tasks (`orchestrator.artifacts.attachments.AttachedFiles`). With
+    `spoolers` (an executor of other processes; `records` must then be picklable) the systems
+    are spooled side by side in them, and their members written here in system order.
     """
     request = state.request
     if request is None:
@@ -375,26 +390,17 @@ def write_export(
         excluded=excluded,
     )
     digests = summary.digests
-    per_system: dict[str, list[ExportFile]] = {}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    spool_key = os.urandom(32)  # in memory only: the spool dies with this process
+    spool_key = os.urandom(32)  # in memory only (here and in spooling processes)
     try:
         with (
             _SpoolDir(spool_dir or path.parent) as tmp,
             _open_target(partial, key, state.request_id) as target,
             zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
-            with _Members(archive) as members:
-                for system in systems:
-                    shaping = _Shaping(system, language, portability)
-                    spools = _spool(tmp, records(system.name), spool_key, shaping)
-                    members.write(system.name, spools)  # overlaps the next system's spooling
-                    digests[system.name] = list(shaping.digests.values())
-                    summary.excluded.extend(shaping.exclusions())
-                per_system.update(members.written())
-            for system in systems:
-                summary.files.extend(per_system[system.name])
+            spooled = _spooled(tmp, systems, records, spool_key, language, portability, spoolers)
+            per_system = _write_data(archive, systems, spooled, summary)
             attached = attachments(archive, summary.systems) if attachments else []
             summary.files.extend(attached)
             if not portability:
@@ -591,6 +597,72 @@ class _Members:
         # On an error too: the archive is not closed while a member is being written into it.
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _write_data(
+    archive: zipfile.ZipFile,
+    systems: list[System],
+    spooled: Generator[tuple[_Shaping, list[_Spool]], None, None],
+    summary: ExportSummary,
+) -> dict[str, list[ExportFile]]:
+    """Each system's data members, in system order, from its spools as they come; its digests,
+    exclusions and files go into `summary`."""
+    with closing(spooled), _Members(archive) as members:
+        for system, (shaping, spools) in zip(systems, spooled, strict=True):
+            members.write(system.name, spools)  # overlaps the next system's spooling
+            summary.digests[system.name] = list(shaping.digests.values())
+            summary.excluded.extend(shaping.exclusions())
+        per_system = members.written()
+    for system in systems:
+        summary.files.extend(per_system[system.name])
+    return per_system
+
+
+def _spool_system(
+    tmp: _SpoolDir,
+    system: System,
+    records: Callable[[str], Iterable[Record]],
+    seal_key: bytes,
+    language: Language,
+    portability: bool,
+) -> tuple[_Shaping, list[_Spool]]:
+    """One system's records, shaped and spooled (here, or in a spooling process)."""
+    shaping = _Shaping(system, language, portability)
+    return shaping, _spool(tmp, records(system.name), seal_key, shaping)
+
+
+def _spooled(
+    tmp: _SpoolDir,
+    systems: list[System],
+    records: Callable[[str], Iterable[Record]],
+    seal_key: bytes,
+    language: Language,
+    portability: bool,
+    spoolers: Executor | None,
+) -> Generator[tuple[_Shaping, list[_Spool]], None, None]:
+    """Each system's shaping and spools, in system order: spooled one after another as they
+    are asked for, or all handed to `spoolers` at once and collected in order.
+
+    Spooling processes write into this export's spool directory, so it is created first; when
+    the export stops early (an error), pending systems are cancelled and running ones waited
+    for, so none writes into the directory after it is removed.
+    """
+    if spoolers is None:
+        for system in systems:
+            yield _spool_system(tmp, system, records, seal_key, language, portability)
+        return
+    tmp.path  # noqa: B018 - created now: the spooling processes write into it
+    futures = [
+        spoolers.submit(_spool_system, tmp, system, records, seal_key, language, portability)
+        for system in systems
+    ]
+    try:
+        for future in futures:
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+        wait(futures)
 
 
 def _write_system(archive: zipfile.ZipFile, system: str, spools: list[_Spool]) -> list[ExportFile]:

@@ -13,6 +13,10 @@ the outcomes and that one data key, and reads the record store itself (sealed fi
 inline records, `schemas.primitives.records`); nothing else of the orchestrator's is in it.
 Processes are spawned, not forked: the orchestrator runs threads (Faust's, aiokafka's).
 
+A large export is spooled side by side (`_spooling_processes`): each system's records are
+read, redacted and encoded into sealed spool files in a spooling process, a child of the export
+process, while the export process writes the archive from them in system order.
+
 A child that dies (killed, out of memory) breaks the pool: the export is tried once more in a
 fresh pool, then it fails like any other export, as the request's problem, not the worker's.
 An orchestrator killed outright (kill -9) cannot stop its children: each one watches its parent
@@ -29,14 +33,14 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from orchestrator.artifacts.attachments import AttachedFiles
-from orchestrator.artifacts.export import write_export
+from orchestrator.artifacts.export import ExportSummary, write_export
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record, TaskOutcome
 from schemas.primitives.records import RecordStore
@@ -60,28 +64,85 @@ class ExportJob:
     generated_at: datetime
 
 
-def export_request(job: ExportJob, records: RecordStore) -> None:
-    """Write one request's sealed export from its kept outcomes (in this process)."""
-    request_id = job.state.request_id
+@dataclass(frozen=True)
+class _Found:
+    """A request's records per system, from its kept outcomes: inline, or read from the
+    record store with the request's key alone. Picklable, for the spooling processes."""
 
-    def found(system: str) -> Iterable[Record]:
-        outcome = job.outcomes.get(system)
+    root: Path
+    request_id: str
+    key: bytes
+    outcomes: dict[str, TaskOutcome]
+
+    def __call__(self, system: str) -> Iterable[Record]:
+        outcome = self.outcomes.get(system)
         if outcome is None:
             return []
         if outcome.records_ref is not None:
-            return records.read(outcome.records_ref, request_id)
+            store = RecordStore(self.root, OneKey(self.request_id, self.key))
+            return store.read(outcome.records_ref, self.request_id)
         return outcome.records
 
-    write_export(
+
+def export_request(
+    job: ExportJob, records: RecordStore, spoolers: Executor | None = None
+) -> ExportSummary:
+    """Write one request's sealed export from its kept outcomes (in this process; its systems
+    spooled in `spoolers` when given)."""
+    request_id = job.state.request_id
+    return write_export(
         job.path,
         job.state,
         job.register,
-        found,
+        _Found(records.root, request_id, job.key, job.outcomes),
         generated_at=job.generated_at,
         portability=job.portability,
         key=job.key,
         attachments=AttachedFiles(records, request_id, job.outcomes.get),
+        spoolers=spoolers,
     )
+
+
+#: Record files of at least this many bytes in all, over two systems or more, are spooled side
+#: by side in spooling processes (an export process's own children); smaller exports (nearly
+#: all) are spooled in the export process, where handing them over would cost more.
+SPOOL_PROCESSES_FROM_BYTES = 16 << 20
+#: Spooling processes at most (and no more than this process may run on CPUs).
+_MAX_SPOOLERS = 4
+#: How much lower a spooling process runs than the orchestrator and the export process
+#: (`os.nice`): a large export takes the cores the orchestrator leaves idle, not its own.
+_SPOOLER_NICENESS = 10
+_spoolers: ProcessPoolExecutor | None = None
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _spooling_processes(job: ExportJob) -> Executor | None:
+    """The export process's spooling processes (started on first use, then kept), for an
+    export large enough to gain from them on a machine with a core to spare; else None."""
+    global _spoolers
+    sizes = [o.records_ref.size for o in job.outcomes.values() if o.records_ref is not None]
+    workers = min(_cpus(), _MAX_SPOOLERS)
+    if workers < 2 or len(sizes) < 2 or sum(sizes) < SPOOL_PROCESSES_FROM_BYTES:
+        return None
+    if _spoolers is None:
+        _spoolers = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_spooler,
+        )
+    return _spoolers
+
+
+def _start_spooler() -> None:
+    """In a spooling process, at start: as an export process, at a lower priority."""
+    os.nice(_SPOOLER_NICENESS)
+    _start_child()
 
 
 #: How often an export process checks that the orchestrator that started it still runs.
@@ -134,8 +195,31 @@ def _watch_parent() -> None:
 
 
 def _export_in_child(job: ExportJob, record_dir: Path) -> None:
-    """In an export process: the record store opened with this request's key alone."""
-    export_request(job, RecordStore(record_dir, OneKey(job.state.request_id, job.key)))
+    """In an export process: the record store opened with this request's key alone; a large
+    export's systems spooled side by side in spooling processes."""
+    store = RecordStore(record_dir, OneKey(job.state.request_id, job.key))
+    request_id = job.state.request_id
+    try:
+        spoolers = _spooling_processes(job)
+    except OSError as exc:  # no process to be had: spooled here, one system after another
+        log.warning("request %s: no spooling process (%s)", request_id, exc)
+        spoolers = None
+    try:
+        export_request(job, store, spoolers)
+    except BrokenProcessPool:
+        # A spooling process died (killed, out of memory): this export is spooled here, and
+        # the next large one gets fresh spooling processes. Not raised as such: to the
+        # orchestrator a broken pool means its export process died.
+        _discard_spoolers()
+        log.warning("request %s: a spooling process died; spooling here", request_id)
+        export_request(job, store, None)
+
+
+def _discard_spoolers() -> None:
+    global _spoolers
+    pool, _spoolers = _spoolers, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Exporter:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,10 +61,13 @@ def setup(tmp_path: Path) -> tuple[DataKeys, RecordStore, Register]:
     return keys, store, register
 
 
+def _job(store: RecordStore, keys: DataKeys, register: Register, path: Path) -> ExportJob:
+    state, outcomes = _finished(store)
+    return ExportJob(path, state, register, outcomes, keys.get("req-1"), False, NOW)
+
+
 def _write(exporter: Exporter, path: Path, keys: DataKeys, register: Register) -> None:
-    state, outcomes = _finished(exporter.records)
-    job = ExportJob(path, state, register, outcomes, keys.get("req-1"), False, NOW)
-    asyncio.run(exporter.write(job))
+    asyncio.run(exporter.write(_job(exporter.records, keys, register, path)))
 
 
 def _members(path: Path, keys: DataKeys) -> dict[str, bytes]:
@@ -235,3 +242,144 @@ def test_an_export_process_keeps_freed_buffers_for_reuse(
         check=True,
     )
     assert int(untuned.stdout) <= 1
+
+
+class _FoundNoting(exporter_module._Found):
+    """Notes which process reads each system's records (a file beside the record store); with
+    `fail` ("crm: raise" or "crm: die"), does that to crm's records in a spooling process."""
+
+    fail = ""
+
+    def __call__(self, system: str) -> Iterable[Record]:
+        (self.root.parent / f"read.{system}.{os.getpid()}").touch()
+        spooling_process = os.environ.get("DSR_TEST_PARENT") != str(os.getpid())
+        if spooling_process and system == "crm" and self.fail == "raise":
+            raise RecordStoreError("record file req-1/crm does not match its reference")
+        if spooling_process and system == "crm" and self.fail == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(system)
+
+
+class _FoundRaising(_FoundNoting):
+    fail = "raise"
+
+
+class _FoundDying(_FoundNoting):
+    fail = "die"
+
+
+def _readers(tmp_path: Path) -> dict[str, set[int]]:
+    readers: dict[str, set[int]] = {}
+    for mark in tmp_path.glob("read.*"):
+        _, system, pid = mark.name.split(".")
+        readers.setdefault(system, set()).add(int(pid))
+    return readers
+
+
+def test_a_large_exports_systems_are_spooled_side_by_side_in_spooling_processes(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Spooling is the Python part of an export (parse, redact, encode): with spooling
+    processes each system's records are read and spooled in one of them, and the archive is
+    the same, member for member, as one written in a single process."""
+    keys, store, register = setup
+    monkeypatch.setattr(exporter_module, "_Found", _FoundNoting)
+    monkeypatch.setenv("DSR_TEST_PARENT", str(os.getpid()))
+    job = _job(store, keys, register, tmp_path / "out" / "side-by-side.zip.enc")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as spoolers:
+        exporter_module.export_request(job, store, spoolers)
+    readers = _readers(tmp_path)
+    assert set(readers) == set(SYSTEMS)
+    assert all(os.getpid() not in pids for pids in readers.values())
+    for mark in tmp_path.glob("read.*"):
+        mark.unlink()
+    alone = tmp_path / "out" / "alone.zip.enc"
+    exporter_module.export_request(dataclasses.replace(job, path=alone), store)
+    assert set(_readers(tmp_path)) == set(SYSTEMS)
+    assert _members(job.path, keys) == _members(alone, keys)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "alone.zip.enc", "side-by-side.zip.enc"
+    ]  # fmt: skip
+
+
+def test_an_export_is_spooled_side_by_side_only_when_large_and_a_core_is_spare(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Record files of 16 MiB or more in all, over two systems or more, on two CPUs or more."""
+    keys, store, register = setup
+    job = _job(store, keys, register, tmp_path / "req-1.zip.enc")
+    files = {s: o for s, o in job.outcomes.items() if o.records_ref and not o.records_ref.sealed}
+    assert len(files) == 2
+
+    def sized(*sizes: int) -> ExportJob:
+        outcomes = {
+            system: outcome.model_copy(
+                update={"records_ref": outcome.records_ref.model_copy(update={"size": size})}
+            )
+            for (system, outcome), size in zip(files.items(), sizes, strict=False)
+            if outcome.records_ref is not None
+        }
+        return dataclasses.replace(job, outcomes=outcomes)
+
+    monkeypatch.setattr(exporter_module, "_cpus", lambda: 2)
+    try:
+        assert exporter_module._spooling_processes(sized(8 << 20, 8 << 20)) is not None
+        assert exporter_module._spooling_processes(sized(8 << 20, (8 << 20) - 1)) is None
+        assert exporter_module._spooling_processes(sized(64 << 20)) is None  # one system
+        monkeypatch.setattr(exporter_module, "_cpus", lambda: 1)
+        assert exporter_module._spooling_processes(sized(64 << 20, 64 << 20)) is None
+    finally:
+        exporter_module._discard_spoolers()
+
+
+def test_a_system_failing_in_a_spooling_process_fails_the_export_and_leaves_nothing(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """crm's record file fails its check in a spooling process: the export fails with that
+    error (no personal data in it), and no archive, partial file or spool is left."""
+    keys, store, register = setup
+    monkeypatch.setattr(exporter_module, "_Found", _FoundRaising)
+    monkeypatch.setenv("DSR_TEST_PARENT", str(os.getpid()))
+    job = _job(store, keys, register, tmp_path / "out" / "req-1.zip.enc")
+    with (
+        ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as spoolers,
+        pytest.raises(RecordStoreError, match="does not match") as failure,
+    ):
+        exporter_module.export_request(job, store, spoolers)
+    assert EMAIL not in str(failure.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_spooling_process_that_died_leaves_the_export_to_be_spooled_in_the_export_process(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A spooling process killed mid-export breaks its pool: the export process spools that
+    export itself (it is still written, whole), and the next large export gets fresh ones."""
+    keys, store, register = setup
+    monkeypatch.setattr(exporter_module, "_Found", _FoundDying)
+    monkeypatch.setenv("DSR_TEST_PARENT", str(os.getpid()))
+    monkeypatch.setattr(exporter_module, "SPOOL_PROCESSES_FROM_BYTES", 0)
+    monkeypatch.setattr(exporter_module, "_cpus", lambda: 2)
+    job = _job(store, keys, register, tmp_path / "out" / "req-1.zip.enc")
+    try:
+        exporter_module._export_in_child(job, store.root)
+        assert exporter_module._spoolers is None  # the broken pool is gone
+    finally:
+        exporter_module._discard_spoolers()
+    assert "a spooling process died" in caplog.text
+    assert os.getpid() in _readers(tmp_path)["crm"]
+    members = _members(job.path, keys)
+    for system in SYSTEMS:
+        assert json.loads(members[f"data/{system}/contacts.json"]) == [
+            {"email": EMAIL, "system": system}
+        ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["req-1.zip.enc"]
