@@ -383,3 +383,22 @@ def test_a_spooling_process_that_died_leaves_the_export_to_be_spooled_in_the_exp
             {"email": EMAIL, "system": system}
         ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["req-1.zip.enc"]
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000\n", 64), ("200000 100000\n", 2), ("150000 100000\n", 1), (None, 64)],
+)
+def test_spooling_processes_stay_within_the_containers_cpu_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str | None, expected: int
+) -> None:
+    """On a 64-CPU node, an orchestrator pod limited to 2 CPUs (cgroup v2 `cpu.max`) counts 2
+    (1 for 1.5: no spooling processes); without a limit, or a file to read it from, 64."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    own = tmp_path / "cgroup"
+    own.write_text("0::/kubepods/pod1/orchestrator\n")
+    group = tmp_path / "fs" / "kubepods" / "pod1" / "orchestrator"
+    group.mkdir(parents=True)
+    if cpu_max is not None:
+        (group / "cpu.max").write_text(cpu_max)
+    assert exporter_module._cpus(tmp_path / "fs", own) == expected
