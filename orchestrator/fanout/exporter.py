@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 from orchestrator.artifacts.attachments import AttachedFiles
-from orchestrator.artifacts.export import ExportSummary, write_export
+from orchestrator.artifacts.export import ExportSummary, lower_priority, write_export
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record, TaskOutcome
 from schemas.primitives.records import RecordStore
@@ -109,9 +109,6 @@ def export_request(
 SPOOL_PROCESSES_FROM_BYTES = 16 << 20
 #: Spooling processes at most (and no more than this process may run on CPUs).
 _MAX_SPOOLERS = 4
-#: How much lower a spooling process runs than the orchestrator and the export process
-#: (`os.nice`): a large export takes the cores the orchestrator leaves idle, not its own.
-_SPOOLER_NICENESS = 10
 _spoolers: ProcessPoolExecutor | None = None
 
 
@@ -153,8 +150,9 @@ def _spooling_processes(job: ExportJob) -> Executor | None:
 
 
 def _start_spooler() -> None:
-    """In a spooling process, at start: as an export process, at a lower priority."""
-    os.nice(_SPOOLER_NICENESS)
+    """In a spooling process, at start: as an export process, at the priority of a large
+    export's bulk work (`BULK_NICENESS`, below the orchestrator's)."""
+    lower_priority()
     _start_child()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.artifacts.export import open_export
+from orchestrator.artifacts.export import BULK_NICENESS, open_export
 from orchestrator.fanout import exporter as exporter_module
 from orchestrator.fanout.exporter import Exporter, ExportJob
 from orchestrator.lifecycle.reducer import RequestState, record_outcome, submit
@@ -309,7 +309,8 @@ def test_an_export_is_spooled_side_by_side_only_when_large_and_a_core_is_spare(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Record files of 16 MiB or more in all, over two systems or more, on two CPUs or more."""
+    """Record files of 16 MiB or more in all, over two systems or more, on two CPUs or more;
+    the spooling processes run at the bulk work's nice value, below the orchestrator's."""
     keys, store, register = setup
     job = _job(store, keys, register, tmp_path / "req-1.zip.enc")
     files = {s: o for s, o in job.outcomes.items() if o.records_ref and not o.records_ref.sealed}
@@ -327,7 +328,11 @@ def test_an_export_is_spooled_side_by_side_only_when_large_and_a_core_is_spare(
 
     monkeypatch.setattr(exporter_module, "_cpus", lambda: 2)
     try:
-        assert exporter_module._spooling_processes(sized(8 << 20, 8 << 20)) is not None
+        spoolers = exporter_module._spooling_processes(sized(8 << 20, 8 << 20))
+        assert spoolers is not None
+        if sys.platform == "linux":  # below the orchestrator's priority
+            niceness = spoolers.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60)
+            assert niceness >= BULK_NICENESS > os.getpriority(os.PRIO_PROCESS, 0)
         assert exporter_module._spooling_processes(sized(8 << 20, (8 << 20) - 1)) is None
         assert exporter_module._spooling_processes(sized(64 << 20)) is None  # one system
         monkeypatch.setattr(exporter_module, "_cpus", lambda: 1)
