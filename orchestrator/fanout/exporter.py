@@ -29,6 +29,7 @@ import asyncio
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 import time
@@ -146,6 +147,11 @@ def _spooling_processes(job: ExportJob) -> Executor | None:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_spooler,
         )
+        # An export process ends by joining its child processes, before the interpreter's
+        # exit hooks would stop this pool: stopped first, or the export process (and the
+        # orchestrator closing it) would wait on them forever. Before the pool's own queues
+        # are closed too (their finalizers run at priority 10), or the stop never arrives.
+        multiprocessing.util.Finalize(None, _stop_spoolers, exitpriority=100)
     return _spoolers
 
 
@@ -231,6 +237,14 @@ def _discard_spoolers() -> None:
     pool, _spoolers = _spoolers, None
     if pool is not None:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _stop_spoolers() -> None:
+    """At the export process's exit: its spooling processes stopped and waited for."""
+    global _spoolers
+    pool, _spoolers = _spoolers, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Exporter:

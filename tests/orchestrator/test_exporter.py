@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import json
@@ -11,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterable
@@ -25,7 +27,7 @@ from orchestrator.fanout import exporter as exporter_module
 from orchestrator.fanout.exporter import Exporter, ExportJob
 from orchestrator.lifecycle.reducer import RequestState, record_outcome, submit
 from orchestrator.runtime import demo
-from schemas.events import Record, TaskOutcome
+from schemas.events import Record, RecordsRef, TaskOutcome
 from schemas.primitives.records import RecordStore, RecordStoreError
 from schemas.primitives.sealing import DataKeyMissing, DataKeys, OneKey
 from schemas.register import Register, load_register
@@ -407,3 +409,62 @@ def test_spooling_processes_stay_within_the_containers_cpu_limit(
     if cpu_max is not None:
         (group / "cpu.max").write_text(cpu_max)
     assert exporter_module._cpus(tmp_path / "fs", own) == expected
+
+
+def _pid(pause: float) -> int:
+    time.sleep(pause)
+    return os.getpid()
+
+
+def _start_spooling_processes() -> list[int]:
+    """In an export process: its spooling processes started as by a large export (two
+    systems' record files of 16 MiB); the pids of the export process and of those."""
+    exporter_module._cpus = lambda: 2  # type: ignore[assignment]  # a one-CPU machine too
+    state, _ = submit(None, request(type="access"), ctx())
+    outcomes = {
+        system: outcome(
+            system,
+            action="access",
+            records_ref=RecordsRef(
+                path=f"req-1/{system}.1.f.jsonl", sha256="0" * 64, size=16 << 20, count=1
+            ),
+        )
+        for system in SYSTEMS[:2]
+    }
+    job = ExportJob(Path("unused"), state, None, outcomes, os.urandom(32), False, NOW)  # type: ignore[arg-type]
+    spoolers = exporter_module._spooling_processes(job)
+    assert spoolers is not None
+    return [os.getpid(), *sorted(set(spoolers.map(_pid, [0.3] * 4)))]
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_closing_the_exporter_stops_the_spooling_processes_too(
+    setup: tuple[DataKeys, RecordStore, Register],
+) -> None:
+    """An export process ends by joining its child processes: its spooling processes are
+    stopped first, so the orchestrator's `Exporter.close()` returns (it waited forever before)
+    and no spooling process is left running with a data key in its memory."""
+    _, store, _ = setup
+    exporter = Exporter(store, 1)
+    pids = exporter._started().submit(_start_spooling_processes).result(timeout=60)
+    assert len(pids) == 3  # the export process and two spooling processes
+    closing = threading.Thread(target=exporter.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    try:
+        assert not closing.is_alive()
+        assert all(_gone(pid, within=10) for pid in pids)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
