@@ -55,9 +55,7 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
-import threading
 import zipfile
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -72,6 +70,7 @@ from isal import isal_zlib
 from pydantic_core import to_json
 
 from connectors.metadata import CollectionInfo, collection_info
+from orchestrator.artifacts.bulk import lower_priority, usable_cpus
 from orchestrator.artifacts.digest import CollectionDigest, ExportFile, record_date
 from orchestrator.artifacts.redaction import protect
 from orchestrator.artifacts.render import AP_URL, Language, render_document
@@ -555,22 +554,6 @@ def _spool(
     return list(spools.values())
 
 
-#: The nice value of a large export's bulk work: its spooling processes, and the threads
-#: writing its members. Below the orchestrator's (0), so a large export takes the cores the
-#: orchestrator leaves idle, not its own; the same for all, so they share what is left evenly.
-BULK_NICENESS = 10
-
-
-def lower_priority() -> None:
-    """Run the calling thread at `BULK_NICENESS` at least (Linux keeps a nice value per
-    thread, and threads started from it inherit it; elsewhere, nothing changes)."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    if os.getpriority(os.PRIO_PROCESS, thread) < BULK_NICENESS:
-        os.setpriority(os.PRIO_PROCESS, thread, BULK_NICENESS)
-
-
 class _Members:
     """Writes each system's spooled collections into the archive, one system after another,
     a large one in a thread while the main thread spools the next system.
@@ -599,7 +582,7 @@ class _Members:
             self._pool = ThreadPoolExecutor(
                 1, thread_name_prefix="dsr-export-members", initializer=lower_priority
             )
-            threads = min(os.cpu_count() or 1, _DEFLATE_THREADS)
+            threads = min(usable_cpus(), _DEFLATE_THREADS)
             if threads > 1:
                 self._deflaters = ThreadPoolExecutor(
                     threads, thread_name_prefix="dsr-deflate", initializer=lower_priority

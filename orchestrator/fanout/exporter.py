@@ -41,7 +41,8 @@ from datetime import datetime
 from pathlib import Path
 
 from orchestrator.artifacts.attachments import AttachedFiles
-from orchestrator.artifacts.export import ExportSummary, lower_priority, write_export
+from orchestrator.artifacts.bulk import lower_priority, usable_cpus
+from orchestrator.artifacts.export import ExportSummary, write_export
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record, TaskOutcome
 from schemas.primitives.records import RecordStore
@@ -113,24 +114,6 @@ _MAX_SPOOLERS = 4
 _spoolers: ProcessPoolExecutor | None = None
 
 
-def _cpus(cgroups: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int:
-    """CPUs this process may use: those it may run on, and no more than its cgroup's CPU limit
-    (a container's `resources.limits.cpu`, cgroup v2 `cpu.max`, rounded down). Without that
-    bound four spooling processes would share a two-CPU quota with the orchestrator, and the
-    quota, used up early in a period, would throttle the orchestrator for the rest of it."""
-    affinity = getattr(os, "sched_getaffinity", None)  # not on macOS
-    cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
-    try:
-        groups = own.read_text().splitlines()
-        path = next(line[3:] for line in groups if line.startswith("0::"))
-        quota, period = (cgroups / path.lstrip("/") / "cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, int(quota) // int(period)))
-    except (OSError, StopIteration, ValueError):
-        pass  # no cgroup v2 CPU limit to be read: the CPUs it may run on
-    return cpus
-
-
 def _spooling_processes(job: ExportJob) -> Executor | None:
     """The export process's spooling processes (started on first use, then kept), for an
     export large enough to gain from them on a machine with a core to spare; else None."""
@@ -138,7 +121,7 @@ def _spooling_processes(job: ExportJob) -> Executor | None:
     sizes = [o.records_ref.size for o in job.outcomes.values() if o.records_ref is not None]
     if len(sizes) < 2 or sum(sizes) < SPOOL_PROCESSES_FROM_BYTES:
         return None
-    workers = min(_cpus(), _MAX_SPOOLERS)
+    workers = min(usable_cpus(), _MAX_SPOOLERS)
     if workers < 2:
         return None
     if _spoolers is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.artifacts import export
+from orchestrator.artifacts import bulk, export
 from orchestrator.artifacts.export import open_export, write_export
 from orchestrator.artifacts.redaction import MARKERS
 from schemas.events import Record
@@ -269,7 +269,7 @@ def test_a_large_system_is_written_while_the_next_one_is_spooled(
     summary = write_export(out, make_state(), register(), records, generated_at=NOW)
     assert overlapped == [True]
     if sys.platform == "linux":  # bulk work below the orchestrator's priority (per thread)
-        assert niceness[0] >= export.BULK_NICENESS > os.getpriority(os.PRIO_PROCESS, 0)
+        assert niceness[0] >= bulk.BULK_NICENESS > os.getpriority(os.PRIO_PROCESS, 0)
     with zipfile.ZipFile(out) as archive:
         assert archive.testzip() is None
         for system in ("crm", "mailing"):

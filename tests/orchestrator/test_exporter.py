@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.artifacts.export import BULK_NICENESS, open_export
+from orchestrator.artifacts.bulk import BULK_NICENESS, usable_cpus
+from orchestrator.artifacts.export import open_export
 from orchestrator.fanout import exporter as exporter_module
 from orchestrator.fanout.exporter import Exporter, ExportJob
 from orchestrator.lifecycle.reducer import RequestState, record_outcome, submit
@@ -328,7 +329,7 @@ def test_an_export_is_spooled_side_by_side_only_when_large_and_a_core_is_spare(
         }
         return dataclasses.replace(job, outcomes=outcomes)
 
-    monkeypatch.setattr(exporter_module, "_cpus", lambda: 2)
+    monkeypatch.setattr(exporter_module, "usable_cpus", lambda: 2)
     try:
         spoolers = exporter_module._spooling_processes(sized(8 << 20, 8 << 20))
         assert spoolers is not None
@@ -337,7 +338,7 @@ def test_an_export_is_spooled_side_by_side_only_when_large_and_a_core_is_spare(
             assert niceness >= BULK_NICENESS > os.getpriority(os.PRIO_PROCESS, 0)
         assert exporter_module._spooling_processes(sized(8 << 20, (8 << 20) - 1)) is None
         assert exporter_module._spooling_processes(sized(64 << 20)) is None  # one system
-        monkeypatch.setattr(exporter_module, "_cpus", lambda: 1)
+        monkeypatch.setattr(exporter_module, "usable_cpus", lambda: 1)
         assert exporter_module._spooling_processes(sized(64 << 20, 64 << 20)) is None
     finally:
         exporter_module._discard_spoolers()
@@ -375,7 +376,7 @@ def test_a_spooling_process_that_died_leaves_the_export_to_be_spooled_in_the_exp
     monkeypatch.setattr(exporter_module, "_Found", _FoundDying)
     monkeypatch.setenv("DSR_TEST_PARENT", str(os.getpid()))
     monkeypatch.setattr(exporter_module, "SPOOL_PROCESSES_FROM_BYTES", 0)
-    monkeypatch.setattr(exporter_module, "_cpus", lambda: 2)
+    monkeypatch.setattr(exporter_module, "usable_cpus", lambda: 2)
     job = _job(store, keys, register, tmp_path / "out" / "req-1.zip.enc")
     try:
         exporter_module._export_in_child(job, store.root)
@@ -408,7 +409,7 @@ def test_spooling_processes_stay_within_the_containers_cpu_limit(
     group.mkdir(parents=True)
     if cpu_max is not None:
         (group / "cpu.max").write_text(cpu_max)
-    assert exporter_module._cpus(tmp_path / "fs", own) == expected
+    assert usable_cpus(tmp_path / "fs", own) == expected
 
 
 def _pid(pause: float) -> int:
@@ -419,7 +420,7 @@ def _pid(pause: float) -> int:
 def _start_spooling_processes() -> list[int]:
     """In an export process: its spooling processes started as by a large export (two
     systems' record files of 16 MiB); the pids of the export process and of those."""
-    exporter_module._cpus = lambda: 2  # type: ignore[assignment]  # a one-CPU machine too
+    exporter_module.usable_cpus = lambda: 2  # type: ignore[assignment]  # a one-CPU machine too
     state, _ = submit(None, request(type="access"), ctx())
     outcomes = {
         system: outcome(
