@@ -174,9 +174,26 @@ def _create_once(path: Path, data: bytes) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        _sync_folder(path.parent)
         return True
     finally:
         os.unlink(tmp)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a folder's entries durable, such as a file just linked into it.
+
+    Syncing a file does not sync the name it was given: "Calling fsync() does not necessarily
+    ensure that the entry in the directory containing the file has also reached disk. For that
+    an explicit fsync() on a file descriptor for the directory is also needed" (fsync(2)). A
+    data key whose name was lost in a power cut would leave every state, task and export
+    sealed with it unreadable; a lost tombstone would let a destroyed key be created again.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,8 +240,9 @@ class DataKeys:
         journal for all of them, so the others cost next to nothing (one by one, each waits
         for a commit of its own). Written to a temporary file and linked into place: another
         process creating the same key at the same moment either wins the link or reads the
-        complete file. A key that cannot be created (destroyed, a wrong bus key) is left to
-        `get`, which reports it for its request.
+        complete file. The folder is synced once after the links (`_sync_folder`), so the keys'
+        names are on disk too before any key is handed out. A key that cannot be created
+        (destroyed, a wrong bus key) is left to `get`, which reports it for its request.
         """
         pending: list[tuple[str, Path, int, str, bytes]] = []
         try:
@@ -246,11 +264,16 @@ class DataKeys:
                 os.write(fd, wrapped.model_dump_json().encode())
             for _, _, fd, _, _ in pending:
                 os.fsync(fd)
+            linked: list[tuple[str, Path, bytes]] = []
             for request_id, path, _, tmp, key in pending:
                 try:
                     os.link(tmp, path)
                 except FileExistsError:  # another process won: its key counts (`get` reads it)
                     continue
+                linked.append((request_id, path, key))
+            if linked:
+                _sync_folder(self.root)  # the new names on disk too, before any key is used
+            for request_id, path, key in linked:
                 if not self._remember(request_id, key):  # destroyed meanwhile: never resurrect
                     path.unlink(missing_ok=True)
         finally:

@@ -168,6 +168,37 @@ def test_keys_created_together_are_the_same_as_created_one_by_one(tmp_path: Path
     assert all(DataKeys(tmp_path, KEY).get(f"req-race-{n}") == k for n, k in first.items())
 
 
+def test_a_new_data_key_and_a_tombstone_are_on_disk_before_they_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key's file is synced, linked into place, and then its folder is synced, before the key
+    is handed out: a new name is durable only once its directory is (fsync(2)). Without that a
+    power cut could lose the name of a key that states and tasks were already sealed with, or
+    the tombstone of a destroyed key, which could then be created again. Recorded here as the
+    order of syncs: the folder's comes after the names exist."""
+    keys = DataKeys(tmp_path, KEY, cache_size=8)
+    real_fsync = os.fsync
+    synced: list[tuple[str, set[str]]] = []
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append((target, {p.name for p in tmp_path.iterdir()}))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    keys.create_many(["req-1", "req-2"])
+    folder = [names for target, names in synced if target == str(tmp_path)]
+    assert folder and {"req-1.key", "req-2.key"} <= folder[-1]
+    assert synced[-1][0] == str(tmp_path)  # the last sync: nothing linked after it
+
+    synced.clear()
+    keys.destroy("req-1")
+    folder = [names for target, names in synced if target == str(tmp_path)]
+    assert folder and "req-1.shredded" in folder[0]
+    with pytest.raises(DataKeyDestroyed):
+        keys.get("req-1")
+
+
 def test_keys_created_together_are_remembered_by_a_caching_store(tmp_path: Path) -> None:
     """The orchestrator creates a batch's new keys together, then seals each state with its key
     at once: the key it just wrapped is not read back from disk and unwrapped again (a file read
