@@ -369,6 +369,7 @@ def write_export(
     key: bytes | None = None,
     attachments: Callable[[zipfile.ZipFile, list[str]], list[ExportFile]] | None = None,
     spoolers: Executor | None = None,
+    durable: bool = True,
 ) -> ExportSummary:
     """Write the request's export ZIP to `path`, streaming; returns what was written.
 
@@ -376,7 +377,9 @@ def write_export(
     reads it back); without, it is a plain ZIP (tests, tools). `attachments` copies the files
     attached to manual tasks (`orchestrator.artifacts.attachments.AttachedFiles`). With
     `spoolers` (an executor of other processes; `records` must then be picklable) the systems
-    are spooled side by side in them, and their members written here in system order.
+    are spooled side by side in them, and their members written here in system order. A sealed
+    export is synced to disk before it is renamed into place, unless `durable` is False: the
+    caller then syncs it (and its folder) itself, as the export process does for a batch.
     """
     request = state.request
     if request is None:
@@ -398,7 +401,7 @@ def write_export(
     try:
         with (
             _SpoolDir(spool_dir or path.parent) as tmp,
-            _open_target(partial, key, state.request_id) as target,
+            _open_target(partial, key, state.request_id, durable) as target,
             zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive,
         ):
             spooled = _spooled(tmp, systems, records, spool_key, language, portability, spoolers)
@@ -450,11 +453,13 @@ def open_export(path: Path, data_keys: DataKeys, request_id: str | None = None) 
     )
 
 
-def _open_target(path: Path, key: bytes | None, request_id: str) -> IO[bytes] | SealedWriter:
+def _open_target(
+    path: Path, key: bytes | None, request_id: str, durable: bool
+) -> IO[bytes] | SealedWriter:
     """The file the ZIP goes into: sealed when there is a key."""
     if key is None:
         return path.open("wb")
-    return SealedWriter(path, key, export_context(request_id))
+    return SealedWriter(path, key, export_context(request_id), durable=durable)
 
 
 def _systems_in_scope(

@@ -184,24 +184,23 @@ class Orchestrator:
         if any(effects.stored_outcomes for effects in all_effects):
             # In a thread: creating files can stall on a busy disk, the event loop must not.
             await asyncio.to_thread(self.finisher.save_outcomes, all_effects)
-        # Each request's documents are its own, so requests are finished side by side: one
-        # export's disk waits (it is written in a thread) overlap the others' instead of
-        # adding up.
-        results = await asyncio.gather(
-            *(self._finish(state, effects) for state, effects in finished),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        if finished:
+            letters = await self.finisher.finish_all(finished)
+            if self.finisher.mailer is not None:
+                # Each answer is e-mailed on its own connection: side by side.
+                results = await asyncio.gather(
+                    *(
+                        self._deliver(state, effects, documents)
+                        for (state, effects), documents in zip(finished, letters, strict=True)
+                    ),
+                    return_exceptions=True,
+                )
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
         pending = [] if pending is None else pending
         self.sender.effects(all_effects, pending)
         await self.sender.wait(pending)
-
-    async def _finish(self, state: RequestState, effects: Effects) -> None:
-        """A finished request's documents, then its delivery (when SMTP is configured)."""
-        documents = await self.finisher.finish(state, effects)
-        await self._deliver(state, effects, documents)
 
     async def _deliver(self, state: RequestState, effects: Effects, documents: list[Path]) -> None:
         """E-mail the answer when SMTP is configured: the request is then delivered (Art. 12(3))."""

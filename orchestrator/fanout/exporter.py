@@ -6,12 +6,15 @@ the interpreter with the event loop: measured under `bench/pipeline.py`, the exp
 requests took about a third of the orchestrator's interpreter time, which capped the pipeline
 at one core; and a gigabyte export holds the loop back, in slices, for as long as it runs.
 
-`Exporter` hands each export to a pool of `DSR_EXPORT_PROCESSES` worker processes (default 1;
-0 writes them in a thread, as before). The parent opens what needs its keys and state: the
-request's kept outcomes and its data key. The child gets the request's state, the register,
-the outcomes and that one data key, and reads the record store itself (sealed files and
-inline records, `schemas.primitives.records`); nothing else of the orchestrator's is in it.
-Processes are spawned, not forked: the orchestrator runs threads (Faust's, aiokafka's).
+`Exporter` hands exports to a pool of `DSR_EXPORT_PROCESSES` worker processes (default 1; 0
+writes them in a thread, as before): a batch's exports in one piece per process
+(`write_all`), since every hand-over wakes threads on both sides. The parent opens what needs
+its keys and state: each request's kept outcomes and its data key. The child gets, per export,
+the request's state, the register, the outcomes and that one data key, and reads the record
+store itself (sealed files and inline records, `schemas.primitives.records`); nothing else of
+the orchestrator's is in it. It syncs each export in a thread while it writes the next, and
+returns once all of them and their folder are on disk (`_Syncs`). Processes are spawned, not
+forked: the orchestrator runs threads (Faust's, aiokafka's).
 
 A large export is spooled side by side (`_spooling_processes`): each system's records are
 read, redacted and encoded into sealed spool files in a spooling process, a child of the export
@@ -31,25 +34,30 @@ import logging
 import multiprocessing
 import multiprocessing.util
 import os
+import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from orchestrator.artifacts.attachments import AttachedFiles
 from orchestrator.artifacts.bulk import lower_priority, usable_cpus
 from orchestrator.artifacts.export import ExportSummary, write_export
 from orchestrator.lifecycle.reducer import RequestState
 from schemas.events import Record, TaskOutcome
-from schemas.primitives.records import RecordStore
-from schemas.primitives.sealing import OneKey
+from schemas.primitives.records import RecordStore, RecordStoreError
+from schemas.primitives.sealing import OneKey, SealingError, sync_folder
 from schemas.register import Register
 
 log = logging.getLogger("dsr.orchestrator")
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,14 @@ class _Found:
 
 
 def export_request(
-    job: ExportJob, records: RecordStore, spoolers: Executor | None = None
+    job: ExportJob,
+    records: RecordStore,
+    spoolers: Executor | None = None,
+    *,
+    durable: bool = True,
 ) -> ExportSummary:
     """Write one request's sealed export from its kept outcomes (in this process; its systems
-    spooled in `spoolers` when given)."""
+    spooled in `spoolers` when given; not synced to disk with `durable` False)."""
     request_id = job.state.request_id
     return write_export(
         job.path,
@@ -102,6 +114,7 @@ def export_request(
         key=job.key,
         attachments=AttachedFiles(records, request_id, job.outcomes.get),
         spoolers=spoolers,
+        durable=durable,
     )
 
 
@@ -194,7 +207,81 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="dsr-parent-watch", daemon=True).start()
 
 
-def _export_in_child(job: ExportJob, record_dir: Path) -> None:
+_EXPORT_ERRORS = (RecordStoreError, SealingError, OSError)
+
+
+def _export_all_in_child(jobs: list[ExportJob], record_dir: Path) -> list[str | None]:
+    """In an export process: exports, one after the other; for each, None or the text of its
+    own error (records, seals, disk). Any other error is a bug: raised.
+
+    Each export is synced to disk in a thread while the next one is written, and the folders
+    they were renamed into once at the end (`_Syncs`), all before this returns: before any
+    status event can point at them. Synced in line, an export's `fsync` was about a third of
+    its time in the export process under `bench/pipeline.py`, and the orchestrator waits on
+    every export of its batch.
+    """
+    errors: list[str | None] = []
+    with _Syncs() as syncs:
+        for job in jobs:
+            try:
+                _export_in_child(job, record_dir, durable=False)
+            except _EXPORT_ERRORS as exc:
+                errors.append(str(exc))
+            else:
+                errors.append(None)
+                syncs.add(len(errors) - 1, job.path)
+    for n, error in syncs.failed.items():
+        errors[n] = error
+        jobs[n].path.unlink(missing_ok=True)  # not on disk for sure: no export at all
+    return errors
+
+
+class _Syncs:
+    """Files synced to disk in a thread as they are handed in (`fsync` waits on the disk
+    without the GIL), and their folders once when the block ends, which waits for all."""
+
+    def __init__(self) -> None:
+        self.failed: dict[int, str] = {}
+        self._synced: list[tuple[int, Path]] = []
+        self._queue: queue.SimpleQueue[tuple[int, Path] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="dsr-export-sync", daemon=True)
+
+    def __enter__(self) -> _Syncs:
+        self._thread.start()
+        return self
+
+    def add(self, n: int, path: Path) -> None:
+        """Sync file number `n` (its failure is kept as `failed[n]`)."""
+        self._queue.put((n, path))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            n, path = item
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self.failed[n] = f"the export could not be synced to disk: {exc.strerror}"
+            else:
+                self._synced.append(item)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        # Renamed into place: the new names are durable once their folders are (fsync(2)).
+        for folder in {path.parent for _, path in self._synced}:
+            try:
+                sync_folder(folder)
+            except OSError as exc:
+                for n, path in self._synced:
+                    if path.parent == folder:
+                        self.failed[n] = f"the export could not be synced to disk: {exc.strerror}"
+
+
+def _export_in_child(job: ExportJob, record_dir: Path, durable: bool = True) -> None:
     """In an export process: the record store opened with this request's key alone; a large
     export's systems spooled side by side in spooling processes."""
     store = RecordStore(record_dir, OneKey(job.state.request_id, job.key))
@@ -205,14 +292,14 @@ def _export_in_child(job: ExportJob, record_dir: Path) -> None:
         log.warning("request %s: no spooling process (%s)", request_id, exc)
         spoolers = None
     try:
-        export_request(job, store, spoolers)
+        export_request(job, store, spoolers, durable=durable)
     except BrokenProcessPool:
         # A spooling process died (killed, out of memory): this export is spooled here, and
         # the next large one gets fresh spooling processes. Not raised as such: to the
         # orchestrator a broken pool means its export process died.
         _discard_spoolers()
         log.warning("request %s: a spooling process died; spooling here", request_id)
-        export_request(job, store, None)
+        export_request(job, store, None, durable=durable)
 
 
 def _discard_spoolers() -> None:
@@ -239,26 +326,47 @@ class Exporter:
         self._pool: ProcessPoolExecutor | None = None
 
     async def write(self, job: ExportJob) -> None:
-        """Write the export; errors of the export itself (records, seals, disk) propagate."""
+        """Write one export; errors of the export itself (records, seals, disk) propagate."""
+        await self._run(_export_in_child, job, [job])
+
+    async def write_all(self, jobs: Sequence[ExportJob]) -> list[str | None]:
+        """Write these exports; for each, None or why it failed (records, seals, disk).
+
+        Handed to the export processes in one piece per process, not one per export: each
+        hand-over wakes a feeder thread, the process and a result thread, and for a small
+        export that cost more CPU than a tenth of its writing (`bench/pipeline.py`).
+        """
+        processes = max(1, self.processes)
+        shares = [list(jobs[n::processes]) for n in range(min(processes, len(jobs)))]
+        results = await asyncio.gather(
+            *(self._run(_export_all_in_child, share, share) for share in shares)
+        )
+        errors: list[str | None] = [None] * len(jobs)
+        for n, result in enumerate(results):
+            errors[n::processes] = result
+        return errors
+
+    async def _run(self, work: Callable[[_T, Path], _R], arg: _T, jobs: list[ExportJob]) -> _R:
+        """`work(arg, record folder)` in the export process (in a thread with 0 processes)."""
         if self.processes <= 0:
-            await asyncio.to_thread(export_request, job, self.records)
-            return
+            return await asyncio.to_thread(work, arg, self.records.root)
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._started()
             try:
-                await loop.run_in_executor(pool, _export_in_child, job, self.records.root)
-                return
+                return await loop.run_in_executor(pool, work, arg, self.records.root)
             except BrokenProcessPool:
-                # A child died under this export or another one: start afresh, try once more.
+                # A child died under these exports or another one: start afresh, try once more.
                 self._discard(pool)
                 if attempt == 2:
                     raise OSError(
                         "the export process died twice while writing this export"
                     ) from None
-                log.warning(
-                    "request %s: the export process died; trying again", job.state.request_id
-                )
+                for job in jobs:
+                    log.warning(
+                        "request %s: the export process died; trying again", job.state.request_id
+                    )
+        raise AssertionError("unreachable")
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,41 +82,93 @@ class Finisher:
             self.artifacts.save_outcomes(request_id, outcomes)
 
     async def finish(self, state: RequestState, effects: Effects) -> list[Path]:
-        """Write a finished request's documents; its final status event then points at them.
-        Returns the letters (for delivery).
+        """Write a finished request's documents (`finish_all` for one); returns its letters."""
+        return (await self.finish_all([(state, effects)]))[0]
 
-        Files are written in threads, and the export in the export process
+    async def finish_all(
+        self, finished: Sequence[tuple[RequestState, Effects]]
+    ) -> list[list[Path]]:
+        """Write the documents of a batch's finished requests; each final status event then
+        points at its request's result. Returns each request's letters (for delivery).
+
+        Files are written in threads, and the exports in the export process
         (`orchestrator.fanout.exporter`): creating files can stall on a busy disk, an export is
-        CPU work, and the event loop must go on with the other requests meanwhile.
+        CPU work, and the event loop must go on meanwhile. The batch is handed over as a
+        whole: one thread for the certificates and what the exports are written from, one
+        call to the export process for every export, one thread for every letter and result.
+        Each hand-over wakes threads and processes; per request, they cost more CPU than the
+        work they carried for a small request (`bench/pipeline.py`).
         """
-        kind = state.request.type if state.request is not None else None
-        export_error: str | None = None
-        # A refusal hands out no data and certifies no deletion: the refusal letter is all.
-        answered = state.status != RequestStatus.REFUSED
-        outcomes: dict[str, TaskOutcome] | None = None
-        if kind == RequestType.ERASURE and answered:
-            await asyncio.to_thread(self._issue_certificate, state)
-        elif kind in _EXPORTED and answered:
-            # Exports can be gigabytes: streamed, in the export process.
-            portability = kind == RequestType.PORTABILITY
-            try:
-                outcomes = await self._write_export(state, portability)
-            except (RecordStoreError, SealingError, OSError) as exc:
-                # Kept as the request's problem, not the worker's: the batch goes on.
-                log.error("export of request %s failed: %s", state.request_id, exc)
-                export_error = f"the export could not be assembled: {exc}"
-        notices = await self._notify(state) if answered else None
-        documents, path = await asyncio.to_thread(
-            self._write_documents, state, export_error, notices, outcomes
+        answers = [_Answer.of(state, effects) for state, effects in finished]
+        if any(a.certified or a.exported for a in answers):
+            await asyncio.to_thread(self._before_exports, answers)
+        await self._write_exports([a for a in answers if a.exported and a.export_error is None])
+        notices = await asyncio.gather(
+            *(self._notify(a.state) for a in answers if a.answered and a.notified)
         )
-        if kind in _EXPORTED and export_error is None:
-            # The export holds them now. Removed a little later, not at once: if this worker
-            # dies before the final state reaches the table's changelog, the last outcome is
-            # processed again and the export written again from the same files.
-            self.exported[state.request_id] = time.monotonic() + self.settings.record_grace_seconds
-        _point_at(effects, path)
-        log.info("request %s finished: %s", state.request_id, state.status)
-        return [Path(letter) for letter in documents.values()]
+        for answer, notice in zip(
+            (a for a in answers if a.answered and a.notified), notices, strict=True
+        ):
+            answer.notices = notice
+        written = await asyncio.to_thread(self._write_all_documents, answers)
+        for answer, (_, path) in zip(answers, written, strict=True):
+            if answer.exported and answer.export_error is None:
+                # The export holds them now. Removed a little later, not at once: if this
+                # worker dies before the final state reaches the table's changelog, the last
+                # outcome is processed again and the export written again from the same files.
+                self.exported[answer.state.request_id] = (
+                    time.monotonic() + self.settings.record_grace_seconds
+                )
+            _point_at(answer.effects, path)
+            log.info("request %s finished: %s", answer.state.request_id, answer.state.status)
+        return [[Path(letter) for letter in documents.values()] for documents, _ in written]
+
+    def _before_exports(self, answers: list[_Answer]) -> None:
+        """In a thread: the certificates of erasures; the kept outcomes and data key of each
+        export (a request whose inputs cannot be read gets its export error instead)."""
+        for answer in answers:
+            if answer.certified:
+                self._issue_certificate(answer.state)
+            elif answer.exported:
+                request_id = answer.state.request_id
+                try:
+                    answer.outcomes, answer.key = self._export_inputs(request_id)
+                except (RecordStoreError, SealingError, OSError) as exc:
+                    answer.fail(exc)
+
+    async def _write_exports(self, answers: list[_Answer]) -> None:
+        """The export ZIPs (data per system and collection, manifest, Art. 15 report), written
+        by the export process. An export that fails is its request's problem, not the
+        worker's: the batch goes on."""
+        if not answers:
+            return
+        now = datetime.now(UTC)
+        register = self.register()
+        jobs = [
+            ExportJob(
+                path=self.artifacts.export_path(a.state.request_id),
+                state=a.state,
+                register=register,
+                outcomes=a.outcomes or {},
+                key=a.key,
+                portability=a.kind == RequestType.PORTABILITY,
+                generated_at=now,
+            )
+            for a in answers
+        ]
+        try:
+            errors = await self.exporter.write_all(jobs)
+        except OSError as exc:  # the export process died twice under these exports
+            errors = [str(exc)] * len(jobs)
+        for answer, error in zip(answers, errors, strict=True):
+            if error is not None:
+                answer.fail(error)
+
+    def _write_all_documents(self, answers: list[_Answer]) -> list[tuple[dict[str, str], Path]]:
+        """In a thread: each request's letters and result file."""
+        return [
+            self._write_documents(a.state, a.export_error, a.notices, a.outcomes) for a in answers
+        ]
 
     def _issue_certificate(self, state: RequestState) -> None:
         # One at a time: the first one creates the subject-hash salt and the signing key.
@@ -195,25 +248,6 @@ class Finisher:
         if effects.statuses and result.exists():
             _point_at(effects, result)
 
-    async def _write_export(self, state: RequestState, portability: bool) -> dict[str, TaskOutcome]:
-        """The export ZIP: data per system and collection, manifest, Art. 15 report, written
-        by the export process (`orchestrator.fanout.exporter`). Returns the kept outcomes it
-        was built from."""
-        request_id = state.request_id
-        outcomes, key = await asyncio.to_thread(self._export_inputs, request_id)
-        await self.exporter.write(
-            ExportJob(
-                path=self.artifacts.export_path(request_id),
-                state=state,
-                register=self.register(),
-                outcomes=outcomes,
-                key=key,
-                portability=portability,
-                generated_at=datetime.now(UTC),
-            )
-        )
-        return outcomes
-
     def _export_inputs(self, request_id: str) -> tuple[dict[str, TaskOutcome], bytes]:
         """The request's kept outcomes and its data key (file reads: in a thread)."""
         return self.artifacts.load_outcomes(request_id), self.keys.get(request_id)
@@ -256,6 +290,44 @@ class Finisher:
                 keys_dir, issuer, titles, register.controller, reasons, headings
             )
         return self._certificates
+
+
+@dataclass
+class _Answer:
+    """One finished request on its way to its documents."""
+
+    state: RequestState
+    effects: Effects
+    kind: RequestType | None
+    #: False for a refusal: it hands out no data and certifies no deletion, its letter is all.
+    answered: bool
+    outcomes: dict[str, TaskOutcome] | None = None
+    key: bytes = b""
+    export_error: str | None = None
+    notices: list[notifications.RecipientNotice] | None = None
+
+    @classmethod
+    def of(cls, state: RequestState, effects: Effects) -> _Answer:
+        kind = state.request.type if state.request is not None else None
+        return cls(state, effects, kind, answered=state.status != RequestStatus.REFUSED)
+
+    @property
+    def certified(self) -> bool:
+        return self.answered and self.kind == RequestType.ERASURE
+
+    @property
+    def exported(self) -> bool:
+        return self.answered and self.kind in _EXPORTED
+
+    @property
+    def notified(self) -> bool:
+        return self.kind in notifications.NOTIFIED
+
+    def fail(self, error: Exception | str) -> None:
+        """The export could not be written: said in the result, logged without the data."""
+        log.error("export of request %s failed: %s", self.state.request_id, error)
+        self.export_error = f"the export could not be assembled: {error}"
+        self.outcomes = None
 
 
 def _point_at(effects: Effects, path: Path) -> None:

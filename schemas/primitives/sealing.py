@@ -174,13 +174,13 @@ def _create_once(path: Path, data: bytes) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
-        _sync_folder(path.parent)
+        sync_folder(path.parent)
         return True
     finally:
         os.unlink(tmp)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a folder's entries durable, such as a file just linked into it.
 
     Syncing a file does not sync the name it was given: "Calling fsync() does not necessarily
@@ -240,7 +240,7 @@ class DataKeys:
         journal for all of them, so the others cost next to nothing (one by one, each waits
         for a commit of its own). Written to a temporary file and linked into place: another
         process creating the same key at the same moment either wins the link or reads the
-        complete file. The folder is synced once after the links (`_sync_folder`), so the keys'
+        complete file. The folder is synced once after the links (`sync_folder`), so the keys'
         names are on disk too before any key is handed out. A key that cannot be created
         (destroyed, a wrong bus key) is left to `get`, which reports it for its request.
         """
@@ -272,7 +272,7 @@ class DataKeys:
                     continue
                 linked.append((request_id, path, key))
             if linked:
-                _sync_folder(self.root)  # the new names on disk too, before any key is used
+                sync_folder(self.root)  # the new names on disk too, before any key is used
             for request_id, path, key in linked:
                 if not self._remember(request_id, key):  # destroyed meanwhile: never resurrect
                     path.unlink(missing_ok=True)
@@ -438,4 +438,5 @@ __all__ = [
     "seal",
     "seal_task",
     "secret_file",
+    "sync_folder",
 ]

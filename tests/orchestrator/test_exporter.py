@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,73 @@ def test_an_export_process_that_died_is_replaced_and_the_export_still_written(
         assert exporter._pool is not pool
     finally:
         exporter.close()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_batchs_exports_go_to_each_export_process_in_one_hand_over(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    processes: int,
+) -> None:
+    """`write_all`: five exports are handed over once per export process, not once each (a
+    hand-over wakes threads on both sides and cost a small export more CPU than its pickling).
+    Each export keeps its own outcome: one that cannot be written is named, in its place,
+    and the others are written all the same."""
+    keys, store, register = setup
+    job = _job(store, keys, register, tmp_path / "out" / "0.zip.enc")
+    jobs = [dataclasses.replace(job, path=tmp_path / "out" / f"{n}.zip.enc") for n in range(5)]
+    jobs[3] = dataclasses.replace(jobs[3], key=os.urandom(32))  # another key: records sealed
+    exporter = Exporter(store, processes=processes)
+    handed: list[int] = []
+    try:
+        pool = exporter._started()
+        submit = pool.submit
+
+        def counted(work: Any, jobs: list[ExportJob], *args: Any) -> Any:
+            handed.append(len(jobs))
+            return submit(work, jobs, *args)
+
+        monkeypatch.setattr(pool, "submit", counted)
+        errors = asyncio.run(exporter.write_all(jobs))
+    finally:
+        exporter.close()
+    assert sorted(handed) == ([5] if processes == 1 else [2, 3])
+    assert [error is None for error in errors] == [True, True, True, False, True]
+    assert "does not open (wrong key" in str(errors[3])
+    assert not jobs[3].path.exists()
+    for n in (0, 1, 2, 4):
+        assert "report.html" in _members(jobs[n].path, keys)
+
+
+def test_a_batchs_exports_are_on_disk_names_and_all_before_write_all_returns(
+    setup: tuple[DataKeys, RecordStore, Register],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Art. 32(1)(b),(c) GDPR (integrity, and the answer available after an incident): a final
+    status points at an export, so the export must survive a power cut once the status is out.
+    Each export of a batch is synced under its final name (in a thread, while the next one is
+    written), and then the folder it was renamed into: a new name is durable only once its
+    directory is (fsync(2)). Recorded here in the order the syncs happen."""
+    keys, store, register = setup
+    job = _job(store, keys, register, tmp_path / "out" / "0.zip.enc")
+    jobs = [dataclasses.replace(job, path=tmp_path / "out" / f"{n}.zip.enc") for n in range(3)]
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    errors = asyncio.run(Exporter(store, processes=0).write_all(jobs))
+    assert errors == [None, None, None]
+    exports = [str(j.path) for j in jobs]
+    assert [s for s in synced if s.startswith(str(tmp_path / "out"))] == [
+        *exports,
+        str(tmp_path / "out"),
+    ]
 
 
 def test_an_export_process_holds_only_the_key_of_the_request_it_exports(tmp_path: Path) -> None:

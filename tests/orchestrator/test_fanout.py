@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.fanout import table as table_module
 from orchestrator.fanout import timers as timers_module
+from orchestrator.fanout.exporter import ExportJob
 from orchestrator.fanout.finish import Finisher
 from orchestrator.fanout.output import Sender
 from orchestrator.fanout.table import RequestTable
@@ -31,6 +32,7 @@ from orchestrator.lifecycle.reducer import (
     decide,
     record_outcome,
     submit,
+    task_id,
 )
 from orchestrator.lifecycle.watch import Watchlist
 from orchestrator.runtime import demo
@@ -315,6 +317,77 @@ def test_a_finished_erasure_request_gets_a_certificate(finisher: Finisher) -> No
     asyncio.run(finisher.finish(state, effects))
     assert finisher.artifacts.certificate_path("req-1").exists()
     assert finisher.exported == {}
+
+
+def _finished_as(request_id: str, kind: str) -> tuple[RequestState, Effects]:
+    """`finished(kind)` for another request id."""
+    state, effects = submit(None, request(type=kind, request_id=request_id), ctx())
+    for system in SYSTEMS:
+        records = [Record(collection="contacts", data={"email": EMAIL})]
+        done = outcome(
+            system,
+            action=kind,
+            records=records,
+            request_id=request_id,
+            task_id=task_id(request_id, system),
+        )
+        state, effects = record_outcome(state, done, ctx())
+    assert state is not None and effects.finished
+    state.delivery = lifecycle_tests.delivered_by_post()
+    return state, effects
+
+
+def test_a_batchs_finished_requests_are_answered_in_one_hand_over_each(
+    finisher: Finisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four requests finished in one batch: two exports, an erasure and a refusal. The
+    exports go to the export process in one call, the files are written in two threads in
+    all (certificates and the exports' inputs, then letters and results), not per request;
+    each request still gets its own answer, and an export that fails is its request's
+    problem alone (its result says so)."""
+    batch = [_finished_as(r, k) for r, k in (("a-1", "access"), ("a-2", "access"))]
+    batch += [_finished_as("e-1", "erasure"), _finished_as("r-1", "access")]
+    batch[3][0].status = RequestStatus.REFUSED
+    batch[3][0].reason = "identity not established"
+    for request_id in ("a-1", "a-2", "e-1", "r-1"):
+        finisher.keys.create(request_id)
+    finisher.save_outcomes([effects for _, effects in batch])
+    # a-2's export cannot be written (in the export process): where it goes is taken.
+    blocked = finisher.artifacts.export_path("a-2")
+    blocked.with_name(blocked.name + ".part").mkdir(parents=True)
+    threads: list[str] = []
+    exported: list[list[str]] = []
+    real_to_thread, real_write_all = asyncio.to_thread, finisher.exporter.write_all
+
+    async def to_thread(work: Any, /, *args: Any, **kwargs: Any) -> Any:
+        threads.append(work.__name__)
+        return await real_to_thread(work, *args, **kwargs)
+
+    async def write_all(jobs: list[ExportJob]) -> list[str | None]:
+        exported.append([job.state.request_id for job in jobs])
+        return await real_write_all(jobs)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    monkeypatch.setattr(finisher.exporter, "write_all", write_all)
+    try:
+        asyncio.run(finisher.finish_all(batch))
+    finally:
+        finisher.close()
+    assert threads == ["_before_exports", "_write_all_documents"]
+    assert exported == [["a-1", "a-2"]]
+    results = {
+        r: json.loads(finisher.artifacts.result_path(r).read_text())
+        for r in ("a-1", "a-2", "e-1", "r-1")
+    }
+    for (_, effects), request_id in zip(batch, results, strict=True):
+        assert effects.statuses[-1].artifact == str(finisher.artifacts.result_path(request_id))
+    assert results["a-1"]["export"] and results["a-1"]["export_error"] is None
+    assert "could not be assembled" in results["a-2"]["export_error"]
+    assert not finisher.artifacts.export_path("a-2").exists()
+    assert finisher.artifacts.certificate_path("e-1").exists()
+    assert not finisher.artifacts.export_path("r-1").exists()
+    assert "refusal" in results["r-1"]["documents"]
+    assert list(finisher.exported) == ["a-1"]  # only an export that was written holds records
 
 
 @pytest.mark.parametrize("kind", ["access", "erasure"])

@@ -68,22 +68,21 @@ def test_new_requests_data_keys_are_created_before_the_batch_is_decided(
     assert keys.create("new-1") == twin.get("new-1")  # the same key, not a second one
 
 
-def test_finished_requests_are_written_side_by_side() -> None:
-    """Two requests finished in one batch: the second's documents start before the first's
-    are done (each waits here until both have started), so disk waits overlap."""
-    started: list[str] = []
-    both = asyncio.Event()
-
-    async def finish(state: RequestState, effects: Effects) -> None:
-        started.append(state.request_id)
-        if len(started) == 2:
-            both.set()
-        await both.wait()
-
+def test_a_batchs_finished_requests_are_handed_to_the_finisher_together() -> None:
+    """Two requests finished in one batch go to the finisher in one call (one hand-over to its
+    threads and export process for the batch, not one per request), before the sends."""
+    calls: list[list[str]] = []
     sent: list[Any] = []
+
+    async def finish_all(finished: list[tuple[RequestState, Effects]]) -> list[list[Path]]:
+        calls.append([state.request_id for state, _ in finished])
+        assert not sent  # the documents are on disk before any status points at them
+        return [[] for _ in finished]
+
     shell = SimpleNamespace(
-        _finish=finish,
-        finisher=SimpleNamespace(save_outcomes=lambda effects: None),
+        finisher=SimpleNamespace(
+            save_outcomes=lambda effects: None, finish_all=finish_all, mailer=None
+        ),
         sender=SimpleNamespace(effects=lambda e, pending: sent.append(e), wait=_no_wait),
     )
     finished = [(RequestState(request_id=r), Effects(finished=True)) for r in ("a", "b")]
@@ -93,7 +92,7 @@ def test_finished_requests_are_written_side_by_side() -> None:
         await asyncio.wait_for(Orchestrator._carry_out(shell, effects, finished), 30)  # type: ignore[arg-type]
 
     asyncio.run(carry_out())
-    assert sorted(started) == ["a", "b"] and sent == [effects]
+    assert calls == [["a", "b"]] and sent == [effects]
 
 
 async def _no_wait(pending: list[Any]) -> None:
