@@ -60,6 +60,33 @@ def test_csv_rows_match_the_csv_module() -> None:
         assert export._csv_row(values) == expected.getvalue(), values
 
 
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.random()
+    if depth > 3 or kind < 0.4:
+        return _random_cell(rng) if rng.random() < 0.8 else "".join(rng.choices(_TRICKY, k=3))
+    if kind < 0.7:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {
+        "".join(rng.choices(_TRICKY, k=rng.randint(0, 4))): _random_json(rng, depth + 1)
+        for _ in range(rng.randint(0, 4))
+    }
+
+
+def test_the_manifest_is_the_json_modules_indented_text() -> None:
+    """`_pretty_json` (the manifest) writes the bytes of `json.dumps(value, indent=2,
+    ensure_ascii=False)`: 20,000 random nested values of awkward text, numbers, empty lists and
+    mappings. What pydantic-core cannot encode (a lone surrogate) fails as it did before."""
+    rng = random.Random(23)
+    for _ in range(20_000):
+        value = _random_json(rng)
+        if "nan" in repr(value) or "inf" in repr(value):
+            continue  # NaN and infinities: the json module writes non-JSON; never in a manifest
+        expected = json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
+        assert export._pretty_json(value) == expected, value
+    with pytest.raises(UnicodeEncodeError):
+        export._pretty_json({"collection": "\ud800"})
+
+
 def _old_csv(records: list[dict[str, Any]]) -> bytes:
     """The CSV as the export wrote it before the fast path: DictWriter over the union of keys."""
     fields = list(dict.fromkeys(k for r in records for k in r))
