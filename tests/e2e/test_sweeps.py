@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from orchestrator.intake.publishers import IssuedKey, create_publisher
+from orchestrator.lifecycle.deadlines import DEFAULT_ZONE
 from orchestrator.lifecycle.sweeps import FINAL_STATUSES
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.stack import Stack
@@ -170,7 +172,11 @@ def test_recital_39_the_timer_starts_scheduled_sweeps_and_a_trusted_system_runs_
     assert trusted.status == SweepStatus.COMPLETED, trusted.reason
     assert trusted.sweep_id.startswith("sweep-archive-") and len(trusted.sweep_id) == 26
     assert [(c.collection, c.deleted) for c in trusted.counts] == [("tickets", 2)]
-    assert trusted.rules[0].cutoff == date.today() - timedelta(days=180)
+    # Days count in the controller's time zone (Amsterdam): between 23:00 and 24:00 UTC in
+    # winter its date is already tomorrow's. Five minutes back: a sweep started before midnight.
+    zone = ZoneInfo(DEFAULT_ZONE)
+    days = {(datetime.now(zone) - timedelta(minutes=m)).date() for m in (0, 5)}
+    assert trusted.rules[0].cutoff in {day - timedelta(days=180) for day in days}
     assert trusted.certificate and Path(trusted.certificate).exists(), trusted.reason
     history = [s.status for s in sweeps.history(trusted.sweep_id)]
     assert history[0] == SweepStatus.SWEEPING and SweepStatus.AWAITING_APPROVAL not in history
