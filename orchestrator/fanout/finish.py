@@ -103,12 +103,9 @@ class Finisher:
         if any(a.certified or a.exported for a in answers):
             await asyncio.to_thread(self._before_exports, answers)
         await self._write_exports([a for a in answers if a.exported and a.export_error is None])
-        notices = await asyncio.gather(
-            *(self._notify(a.state) for a in answers if a.answered and a.notified)
-        )
-        for answer, notice in zip(
-            (a for a in answers if a.answered and a.notified), notices, strict=True
-        ):
+        notified = [a for a in answers if a.notified]
+        notices = await asyncio.gather(*(self._notify(a.state) for a in notified))
+        for answer, notice in zip(notified, notices, strict=True):
             answer.notices = notice
         written = await asyncio.to_thread(self._write_all_documents, answers)
         for answer, (_, path) in zip(answers, written, strict=True):
@@ -321,7 +318,7 @@ class _Answer:
 
     @property
     def notified(self) -> bool:
-        return self.kind in notifications.NOTIFIED
+        return self.answered and self.kind in notifications.NOTIFIED
 
     def fail(self, error: Exception | str) -> None:
         """The export could not be written: said in the result, logged without the data."""
