@@ -106,14 +106,44 @@ _FACTS_SIZE = 1024
 _FACTS_LOCK = threading.Lock()  # exports are written in threads
 
 
+#: The same, found by the register's objects themselves: the exports of a batch share one
+#: register object (one copy per hand-over to the export process), so each system's facts are
+#: found there without encoding the system. An entry holds on to its objects, so their ids
+#: cannot be taken by other objects while it is kept (the register's models are frozen).
+_FACTS_BY_OBJECT: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
+_FACTS_BY_OBJECT_SIZE = 256
+
+
 def _facts(section: dict[str, Any], general: bool, language: Language, tone: Tone) -> Markup:
     """A system's Art. 15(1)(a)-(h) and 15(2) facts, rendered once per register content,
     language and tone (`templates/_report_system_facts.html`): they are the same in every
     request's report until the register changes, and they were most of its rendering time.
 
-    The key is everything the template reads: the system and its recipients as JSON (a changed
-    register gives another key), whether there are general recipients, the language and tone.
+    Looked up by the system and recipient objects first; else by their content
+    (`_facts_by_content`).
     """
+    system: System = section["system"]
+    recipients = section["recipients"]
+    quick = (id(system), tuple(map(id, recipients)), general, language, tone)
+    with _FACTS_LOCK:
+        found = _FACTS_BY_OBJECT.get(quick)
+        if found is not None:
+            _FACTS_BY_OBJECT.move_to_end(quick)
+            return found[0]
+    rendered = _facts_by_content(section, general, language, tone)
+    with _FACTS_LOCK:
+        _FACTS_BY_OBJECT[quick] = (rendered, system, *recipients)
+        if len(_FACTS_BY_OBJECT) > _FACTS_BY_OBJECT_SIZE:
+            _FACTS_BY_OBJECT.popitem(last=False)
+    return rendered
+
+
+def _facts_by_content(
+    section: dict[str, Any], general: bool, language: Language, tone: Tone
+) -> Markup:
+    """`_facts` by content. The key is everything the template reads: the system and its
+    recipients as JSON (a changed register gives another key), whether there are general
+    recipients, the language and tone."""
     system: System = section["system"]
     recipients = section["recipients"]
     key = "\x1f".join(

@@ -6,15 +6,19 @@ dates written out in the document's language. Checked in the text and in Chromiu
 from __future__ import annotations
 
 import re
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import jinja2
 import pytest
 
+from orchestrator.artifacts import report as report_module
 from orchestrator.artifacts.digest import LISTING_LIMIT, CollectionDigest, ExportFile
 from orchestrator.artifacts.register_export import load_for_export
-from orchestrator.artifacts.render import AP_COMPLAINT_URL
+from orchestrator.artifacts.render import AP_COMPLAINT_URL, environment
 from orchestrator.artifacts.report import render_report
 from orchestrator.lifecycle.reducer import RequestState
 from orchestrator.runtime.demo import register_path
@@ -551,3 +555,85 @@ def test_art_15_1_d_an_edited_register_shows_in_the_next_report_at_once(language
     assert new in _text(_section(after, "crm")) and new not in _text(_section(before, "crm"))
     assert _section(after, "orders") == _section(before, "orders")
     assert _report(language) == before  # the original register: its facts, unchanged
+
+
+# What rendering a report costs: it runs once per access export, on the request path
+# ----------------------------------------------------------------------------------
+
+
+def test_the_report_looks_up_its_texts_and_sections_without_raising_an_error_each() -> None:
+    """Jinja2 resolves `mapping.name` as an attribute first and as an item after: on the
+    texts (`t.title`) and the report's sections and collections, which are plain dicts, each
+    of some 240 lookups raised and caught an AttributeError. The documents' environment looks
+    a plain dict's items up directly (`render._Environment`); a dict's methods stay methods."""
+    _report("nl")  # templates compiled, the register's facts rendered and kept
+    raised: list[str] = []
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "exception" and issubclass(arg[0], AttributeError):
+            raised.append(f"{frame.f_code.co_filename}:{frame.f_code.co_name}")
+        return trace
+
+    sys.settrace(trace)
+    try:
+        report = _report("nl")
+    finally:
+        sys.settrace(None)
+    assert 'id="system-crm"' in report
+    assert raised == []
+
+
+def test_a_plain_dicts_names_resolve_in_a_template_as_jinja2_resolves_them() -> None:
+    """The faster lookup gives what Jinja2's own does: the item for a name, the method for a
+    dict method's name (`certificate.get(...)` in a certificate, whatever keys it holds), and
+    a loud error for a name that is neither."""
+    plain = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=True)
+    ours = environment()
+    data = {"title": "Inzage", "get": "a key named get", "items": [1, 2], "n": 0}
+    source = "{{ d.title }}|{{ d.n }}|{{ d.get('title') }}|{{ d['get'] }}|{{ d.items() | list }}"
+    assert ours.from_string(source).render(d=data) == plain.from_string(source).render(d=data)
+    for env in (ours, plain):
+        with pytest.raises(jinja2.UndefinedError):
+            env.from_string("{{ d.nowhere }}").render(d=data)
+
+
+def test_the_report_takes_one_template_context_for_all_its_systems(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each `{% include %}` that runs looks its template up and builds a new context: the
+    report includes its systems once (`_report_systems.html`), not two parts per system."""
+    contexts: list[str | None] = []
+    new_context = jinja2.Template.new_context
+
+    def counted(self: jinja2.Template, *args: Any, **kwargs: Any) -> Any:
+        contexts.append(self.name)
+        return new_context(self, *args, **kwargs)
+
+    _report("nl")  # the register's facts rendered and kept
+    monkeypatch.setattr(jinja2.Template, "new_context", counted)
+    _report("nl")
+    assert len(REGISTER.systems) >= 3
+    assert sorted(contexts, key=str) == ["_remedies.html", "_report_systems.html", "report.html"]
+
+
+def test_a_registers_facts_are_found_by_its_objects_and_by_content_after_a_reload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exports of a batch share one register object: each system's facts are found by
+    the object, without encoding the system again (`report._facts`). A register read again
+    (the same content, new objects) finds them by content once per system."""
+    register = parse_register(REGISTER.model_dump(mode="json", by_alias=True, exclude_none=True))
+    first = _report("en", register)
+    by_content: list[str] = []
+    found = report_module._facts_by_content
+
+    def counted(section: dict[str, Any], *args: Any) -> Any:
+        by_content.append(section["system"].name)
+        return found(section, *args)
+
+    monkeypatch.setattr(report_module, "_facts_by_content", counted)
+    assert _report("en", register) == first
+    assert by_content == []
+    reloaded = parse_register(REGISTER.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert _report("en", reloaded) == first
+    assert sorted(by_content) == sorted(s.name for s in reloaded.systems)
