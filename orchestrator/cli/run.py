@@ -191,7 +191,8 @@ def worker_connectors(group: str) -> None:
     setup_logging()
     settings = _worker_settings()
     register = WatchedRegister(settings.register_file, group=group)
-    data_keys = settings.data_keys()
+    # Each task's key is read from disk once, then checked with two stats (DataKeys).
+    data_keys = settings.data_keys(checked_cache_size=4096)
     runner = ConnectorWorker(
         settings.kafka,
         register,

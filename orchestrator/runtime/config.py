@@ -310,13 +310,20 @@ class Settings(BaseSettings):
         """The keys directory: certificate keys, the bus key when not configured, token keys."""
         return self.keys_dir or self.data_dir / "keys"
 
-    def data_keys(self, *, cache_size: int = 0) -> DataKeys:
-        """The data-key store, unlocked with the bus key (created on first use when unset)."""
+    def data_keys(self, *, cache_size: int = 0, checked_cache_size: int = 0) -> DataKeys:
+        """The data-key store, unlocked with the bus key (created on first use when unset);
+        `cache_size` for the process that destroys keys, `checked_cache_size` for the others
+        (see `DataKeys`)."""
         try:
             key = bus_key(self.bus_key_file, self.key_store_dir())
         except SealingError as exc:
             raise ConfigError(str(exc)) from None
-        return DataKeys(self.dek_dir or self.data_dir / "dek", key, cache_size=cache_size)
+        return DataKeys(
+            self.dek_dir or self.data_dir / "dek",
+            key,
+            cache_size=cache_size,
+            checked_cache_size=checked_cache_size,
+        )
 
     def request_verifier(self) -> RequestVerifier:
         """The signature check for request events, tasks and outcomes (an outcome's worker

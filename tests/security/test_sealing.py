@@ -9,6 +9,7 @@ import stat
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -225,6 +226,50 @@ def test_keys_created_together_are_remembered_by_a_caching_store(tmp_path: Path)
     assert not caching._remember("req-2", os.urandom(32))
     with pytest.raises(DataKeyDestroyed):
         caching.get("req-2")
+
+
+def test_a_connector_workers_checked_cache_never_outlives_a_destruction_or_a_changed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 17 and 32 GDPR: a destroyed key opens nothing from then on, in every process. A
+    connector worker reads each request's key once and then takes it from memory only after
+    two `stat` calls: the tombstone absent (another process, the orchestrator, destroyed it)
+    and the key file the same one (a key put back from a backup is read again)."""
+    orchestrator = DataKeys(tmp_path, KEY)
+    worker = DataKeys(tmp_path, KEY, checked_cache_size=4)
+    orchestrator.create_many(["req-1", "req-2", "req-3"])
+    unwrapped: list[str] = []
+    unwrap = DataKeys._unwrapped
+
+    def counted(self: DataKeys, request_id: str, *args: Any) -> bytes:
+        unwrapped.append(request_id)
+        return unwrap(self, request_id, *args)
+
+    monkeypatch.setattr(DataKeys, "_unwrapped", counted)
+    key = worker.get("req-1")
+    assert [worker.get("req-1") for _ in range(3)] == [key] * 3
+    assert key == orchestrator.get("req-1") and unwrapped == ["req-1", "req-1"]
+
+    orchestrator.destroy("req-1")  # in another process: the worker's memory is not told
+    with pytest.raises(DataKeyDestroyed):
+        worker.get("req-1")
+
+    elsewhere = DataKeys(tmp_path / "backup", KEY)  # another key for the same request id
+    restored = elsewhere.create("req-2")
+    first = worker.get("req-2")
+    assert first == orchestrator.get("req-2") != restored
+    os.replace(tmp_path / "backup" / "req-2.key", tmp_path / "req-2.key")
+    assert worker.get("req-2") == restored
+
+    worker.get("req-3")
+    (tmp_path / "req-3.key").unlink()
+    with pytest.raises(DataKeyMissing):
+        worker.get("req-3")
+
+    worker.create_many([f"req-{n}" for n in range(4, 10)])
+    for n in range(4, 10):
+        worker.get(f"req-{n}")
+    assert len(worker._checked) == 4  # bounded: the least recently used go first
 
 
 def test_get_after_destroy_raises_and_destroy_is_idempotent(tmp_path: Path) -> None:
