@@ -69,9 +69,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign, crypto_sign_open
+from nacl.exceptions import BadSignatureError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.envelope import (
@@ -237,6 +239,15 @@ def parse_signature(text: str) -> Signature:
 # -- keys ----------------------------------------------------------------------------------------
 
 
+#: Ed25519 signatures are checked and made by libsodium (PyNaCl) on the event path: every
+#: event is signed once and checked once or more, and libsodium's Ed25519 took about half the
+#: CPU time of OpenSSL's here (verify 63 vs 120 us, sign 25 vs 40 us; `cryptography` still
+#: reads, writes and makes the keys). libsodium's check is RFC 8032's with the stricter
+#: encodings (canonical S and points, no small-order keys): it accepts no signature OpenSSL
+#: would refuse.
+_ED25519_SIGNATURE_BYTES = 64
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyingKey:
     """One key of one publisher as the orchestrator holds it (a secret or a public key)."""
@@ -246,16 +257,23 @@ class VerifyingKey:
     algorithm: str
     secret: bytes | None = field(default=None, repr=False)
     public_key: Ed25519PublicKey | None = field(default=None, repr=False)
+    _public_raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.public_key is not None:
+            object.__setattr__(self, "_public_raw", self.public_key.public_bytes_raw())
 
     def verify(self, signature: bytes, data: bytes) -> bool:
         """True when `signature` is this key's signature of `data`."""
         if self.secret is not None:
             expected = hmac.new(self.secret, data, hashlib.sha256).digest()
             return hmac.compare_digest(expected, signature)
-        assert self.public_key is not None
+        assert self._public_raw is not None
+        if len(signature) != _ED25519_SIGNATURE_BYTES:
+            return False
         try:
-            self.public_key.verify(signature, data)
-        except InvalidSignature:
+            crypto_sign_open(signature + data, self._public_raw)
+        except BadSignatureError:
             return False
         return True
 
@@ -268,13 +286,20 @@ class SigningKey:
     key_id: str
     secret: bytes | None = field(default=None, repr=False)
     private_key: Ed25519PrivateKey | None = field(default=None, repr=False)
+    #: libsodium's form of the private key: the seed and the public key.
+    _sodium_key: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.private_key is not None:
+            public = self.private_key.public_key().public_bytes_raw()
+            object.__setattr__(self, "_sodium_key", self.private_key.private_bytes_raw() + public)
 
     def sign(self, data: bytes) -> bytes:
         """This key's signature of `data`."""
         if self.secret is not None:
             return hmac.new(self.secret, data, hashlib.sha256).digest()
-        assert self.private_key is not None
-        return self.private_key.sign(data)
+        assert self._sodium_key is not None
+        return crypto_sign(data, self._sodium_key)[:_ED25519_SIGNATURE_BYTES]
 
 
 def _secret_bytes(text: str | bytes, where: str) -> bytes:

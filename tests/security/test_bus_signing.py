@@ -36,6 +36,7 @@ from schemas.primitives.signing import (
     PublisherKeys,
     RequestSigner,
     RequestVerifier,
+    SigningKey,
     VerifyingKey,
     connector_publisher,
 )
@@ -332,6 +333,33 @@ def test_signing_and_verifying_a_message_is_cheap_and_keys_are_parsed_once() -> 
     raw = _raw(signer.sign(message))
     assert _per_message(lambda: signer.sign(message)) < 0.001
     assert _per_message(lambda: keys.verify(raw)) < 0.001
+
+
+def test_ed25519_signatures_by_libsodium_are_openssls_and_checked_alike() -> None:
+    """Events are signed and checked by libsodium (PyNaCl), keys read and made by
+    `cryptography` (OpenSSL). Ed25519 is deterministic (RFC 8032, 5.1.6): the same key signs the
+    same bytes identically in both, each checks the other's signatures, and both refuse a
+    changed byte, a signature of the wrong length, and one whose S is not reduced mod L
+    (RFC 8032, 5.1.7: such an S must be rejected)."""
+    private = Ed25519PrivateKey.generate()
+    signing = SigningKey("ed25519", "k1", private_key=private)
+    verifying = VerifyingKey("p", "k1", "ed25519", public_key=private.public_key())
+    order = 2**252 + 27742317777372353535851937790883648493  # L, the group's order
+    for size in (0, 1, 700, 70_000):
+        data = os.urandom(size)
+        signature = signing.sign(data)
+        assert signature == private.sign(data)
+        assert verifying.verify(signature, data)
+        private.public_key().verify(signature, data)  # OpenSSL accepts ours (raises if not)
+        changed = bytes([data[0] ^ 1]) + data[1:] if data else b"x"
+        assert not verifying.verify(signature, changed)
+        assert not verifying.verify(signature[:-1], data)
+        assert not verifying.verify(signature + b"\0", data)
+        s = int.from_bytes(signature[32:], "little")
+        unreduced = signature[:32] + (s + order).to_bytes(32, "little")
+        assert not verifying.verify(unreduced, data)
+    other = VerifyingKey("p", "k2", "ed25519", public_key=Ed25519PrivateKey.generate().public_key())
+    assert not other.verify(signing.sign(b"event"), b"event")
 
 
 def test_worker_loads_only_task_publishers_and_needs_no_request_publishers_secret(
