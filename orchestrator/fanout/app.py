@@ -74,7 +74,7 @@ class Orchestrator:
         self.table = requests_table(self.app, self.partitions)
         watchlist = Watchlist(self.policy)
         self.requests = RequestTable(
-            self.table, self.data_keys, watchlist, self.partitions, new_keys=settings.data_keys()
+            self.table, self.data_keys, watchlist, self.partitions, create_keys_ahead=True
         )
         self.sweeps = SweepRunner(
             settings,

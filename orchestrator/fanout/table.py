@@ -34,15 +34,16 @@ class RequestTable:
         watchlist: Watchlist,
         partitions: int,
         *,
-        new_keys: DataKeys | None = None,
+        create_keys_ahead: bool = False,
     ) -> None:
         self.table = table
         self.keys = keys
         self.watchlist = watchlist
         self.partitions = partitions
-        #: The same key store without a cache, for creating keys in threads (`prepare`):
-        #: the cached one belongs to the event loop's thread.
-        self.new_keys = new_keys
+        #: Whether `prepare` creates new requests' keys (in threads, into the same store: it
+        #: keeps what it creates, so `store` seals with a key from memory, not one read back
+        #: from disk and unwrapped on the event loop).
+        self.create_keys_ahead = create_keys_ahead
 
     async def prepare(self, request_ids: Iterable[str]) -> None:
         """Create the data keys of requests not in the table yet, in a few threads.
@@ -50,9 +51,10 @@ class RequestTable:
         Each new key is synced to disk before anything is sealed with it; one at a time on
         the event loop, those syncs add up. Written together and then synced
         (`DataKeys.create_many`), the file system commits them together, and the loop stays
-        free. `store` then finds each key on disk.
+        free. `store` then finds each key in the store's cache (or on disk, for a store
+        without one).
         """
-        if self.new_keys is None:
+        if not self.create_keys_ahead:
             return
         new = [r for r in request_ids if not self.table.get(r)]
         if len(new) > 1:
@@ -62,7 +64,7 @@ class RequestTable:
             # A key that cannot be created (destroyed, a bad key store) is left to `load` and
             # `store`, which report it for its request as they always did.
             await asyncio.gather(
-                *(asyncio.to_thread(self.new_keys.create_many, c) for c in chunks),
+                *(asyncio.to_thread(self.keys.create_many, c) for c in chunks),
                 return_exceptions=True,
             )
 

@@ -256,6 +256,7 @@ class DataKeys:
         (destroyed, a wrong bus key) is left to `get`, which reports it for its request.
         """
         pending: list[tuple[str, Path, int, str, bytes]] = []
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
             for request_id in request_ids:
                 try:
@@ -268,7 +269,6 @@ class DataKeys:
                 path, _ = self._paths(request_id)
                 key = os.urandom(KEY_SIZE)
                 wrapped = seal(self._bus_key, key, context("data-key", request_id))
-                path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
                 pending.append((request_id, path, fd, tmp, key))
                 os.fchmod(fd, 0o600)

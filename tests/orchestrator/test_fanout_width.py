@@ -59,13 +59,18 @@ def test_a_state_stored_in_full_by_an_earlier_version_still_opens(keys: DataKeys
 def test_new_requests_data_keys_are_created_before_the_batch_is_decided(
     tmp_path: Path, keys: DataKeys
 ) -> None:
-    """Created by the uncached twin of the key store, in threads; the loop's store then finds
-    them on disk. A request already in the table gets no new key."""
-    twin = DataKeys(keys.root, keys._bus_key)
-    table = RequestTable({"old": "x"}, keys, Watchlist(POLICY), PARTITIONS, new_keys=twin)
+    """Created in threads into the loop's own (caching) store: the state is then sealed with
+    the key from memory, not read back from disk and unwrapped on the event loop (one file
+    read per new request). A request already in the table gets no new key."""
+    table = RequestTable({"old": "x"}, keys, Watchlist(POLICY), PARTITIONS, create_keys_ahead=True)
     asyncio.run(table.prepare(["new-1", "new-2", "old"]))
     assert sorted(p.name for p in keys.root.glob("*.key")) == ["new-1.key", "new-2.key"]
-    assert keys.create("new-1") == twin.get("new-1")  # the same key, not a second one
+    on_disk = DataKeys(keys.root, keys._bus_key).get("new-1")
+    (keys.root / "new-1.key").rename(tmp_path / "away")  # the loop's store does not need it
+    assert keys.create("new-1") == on_disk  # the same key, not a second one
+    (tmp_path / "away").rename(keys.root / "new-1.key")
+    table.store("new-2", RequestState(request_id="new-2"))
+    assert decode_state(table.table["new-2"], DataKeys(keys.root, keys._bus_key)).request_id
 
 
 def test_a_batchs_finished_requests_are_handed_to_the_finisher_together() -> None:
