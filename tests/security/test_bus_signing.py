@@ -319,7 +319,8 @@ def _per_message(action: Callable[[], object], n: int = 300) -> float:
 def test_signing_and_verifying_a_message_is_cheap_and_keys_are_parsed_once() -> None:
     """Every task and outcome is signed and verified: Ed25519 (public keys for verifiers, so
     a connector worker cannot forge tasks) costs well under a millisecond per message.
-    Measured here: HMAC-SHA256 ~6-8 us sign/verify, Ed25519 ~27 us sign, ~67 us verify."""
+    Measured here (a whole signed event): Ed25519 by libsodium ~45 us sign, ~90 us verify
+    (by OpenSSL before: ~57 and ~155); HMAC-SHA256 less."""
     private = Ed25519PrivateKey.generate()
     signer = RequestSigner.from_private_key("connectors-default", private)
     public = VerifyingKey(
