@@ -8,12 +8,16 @@ rest of the code cannot tell the difference.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.resources
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from schemas.errors import DsrError
@@ -53,6 +57,34 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+#: prctl(2) option: the signal the kernel sends a process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def ends_with_this_process() -> Callable[[], None] | None:
+    """A `preexec_fn` for a child process this one starts and owns (the embedded broker, the
+    workers of `dsr up` and `dsr demo`): the kernel sends the child SIGTERM once this process
+    is gone, however it ends, SIGKILL and the OOM killer included, so no broker or worker is
+    left running unowned. None where Linux's prctl(2) is not at hand, or off the main thread:
+    the signal follows the thread that started the child, and only the main thread lives as
+    long as the process."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def tie() -> None:
+        prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != parent:  # gone before the tie was made: the signal will not come
+            os._exit(1)
+
+    return tie
 
 
 def terminate(processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -103,6 +135,7 @@ class EmbeddedBroker:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=ends_with_this_process(),
             )
         finally:
             if log is not subprocess.DEVNULL:
@@ -139,6 +172,7 @@ __all__ = [
     "BrokerError",
     "EmbeddedBroker",
     "broker_binary",
+    "ends_with_this_process",
     "free_port",
     "terminate",
     "wait_for_port",

@@ -28,7 +28,12 @@ from orchestrator.intake.publishers import (
     rotate_publisher,
     write_keys_document,
 )
-from orchestrator.runtime.broker import EmbeddedBroker, free_port, terminate
+from orchestrator.runtime.broker import (
+    EmbeddedBroker,
+    ends_with_this_process,
+    free_port,
+    terminate,
+)
 from orchestrator.runtime.config import Settings
 from orchestrator.runtime.topics import ensure_topics
 from schemas.errors import DsrError
@@ -333,6 +338,7 @@ class Stack:
             stderr=subprocess.STDOUT if output else None,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=ends_with_this_process(),
         )
         self.processes[name] = process
         return process

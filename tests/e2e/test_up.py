@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -84,3 +85,64 @@ def test_up_serves_requests_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         pass  # the embedded broker is gone
     assert not (tmp_path / ".dsr" / "bootstrap").exists()
     assert not (tmp_path / ".dsr" / "publisher.env").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie waiting for a new parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal is Linux's")
+def test_up_killed_outright_leaves_no_broker_or_worker_running(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives `dsr up` no chance to stop what it started: its
+    broker, orchestrator, connector workers, intake and dashboard end by themselves, and the
+    broker's port closes."""
+    env = {
+        **os.environ,
+        "DSR_REGISTER": str(demo.sql_register_path()),
+        "DSR_DATA_DIR": str(tmp_path / "data"),
+        "DSR_DEMO_DIR": str(demo.seed(tmp_path / "systems")),
+        "DSR_STATE_DIR": str(tmp_path / ".dsr"),
+        "DSR_DASHBOARD_PORT": "0",
+    }
+    env.pop("DSR_KAFKA_BOOTSTRAP", None)
+    up = start_dsr_up(tmp_path, env, merge_stderr=True)
+    children: list[int] = []
+    try:
+        read_until(up, "Ctrl-C stops", 60)
+        bootstrap = (tmp_path / ".dsr" / "bootstrap").read_text().strip()
+        children = _children(up.pid)
+        assert len(children) >= 5, children  # broker, orchestrator, connectors, intake, dashboard
+        up.kill()
+        up.wait(10)
+        deadline = time.monotonic() + 40
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [pid for pid in children if _running(pid)]
+        assert not left, f"still running after dsr up was killed: {left}"
+        host, port = bootstrap.split(":")
+        with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
+            pass
+    finally:
+        for pid in [up.pid, *children]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        up.communicate(timeout=10)
