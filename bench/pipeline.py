@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "--producer-batch",
         type=int,
         default=None,
-        help="Orchestrator producer_max_batch_size (embedded default: 1).",
+        help="Orchestrator producer_max_batch_size (default: 16384 bytes, as on Kafka).",
     )
     args = parser.parse_args(argv)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import faust
-from faust.types import TableT
+from aiokafka import TopicPartition
+from faust.types import TP, TableT
 
 from orchestrator.runtime.config import Settings
+from orchestrator.runtime.offsets import confirmed_ends
+from schemas.kafka import KafkaSettings
 from schemas.topics import OUTCOMES, REQUESTS
 
 #: The table of request states (`orchestrator.fanout.table`).
@@ -19,7 +24,8 @@ SWEEPS_TABLE_NAME = "sweeps"
 def create_app(settings: Settings) -> faust.App:
     """A Faust app for these settings: at-least-once, in-memory table store, no web server."""
     _set_faust_fetch_wait(settings.kafka.fetch_max_wait_ms)
-    return faust.App(
+    _confirm_faust_highwaters()
+    app = faust.App(
         settings.app_id,
         **_faust_broker_options(settings),
         store="memory://",
@@ -31,6 +37,12 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         table_standby_replicas=0,
     )
+    _KAFKA_OF[app] = settings.kafka
+    return app
+
+
+#: Each app's Kafka settings, for the fetches that confirm its changelogs' ends.
+_KAFKA_OF: weakref.WeakKeyDictionary[faust.App, KafkaSettings] = weakref.WeakKeyDictionary()
 
 
 def input_topic(app: faust.App) -> faust.TopicT:
@@ -85,6 +97,31 @@ def _set_faust_fetch_wait(milliseconds: int) -> None:
 
     thread._dsr_create_worker_consumer = create  # type: ignore[attr-defined]
     thread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
+
+
+def _confirm_faust_highwaters() -> None:
+    """Make a table's recovery read its changelog up to the end a fetch reports
+    (`orchestrator.runtime.offsets`), not only ListOffsets': the embedded broker's ListOffsets
+    stops short after a multi-record batch, and the table would lose that batch's updates.
+    With it, the changelog is written in batches (`producer_max_batch_size`) on the embedded
+    broker too."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    reported = getattr(thread, "_dsr_highwaters", thread._highwaters)
+
+    async def _highwaters(self: Any, partitions: list[TP]) -> Mapping[TP, int]:
+        ends = await reported(self, partitions)
+        kafka = _KAFKA_OF.get(self.app)
+        if kafka is None or self.consumer.in_transaction:
+            return ends
+        confirmed = await confirmed_ends(
+            kafka, {TopicPartition(tp.topic, tp.partition): end for tp, end in ends.items()}
+        )
+        return {TP(tp.topic, tp.partition): end for tp, end in confirmed.items()}
+
+    thread._dsr_highwaters = reported  # type: ignore[attr-defined]
+    thread._highwaters = _highwaters  # type: ignore[method-assign]
 
 
 def _faust_broker_options(settings: Settings) -> dict[str, Any]:

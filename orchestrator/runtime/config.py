@@ -359,11 +359,8 @@ class Settings(BaseSettings):
         )
 
     def for_embedded(self, bootstrap: str) -> Settings:
-        """These settings against the embedded broker (short timeouts, single-record batches)."""
-        # The embedded broker loses table updates on recovery with multi-record batches.
-        return self.model_copy(
-            update={"kafka": self.kafka.for_embedded(bootstrap), "producer_max_batch_size": 1}
-        )
+        """These settings against the embedded broker (its short group timeouts)."""
+        return self.model_copy(update={"kafka": self.kafka.for_embedded(bootstrap)})
 
 
 class _GroupOf:

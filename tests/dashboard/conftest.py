@@ -199,7 +199,6 @@ def dashboard_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
             data_dir=root / "data",
             kafka=kafka,
             allow_unsigned_requests=True,
-            producer_max_batch_size=1,
             retry_delay_seconds=0.2,
             tick_interval_seconds=1.0,
             dashboard_port=0,

@@ -135,7 +135,6 @@ def running(
         register_file=register,
         data_dir=root / "data",
         kafka=kafka_settings,
-        producer_max_batch_size=1,
         retry_delay_seconds=0.2,
         tick_interval_seconds=1.0,
         record_grace_seconds=0.5,
