@@ -405,3 +405,40 @@ def test_a_shredded_task_fails_clearly_and_never_crashes_the_worker(tmp_path: Pa
     assert unkeyed.status == OutcomeStatus.FAILED and "DSR_DEK_DIR" in (unkeyed.reason or "")
     for result in (outcome, broken, unkeyed):
         assert EMAIL not in result.model_dump_json()
+
+
+def test_dsr_worker_connectors_runs_with_a_checked_key_cache_its_record_store_shares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsr worker connectors` builds its worker with the checked data-key cache (4,096 keys,
+    see the test above for what it guarantees), and its record store seals with the same
+    store, so a destroyed key is refused for records as for tasks (Art. 17 and 32)."""
+    from click.testing import CliRunner
+
+    import connectors.runtime
+    from orchestrator.cli import run
+
+    built: dict[str, Any] = {}
+
+    class Captured:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.update(kwargs)
+
+    async def no_run(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(connectors.runtime, "ConnectorWorker", Captured)
+    monkeypatch.setattr(run, "_run_connectors", no_run)
+    monkeypatch.setattr(run, "_settle_heap", lambda: None)
+    (tmp_path / "register.yaml").write_text(
+        "systems:\n- {name: crm, kind: crm, connector: memory, data_categories: [email],\n"
+        "   purposes: [service], legal_basis: [contract], profiling: none, retention: 1 year}\n"
+    )
+    monkeypatch.setenv("DSR_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # never contacted
+    monkeypatch.setenv("DSR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DSR_REGISTER", str(tmp_path / "register.yaml"))
+    result = CliRunner().invoke(run.worker_connectors, ["--group", "default"])
+    assert result.exit_code == 0, result.output
+    keys = built["data_keys"]
+    assert isinstance(keys, DataKeys) and keys._checked_size == 4096
+    assert built["records"].keys is keys
