@@ -27,6 +27,7 @@ broker, limits throughput; hence batches. Delivery is at least once; the reducer
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -154,7 +155,9 @@ class Orchestrator:
                 reason = f"the state of request {request_id!r} cannot be opened: {exc}"
                 pending += [dead_letter(record, "process", reason) for record, _ in items]
                 continue
-            decision = lifecycle.decide(state, items, self._context)
+            # A decision that raises part-way is redone from the stored state (`decide`).
+            reload = functools.partial(self.requests.load, request_id)
+            decision = lifecycle.decide(state, items, self._context, reload=reload)
             for record, reason, error in decision.refused:
                 if error is not None:  # a bug must not stop the worker: the event is kept
                     log.error("processing failed for request %s", request_id, exc_info=error)

@@ -9,7 +9,7 @@ changes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Generic, TypeVar
@@ -246,27 +246,36 @@ def decide(
     state: RequestState | None,
     items: Iterable[tuple[_Item, InputEvent]],
     context: Callable[[], Context],
+    *,
+    reload: Callable[[], RequestState | None] | None = None,
 ) -> Decision[_Item]:
     """Decide a request's events of one batch in order; their status events become one.
 
-    An event whose decision raises is refused, and the state stays as it was before it: a bug
-    must not stop the worker, and the event is kept in a dead letter.
+    An event whose decision raises is refused, and the result is as if it had never come: a bug
+    must not stop the worker, and the event is kept in a dead letter. A decision changes the
+    state in place, so one that raises may have changed it part-way: the other events are then
+    decided again from the state as it was, from `reload` (the state as stored, read again), or
+    from a copy taken first when there is none.
     """
-    merged = Effects()
-    refused: list[tuple[_Item, str, Exception | None]] = []
-    extended = False
-    for item, event in items:
-        try:
-            state, effects = apply(state, event, context())
-        except Exception as exc:
-            refused.append((item, f"processing failed: {type(exc).__name__}", exc))
+    items = list(items)
+    if reload is None:
+        pristine = state.model_copy(deep=True) if state is not None else None
+
+        def reload() -> RequestState | None:
+            return pristine.model_copy(deep=True) if pristine is not None else None
+
+    broken: dict[int, tuple[_Item, str, Exception | None]] = {}
+    while True:
+        run = _decide_in_order(state, items, broken, context)
+        if isinstance(run, _Broke):
+            item, error = items[run.index][0], run.error
+            broken[run.index] = (item, f"processing failed: {type(error).__name__}", error)
+            state = reload()
             continue
-        if effects.dead_letter:
-            refused.append((item, effects.dead_letter, None))
-        extended = extended or (
-            isinstance(event, DeadlineExtended) and effects.changed and not effects.dead_letter
-        )
-        merged.absorb(effects)
+        state, merged, refused_at, extended = run
+        break
+    in_order = sorted([*refused_at, *broken.items()], key=lambda entry: entry[0])
+    refused = [entry for _, entry in in_order]
     if state is None or state.status != RequestStatus.AWAITING_VERIFICATION:
         # Verified within the same batch: asking for an ID now would only confuse.
         merged.notices = [n for n in merged.notices if n != "id_request"]
@@ -277,6 +286,44 @@ def decide(
         if decision.extended:  # the shell writes the extension letter now (Art. 12(3))
             state.extension_notified_at = context().now
     return decision
+
+
+@dataclass(frozen=True, slots=True)
+class _Broke:
+    """A decision raised: at which of the items, with what."""
+
+    index: int
+    error: Exception
+
+
+def _decide_in_order(
+    state: RequestState | None,
+    items: list[tuple[_Item, InputEvent]],
+    skip: Mapping[int, object],
+    context: Callable[[], Context],
+) -> (
+    tuple[RequestState | None, Effects, list[tuple[int, tuple[_Item, str, Exception | None]]], bool]
+    | _Broke
+):
+    """`decide`'s pass over the items (leaving out `skip`): the state, the merged effects, the
+    events refused by their decision and whether the deadline was extended; or where it broke."""
+    merged = Effects()
+    refused: list[tuple[int, tuple[_Item, str, Exception | None]]] = []
+    extended = False
+    for index, (item, event) in enumerate(items):
+        if index in skip:
+            continue
+        try:
+            state, effects = apply(state, event, context())
+        except Exception as exc:
+            return _Broke(index, exc)
+        if effects.dead_letter:
+            refused.append((index, (item, effects.dead_letter, None)))
+        extended = extended or (
+            isinstance(event, DeadlineExtended) and effects.changed and not effects.dead_letter
+        )
+        merged.absorb(effects)
+    return state, merged, refused, extended
 
 
 def submit(

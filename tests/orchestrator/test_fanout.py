@@ -45,6 +45,7 @@ from schemas.events import (
     RequestStatus,
     StatusTrigger,
     TaskDispatched,
+    TaskOutcome,
 )
 from schemas.primitives.sealing import DataKeys, open_task
 from schemas.register import load_register
@@ -152,6 +153,44 @@ def test_an_event_that_breaks_a_decision_is_refused_and_the_rest_goes_on() -> No
     assert item == "x" and reason == "processing failed: TypeError"
     assert isinstance(error, TypeError)
     assert decision.state is not None and decision.state.systems_done == 1
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["reloaded", "copied"])
+def test_an_event_that_breaks_a_decision_part_way_leaves_no_trace_in_the_state(
+    stored: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision changes the state in place; one that raises after changing some of it must
+    not leave those changes behind for the batch's other events to be stored with: the state
+    and status events are those of the other events alone, whether the state is read again
+    from the table (`reload`, as the agent does) or copied first."""
+    from orchestrator.lifecycle import reducer
+
+    started, _ = submit(None, request(), ctx())
+    assert started is not None
+    decide_outcome = reducer._DECIDERS[TaskOutcome]
+
+    def breaks_half_way(state: Any, event: Any, context: Context) -> Any:
+        if event.system == "chat":
+            state.reason = "half-done"
+            state.sequence += 5  # would shift every later status event
+            state.systems["crm"] = state.systems["crm"].model_copy(update={"attempt": 9})
+            raise RuntimeError("a bug")
+        return decide_outcome(state, event, context)
+
+    items = [("a", outcome("crm")), ("x", outcome("chat")), ("c", outcome("support"))]
+    expected = decide(started.model_copy(deep=True), [items[0], items[2]], ctx)
+    monkeypatch.setitem(reducer._DECIDERS, TaskOutcome, breaks_half_way)
+    reload = (lambda: started.model_copy(deep=True)) if stored else None
+    decision = decide(started.model_copy(deep=True), items, ctx, reload=reload)
+
+    [(item, reason, error)] = decision.refused
+    assert (item, reason) == ("x", "processing failed: RuntimeError")
+    assert isinstance(error, RuntimeError)
+    assert decision.state is not None and expected.state is not None
+    assert decision.state.reason is None and decision.state.systems["crm"].attempt == 1
+    assert decision.state == expected.state
+    assert decision.effects.statuses == expected.effects.statuses
+    assert [s.sequence for s in decision.effects.statuses] == [started.sequence + 1]
 
 
 def test_an_extension_is_flagged_so_the_subject_is_told() -> None:
