@@ -1,13 +1,12 @@
 """Where each partition ends, as a fetch reports it.
 
-A partition's end offset (the offset its next record will get) is what a table's recovery reads
-the changelog up to, and what consumer lag is measured against. Kafka answers it through
-ListOffsets. The embedded broker answers ListOffsets with the last batch's first offset plus
-one: after a batch of 7 records at offsets 300-306 it reports 301, not 307. A table restored up
-to there would silently lose the last batch's updates. So each reported end is checked by
-fetching from just before it: every fetch response carries the partition's high-watermark, and
-that one the embedded broker gets right. Against Kafka the two agree and the check costs one
-fetch. One code path for both.
+A partition's end offset (the offset its next record will get) is what a table's recovery
+reads the changelog up to. Kafka answers it through ListOffsets. The embedded broker answers
+ListOffsets with the last batch's first offset plus one: after a batch of 7 records at offsets
+300-306 it reports 301, not 307. A table restored up to there would silently lose the last
+batch's updates. So each reported end is checked by fetching from just before it: every fetch
+response carries the partition's high-watermark, and that one the embedded broker gets right.
+Against Kafka the two agree and the check costs one fetch. One code path for both.
 """
 
 from __future__ import annotations
@@ -24,18 +23,6 @@ log = logging.getLogger(__name__)
 
 #: How long to wait for the fetches that confirm the ends, in all.
 CONFIRM_SECONDS = 10.0
-
-
-async def end_offsets(
-    consumer: AIOKafkaConsumer,
-    partitions: list[TopicPartition],
-    kafka: KafkaSettings,
-    timeout: float = CONFIRM_SECONDS,
-) -> dict[TopicPartition, int]:
-    """The end offset of each of `partitions`: ListOffsets through `consumer`, confirmed by a
-    fetch (`confirmed_ends`)."""
-    reported = await consumer.end_offsets(partitions)
-    return await confirmed_ends(kafka, reported, timeout)
 
 
 async def confirmed_ends(
@@ -80,4 +67,4 @@ async def confirmed_ends(
     return ends
 
 
-__all__ = ["CONFIRM_SECONDS", "confirmed_ends", "end_offsets"]
+__all__ = ["CONFIRM_SECONDS", "confirmed_ends"]

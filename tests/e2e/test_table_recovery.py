@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from orchestrator.runtime.broker import EmbeddedBroker
-from orchestrator.runtime.offsets import end_offsets
+from orchestrator.runtime.offsets import confirmed_ends
 from schemas.kafka import KafkaSettings
 from schemas.topics import REQUESTS
 from tests.processes import read_until
@@ -103,7 +103,7 @@ async def _ends(kafka: KafkaSettings, topic: str) -> dict[TopicPartition, int]:
         partitions = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
         while not (consumer.partitions_for_topic(topic) or set()) >= {0, 1}:
             await consumer.topics()  # refresh metadata until the topic is known
-        return await end_offsets(consumer, partitions, kafka)
+        return await confirmed_ends(kafka, await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
 
