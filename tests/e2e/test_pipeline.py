@@ -372,3 +372,45 @@ def test_declarative_spec_changed_while_the_worker_runs_applies_to_the_next_task
     done = running.wait_final(second.request_id)
     assert done.status == RequestStatus.COMPLETED, done.reason
     assert done.systems["acme"].counts.deleted == 2
+
+
+def _committed(system: System, topic: str, partition: int) -> int | None:
+    """The orchestrator's consumer group's committed offset of one partition, if any."""
+    from kafka import KafkaAdminClient
+    from kafka.structs import TopicPartition
+
+    group = system.stack.settings.app_id  # Faust's consumer group is the app's id
+    tp = TopicPartition(topic, partition)
+    admin = KafkaAdminClient(**system.kafka.kafka_python_options())
+    try:
+        # Named partitions: the embedded broker answers an all-partitions fetch with nothing.
+        found = admin.list_group_offsets({group: [tp]})[group].get(tp)
+    finally:
+        admin.close()
+    return None if found is None or found.offset < 0 else found.offset
+
+
+def test_a_finished_requests_events_are_committed_by_the_orchestrator(running: System) -> None:
+    """A batch's events are acked when the agent moves on, after the batch's outputs are with
+    the broker and the table's changelog is flushed (`Orchestrator.handle`); acked, they are
+    committed. Once a request is finished, the offsets of its request and outcome events count
+    as done for the orchestrator's group, and a restarted orchestrator reads on from there
+    (a change to how batches are taken or acked that lost the acks fails here)."""
+    request = new_request("access", BRAM)
+    with running.publisher() as publisher:
+        publisher.publish(request)
+        running.wait_final(request.request_id)
+    mine = [
+        record
+        for topic in (REQUESTS.name, OUTCOMES.name)
+        for record, envelope in read_topic(running.kafka, topic)
+        if envelope is not None and getattr(envelope.body, "request_id", None) == request.request_id
+    ]
+    assert len(mine) == 1 + len(DEMO_SYSTEMS)
+    deadline = time.monotonic() + 30  # Faust commits every few seconds
+    for record in mine:
+        while (done := _committed(running, record.topic, record.partition)) is None or (
+            done <= record.offset
+        ):
+            assert time.monotonic() < deadline, f"{record.topic} offset {record.offset} not done"
+            time.sleep(0.5)
