@@ -190,3 +190,18 @@ def read_topic(
             await consumer.stop()
 
     return asyncio.run(_read())
+
+
+def committed_offset(kafka: KafkaSettings, group: str, topic: str, partition: int) -> int | None:
+    """A consumer group's committed offset of one partition; None when it committed none."""
+    from kafka import KafkaAdminClient
+    from kafka.structs import TopicPartition as Partition
+
+    tp = Partition(topic, partition)
+    admin = KafkaAdminClient(**kafka.kafka_python_options())
+    try:
+        # Named partitions: the embedded broker answers an all-partitions fetch with nothing.
+        found = admin.list_group_offsets({group: [tp]})[group].get(tp)
+    finally:
+        admin.close()
+    return None if found is None or found.offset < 0 else found.offset

@@ -32,6 +32,7 @@ from schemas.envelope import EnvelopeError, decode, encode
 from schemas.events import RequestType, Subject, TaskDispatched, TaskOutcome
 from schemas.kafka import KafkaSettings
 from schemas.topics import OUTCOMES, TASKS
+from tests.e2e.conftest import committed_offset
 
 pytestmark = pytest.mark.broker
 
@@ -308,24 +309,9 @@ def test_the_first_owner_of_a_never_committed_partition_calls_at_once_and_claims
         done = asyncio.run(
             _outcomes(kafka_settings, {t.task_id for t in tasks}, lambda _: None, timeout=60)
         )
-        committed = asyncio.run(_committed(kafka_settings, f"dsr-connectors-{group}", "fresh"))
+        fresh = partition_for("fresh", kafka_settings.partitions)
+        committed = committed_offset(kafka_settings, f"dsr-connectors-{group}", TASKS.name, fresh)
     finally:
         workers.stop()
     assert set(done) == {t.task_id for t in tasks}
     assert committed is not None  # claimed: the next owner will wait a window
-
-
-async def _committed(kafka: KafkaSettings, group: str, system: str) -> int | None:
-    """The group's committed offset of `system`'s partition of the tasks topic."""
-    from aiokafka import TopicPartition
-    from kafka import KafkaAdminClient
-
-    tp = TopicPartition(TASKS.name, partition_for(system, kafka.partitions))
-    admin = KafkaAdminClient(**kafka.kafka_python_options())
-    try:
-        # Named partitions: the embedded broker answers an all-partitions fetch with nothing.
-        offsets = admin.list_group_offsets({group: [tp]})[group]
-    finally:
-        admin.close()
-    found = offsets.get(tp)
-    return None if found is None or found.offset < 0 else found.offset

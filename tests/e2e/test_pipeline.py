@@ -30,7 +30,7 @@ from schemas.events import (
     VerificationMethod,
 )
 from schemas.topics import DEAD_LETTER, OUTCOMES, REQUESTS, STATUS, TASKS
-from tests.e2e.conftest import DEMO_SYSTEMS, System, read_topic
+from tests.e2e.conftest import DEMO_SYSTEMS, System, committed_offset, read_topic
 from tests.orchestrator import test_lifecycle as lifecycle
 
 pytestmark = pytest.mark.broker
@@ -374,22 +374,6 @@ def test_declarative_spec_changed_while_the_worker_runs_applies_to_the_next_task
     assert done.systems["acme"].counts.deleted == 2
 
 
-def _committed(system: System, topic: str, partition: int) -> int | None:
-    """The orchestrator's consumer group's committed offset of one partition, if any."""
-    from kafka import KafkaAdminClient
-    from kafka.structs import TopicPartition
-
-    group = system.stack.settings.app_id  # Faust's consumer group is the app's id
-    tp = TopicPartition(topic, partition)
-    admin = KafkaAdminClient(**system.kafka.kafka_python_options())
-    try:
-        # Named partitions: the embedded broker answers an all-partitions fetch with nothing.
-        found = admin.list_group_offsets({group: [tp]})[group].get(tp)
-    finally:
-        admin.close()
-    return None if found is None or found.offset < 0 else found.offset
-
-
 def test_a_finished_requests_events_are_committed_by_the_orchestrator(running: System) -> None:
     """A batch's events are acked when the agent moves on, after the batch's outputs are with
     the broker and the table's changelog is flushed (`Orchestrator.handle`); acked, they are
@@ -407,10 +391,13 @@ def test_a_finished_requests_events_are_committed_by_the_orchestrator(running: S
         if envelope is not None and getattr(envelope.body, "request_id", None) == request.request_id
     ]
     assert len(mine) == 1 + len(DEMO_SYSTEMS)
+    group = running.stack.settings.app_id  # Faust's consumer group is the app's id
+
+    def committed(topic: str, partition: int) -> int | None:
+        return committed_offset(running.kafka, group, topic, partition)
+
     deadline = time.monotonic() + 30  # Faust commits every few seconds
     for record in mine:
-        while (done := _committed(running, record.topic, record.partition)) is None or (
-            done <= record.offset
-        ):
+        while (done := committed(record.topic, record.partition)) is None or done <= record.offset:
             assert time.monotonic() < deadline, f"{record.topic} offset {record.offset} not done"
             time.sleep(0.5)
