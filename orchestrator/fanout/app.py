@@ -38,6 +38,7 @@ import faust
 from faust.types import TP, EventT
 
 from orchestrator.artifacts.delivery import DeliveryError
+from orchestrator.fanout.batches import take_batches
 from orchestrator.fanout.faust_app import create_app, input_topic, requests_table, sweeps_table
 from orchestrator.fanout.finish import AnyRegister, Finisher
 from orchestrator.fanout.output import OutputProducer, Sender
@@ -110,8 +111,8 @@ class Orchestrator:
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         try:
-            async for events in stream.take_events(  # type: ignore[attr-defined]
-                self.settings.batch_size, within=self.settings.batch_within_seconds
+            async for events in take_batches(
+                stream, self.settings.batch_size, within=self.settings.batch_within_seconds
             ):
                 await self.handle(events)
         finally:
