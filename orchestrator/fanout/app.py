@@ -2,7 +2,7 @@
 
 One event's path, in order:
 
-1. `orchestrator.intake.decode`: the agent takes a batch (`stream.take_events`); each record is
+1. `orchestrator.intake.decode`: the agent takes a batch (`fanout.batches`); each record is
    decoded into its model, a request event's signature checked before its body is parsed.
    Invalid records are turned away (dead letters), misrouted ones rerouted.
 2. `orchestrator.fanout.table`: the request's state is loaded (sealed, `lifecycle.state`).

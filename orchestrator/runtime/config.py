@@ -199,7 +199,9 @@ class Settings(BaseSettings):
     )
     tick_interval_seconds: float = Field(30.0, gt=0, description="Deadline check period.")
     batch_size: int = Field(500, ge=1)
-    batch_within_seconds: float = Field(0.01, gt=0)
+    batch_within_seconds: float = Field(
+        0.01, gt=0, description="How long a batch waits for more events after its first one."
+    )
     producer_max_batch_size: int = Field(16384, ge=1)
     orchestrator_workers: int = Field(
         1, ge=1, description="Orchestrator processes 'dsr up' starts (<= partitions)."
